@@ -1,0 +1,590 @@
+"""
+The reverse proxy: one client request relayed to one backend member.
+
+Semantics follow Synapse's C{synapse/http/proxy.py} and RFC 9110/9112:
+hop-by-hop headers (and those named in Connection) are dropped both ways,
+repeated headers keep their order, the X-Forwarded-* set is added, bodies
+stream with flow control in both directions, a backend that cannot be
+reached is a 502 and one that does not answer within C{requestTimeout} a
+504, and a client that leaves aborts the backend request.
+"""
+
+from __future__ import annotations
+
+from typing import IO, TYPE_CHECKING, Any, Callable
+
+from twisted.internet.interfaces import IDelayedCall, IPullProducer, IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from agwtx.affinity import affinityCookies
+from agwtx.pool import Member, PoolState
+from agwtx.upstream import UpstreamConnection, UpstreamError
+
+if TYPE_CHECKING:
+    from agwtx.routing import BackendTarget, GatewayContext
+    from agwtx.web import GatewayRequest
+
+__all__ = ["HOP_BY_HOP", "forwardedRequestHeaders", "proxy", "errorPage", "responseHeaders"]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+SAFE_RETRY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+INLINE_BODY = 64 * 1024
+STREAM_BUFFER = 256 * 1024
+BODY_BLOCK = 64 * 1024
+
+log = Logger(namespace="agw.proxy")
+
+
+def connectionTokens(values: list[bytes] | None) -> frozenset[bytes]:
+    """Header names listed in Connection headers (lowercased)."""
+    if not values:
+        return frozenset()
+    return frozenset(
+        t.strip().lower() for v in values for t in v.split(b",") if t.strip()
+    )
+
+
+def forwardedRequestHeaders(
+    raw: Headers,
+    clientIP: str,
+    proto: bytes,
+    port: int,
+    host: bytes | None,
+    dropExtra: frozenset[bytes] = frozenset(),
+) -> list[tuple[bytes, bytes]]:
+    """
+    The headers a backend receives: end-to-end ones in order, Host replaced
+    when C{host} is given, and the X-Forwarded-* set.  A pure function so that
+    the proxy and the WebSocket bridge forward exactly the same set.
+    """
+    named = connectionTokens(raw.getRawHeaders(b"connection"))
+    out: list[tuple[bytes, bytes]] = []
+    xff: list[bytes] = []
+    originalHost: bytes | None = None
+    for name, values in raw.getAllRawHeaders():
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in named or lname in dropExtra:
+            continue
+        if lname == b"host":
+            originalHost = values[0]
+            if host is None:
+                out.append((b"Host", values[0]))
+            continue
+        if lname == b"x-forwarded-for":
+            xff.extend(values)
+            continue
+        if lname in (b"x-forwarded-proto", b"x-forwarded-port", b"x-original-host", b"expect"):
+            continue
+        for v in values:
+            out.append((name, v))
+    if host is not None:
+        out.insert(0, (b"Host", host))
+    ip = clientIP.encode("ascii")
+    out.append((b"X-Forwarded-For", b", ".join(xff + [ip]) if xff else ip))
+    out.append((b"X-Forwarded-Proto", proto))
+    out.append((b"X-Forwarded-Port", b"%d" % port))
+    if originalHost is not None:
+        out.append((b"X-Original-Host", originalHost))
+    return out
+
+
+def responseHeaders(headers: list[tuple[bytes, bytes]]) -> Headers:
+    """Backend response headers minus hop-by-hop ones, order kept."""
+    named: frozenset[bytes] = frozenset()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named = named | connectionTokens([value])
+    out = Headers()
+    add = out.addRawHeader
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in named:
+            continue
+        add(name, value)
+    return out
+
+
+def errorPage(request: "GatewayRequest", code: int, message: str) -> int:
+    """A short plain-text error; the reason is also recorded for the access log."""
+    request.agwError = message
+    if request.startedWriting:
+        # Too late for a status: cut the connection so the client sees a truncated response.
+        transport = request.channel.transport if request.channel else None
+        if transport is not None:
+            transport.abortConnection()
+        return NOT_DONE_YET
+    body = f"{code} {message}\n".encode("utf-8")
+    request.setResponseCode(code)
+    request.responseHeaders = Headers(
+        {
+            b"content-type": [b"text/plain; charset=utf-8"],
+            b"content-length": [b"%d" % len(body)],
+            b"cache-control": [b"no-store"],
+        }
+    )
+    if not request._disconnected:
+        request.write(body)
+        request.finish()
+    return NOT_DONE_YET
+
+
+@implementer(IPullProducer)
+class _BodyPump:
+    """Feeds a spooled request body to the backend as fast as it reads it."""
+
+    def __init__(self, content: IO[bytes], conn: UpstreamConnection, done: Callable[[], None]) -> None:
+        self.content = content
+        self.conn = conn
+        self.done = done
+        self.stopped = False
+
+    def resumeProducing(self) -> None:
+        if self.stopped:
+            return
+        block = self.content.read(BODY_BLOCK)
+        if block:
+            self.conn.writeBody(block)
+        else:
+            self.stopProducing()
+            self.done()
+
+    def stopProducing(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            transport = self.conn.transport
+            if transport is not None and not self.conn.lost:
+                transport.unregisterProducer()  # type: ignore[attr-defined]
+
+
+@implementer(IPushProducer)
+class _StreamedBody:
+    """
+    A request body relayed as it arrives from the client (no spooling).
+
+    Until the backend connection is up, up to L{STREAM_BUFFER} bytes wait in
+    memory and the client socket is paused beyond that; afterwards the
+    backend socket's own flow control pauses and resumes the client socket.
+    """
+
+    def __init__(self, request: "GatewayRequest", length: int | None) -> None:
+        self.request = request
+        self.chunked = length is None
+        self.pending: list[bytes] = []
+        self.pendingSize = 0
+        self.conn: UpstreamConnection | None = None
+        self.ended = False
+        self.clientPaused = False
+        self.onEnd: Callable[[], None] | None = None
+
+    def _encode(self, data: bytes) -> bytes:
+        return b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data
+
+    def data(self, data: bytes) -> None:
+        if not data:
+            return
+        conn = self.conn
+        if conn is not None:
+            conn.writeBody(self._encode(data))
+            return
+        self.pending.append(data)
+        self.pendingSize += len(data)
+        if self.pendingSize > STREAM_BUFFER:
+            self._pauseClient()
+
+    def attach(self, conn: UpstreamConnection) -> None:
+        """The backend is connected and the head written: flush and follow its flow control."""
+        self.conn = conn
+        for block in self.pending:
+            conn.writeBody(self._encode(block))
+        self.pending = []
+        self.pendingSize = 0
+        if self.ended:
+            self._finishBody()
+        else:
+            conn.transport.registerProducer(self, True)  # type: ignore[union-attr]
+            self._resumeClient()
+
+    def end(self) -> None:
+        """The client's body is complete."""
+        self.ended = True
+        if self.conn is not None:
+            self.conn.transport.unregisterProducer()  # type: ignore[union-attr]
+            self._finishBody()
+        if self.onEnd is not None:
+            self.onEnd()
+
+    def _finishBody(self) -> None:
+        self._resumeClient()
+        if self.chunked and self.conn is not None:
+            self.conn.writeBody(b"0\r\n\r\n")
+
+    def detach(self) -> None:
+        """The exchange is over (failed or answered early)."""
+        conn, self.conn = self.conn, None
+        if conn is not None and not self.ended and not conn.lost and conn.transport is not None:
+            conn.transport.unregisterProducer()  # type: ignore[attr-defined]
+        self.pending = []
+        self._resumeClient()
+
+    def _pauseClient(self) -> None:
+        transport = self.request.channel.transport if self.request.channel else None
+        if not self.clientPaused and transport is not None:
+            self.clientPaused = True
+            transport.pauseProducing()
+
+    def _resumeClient(self) -> None:
+        transport = self.request.channel.transport if self.request.channel else None
+        if self.clientPaused and transport is not None:
+            self.clientPaused = False
+            transport.resumeProducing()
+
+    # IPushProducer, registered on the backend socket while the body flows
+    def pauseProducing(self) -> None:
+        self._pauseClient()
+
+    def resumeProducing(self) -> None:
+        self._resumeClient()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _Exchange:
+    """One proxied request: choose, connect, send, relay, finish."""
+
+    def __init__(
+        self,
+        ctx: "GatewayContext",
+        request: "GatewayRequest",
+        target: "BackendTarget",
+        head: Callable[[Member], bytes],
+        bodyLength: int,
+    ) -> None:
+        self.ctx = ctx
+        self.request = request
+        self.target = target
+        self.state: PoolState = target.state
+        self.makeHead = head
+        self.bodyLength = bodyLength
+        self.member: Member | None = None
+        self.conn: UpstreamConnection | None = None
+        self.cancelConnect: Callable[[], None] | None = None
+        self.timer: IDelayedCall | None = None
+        self.lastActivity = 0.0
+        self.headSent = False
+        self.done = False
+        self.attempts = 0
+        self.tried: list[Member] = []
+        self.pinned: Member | None = None
+        self.setAffinity = False
+        self.pump: _BodyPump | None = None
+        self.stream: _StreamedBody | None = None
+
+    # -- start
+
+    def start(self, member: Member) -> None:
+        if self.stream is None:
+            self._startTimer()
+        else:
+            # A streamed upload may take long: the backend's time starts when the body is complete.
+            self.stream.onEnd = self._startTimer
+        self.request.notifyFinish().addErrback(self._clientGone)
+        self._connect(member)
+
+    def _startTimer(self) -> None:
+        if not self.done and self.timer is None:
+            self.timer = self.ctx.reactor.callLater(self.target.settings.requestTimeout, self._timedOut)
+
+    def _connect(self, member: Member) -> None:
+        self.member = member
+        self.request.agwMember = member.key
+        self.tried.append(member)
+        self.attempts += 1
+        member.inflight += 1
+        self.cancelConnect = self.ctx.upstream.getConnection(
+            member.host,
+            member.port,
+            self._connected,
+            connectTimeout=min(self.target.settings.requestTimeout, self.ctx.connectTimeout),
+            connector=self.target.connector,
+            tlsKey=self.target.tlsKey,
+        )
+
+    def _connected(self, conn: UpstreamConnection | None, reason: Failure | None) -> None:
+        self.cancelConnect = None
+        if self.done:
+            if conn is not None:
+                conn.abort()
+            return
+        if conn is None:
+            self._memberFailed("connect", reason)
+            return
+        self.conn = conn
+        assert self.member is not None
+        body = self.bodyLength
+        request = self.request
+        head = self.makeHead(self.member)
+        if self.stream is not None:
+            conn.send(head, self, False, True)
+            self.stream.attach(conn)
+        elif 0 < body <= INLINE_BODY:
+            request.content.seek(0)
+            conn.send(head + request.content.read(), self, request.method == b"HEAD", True)
+        elif body > INLINE_BODY:
+            request.content.seek(0)
+            conn.send(head, self, request.method == b"HEAD", True)
+            self.pump = _BodyPump(request.content, conn, self._bodySent)
+            conn.transport.registerProducer(self.pump, False)  # type: ignore[union-attr]
+        else:
+            conn.send(head, self, request.method == b"HEAD", False)
+
+    def _bodySent(self) -> None:
+        self.pump = None
+
+    def _memberFailed(self, kind: str, reason: Failure | str | None) -> None:
+        """Connecting failed: passive health, then one retry elsewhere for safe requests."""
+        member = self.member
+        if member is not None:
+            member.inflight -= 1
+            self.ctx.passiveFailure(self.state, member, kind, str(reason.value if isinstance(reason, Failure) else reason))
+        if self.request.method in SAFE_RETRY and self.attempts < 2 and self.stream is None:
+            other = self.state.pick(exclude=self.tried)
+            if other is not None:
+                self.setAffinity = self.setAffinity or self.pinned is not None
+                self._connect(other)
+                return
+        self._finishWithError(502, "Bad Gateway: the backend could not be reached")
+
+    # -- ResponseHandler
+
+    def responseHead(
+        self, conn: UpstreamConnection, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        request = self.request
+        if self.done:
+            return
+        self.headSent = True
+        self.lastActivity = self.ctx.reactor.seconds()
+        request.setResponseCode(status, reason or None)
+        out = responseHeaders(headers)
+        if self.setAffinity or (self.target.settings.cookieBasedAffinity and self.pinned is not self.member):
+            assert self.member is not None
+            settings = self.target.settings
+            value = self.ctx.affinity.encode(self.target.scope, self.member.key)
+            for cookie in affinityCookies(settings.affinityCookieName, value, request.isSecure()):
+                out.addRawHeader(b"Set-Cookie", cookie)
+        if self.target.rewrite is not None:
+            self.target.rewrite.applyResponse(request, out)
+        request.responseHeaders = out
+        request.agwStatus = status
+        if request.method == b"HEAD" or status in (204, 304):
+            return
+        request.registerProducer(conn, True)
+
+    def responseData(self, data: bytes) -> None:
+        self.lastActivity = self.ctx.reactor.seconds()
+        self.request.write(data)
+
+    def responseDone(self) -> None:
+        if self.done:
+            return
+        self._cleanup()
+        request = self.request
+        if request.producer is not None:
+            request.unregisterProducer()
+        if not request._disconnected and not request.finished:
+            request.finish()
+
+    def responseFailed(self, err: UpstreamError, retryable: bool) -> None:
+        if self.done:
+            return
+        request = self.request
+        if request.producer is not None:
+            request.unregisterProducer()
+        if not self.headSent:
+            if retryable and self.attempts < 3 and self.member is not None and self.stream is None:
+                # A reused keep-alive connection the backend had closed: try a fresh one.
+                self.member.inflight -= 1
+                self.tried.remove(self.member)
+                self._connect(self.member)
+                return
+            if err.kind == "reset" and self.member is not None:
+                self.ctx.passiveFailure(self.state, self.member, "reset", err.detail)
+        log.warn(
+            "backend {member} failed: {error}", member=self.member.key if self.member else "-", error=str(err)
+        )
+        self._finishWithError(502, "Bad Gateway: the backend response failed")
+
+    # -- endings
+
+    def _cleanup(self) -> None:
+        self.done = True
+        if self.stream is not None:
+            self.stream.detach()
+            if not self.stream.ended and self.request.channel is not None:
+                # Answered before the client finished sending: close after this response.
+                self.request.channel.persistent = False
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        if self.member is not None:
+            self.member.inflight -= 1
+            self.ctx.memberDone(self.state, self.member)
+
+    def _finishWithError(self, code: int, message: str) -> None:
+        self._cleanup()
+        errorPage(self.request, code, message)
+
+    def _timedOut(self) -> None:
+        self.timer = None
+        if self.done:
+            return
+        if self.headSent:
+            # Waiting between body reads: reschedule while data keeps flowing.
+            now = self.ctx.reactor.seconds()
+            timeout = self.target.settings.requestTimeout
+            if self.lastActivity and now - self.lastActivity < timeout:
+                self.timer = self.ctx.reactor.callLater(timeout - (now - self.lastActivity), self._timedOut)
+                return
+        self._abortUpstream()
+        log.warn(
+            "backend {member} timed out after {timeout}s",
+            member=self.member.key if self.member else "-",
+            timeout=self.target.settings.requestTimeout,
+        )
+        self._finishWithError(504, "Gateway Timeout: the backend did not answer in time")
+
+    def _abortUpstream(self) -> None:
+        if self.cancelConnect is not None:
+            self.cancelConnect()
+            self.cancelConnect = None
+        if self.pump is not None:
+            self.pump.stopProducing()
+            self.pump = None
+        if self.conn is not None:
+            self.conn.abort()
+
+    def _clientGone(self, reason: Failure) -> None:
+        if self.done:
+            return
+        self.request.agwError = "client went away"
+        self._abortUpstream()
+        self._cleanup()
+        self.ctx.accessLog(self.request, aborted=True)
+
+
+def _chooseMember(ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarget") -> tuple[Member | None, Member | None]:
+    """(member, pinned): the affinity cookie's member when genuine and available, else round robin."""
+    state = target.state
+    settings = target.settings
+    if settings.cookieBasedAffinity:
+        raw = request.received_cookies.get(settings.affinityCookieName.encode("ascii"))
+        if raw:
+            key = ctx.affinity.decode(target.scope, raw)
+            if key is not None:
+                candidate = state.member(key)
+                if candidate is not None and candidate.available:
+                    return candidate, candidate
+    return state.pick(), None
+
+
+def _begin(
+    ctx: "GatewayContext",
+    request: "GatewayRequest",
+    target: "BackendTarget",
+    member: Member,
+    pinned: Member | None,
+    framing: tuple[bytes, bytes] | None,
+    bodyLength: int,
+    stream: _StreamedBody | None,
+) -> None:
+    settings = target.settings
+    hostOverride = target.hostHeader
+    pickHost = settings.pickHostNameFromBackendAddress and hostOverride is None
+    fwd = forwardedRequestHeaders(
+        request.requestHeaders,
+        request.clientIP,
+        b"https" if request.isSecure() else b"http",
+        request.listenerPort,
+        b"" if pickHost else hostOverride,
+        dropExtra=_CONTENT_LENGTH,
+    )
+    if pickHost:
+        del fwd[0]  # the per-member Host line is written by head() below
+    if target.rewrite is not None:
+        fwd = target.rewrite.applyRequest(request, fwd)
+    if framing is not None:
+        fwd.append(framing)
+    prefix = request.method + b" " + target.backendPath(request) + b" HTTP/1.1\r\n"
+    lines = b"".join(n + b": " + v + b"\r\n" for n, v in fwd)
+
+    def head(m: Member) -> bytes:
+        if pickHost:
+            return prefix + b"Host: " + m.host.encode("idna") + b"\r\n" + lines + b"\r\n"
+        return prefix + lines + b"\r\n"
+
+    exchange = _Exchange(ctx, request, target, head, bodyLength)
+    exchange.pinned = pinned
+    exchange.stream = stream
+    exchange.start(member)
+
+
+def proxy(ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarget") -> Any:
+    """Relay C{request} to a member of the target pool."""
+    stream = request.agwStream
+    if stream is not None:
+        # Already under way since the headers arrived (see L{startStreaming}).
+        stream.end()
+        return NOT_DONE_YET
+    member, pinned = _chooseMember(ctx, request, target)
+    if member is None:
+        return errorPage(request, 502, "Bad Gateway: no healthy backend is available")
+    content = request.content
+    bodyLength = 0
+    if content is not None:
+        content.seek(0, 2)
+        bodyLength = content.tell()
+        content.seek(0)
+    framing = None
+    if bodyLength > 0 or request.method in (b"POST", b"PUT", b"PATCH"):
+        framing = (b"Content-Length", b"%d" % bodyLength)
+    _begin(ctx, request, target, member, pinned, framing, bodyLength, None)
+    return NOT_DONE_YET
+
+
+def startStreaming(
+    ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarget", length: int | None
+) -> bool:
+    """
+    Start relaying a request whose body is still arriving: called when its
+    headers are complete.  False when no member is available (the body is
+    then received as usual and answered with the 502 afterwards).
+    """
+    member, pinned = _chooseMember(ctx, request, target)
+    if member is None:
+        return False
+    stream = _StreamedBody(request, length)
+    request.agwStream = stream
+    framing = (b"Transfer-Encoding", b"chunked") if length is None else (b"Content-Length", b"%d" % length)
+    _begin(ctx, request, target, member, pinned, framing, length or 0, stream)
+    return True
+
+
+_CONTENT_LENGTH = frozenset({b"content-length"})

@@ -1,0 +1,451 @@
+"""
+Routing: listener -> rule -> target, per frontend port.
+
+A L{PortRouter} is built once from a config (and again on reload) and never
+changes; the listener's Site holds the current one and swaps it in one step.
+A WebSocket handshake is routed exactly like any other request to the same
+listener and path.
+
+Evaluation order on a port: multi-site listeners before the basic one;
+among them, the rule priority (lower first) when priorities are set, then
+exact host names before wildcard ones, then file order.  Within a rule:
+Basic -> its target; PathBasedRouting -> the first path rule (in file order)
+whose pattern matches the normalised path, else the map's default.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+from urllib.parse import unquote_to_bytes
+
+from twisted.logger import Logger
+from twisted.web.server import NOT_DONE_YET
+
+from agwtx.affinity import AffinityCodec
+from agwtx.model import (
+    REDIRECT_STATUS,
+    BackendHttpSettings,
+    GatewayConfig,
+    HttpListener,
+    RedirectConfiguration,
+    RequestRoutingRule,
+)
+from agwtx.pool import Member, PoolState
+
+if TYPE_CHECKING:
+    from agwtx.web import GatewayRequest
+
+__all__ = [
+    "BackendTarget",
+    "GatewayContext",
+    "PortRouter",
+    "RedirectTarget",
+    "buildRouters",
+    "hostMatcher",
+    "normalizePath",
+    "pathMatcher",
+    "requestHost",
+]
+
+log = Logger(namespace="agw.routing")
+
+
+# -- pure helpers ---------------------------------------------------------
+
+
+def requestHost(host: bytes | None) -> str:
+    """The Host header's name, lowercased, without port or trailing dot."""
+    if not host:
+        return ""
+    h = host.decode("latin-1").strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        return h[1:end] if end > 0 else h
+    name, _, _ = h.partition(":")
+    return name.rstrip(".")
+
+
+def hostMatcher(patterns: Sequence[str]) -> Callable[[str], bool]:
+    """Match a host against names with C{*} and C{?} wildcards, case-insensitively."""
+    exact = {p.lower() for p in patterns if "*" not in p and "?" not in p}
+    wild = [
+        re.compile(
+            "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in p.lower()) + r"\Z"
+        )
+        for p in patterns
+        if "*" in p or "?" in p
+    ]
+
+    def match(host: str) -> bool:
+        if host in exact:
+            return True
+        return any(w.match(host) for w in wild)
+
+    return match
+
+
+def normalizePath(path: bytes) -> str | None:
+    """
+    Percent-decode a request path and resolve C{.} and C{..} segments
+    (RFC 3986 5.2.4), so that C{/images/../admin} is matched as C{/admin}.
+    None when the path is not origin-form or decodes to invalid UTF-8 or NUL.
+    """
+    if not path.startswith(b"/"):
+        return None
+    decoded = unquote_to_bytes(path)
+    if b"\0" in decoded:
+        return None
+    try:
+        text = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    out: list[str] = []
+    segments = text.split("/")[1:]
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == ".":
+            if last:
+                out.append("")
+            continue
+        if seg == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+            continue
+        out.append(seg)
+    return "/" + "/".join(out)
+
+
+def pathMatcher(patterns: Sequence[str]) -> Callable[[str], bool]:
+    """Azure path patterns: exact, or a prefix when they end in C{*}; case-insensitive."""
+    exact = {p.lower() for p in patterns if not p.endswith("*")}
+    prefixes = tuple(p[:-1].lower() for p in patterns if p.endswith("*"))
+
+    def match(path: str) -> bool:
+        lowered = path.lower()
+        return lowered in exact or (bool(prefixes) and lowered.startswith(prefixes))
+
+    return match
+
+
+def isWebSocketUpgrade(request: "GatewayRequest") -> bool:
+    upgrade = request.requestHeaders.getRawHeaders(b"upgrade")
+    return bool(upgrade) and any(v.strip().lower() == b"websocket" for v in upgrade)  # type: ignore[union-attr]
+
+
+# -- targets --------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class BackendTarget:
+    """Send the request (or the WebSocket) to a member of a pool."""
+
+    rule: str
+    state: PoolState
+    settings: BackendHttpSettings
+    scope: str
+    hostHeader: bytes | None = None
+    rewrite: Any = None
+    pathPrefix: str | None = None
+    """For path maps with a settings C{path}: the matched prefix it replaces."""
+    connector: Callable[..., Any] | None = None
+    tlsKey: str = ""
+    kind: str = "backend"
+
+    def backendPath(self, request: "GatewayRequest") -> bytes:
+        uri: bytes = request.uri
+        override = self.settings.path
+        if override is None:
+            return uri
+        path, q, query = uri.partition(b"?")
+        raw = path.decode("latin-1")
+        if self.pathPrefix is not None and raw.lower().startswith(self.pathPrefix.lower()):
+            rest = raw[len(self.pathPrefix) :]
+        else:
+            rest = raw.lstrip("/")
+        base = override if override.endswith("/") else override + "/"
+        newPath = (base + rest.lstrip("/")).encode("latin-1")
+        return newPath + (b"?" + query if q else b"")
+
+    def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
+        request.agwPool = self.state.name
+        if isWebSocketUpgrade(request):
+            return ctx.webSocket(request, self)
+        from agwtx.proxy import proxy
+
+        return proxy(ctx, request, self)
+
+
+@dataclass(eq=False)
+class RedirectTarget:
+    """Answer with a redirect (301/302/303/307), WebSocket handshakes included."""
+
+    rule: str
+    config: RedirectConfiguration
+    targetBase: str | None = None
+    """For targetListener: scheme://host[:port] template; host comes from the request."""
+    targetScheme: str = "https"
+    targetPort: int | None = None
+    kind: str = "redirect"
+
+    def location(self, request: "GatewayRequest") -> bytes:
+        cfg = self.config
+        path, q, query = request.uri.partition(b"?")
+        if cfg.targetUrl is not None:
+            base = cfg.targetUrl.encode("utf-8")
+            if cfg.includePath:
+                base = base.rstrip(b"/") + path
+        else:
+            host = requestHost(request.requestHeaders.getRawHeaders(b"host", [b""])[0])
+            if ":" in host:
+                host = f"[{host}]"
+            default = 443 if self.targetScheme == "https" else 80
+            port = "" if self.targetPort in (None, default) else f":{self.targetPort}"
+            base = f"{self.targetScheme}://{host}{port}".encode("idna" if host.isascii() else "utf-8")
+            base += path if cfg.includePath else b"/"
+        if cfg.includeQueryString and q:
+            base += (b"&" if b"?" in base else b"?") + query
+        return base
+
+    def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
+        code = REDIRECT_STATUS[self.config.redirectType]
+        location = self.location(request)
+        request.setResponseCode(code)
+        request.responseHeaders.setRawHeaders(b"location", [location])
+        request.responseHeaders.setRawHeaders(b"content-length", [b"0"])
+        request.agwStatus = code
+        request.write(b"")
+        request.finish()
+        return NOT_DONE_YET
+
+
+@dataclass(eq=False)
+class PathMapTarget:
+    """Choose among path rules (first match wins), else the default."""
+
+    rule: str
+    entries: list[tuple[Callable[[str], bool], list[str], Any]]
+    default: Any
+    kind: str = "pathmap"
+
+    def resolve(self, request: "GatewayRequest") -> Any:
+        path = normalizePath(request.path)
+        if path is None:
+            return None
+        for match, _patterns, target in self.entries:
+            if match(path):
+                return target
+        return self.default
+
+    def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
+        target = self.resolve(request)
+        if target is None:
+            from agwtx.proxy import errorPage
+
+            return errorPage(request, 400, "Bad Request: the path cannot be decoded")
+        return target.render(ctx, request)
+
+
+@dataclass(eq=False)
+class ListenerRoute:
+    listener: HttpListener
+    rule: RequestRoutingRule
+    target: Any
+    matches: Callable[[str], bool] | None
+    """None for a basic listener (no host names)."""
+    order: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+
+@dataclass(eq=False)
+class PortRouter:
+    """All listeners of one frontend port, in evaluation order."""
+
+    port: str
+    protocol: str
+    routes: list[ListenerRoute] = field(default_factory=list)
+
+    def route(self, host: str) -> ListenerRoute | None:
+        for r in self.routes:
+            if r.matches is None or r.matches(host):
+                return r
+        return None
+
+
+# -- runtime context --------------------------------------------------------
+
+
+class GatewayContext:
+    """
+    What request handling needs at runtime: the reactor, the upstream pool,
+    pool states and the affinity codec.  Built by the gateway service.
+    """
+
+    log = Logger(namespace="agw.access")
+
+    def __init__(self, reactor: Any, upstream: Any, affinity: AffinityCodec) -> None:
+        self.reactor = reactor
+        self.upstream = upstream
+        self.affinity = affinity
+        self.connectTimeout = 10.0
+        self.pools: dict[tuple[str, str], PoolState] = {}
+        self.webSocketHandler: Callable[["GatewayRequest", BackendTarget], Any] | None = None
+        self.passiveListeners: list[Callable[[PoolState, Member, str, str], None]] = []
+        self.requestObservers: list[Callable[["GatewayRequest"], None]] = []
+
+    def webSocket(self, request: "GatewayRequest", target: BackendTarget) -> Any:
+        if self.webSocketHandler is None:
+            from agwtx.proxy import errorPage
+
+            return errorPage(request, 501, "Not Implemented: WebSocket bridge not available")
+        return self.webSocketHandler(request, target)
+
+    def passiveFailure(self, state: PoolState, member: Member, kind: str, detail: str) -> None:
+        member.passiveFailures += 1
+        for listener in self.passiveListeners:
+            listener(state, member, kind, detail)
+
+    def memberDone(self, state: PoolState, member: Member) -> None:
+        pass
+
+    def accessLog(self, request: "GatewayRequest", aborted: bool = False) -> None:
+        duration = self.reactor.seconds() - request.agwStart
+        status = 499 if aborted else request.code
+        self.log.info(
+            '{client} "{method} {uri}" {status} {bytes} {duration_ms:.1f}ms '
+            "listener={listener} rule={rule} pool={pool} member={member}",
+            client=request.clientIP,
+            method=request.method.decode("latin-1"),
+            uri=request.uri.decode("latin-1"),
+            status=status,
+            bytes=request.sentLength,
+            duration_ms=duration * 1000,
+            listener=request.agwListener,
+            rule=request.agwRule,
+            pool=request.agwPool,
+            member=request.agwMember,
+            error=request.agwError,
+            event="access",
+        )
+        for observer in self.requestObservers:
+            observer(request)
+
+
+def buildRouters(
+    config: GatewayConfig,
+    pools: dict[tuple[str, str], PoolState],
+    connectorFor: Callable[[BackendHttpSettings], tuple[Callable[..., Any] | None, str]] | None = None,
+    rewriteFor: Callable[[str], Any] | None = None,
+) -> dict[str, PortRouter]:
+    """
+    One L{PortRouter} per frontend port from a validated config.  C{pools}
+    is filled with (and reuses) a L{PoolState} per (pool, settings) pair so
+    that a reload keeps health and counters for unchanged pools.
+    """
+    routers: dict[str, PortRouter] = {}
+
+    def backend(rule: str, poolName: str, settingsName: str, prefix: str | None = None) -> BackendTarget:
+        settings = config.backendHttpSettings[settingsName]
+        pool = config.backendAddressPools[poolName]
+        key = (poolName, settingsName)
+        state = pools.get(key)
+        if state is None or state.pool != pool or state.settings != settings:
+            state = PoolState(pool, settings)
+            pools[key] = state
+        connector, tlsKey = connectorFor(settings) if connectorFor else (None, "")
+        host = settings.hostName.encode("idna") if settings.hostName else None
+        return BackendTarget(
+            rule=rule,
+            state=state,
+            settings=settings,
+            scope=f"{poolName}/{settingsName}",
+            hostHeader=host,
+            pathPrefix=prefix,
+            connector=connector,
+            tlsKey=tlsKey,
+        )
+
+    def redirect(rule: str, name: str) -> RedirectTarget:
+        cfg = config.redirectConfigurations[name]
+        if cfg.targetListener is None:
+            return RedirectTarget(rule=rule, config=cfg)
+        target = config.httpListeners[cfg.targetListener]
+        fp = config.frontendPorts[target.frontendPort]
+        return RedirectTarget(
+            rule=rule,
+            config=cfg,
+            targetScheme=target.protocol.lower(),
+            targetPort=fp.port,
+        )
+
+    for index, (name, rule) in enumerate(config.requestRoutingRules.items()):
+        listener = config.httpListeners[rule.httpListener]
+        target: Any
+        if rule.ruleType == "PathBasedRouting":
+            assert rule.urlPathMap is not None
+            pm = config.urlPathMaps[rule.urlPathMap]
+            entries = []
+            for pr in pm.pathRules:
+                if pr.redirectConfiguration is not None:
+                    t: Any = redirect(name, pr.redirectConfiguration)
+                else:
+                    assert pr.backendAddressPool and pr.backendHttpSettings
+                    prefix = None
+                    if len(pr.paths) == 1 and pr.paths[0].endswith("*"):
+                        prefix = pr.paths[0][:-1]
+                    t = backend(name, pr.backendAddressPool, pr.backendHttpSettings, prefix)
+                entries.append((pathMatcher(pr.paths), list(pr.paths), t))
+            if pm.defaultRedirectConfiguration is not None:
+                default: Any = redirect(name, pm.defaultRedirectConfiguration)
+            else:
+                assert pm.defaultBackendAddressPool and pm.defaultBackendHttpSettings
+                default = backend(name, pm.defaultBackendAddressPool, pm.defaultBackendHttpSettings)
+            target = PathMapTarget(rule=name, entries=entries, default=default)
+        elif rule.redirectConfiguration is not None:
+            target = redirect(name, rule.redirectConfiguration)
+        elif rule.ruleType == "Plugin":
+            from agwtx.plugin import pluginTarget
+
+            fallback = None
+            if rule.backendAddressPool and rule.backendHttpSettings:
+                fallback = backend(name, rule.backendAddressPool, rule.backendHttpSettings)
+            target = pluginTarget(config, rule, fallback, backend, redirect)
+        else:
+            assert rule.backendAddressPool and rule.backendHttpSettings
+            target = backend(name, rule.backendAddressPool, rule.backendHttpSettings)
+        if rewriteFor is not None and rule.rewriteRuleSet:
+            _attachRewrite(target, rewriteFor(rule.rewriteRuleSet))
+        hostNames = listener.hostNames
+        wildcard = any("*" in h or "?" in h for h in hostNames)
+        order = (
+            0 if hostNames else 1,
+            rule.priority if rule.priority is not None else 0,
+            1 if wildcard else 0,
+            index,
+        )
+        router = routers.get(listener.frontendPort)
+        if router is None:
+            router = routers[listener.frontendPort] = PortRouter(listener.frontendPort, listener.protocol)
+        router.routes.append(
+            ListenerRoute(
+                listener=listener,
+                rule=rule,
+                target=target,
+                matches=hostMatcher(hostNames) if hostNames else None,
+                order=order,
+            )
+        )
+    for router in routers.values():
+        router.routes.sort(key=lambda r: r.order)
+    return routers
+
+
+def _attachRewrite(target: Any, rewrite: Any) -> None:
+    if isinstance(target, BackendTarget):
+        target.rewrite = rewrite
+    elif isinstance(target, PathMapTarget):
+        for _, _, t in target.entries:
+            _attachRewrite(t, rewrite)
+        _attachRewrite(target.default, rewrite)

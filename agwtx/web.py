@@ -1,0 +1,161 @@
+"""
+The front of a listener: twisted.web's HTTP/1.1 server (parsing, limits,
+pipelining, request-smuggling defences) with a request class that routes
+instead of traversing a resource tree.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from agwtx.routing import PortRouter, requestHost
+
+if TYPE_CHECKING:
+    from agwtx.routing import GatewayContext
+
+__all__ = ["GatewayRequest", "GatewaySite"]
+
+log = Logger(namespace="agw.web")
+
+
+class GatewayRequest(server.Request):
+    """A request on a gateway listener; carries what the access log reports."""
+
+    defaultContentType = None
+    agwListener: str | None = None
+    agwRule: str | None = None
+    agwPool: str | None = None
+    agwMember: str | None = None
+    agwError: str | None = None
+    agwStatus: int | None = None
+    agwStart: float = 0.0
+    clientIP: str = "-"
+    listenerPort: int = 0
+    agwStream: Any = None
+    _prepared = False
+
+    def _prepare(self) -> None:
+        if self._prepared:
+            return
+        self._prepared = True
+        site: GatewaySite = self.channel.site
+        self.site = site
+        self.agwStart = site.ctx.reactor.seconds()
+        peer = self.getClientAddress()
+        self.clientIP = getattr(peer, "host", "-")
+        self.listenerPort = site.listenerPort or getattr(self.getHost(), "port", 0)
+
+    def gotLength(self, length: int | None) -> None:
+        """
+        The headers are complete.  A request with a body that routes to a
+        backend starts its backend exchange now and streams the body as it
+        arrives, instead of spooling it first.
+        """
+        if length != 0:
+            channel = self.channel
+            self.method = channel._command
+            self.uri = channel._path
+            self.clientproto = channel._version
+            self.path = self.uri.split(b"?", 1)[0]
+            self._prepare()
+            try:
+                if self.site.startStreaming(self, length):
+                    self.content = io.BytesIO()
+                    return
+            except Exception:
+                log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        stream = self.agwStream
+        if stream is not None:
+            stream.data(data)
+        else:
+            self.content.write(data)
+
+    def process(self) -> None:
+        self._prepare()
+        site: GatewaySite = self.site
+        self.prepath = []
+        self.postpath = []
+        try:
+            site.dispatch(self)
+        except Exception:
+            log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
+            from agwtx.proxy import errorPage
+
+            if not self.finished and not self._disconnected:
+                errorPage(self, 500, "Internal Server Error")
+
+
+class _Unused(Resource):
+    isLeaf = True
+
+
+class GatewaySite(server.Site):
+    """One frontend port: its listeners' routing table and the shared context."""
+
+    requestFactory = GatewayRequest
+    displayTracebacks = False
+    noisy = False
+
+    def __init__(
+        self,
+        ctx: "GatewayContext",
+        router: PortRouter,
+        listenerPort: int | None,
+        timeout: float = 60.0,
+    ) -> None:
+        super().__init__(_Unused(), timeout=timeout)
+        self.ctx = ctx
+        self.router = router
+        self.listenerPort = listenerPort or 0
+
+    def resolve(self, request: GatewayRequest) -> tuple[Any, int, str]:
+        """(target, 0, "") for a routable request, else (None, status, message)."""
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        if hosts is None and request.clientproto == b"HTTP/1.1":
+            return None, 400, "Bad Request: missing Host header"
+        if hosts is not None and len(hosts) > 1:
+            return None, 400, "Bad Request: more than one Host header"
+        if not request.uri.startswith(b"/") and not (request.uri == b"*" and request.method == b"OPTIONS"):
+            return None, 400, "Bad Request: the request target must be a path"
+        route = self.router.route(requestHost(hosts[0] if hosts else None))
+        if route is None:
+            return None, 404, "Not Found: no listener on this port serves that host name"
+        request.agwListener = route.listener.name
+        request.agwRule = route.rule.name
+        return route.target, 0, ""
+
+    def dispatch(self, request: GatewayRequest) -> Any:
+        target, code, message = self.resolve(request)
+        if target is None:
+            from agwtx.proxy import errorPage
+
+            return errorPage(request, code, message)
+        return target.render(self.ctx, request)
+
+    def startStreaming(self, request: GatewayRequest, length: int | None) -> bool:
+        """Begin a backend exchange for a request whose body is still arriving, if it has one."""
+        from agwtx.routing import BackendTarget, PathMapTarget, isWebSocketUpgrade
+
+        target, _, _ = self.resolve(request)
+        if isinstance(target, PathMapTarget):
+            target = target.resolve(request)
+        if not isinstance(target, BackendTarget) or isWebSocketUpgrade(request):
+            return False
+        from agwtx.proxy import startStreaming
+
+        request.agwPool = target.state.name
+        return startStreaming(self.ctx, request, target, length)
+
+    def log(self, request: Any) -> None:
+        self.ctx.accessLog(request)
+
+

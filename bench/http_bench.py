@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""HTTP throughput/latency benchmark: agw next to nginx, on loopback.
+
+Usage (from anywhere; the gateway is run from the repo root, bench/..)::
+
+    .venv/bin/python bench/http_bench.py                 # all rows, 10 s each
+    python3 bench/http_bench.py --only direct,nginx --duration 3
+    python3 bench/http_bench.py --twistd .venv/bin/twistd --json /tmp/http.json
+
+Needs the Debian packages ``nginx`` (/usr/sbin/nginx) and ``wrk``; when one
+is missing the script prints the ``apt-get install -y ...`` line and exits 2.
+
+Rows, run one after the other (never at the same time), each for the same
+``--duration`` with ``wrk -t1 -c<--connections> --latency`` (keep-alive),
+after an unreported warm-up run (``--warmup``, 2 s) against the same target:
+
+``direct``
+    The backend alone: nginx, 1 worker, ``return 200 "hello\\n";``. It is
+    started first and stays up for the whole run, as every row uses it.
+``nginx``
+    A second nginx (1 worker) as reverse proxy to the backend: ``upstream``
+    with ``keepalive 64``, ``proxy_http_version 1.1``,
+    ``proxy_set_header Connection ""``.
+``agw``
+    The gateway, one process: ``<twistd> -n --pidfile= agw --config gw.ini``
+    run with cwd = the repo root, on a generated Basic-rule gw.ini
+    (127.0.0.1:<agw port> -> 127.0.0.1:<backend port>). Its output goes to
+    ``agw.log`` in the temp dir; if it does not come up, the last 30 lines
+    are printed. Its RSS (VmRSS, and peak VmHWM) is read after its run.
+
+Both nginx processes get ``access_log off`` and ``keepalive_requests`` raised
+to 1000000 (client side and upstream), so nginx does not recycle keep-alive
+connections every 1000 requests, which the gateway does not do either.
+
+Ports are free ephemeral ports on 127.0.0.1 picked at run time. Before a row
+is loaded, its server must accept connections and answer GET / with 200
+within ``--start-timeout`` (15 s). All generated files live in a temp dir
+(kept with ``--keep-tmp``). Servers are always stopped (SIGTERM, SIGKILL
+after 5 s), on errors, Ctrl-C and SIGTERM too.
+
+Output: a table (req/s, p50 and p99 in ms, non-2xx/3xx responses, socket
+errors), then::
+
+    agw/nginx req/s ratio: X.XXX
+    added p50 over direct: agw X.XX ms, nginx Y.YY ms
+    agw RSS after run: N.N MiB (peak N.N MiB)
+
+(figures that need a row that was skipped or failed print as ``n/a``).
+
+Options:
+    --duration S        seconds per measured row (default 10)
+    --warmup S          warm-up seconds per row, not reported (default 2; 0 = none)
+    --connections N     wrk connections (default 50)
+    --threads N         wrk threads (default 1)
+    --only ROWS         comma list of rows to run, e.g. ``agw,direct``
+    --skip ROWS         comma list of rows to leave out
+    --twistd PATH       twistd to run agw with (default: next to
+                        sys.executable, else on PATH)
+    --nginx PATH / --wrk PATH   tool paths (default: found on PATH / /usr/sbin)
+    --start-timeout S   bound for a server to come up (default 15)
+    --json PATH         also write all figures as JSON
+    --keep-tmp          keep the temp dir (configs, logs) and print its path
+
+Exit status: 0 all rows measured; 1 a row failed; 2 bad usage or missing
+tools; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _harness as h  # noqa: E402
+
+ROWS = ("direct", "nginx", "agw")
+BODY = "hello\n"
+
+
+def _rows_arg(text: str) -> list[str]:
+    rows = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [row for row in rows if row not in ROWS]
+    if unknown or not rows:
+        raise argparse.ArgumentTypeError(
+            f"unknown row(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ROWS)}"
+        )
+    return rows
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark agw against nginx on loopback with wrk (see module docstring).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--duration", type=_positive, default=10.0, help="seconds per row")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per row")
+    parser.add_argument("--connections", type=int, default=50, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--only", type=_rows_arg, help="rows to run, e.g. agw,direct")
+    parser.add_argument("--skip", type=_rows_arg, default=[], help="rows to leave out")
+    parser.add_argument("--twistd", help="twistd executable for the agw row")
+    parser.add_argument("--nginx", help="nginx executable")
+    parser.add_argument("--wrk", help="wrk executable")
+    parser.add_argument("--start-timeout", type=_positive, default=15.0)
+    parser.add_argument("--json", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir")
+    args = parser.parse_args(argv)
+    if args.connections < 1 or args.threads < 1 or args.connections < args.threads:
+        parser.error("need 1 <= --threads <= --connections")
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0")
+    selected = args.only or list(ROWS)
+    args.rows = [row for row in ROWS if row in selected and row not in args.skip]
+    if not args.rows:
+        parser.error("no rows left to run")
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    """One benchmark run: the shared backend plus one target per row."""
+
+    def __init__(self, args: argparse.Namespace, nginx: str, wrk: str, workdir: Path) -> None:
+        self.args = args
+        self.nginx = nginx
+        self.wrk = wrk
+        self.workdir = workdir
+        self.used_ports: set[int] = set()
+        self.backend_port = 0
+        self.backend_proc: h.ManagedProcess | None = None
+        self.results: dict[str, dict[str, Any]] = {}
+
+    def port(self) -> int:
+        port = h.free_port(h.LOOPBACK, self.used_ports)
+        self.used_ports.add(port)
+        return port
+
+    def start_nginx(
+        self,
+        stack: ExitStack,
+        name: str,
+        port: int,
+        locations: list[str],
+        upstreams: dict[str, list[str]] | None = None,
+    ) -> h.ManagedProcess:
+        conf = h.write_nginx_conf(self.workdir, name, port, locations, upstreams)
+        proc = h.ManagedProcess(
+            f"nginx[{name}]", h.nginx_argv(self.nginx, conf), self.workdir / f"{name}.log"
+        )
+        stack.enter_context(proc)
+        log(f"started {proc.name} pid {proc.pid} on {h.LOOPBACK}:{port}")
+        return proc
+
+    def ready(self, port: int, proc: h.ManagedProcess | None) -> list[str]:
+        """Wait for a 200 on GET /; returns warnings (e.g. unexpected body)."""
+        body = h.wait_for_http(h.LOOPBACK, port, self.args.start_timeout, process=proc)
+        if body != BODY.encode():
+            return [f"GET / answered 200 with body {body[:80]!r}, expected {BODY!r}"]
+        return []
+
+    def start_backend(self, stack: ExitStack) -> None:
+        self.backend_port = self.port()
+        proc = self.start_nginx(stack, "backend", self.backend_port, [h.static_location(BODY)])
+        self.backend_proc = proc
+        warnings = self.ready(self.backend_port, proc)
+        if warnings:
+            raise h.HarnessError(f"backend: {warnings[0]}")
+
+    def start_target(self, stack: ExitStack, row: str) -> tuple[int, h.ManagedProcess | None]:
+        """Start the server of ``row``; returns (port to load, its process)."""
+        if row == "direct":
+            return self.backend_port, None
+        port = self.port()
+        if row == "nginx":
+            proc = self.start_nginx(
+                stack,
+                "proxy",
+                port,
+                [h.proxy_location("backend")],
+                {"backend": [f"{h.LOOPBACK}:{self.backend_port}"]},
+            )
+            return port, proc
+        assert row == "agw"
+        twistd = self.args.twistd or h.find_twistd()
+        if not twistd:
+            raise h.HarnessError(
+                "no twistd found (none next to sys.executable, none on PATH): "
+                "run 'make setup' and pass --twistd .venv/bin/twistd"
+            )
+        config = h.write_agw_config(self.workdir / "gw.ini", port, [self.backend_port])
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = h.ManagedProcess(
+            "agw",
+            h.agw_argv(twistd, config),
+            self.workdir / "agw.log",
+            cwd=h.repo_root(),
+            env=env,
+        )
+        stack.enter_context(proc)
+        log(f"started agw pid {proc.pid} on {h.LOOPBACK}:{port}: {' '.join(proc.argv)}")
+        return port, proc
+
+    def run_row(self, row: str) -> dict[str, Any]:
+        args = self.args
+        with ExitStack() as stack:  # the row's own server stops with the row
+            port, proc = self.start_target(stack, row)
+            warnings = self.ready(port, proc or self.backend_proc)
+            url = f"http://{h.LOOPBACK}:{port}/"
+            if args.warmup > 0:
+                log(f"{row}: warm-up {args.warmup:g} s")
+                h.run_wrk(self.wrk, url, args.warmup, args.connections, args.threads)
+            log(f"{row}: measuring {args.duration:g} s, {args.connections} connections")
+            result = h.run_wrk(self.wrk, url, args.duration, args.connections, args.threads)
+            row_data: dict[str, Any] = {"ok": True, "url": url, **result.as_dict()}
+            if result.errors:
+                warnings.append(
+                    f"{result.non_2xx_3xx} non-2xx/3xx responses, socket errors "
+                    f"{result.socket_errors}"
+                )
+            if proc is not None and not proc.alive:
+                warnings.append(f"{proc.name} exited during the run ({proc.returncode})")
+            if row == "agw" and proc is not None:
+                row_data["rss_kb"] = h.read_proc_status_kb(proc.pid, "VmRSS")
+                row_data["hwm_kb"] = h.read_proc_status_kb(proc.pid, "VmHWM")
+            row_data["warnings"] = warnings
+            for warning in warnings:
+                log(f"{row}: WARNING: {warning}")
+            return row_data
+
+    def run(self) -> None:
+        with ExitStack() as stack:
+            self.start_backend(stack)
+            for row in self.args.rows:
+                try:
+                    self.results[row] = self.run_row(row)
+                except h.HarnessError as exc:
+                    log(f"{row}: FAILED: {exc}")
+                    tail = getattr(exc, "log_tail", "")
+                    if tail:
+                        print(
+                            f"--- last 30 lines of {row}'s output ---\n{tail}\n---",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    self.results[row] = {"ok": False, "error": str(exc), "log_tail": tail}
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def ok(row: str) -> dict[str, Any] | None:
+        data = results.get(row)
+        return data if data and data.get("ok") else None
+
+    direct, nginx, agw = ok("direct"), ok("nginx"), ok("agw")
+    ratio = agw["requests_per_sec"] / nginx["requests_per_sec"] if agw and nginx else None
+
+    def added(row: dict[str, Any] | None) -> float | None:
+        if row is None or direct is None or row["p50_ms"] is None or direct["p50_ms"] is None:
+            return None
+        return float(row["p50_ms"] - direct["p50_ms"])
+
+    return {
+        "agw_nginx_rps_ratio": ratio,
+        "added_p50_ms": {"agw": added(agw), "nginx": added(nginx)},
+        "agw_rss_kb": agw.get("rss_kb") if agw else None,
+        "agw_hwm_kb": agw.get("hwm_kb") if agw else None,
+    }
+
+
+def print_report(
+    rows: list[str], results: dict[str, dict[str, Any]], summary: dict[str, Any]
+) -> None:
+    print(f"{'row':<8} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'sock-err':>8}")
+    for row in rows:
+        data = results.get(row, {"ok": False, "error": "not run"})
+        if not data.get("ok"):
+            print(f"{row:<8} {'FAILED':>10}  {data.get('error', '').splitlines()[0][:100]}")
+            continue
+        print(
+            f"{row:<8} {data['requests_per_sec']:>10.1f} {_fmt(data['p50_ms'], '.3f'):>9} "
+            f"{_fmt(data['p99_ms'], '.3f'):>9} {data['non_2xx_3xx']:>8} "
+            f"{sum(data['socket_errors'].values()):>8}"
+        )
+    print()
+    print(f"agw/nginx req/s ratio: {_fmt(summary['agw_nginx_rps_ratio'], '.3f')}")
+    added = summary["added_p50_ms"]
+    print(
+        f"added p50 over direct: agw {_fmt(added['agw'], '.2f')} ms, "
+        f"nginx {_fmt(added['nginx'], '.2f')} ms"
+    )
+    if "agw" in rows:
+        rss, hwm = summary["agw_rss_kb"], summary["agw_hwm_kb"]
+        print(
+            f"agw RSS after run: {_fmt(rss / 1024 if rss else None, '.1f')} MiB "
+            f"(peak {_fmt(hwm / 1024 if hwm else None, '.1f')} MiB)"
+        )
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    nginx = h.find_executable(args.nginx) if args.nginx else h.find_nginx()
+    wrk = h.find_executable(args.wrk) if args.wrk else h.find_wrk()
+    missing = h.missing_apt_packages({"nginx": nginx, "wrk": wrk})
+    if missing:
+        print(
+            f"missing {', '.join(missing)}; install with:\n"
+            f"    apt-get install -y {' '.join(missing)}",
+            file=sys.stderr,
+        )
+        return 2
+    assert nginx and wrk
+    h.install_sigterm_handler()
+
+    workdir = Path(tempfile.mkdtemp(prefix="agw-http-bench-"))
+    started = time.time()
+    bench = Bench(args, nginx, wrk, workdir)
+    interrupted = False
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted; servers stopped")
+    except h.HarnessError as exc:  # the shared backend failed
+        log(f"FAILED: {exc}")
+        tail = getattr(exc, "log_tail", "")
+        if tail:
+            print(f"--- last 30 lines ---\n{tail}\n---", file=sys.stderr)
+        for row in args.rows:
+            bench.results.setdefault(row, {"ok": False, "error": f"backend: {exc}"})
+    finally:
+        if args.keep_tmp:
+            log(f"temp dir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if interrupted:
+        return 130
+
+    summary = summarize(bench.results)
+    print_report(args.rows, bench.results, summary)
+    if args.json:
+        report = {
+            "started": started,
+            "settings": {
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "connections": args.connections,
+                "threads": args.threads,
+                "rows": args.rows,
+                "nginx": h.tool_version([nginx, "-v"]),
+                "wrk": h.tool_version([wrk, "-v"]),
+                "python": sys.version.split()[0],
+            },
+            "rows": bench.results,
+            **summary,
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        log(f"wrote {args.json}")
+    return 0 if all(bench.results.get(r, {}).get("ok") for r in args.rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""
+Scriptable raw-socket backends for proxy tests: each connection is handed to
+a function that reads the request and writes whatever bytes the test wants,
+so malformed, slow, chunked and huge responses are all easy to make.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Callable
+
+Handler = Callable[[socket.socket], None]
+
+
+def readHead(conn: socket.socket, limit: int = 1 << 20) -> tuple[bytes, bytes]:
+    """Read up to the end of the request head; return (head, extra bytes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the head ended")
+        data += chunk
+        if len(data) > limit:
+            raise ValueError("head too large")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def headerValue(head: bytes, name: bytes) -> bytes | None:
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == name.lower():
+            return v.strip()
+    return None
+
+
+class RawBackend:
+    """A threaded TCP server on 127.0.0.1 running C{handler} per connection."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port: int = self.sock.getsockname()[1]
+        self.connections = 0
+        self.events: list[str] = []
+        self.closed = threading.Event()
+        self._stop = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(30)
+            self.handler(conn)
+        except Exception as e:  # recorded for the test to inspect
+            self.events.append(f"error: {e!r}")
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+        self.thread.join(2)

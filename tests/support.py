@@ -1,0 +1,145 @@
+"""
+Helpers for the integration tests: real processes on loopback.
+
+The gateway runs as the real twistd entry point in a subprocess; backends are
+the demo backend (another subprocess) or small servers the test starts.  Every
+wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TWISTD = str(BIN / "twistd") if (BIN / "twistd").exists() else "twistd"
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def waitForPort(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+class Proc:
+    """A subprocess that is always cleaned up, with its output in a file."""
+
+    def __init__(self, args: list[str], logPath: Path, env: dict[str, str] | None = None) -> None:
+        self.logPath = logPath
+        self.log: IO[bytes] = open(logPath, "wb")
+        self.proc = subprocess.Popen(
+            args,
+            cwd=str(ROOT),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.logPath.read_text(errors="replace")
+
+    def rssKiB(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode
+
+
+def startBackend(tmp: Path, name: str = "b1", port: int | None = None) -> tuple[Proc, int]:
+    port = port or freePort()
+    proc = Proc(
+        [sys.executable, "-m", "agwtx.demo", "--listen", f"tcp:{port}:interface=127.0.0.1", "--name", name],
+        tmp / f"backend-{name}-{port}.log",
+    )
+    waitForPort(port, proc.proc)
+    return proc, port
+
+
+def startGateway(tmp: Path, ini: str, port: int, extra: list[str] | None = None) -> Proc:
+    cfg = tmp / f"gw-{port}.ini"
+    cfg.write_text(ini)
+    proc = Proc(
+        [TWISTD, "-n", "--pidfile=", "agw", "--config", str(cfg), *(extra or [])],
+        tmp / f"gw-{port}.log",
+    )
+    try:
+        waitForPort(port, proc.proc)
+    except Exception:
+        proc.stop()
+        raise RuntimeError("gateway did not start:\n" + proc.output())
+    return proc
+
+
+def basicIni(
+    gwPort: int,
+    backends: list[int] | list[str],
+    settings: str = "",
+    gateway: str = "",
+    probe: str = "",
+) -> str:
+    """A one-listener, one-rule config routing to C{backends} on loopback."""
+    addresses = ", ".join(b if isinstance(b, str) else f"127.0.0.1:{b}" for b in backends)
+    text = f"""
+[gateway]
+{gateway}
+[frontendPort:fp]
+port = {gwPort}
+interface = 127.0.0.1
+
+[httpListener:l1]
+frontendPort = fp
+protocol = Http
+
+[backendAddressPool:pool]
+backendAddresses = {addresses}
+
+[backendHttpSettings:s1]
+port = 80
+protocol = Http
+{settings}
+
+[requestRoutingRule:r1]
+ruleType = Basic
+priority = 100
+httpListener = l1
+backendAddressPool = pool
+backendHttpSettings = s1
+"""
+    if probe:
+        text += f"\n[probe:p1]\n{probe}\n"
+    return text

@@ -1,0 +1,408 @@
+"""
+The reverse proxy end to end: the real twistd entry point in a subprocess,
+real backends on loopback, real clients (http.client, raw sockets, curl).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.rawbackend import RawBackend, headerValue, readHead
+from tests.support import Proc, basicIni, freePort, startBackend, startGateway
+
+
+@pytest.fixture(scope="module")
+def tmpdir_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("proxy")
+
+
+@pytest.fixture(scope="module")
+def backends(tmpdir_module: Path) -> Iterator[list[int]]:
+    procs = [startBackend(tmpdir_module, f"b{i}") for i in (1, 2)]
+    yield [port for _, port in procs]
+    for p, _ in procs:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmpdir_module: Path, backends: list[int]) -> Iterator[tuple[int, Proc]]:
+    port = freePort()
+    gw = startGateway(tmpdir_module, basicIni(port, backends), port)
+    yield port, gw
+    gw.stop()
+
+
+def get(
+    port: int, path: str = "/", method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes, http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data, resp
+
+
+def backendHeaders(port: int, headers: dict[str, str] | None = None) -> tuple[list[list[str]], dict[str, object]]:
+    status, _, body, _ = get(port, "/headers", headers=headers)
+    assert status == 200
+    doc = json.loads(body)
+    return doc["headers"], doc
+
+
+def test_round_robin_over_two_members(gateway: tuple[int, Proc]) -> None:
+    port, _ = gateway
+    seen = [get(port)[2].decode().strip() for _ in range(6)]
+    assert set(seen) == {"Hello from agw demo backend b1", "Hello from agw demo backend b2"}
+    # strict alternation: round robin, not random
+    assert all(seen[i] != seen[i + 1] for i in range(5))
+
+
+def test_forwarded_headers_added(gateway: tuple[int, Proc]) -> None:
+    port, _ = gateway
+    hdrs, _ = backendHeaders(port, {"X-Forwarded-For": "203.0.113.7", "Host": "app.example.com"})
+    d = {k.lower(): v for k, v in hdrs}
+    assert d["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    assert d["x-forwarded-proto"] == "http"
+    assert d["x-forwarded-port"] == str(port)
+    assert d["x-original-host"] == "app.example.com"
+    assert d["host"] == "app.example.com"
+    assert [k.lower() for k, _ in hdrs].count("x-forwarded-for") == 1
+
+
+def test_hop_by_hop_headers_removed_and_repeats_kept(gateway: tuple[int, Proc]) -> None:
+    port, _ = gateway
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(
+        b"GET /headers HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret\r\n"
+        b"X-Secret: drop-me\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n"
+        b"Proxy-Authorization: Basic Zm9v\r\nX-Multi: one\r\nX-Multi: two\r\n"
+        b"Upgrade: h2c\r\n\r\n"
+    )
+    data = b""
+    while b"}" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    doc = json.loads(data.partition(b"\r\n\r\n")[2].split(b"\r\n")[1] if b"chunked" in data else data.partition(b"\r\n\r\n")[2])
+    names = [k.lower() for k, _ in doc["headers"]]
+    for gone in ("connection", "x-secret", "keep-alive", "te", "proxy-authorization", "upgrade"):
+        assert gone not in names
+    assert [v for k, v in doc["headers"] if k.lower() == "x-multi"] == ["one", "two"]
+
+
+def test_host_override(tmp_path: Path, backends: list[int]) -> None:
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, backends[:1], settings="hostName = backend.internal"), port)
+    try:
+        hdrs, _ = backendHeaders(port, {"Host": "public.example.com"})
+        d = {k.lower(): v for k, v in hdrs}
+        assert d["host"] == "backend.internal"
+        assert d["x-original-host"] == "public.example.com"
+    finally:
+        gw.stop()
+
+
+def test_streams_request_and_response_bodies(gateway: tuple[int, Proc]) -> None:
+    port, _ = gateway
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    status, headers, data, _ = get(port, "/echo", method="POST", body=body)
+    assert status == 200
+    assert hashlib.sha256(data).digest() == hashlib.sha256(body).digest()
+
+
+def test_head_204_304(gateway: tuple[int, Proc]) -> None:
+    port, _ = gateway
+    status, headers, data, _ = get(port, "/", method="HEAD")
+    assert status == 200 and data == b"" and headers["content-length"] == "31"
+    assert get(port, "/status/204")[0] == 204
+    status, headers, data, _ = get(port, "/status/304")
+    assert status == 304 and data == b""
+    # the connection is still usable after bodiless responses (keep-alive)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for path in ("/status/204", "/status/304", "/"):
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        assert r.status in (200, 204, 304)
+    conn.close()
+
+
+def test_expect_100_continue(gateway: tuple[int, Proc]) -> None:
+    port, _ = gateway
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    first = s.recv(4096)
+    assert first.startswith(b"HTTP/1.1 100 Continue\r\n")
+    s.sendall(b"hello")
+    data = b""
+    while not data.endswith(b"hello"):
+        chunk = s.recv(4096)
+        assert chunk
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    s.close()
+
+
+def test_chunked_response_is_relayed(tmp_path: Path) -> None:
+    def handler(conn: socket.socket) -> None:
+        readHead(conn)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
+            b"5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"
+        )
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        status, headers, data, _ = get(port)
+        assert status == 200
+        assert data == b"hello, world"
+        assert headers.get("content-type") == "text/plain"
+    finally:
+        gw.stop()
+        backend.close()
+
+
+def test_backend_down_is_502(tmp_path: Path) -> None:
+    dead = freePort()  # nothing listens here
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [dead]), port)
+    try:
+        status, headers, data, _ = get(port)
+        assert status == 502
+        assert headers["content-type"].startswith("text/plain")
+        assert b"backend could not be reached" in data or b"no healthy backend" in data
+        # the gateway stays up
+        assert get(port)[0] == 502
+    finally:
+        gw.stop()
+
+
+def test_backend_silent_is_504(tmp_path: Path) -> None:
+    hold = threading.Event()
+
+    def handler(conn: socket.socket) -> None:
+        readHead(conn)
+        hold.wait(20)
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port], settings="requestTimeout = 1"), port)
+    try:
+        t0 = time.monotonic()
+        status, _, data, _ = get(port)
+        elapsed = time.monotonic() - t0
+        assert status == 504
+        assert b"Gateway Timeout" in data
+        assert elapsed < 15  # generous: the point is that it did not hang for the backend's 20 s
+    finally:
+        hold.set()
+        gw.stop()
+        backend.close()
+
+
+def test_client_disconnect_cancels_backend_request(tmp_path: Path) -> None:
+    got = threading.Event()
+    closed = threading.Event()
+
+    def handler(conn: socket.socket) -> None:
+        readHead(conn)
+        got.set()
+        conn.settimeout(15)
+        try:
+            if conn.recv(1) == b"":
+                closed.set()
+        except OSError:
+            closed.set()
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert got.wait(10)
+        s.close()
+        assert closed.wait(10), "the backend connection was not closed after the client left"
+    finally:
+        gw.stop()
+        backend.close()
+
+
+def test_large_download_memory_bounded(tmp_path: Path) -> None:
+    size = 300 * 1024 * 1024
+    block = b"x" * 65536
+
+    def handler(conn: socket.socket) -> None:
+        readHead(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        for _ in range(size // len(block)):
+            conn.sendall(block)
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        before = gw.rssKiB()
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = 0
+        peak = before
+        deadline = time.monotonic() + 90
+        while received < size and time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            received += len(chunk)
+            if received % (16 * 1024 * 1024) < 65536:
+                peak = max(peak, gw.rssKiB())
+                time.sleep(0.05)  # a slow reader: the gateway must pause the backend
+        s.close()
+        assert received >= size
+        growth_mb = (peak - before) / 1024
+        assert growth_mb < 40, f"gateway RSS grew {growth_mb:.1f} MB for a {size >> 20} MB body"
+    finally:
+        gw.stop()
+        backend.close()
+
+
+def test_large_upload_memory_bounded(tmp_path: Path) -> None:
+    size = 200 * 1024 * 1024
+    seen = {"n": 0}
+
+    def handler(conn: socket.socket) -> None:
+        head, rest = readHead(conn)
+        length = int(headerValue(head, b"content-length") or b"0")
+        n = len(rest)
+        while n < length:
+            chunk = conn.recv(1 << 20)
+            if not chunk:
+                break
+            n += len(chunk)
+        seen["n"] = n
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        before = gw.rssKiB()
+        peak = [before]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.2):
+                try:
+                    peak[0] = max(peak[0], gw.rssKiB())
+                except Exception:
+                    return
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        s = socket.create_connection(("127.0.0.1", port), timeout=60)
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        block = b"y" * (1 << 20)
+        for _ in range(size // len(block)):
+            s.sendall(block)
+        resp = s.recv(4096)
+        s.close()
+        stop.set()
+        t.join(2)
+        assert resp.startswith(b"HTTP/1.1 200"), resp[:200]
+        assert seen["n"] == size
+        growth_mb = (peak[0] - before) / 1024
+        assert growth_mb < 40, f"gateway RSS grew {growth_mb:.1f} MB for a {size >> 20} MB upload"
+    finally:
+        gw.stop()
+        backend.close()
+
+
+def test_affinity_pins_and_forged_cookie_falls_back(tmp_path: Path, backends: list[int]) -> None:
+    port = freePort()
+    ini = basicIni(
+        port, backends, settings="cookieBasedAffinity = Enabled", gateway="affinitySecret = 0123456789abcdef0123"
+    )
+    gw = startGateway(tmp_path, ini, port)
+    try:
+        status, headers, body, resp = get(port)
+        cookies = resp.msg.get_all("Set-Cookie")
+        assert cookies and len(cookies) == 2
+        assert cookies[0].startswith("ApplicationGatewayAffinity=")
+        assert cookies[1].startswith("ApplicationGatewayAffinityCORS=") and "SameSite=None" in cookies[1]
+        value = cookies[0].split(";")[0].split("=", 1)[1]
+        first = body
+        for _ in range(6):
+            status, headers, body, resp = get(port, headers={"Cookie": f"ApplicationGatewayAffinity={value}"})
+            assert body == first
+            assert resp.msg.get_all("Set-Cookie") is None  # already pinned: no new cookie
+        # forged: same member key, wrong signature -> balanced normally and re-pinned
+        forged = value.split(".")[0] + ".AAAAAAAAAAAAAAAAAAAAAA"
+        bodies = set()
+        for _ in range(4):
+            status, headers, body, resp = get(port, headers={"Cookie": f"ApplicationGatewayAffinity={forged}"})
+            assert status == 200
+            assert resp.msg.get_all("Set-Cookie")
+            bodies.add(body)
+        assert len(bodies) == 2
+    finally:
+        gw.stop()
+
+
+def test_affinity_shared_secret_across_instances(tmp_path: Path, backends: list[int]) -> None:
+    ini = "cookieBasedAffinity = Enabled"
+    secret = "affinitySecret = shared-secret-0123456789"
+    p1, p2 = freePort(), freePort()
+    g1 = startGateway(tmp_path, basicIni(p1, backends, settings=ini, gateway=secret), p1)
+    g2 = startGateway(tmp_path, basicIni(p2, backends, settings=ini, gateway=secret), p2)
+    try:
+        _, _, body1, resp = get(p1)
+        value = resp.msg.get_all("Set-Cookie")[0].split(";")[0]
+        for _ in range(4):
+            assert get(p2, headers={"Cookie": value})[2] == body1
+    finally:
+        g1.stop()
+        g2.stop()
+
+
+def test_bad_requests_get_400(gateway: tuple[int, Proc]) -> None:
+    port, _ = gateway
+    for raw in (
+        b"GET / HTTP/1.1\r\n\r\n",  # no Host
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"BLAH\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(raw)
+        data = s.recv(4096)
+        s.close()
+        assert data.startswith(b"HTTP/1.1 400"), (raw, data[:100])
+    assert get(port)[0] == 200
+
+
+def test_curl_keepalive_reuses_connection(gateway: tuple[int, Proc]) -> None:
+    port, _ = gateway
+    out = subprocess.run(
+        ["curl", "-sv", f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/headers"],
+        capture_output=True,
+        timeout=30,
+        text=True,
+    )
+    assert out.returncode == 0
+    assert "Re-using existing connection" in out.stderr or "Reusing existing connection" in out.stderr
