@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.rawbackend import RawBackend, headerValue, readHead
+from tests.rawbackend import RawBackend, headerValue
 from tests.support import Proc, basicIni, freePort, startBackend, startGateway
 
 
@@ -149,17 +149,17 @@ def test_expect_100_continue(gateway: tuple[int, Proc]) -> None:
     assert first.startswith(b"HTTP/1.1 100 Continue\r\n")
     s.sendall(b"hello")
     data = b""
-    while not data.endswith(b"hello"):
+    while not data.endswith(b"\r\n0\r\n\r\n"):
         chunk = s.recv(4096)
         assert chunk
         data += chunk
     assert data.startswith(b"HTTP/1.1 200")
+    assert b"\r\n5\r\nhello\r\n" in data
     s.close()
 
 
 def test_chunked_response_is_relayed(tmp_path: Path) -> None:
-    def handler(conn: socket.socket) -> None:
-        readHead(conn)
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
         conn.sendall(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n"
             b"5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"
@@ -196,8 +196,7 @@ def test_backend_down_is_502(tmp_path: Path) -> None:
 def test_backend_silent_is_504(tmp_path: Path) -> None:
     hold = threading.Event()
 
-    def handler(conn: socket.socket) -> None:
-        readHead(conn)
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
         hold.wait(20)
 
     backend = RawBackend(handler)
@@ -220,8 +219,7 @@ def test_client_disconnect_cancels_backend_request(tmp_path: Path) -> None:
     got = threading.Event()
     closed = threading.Event()
 
-    def handler(conn: socket.socket) -> None:
-        readHead(conn)
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
         got.set()
         conn.settimeout(15)
         try:
@@ -248,8 +246,7 @@ def test_large_download_memory_bounded(tmp_path: Path) -> None:
     size = 300 * 1024 * 1024
     block = b"x" * 65536
 
-    def handler(conn: socket.socket) -> None:
-        readHead(conn)
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
         for _ in range(size // len(block)):
             conn.sendall(block)
@@ -286,8 +283,7 @@ def test_large_upload_memory_bounded(tmp_path: Path) -> None:
     size = 200 * 1024 * 1024
     seen = {"n": 0}
 
-    def handler(conn: socket.socket) -> None:
-        head, rest = readHead(conn)
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
         length = int(headerValue(head, b"content-length") or b"0")
         n = len(rest)
         while n < length:
