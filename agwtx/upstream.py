@@ -93,7 +93,7 @@ class UpstreamConnection(Protocol):
         self.gotBytes = False
         self.bodySent = False
         self.headRequest = False
-        self.idleCall: IDelayedCall | None = None
+        self.idleSince = 0.0
         self.connected = False
         self.lost = False
         self.paused = False
@@ -103,14 +103,14 @@ class UpstreamConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.connected = True
-        if self.onMade is not None:
-            onMade, self.onMade = self.onMade, None
-            onMade(self)
         transport: Any = self.transport
         try:
             transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
+        if self.onMade is not None:
+            onMade, self.onMade = self.onMade, None
+            onMade(self)
 
     def connectionLost(self, reason: Failure = Failure(ierror.ConnectionDone())) -> None:
         self.lost = True
@@ -134,10 +134,6 @@ class UpstreamConnection(Protocol):
 
     def send(self, head: bytes, handler: ResponseHandler, isHead: bool, bodyFollows: bool) -> None:
         """Write a request head; the response goes to C{handler}."""
-        if self.idleCall is not None:
-            if self.idleCall.active():
-                self.idleCall.cancel()
-            self.idleCall = None
         self.handler = handler
         self.state = _HEAD
         self.gotBytes = False
@@ -189,6 +185,7 @@ class UpstreamConnection(Protocol):
         else:
             # Bytes while idle (or after an abort): the backend is confused.
             self.keepAlive = False
+            self.pool._forget(self)
             self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _fail(self, detail: str) -> None:
@@ -398,7 +395,7 @@ class UpstreamPool:
         self.connectTimeout = connectTimeout
         self.idle: dict[tuple[str, int, str], list[UpstreamConnection]] = {}
         self.active: set[UpstreamConnection] = set()
-        self.connectors: dict[str, Callable[..., Any]] = {}
+        self.reaper: IDelayedCall | None = None
 
     def getConnection(
         self,
@@ -419,9 +416,6 @@ class UpstreamPool:
             conn = idle.pop()
             if conn.lost:
                 continue
-            if conn.idleCall is not None and conn.idleCall.active():
-                conn.idleCall.cancel()
-            conn.idleCall = None
             conn.reused = True
             self.active.add(conn)
             callback(conn, None)
@@ -463,21 +457,33 @@ class UpstreamPool:
             return
         conn.reused = True
         idle.append(conn)
-        conn.idleCall = self.clock.callLater(self.idleTimeout, self._reap, conn)
+        conn.idleSince = self.clock.seconds()
+        if self.reaper is None:
+            self.reaper = self.clock.callLater(self.idleTimeout / 4, self._reap)
 
-    def _reap(self, conn: UpstreamConnection) -> None:
-        conn.idleCall = None
-        idle = self.idle.get(conn.key)
-        if idle and conn in idle:
-            idle.remove(conn)
-        if not conn.lost:
-            conn.transport.loseConnection()  # type: ignore[union-attr]
+    def _reap(self) -> None:
+        """
+        Close connections idle for longer than C{idleTimeout}.  One sweep
+        every quarter of the timeout instead of a timer per released
+        connection keeps the per-request cost down.
+        """
+        self.reaper = None
+        cutoff = self.clock.seconds() - self.idleTimeout
+        remaining = 0
+        for key, idle in list(self.idle.items()):
+            # idle lists are LIFO: the oldest connections are at the front
+            while idle and idle[0].idleSince <= cutoff:
+                conn = idle.pop(0)
+                if not conn.lost and conn.transport is not None:
+                    conn.transport.loseConnection()
+            if not idle:
+                del self.idle[key]
+            remaining += len(idle)
+        if remaining:
+            self.reaper = self.clock.callLater(self.idleTimeout / 4, self._reap)
 
     def _forget(self, conn: UpstreamConnection) -> None:
         self.active.discard(conn)
-        if conn.idleCall is not None and conn.idleCall.active():
-            conn.idleCall.cancel()
-        conn.idleCall = None
         idle = self.idle.get(conn.key)
         if idle and conn in idle:
             idle.remove(conn)
@@ -487,6 +493,9 @@ class UpstreamPool:
 
     def closeAll(self) -> None:
         """Close every connection (service stop)."""
+        if self.reaper is not None and self.reaper.active():
+            self.reaper.cancel()
+        self.reaper = None
         for idle in list(self.idle.values()):
             for conn in list(idle):
                 if not conn.lost and conn.transport is not None:

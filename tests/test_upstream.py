@@ -1,0 +1,212 @@
+"""
+The upstream HTTP/1.1 client's parser and pool, driven deterministically
+with MemoryReactorClock and StringTransport (no sockets, no sleeps).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+
+from agwtx.upstream import UpstreamConnection, UpstreamError, UpstreamPool
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+        self.done = False
+        self.failed: tuple[UpstreamError, bool] | None = None
+
+    def responseHead(self, conn: Any, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        self.headers = headers
+
+    def responseData(self, data: bytes) -> None:
+        self.body += data
+
+    def responseDone(self) -> None:
+        self.done = True
+
+    def responseFailed(self, err: UpstreamError, retryable: bool) -> None:
+        self.failed = (err, retryable)
+
+
+def connect(pool: UpstreamPool, reactor: MemoryReactorClock) -> tuple[UpstreamConnection, StringTransport]:
+    got: list[UpstreamConnection | None] = []
+    pool.getConnection("127.0.0.1", 8000, lambda c, f: got.append(c))
+    host, port, factory, timeout, _ = reactor.tcpClients[-1]
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    assert got == [proto]
+    return proto, transport
+
+
+@pytest.fixture
+def env() -> tuple[UpstreamPool, MemoryReactorClock]:
+    reactor = MemoryReactorClock()
+    return UpstreamPool(reactor, idleTimeout=60), reactor
+
+
+@pytest.mark.parametrize(
+    "response, status, body, reusable",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 200, b"hello", True),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200, b"hello", True),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", 201, b"ok", True),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", 204, b"", True),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", 200, b"ok", False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, b"ok", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", 200, b"ok", False),
+    ],
+)
+def test_response_framing(env: Any, response: bytes, status: int, body: bytes, reusable: bool) -> None:
+    pool, reactor = env
+    conn, transport = connect(pool, reactor)
+    rec = Recorder()
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", rec, False, False)
+    # deliver byte by byte: the parser must not depend on packet boundaries
+    for i in range(len(response)):
+        conn.dataReceived(response[i : i + 1])
+    assert rec.status == status
+    assert rec.body == body
+    assert rec.done
+    assert (pool.idleCount("127.0.0.1", 8000) == 1) is reusable
+    assert transport.disconnecting is (not reusable)
+
+
+def test_close_delimited_body_ends_at_eof(env: Any) -> None:
+    pool, reactor = env
+    conn, transport = connect(pool, reactor)
+    rec = Recorder()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n", rec, False, False)
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\n\r\nsome")
+    conn.dataReceived(b" body")
+    assert not rec.done
+    conn.connectionLost(Failure(Exception("eof")))
+    assert rec.done and rec.body == b"some body"
+
+
+def test_head_request_has_no_body(env: Any) -> None:
+    pool, reactor = env
+    conn, _ = connect(pool, reactor)
+    rec = Recorder()
+    conn.send(b"HEAD / HTTP/1.1\r\n\r\n", rec, True, False)
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    assert rec.done and rec.body == b""
+    assert pool.idleCount("127.0.0.1", 8000) == 1
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"SMTP ready\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Header : x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_malformed_responses_fail_cleanly(env: Any, response: bytes) -> None:
+    pool, reactor = env
+    conn, transport = connect(pool, reactor)
+    rec = Recorder()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n", rec, False, False)
+    conn.dataReceived(response)
+    assert rec.failed is not None
+    assert rec.failed[0].kind == "protocol"
+    assert pool.idleCount("127.0.0.1", 8000) == 0
+
+
+def test_oversized_head_fails(env: Any) -> None:
+    pool, reactor = env
+    conn, _ = connect(pool, reactor)
+    rec = Recorder()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n", rec, False, False)
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\n" + b"X: " + b"a" * 70000)
+    assert rec.failed is not None and "too large" in str(rec.failed[0])
+
+
+def test_reused_connection_closed_by_backend_is_retryable(env: Any) -> None:
+    pool, reactor = env
+    conn, _ = connect(pool, reactor)
+    rec = Recorder()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n", rec, False, False)
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    got: list[Any] = []
+    pool.getConnection("127.0.0.1", 8000, lambda c, f: got.append(c))
+    assert got == [conn]  # reused, no new connect
+    assert len(reactor.tcpClients) == 1
+    rec2 = Recorder()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n", rec2, False, False)
+    conn.connectionLost(Failure(Exception("reset")))
+    assert rec2.failed is not None and rec2.failed[1] is True
+
+
+def test_idle_connections_are_reaped(env: Any) -> None:
+    pool, reactor = env
+    conn, transport = connect(pool, reactor)
+    rec = Recorder()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n", rec, False, False)
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert pool.idleCount("127.0.0.1", 8000) == 1
+    reactor.advance(30)
+    assert pool.idleCount("127.0.0.1", 8000) == 1 and not transport.disconnecting
+    reactor.advance(31)
+    assert pool.idleCount("127.0.0.1", 8000) == 0 and transport.disconnecting
+    assert not reactor.getDelayedCalls()  # nothing left scheduled once the pool is empty
+
+
+def test_idle_pool_is_bounded(env: Any) -> None:
+    reactor = MemoryReactorClock()
+    pool = UpstreamPool(reactor, maxIdlePerMember=2)
+    conns = []
+    for _ in range(3):
+        got: list[Any] = []
+        pool.getConnection("127.0.0.1", 8000, lambda c, f: got.append(c))
+        factory = reactor.tcpClients[-1][2]
+        proto = factory.buildProtocol(None)
+        t = StringTransport()
+        proto.makeConnection(t)
+        conns.append((proto, t))
+    for proto, _ in conns:
+        rec = Recorder()
+        proto.send(b"GET / HTTP/1.1\r\n\r\n", rec, False, False)
+        proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert pool.idleCount("127.0.0.1", 8000) == 2
+    assert conns[2][1].disconnecting
+
+
+def test_connect_failure_reported(env: Any) -> None:
+    pool, reactor = env
+    got: list[Any] = []
+    pool.getConnection("127.0.0.1", 8000, lambda c, f: got.append((c, f)))
+    connector = reactor.connectors[-1]
+    factory = reactor.tcpClients[-1][2]
+    from twisted.internet.error import ConnectionRefusedError
+
+    factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+    assert got and got[0][0] is None and got[0][1].check(ConnectionRefusedError)
+
+
+def test_backpressure_pauses_backend_socket(env: Any) -> None:
+    pool, reactor = env
+    conn, transport = connect(pool, reactor)
+    rec = Recorder()
+    conn.send(b"GET / HTTP/1.1\r\n\r\n", rec, False, False)
+    conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+    conn.pauseProducing()
+    assert transport.producerState == "paused"
+    conn.resumeProducing()
+    assert transport.producerState == "producing"
+    conn.pauseProducing()
+    conn.dataReceived(b"67890")
+    # finishing a response resumes the socket before it goes back to the pool
+    assert rec.done and transport.producerState == "producing"
