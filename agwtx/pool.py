@@ -52,6 +52,11 @@ class Member:
         """May new requests go here? Unknown counts: it is decided by its first probe."""
         return self.health != UNHEALTHY and not self.draining
 
+    @property
+    def pinnable(self) -> bool:
+        """May an affinity cookie keep sending here? Yes while healthy or draining."""
+        return self.health != UNHEALTHY
+
 
 class PoolState:
     """Members of one pool under one settings, with round-robin selection."""
@@ -89,6 +94,38 @@ class PoolState:
 
     def member(self, key: str) -> Member | None:
         return self.byKey.get(key)
+
+    def inherit(self, old: "PoolState", drain: bool) -> list[Member]:
+        """
+        Take over what a reload must not lose from the state this one
+        replaces: the health of members that stay, and (with C{drain}) the
+        members that were removed, kept as draining so that affinity-pinned
+        clients and open connections can finish.  Returns the removed members.
+        """
+        removed: list[Member] = []
+        for m in old.members:
+            mine = self.byKey.get(m.key)
+            if mine is not None:
+                mine.health = m.health
+                mine.lastReason = m.lastReason
+                mine.lastChange = m.lastChange
+                mine.lastProbe = m.lastProbe
+                mine.consecutiveFailures = m.consecutiveFailures
+                mine.draining = False
+            elif not m.draining or drain:
+                removed.append(m)
+                if drain:
+                    m.draining = True
+                    self.members.append(m)
+                    self.byKey[m.key] = m
+        return removed
+
+    def dropMembers(self, members: list[Member]) -> None:
+        """End of a drain: forget these members."""
+        gone = set(map(id, members))
+        self.members = [m for m in self.members if id(m) not in gone]
+        self.byKey = {m.key: m for m in self.members}
+        self._next = 0
 
     def setHealth(self, member: Member, health: str, reason: str, now: float) -> None:
         """Record a probe or passive result; logs every change of health."""

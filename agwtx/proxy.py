@@ -464,6 +464,8 @@ class _Exchange:
                 self.timer = self.ctx.reactor.callLater(timeout - (now - self.lastActivity), self._timedOut)
                 return
         self._abortUpstream()
+        if self.member is not None:
+            self.ctx.metrics.upstreamError(self.state.name, self.member.key, "timeout")
         log.warn(
             "backend {member} timed out after {timeout}s",
             member=self.member.key if self.member else "-",
@@ -500,7 +502,7 @@ def _chooseMember(ctx: "GatewayContext", request: "GatewayRequest", target: "Bac
             key = ctx.affinity.decode(target.scope, raw)
             if key is not None:
                 candidate = state.member(key)
-                if candidate is not None and candidate.available:
+                if candidate is not None and candidate.pinnable:
                     return candidate, candidate
     return state.pick(), None
 

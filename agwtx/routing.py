@@ -294,6 +294,41 @@ class GatewayContext:
         self.webSocketHandler: Callable[["GatewayRequest", BackendTarget], Any] | None = None
         self.passiveListeners: list[Callable[[PoolState, Member, str, str], None]] = []
         self.requestObservers: list[Callable[["GatewayRequest"], None]] = []
+        from agwtx.metrics import GatewayMetrics
+
+        self.metrics = GatewayMetrics(self)
+        self.activeRequests = 0
+        """HTTP requests being answered now (graceful stop waits for them)."""
+        self.openWebSockets: set[Any] = set()
+        """Open WebSocket bridges: objects with C{member} and C{close(code, reason)}."""
+        self.reloadHandler: Callable[[], list[str]] | None = None
+
+    def closeWebSockets(self, code: int, reason: str, members: Sequence[Member] | None = None) -> Any:
+        """
+        Close open WebSockets (all, or those to C{members}) on both legs with
+        C{code}; the Deferred fires when they are gone, or after 5 s.
+        """
+        from twisted.internet.defer import Deferred
+
+        chosen = [
+            ws for ws in list(self.openWebSockets) if members is None or getattr(ws, "member", None) in members
+        ]
+        for ws in chosen:
+            try:
+                ws.close(code, reason)
+            except Exception:
+                log.failure("closing a WebSocket")
+        done: Deferred[None] = Deferred()
+        deadline = self.reactor.seconds() + 5.0
+
+        def poll() -> None:
+            if any(ws in self.openWebSockets for ws in chosen) and self.reactor.seconds() < deadline:
+                self.reactor.callLater(0.05, poll)
+            else:
+                done.callback(None)
+
+        poll()
+        return done
 
     def webSocket(self, request: "GatewayRequest", target: BackendTarget) -> Any:
         if self.webSocketHandler is None:
@@ -304,6 +339,7 @@ class GatewayContext:
 
     def passiveFailure(self, state: PoolState, member: Member, kind: str, detail: str) -> None:
         member.passiveFailures += 1
+        self.metrics.upstreamError(state.name, member.key, kind)
         for listener in self.passiveListeners:
             listener(state, member, kind, detail)
 
@@ -329,6 +365,9 @@ class GatewayContext:
             error=request.agwError,
             event="access",
         )
+        self.metrics.request(
+            request.agwListener or "-", request.agwRule or "-", request.agwPool or "-", status, duration
+        )
         for observer in self.requestObservers:
             observer(request)
 
@@ -338,11 +377,16 @@ def buildRouters(
     pools: dict[tuple[str, str], PoolState],
     connectorFor: Callable[[BackendHttpSettings], tuple[Callable[..., Any] | None, str]] | None = None,
     rewriteFor: Callable[[str], Any] | None = None,
+    previous: dict[tuple[str, str], PoolState] | None = None,
+    onReplace: Callable[[PoolState, PoolState], None] | None = None,
 ) -> dict[str, PortRouter]:
     """
     One L{PortRouter} per frontend port from a validated config.  C{pools}
-    is filled with (and reuses) a L{PoolState} per (pool, settings) pair so
-    that a reload keeps health and counters for unchanged pools.
+    is filled with a L{PoolState} per (pool, settings) pair the rules use.
+    On a reload, C{previous} holds the running states: an unchanged pair
+    keeps its state object (health, counters, open connections), a changed
+    one gets a new state and C{onReplace(old, new)} is called to carry over
+    what must survive.
     """
     routers: dict[str, PortRouter] = {}
 
@@ -351,8 +395,14 @@ def buildRouters(
         pool = config.backendAddressPools[poolName]
         key = (poolName, settingsName)
         state = pools.get(key)
-        if state is None or state.pool != pool or state.settings != settings:
-            state = PoolState(pool, settings)
+        if state is None:
+            old = previous.get(key) if previous else None
+            if old is not None and old.pool == pool and old.settings == settings:
+                state = old
+            else:
+                state = PoolState(pool, settings)
+                if old is not None and onReplace is not None:
+                    onReplace(old, state)
             pools[key] = state
         connector, tlsKey = connectorFor(settings) if connectorFor else (None, "")
         host = settings.hostName.encode("idna") if settings.hostName else None
@@ -449,3 +499,5 @@ def _attachRewrite(target: Any, rewrite: Any) -> None:
         for _, _, t in target.entries:
             _attachRewrite(t, rewrite)
         _attachRewrite(target.default, rewrite)
+    elif hasattr(target, "attachRewrite"):  # e.g. agwtx.plugin.PluginTarget
+        target.attachRewrite(rewrite)

@@ -1,21 +1,38 @@
 """
 The gateway as a tree of services: one listener service per frontend port,
 plus the health prober and the optional admin endpoint.
+
+Reload (SIGHUP, or POST /reload on the admin endpoint) parses and validates
+the file again; an invalid file is logged error by error and changes
+nothing.  A valid one is swapped in at once: each port's Site gets its new
+routing table in one assignment, listeners are added or removed as needed,
+unchanged (pool, settings) pairs keep their state, changed ones inherit the
+health of the members that stay, and removed members drain: no new requests
+(affinity-pinned clients excepted, as in Azure), open requests and
+WebSockets go on for the settings' C{connectionDraining} seconds, then the
+WebSockets are closed with 1001.  Connections in flight keep the objects they
+started with.
+
+Stop (SIGTERM): stop accepting, let in-flight requests finish and
+WebSockets run for up to C{[gateway] shutdownGracePeriod} seconds, then close
+the WebSockets with 1001 and exit.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from agwtx.affinity import AffinityCodec
 from agwtx.model import GatewayConfig
-from agwtx.routing import GatewayContext, buildRouters
+from agwtx.pool import Member, PoolState
+from agwtx.routing import GatewayContext, PortRouter, buildRouters
+from agwtx.systemd import notify
 from agwtx.upstream import UpstreamPool
 from agwtx.web import GatewaySite
 
@@ -33,19 +50,59 @@ class GatewayService(MultiService):
         self.reactor = reactor
         self.upstream = UpstreamPool(reactor)
         self.ctx = GatewayContext(reactor, self.upstream, AffinityCodec(config.gateway.affinitySecret))
-        self.routers = buildRouters(config, self.ctx.pools)
+        self.routers = self._buildRouters(config, self.ctx.pools, None)
         self.sites: dict[str, GatewaySite] = {}
         self.listeners: dict[str, StreamServerEndpointService] = {}
+        self.endpoints: dict[str, str] = {}
+        self.drains: list[Any] = []
+        self.stopping = False
         for name, router in self.routers.items():
-            fp = config.frontendPorts[name]
-            site = GatewaySite(self.ctx, router, fp.port)
-            self.sites[name] = site
-            endpoint = serverFromString(reactor, fp.endpoint)
-            svc = StreamServerEndpointService(endpoint, site)
-            svc._raiseSynchronously = True
-            svc.setName(f"frontendPort:{name}")
-            svc.setServiceParent(self)
-            self.listeners[name] = svc
+            self._addListener(config, name, router)
+        # --- health probes + admin endpoint (issue 3) ---
+        from agwtx.health import HealthService
+
+        self.health = HealthService(self.ctx, config, reactor)
+        self.health.setServiceParent(self)
+        if config.gateway.admin:
+            from agwtx.admin import adminService
+
+            adminService(self.ctx, config, reactor).setServiceParent(self)
+        # --- end issue 3 ---
+        self.ctx.reloadHandler = self.reload
+
+    # -- building
+
+    def _buildRouters(
+        self,
+        config: GatewayConfig,
+        pools: dict[tuple[str, str], PoolState],
+        previous: dict[tuple[str, str], PoolState] | None,
+        onReplace: Callable[[PoolState, PoolState], None] | None = None,
+    ) -> dict[str, PortRouter]:
+        from agwtx.rewrite import rewriteCompiler
+
+        return buildRouters(
+            config, pools, previous=previous, onReplace=onReplace, rewriteFor=rewriteCompiler(config)
+        )
+
+    def _siteFactory(self, config: GatewayConfig, name: str, site: GatewaySite) -> Any:
+        """The protocol factory a port listens with (TLS wraps the Site here)."""
+        return site
+
+    def _addListener(self, config: GatewayConfig, name: str, router: PortRouter) -> StreamServerEndpointService:
+        fp = config.frontendPorts[name]
+        site = GatewaySite(self.ctx, router, fp.port)
+        self.sites[name] = site
+        endpoint = serverFromString(self.reactor, fp.endpoint)
+        svc = StreamServerEndpointService(endpoint, self._siteFactory(config, name, site))
+        svc._raiseSynchronously = True
+        svc.setName(f"frontendPort:{name}")
+        svc.setServiceParent(self)
+        self.listeners[name] = svc
+        self.endpoints[name] = fp.endpoint
+        return svc
+
+    # -- lifecycle
 
     def startService(self) -> None:
         self.log.info(
@@ -55,15 +112,144 @@ class GatewayService(MultiService):
             rules=len(self.config.requestRoutingRules),
         )
         super().startService()
+        notify("READY=1", f"STATUS=serving {len(self.routers)} port(s)")
 
     def stopService(self) -> Deferred[Any]:
-        d = super().stopService()
+        """Stop accepting, let work in flight finish within the grace period, then close."""
+        self.stopping = True
+        notify("STOPPING=1")
+        for call in self.drains:
+            if call.active():
+                call.cancel()
+        self.drains = []
+        grace = self.config.gateway.shutdownGracePeriod
+        listeners = [maybeDeferred(svc.stopService) for svc in self.listeners.values()]
+        done: Deferred[Any] = Deferred()
+        deadline = self.reactor.seconds() + grace
 
-        def closeUpstream(result: Any) -> Any:
+        def poll() -> None:
+            busy = self.ctx.activeRequests + len(self.ctx.openWebSockets)
+            if busy and self.reactor.seconds() < deadline:
+                self.reactor.callLater(0.1, poll)
+                return
+            if busy:
+                self.log.info(
+                    "grace period over: closing {ws} WebSocket(s) with 1001, {req} request(s) still open",
+                    ws=len(self.ctx.openWebSockets),
+                    req=self.ctx.activeRequests,
+                )
+            closing = self.ctx.closeWebSockets(1001, "gateway shutting down")
             self.upstream.closeAll()
-            return result
+            closing.addBoth(lambda _: done.callback(None))
 
-        return d.addBoth(closeUpstream) if isinstance(d, Deferred) else DeferredList([])
+        for d in listeners:
+            d.addErrback(lambda f: self.log.failure("stopping a listener", f))
+        poll()
+
+        def rest(_: Any) -> Any:
+            return MultiService.stopService(self)
+
+        return done.addCallback(rest)
+
+    # -- reload
+
+    def reload(self) -> list[str]:
+        """
+        Re-read the config file.  Returns the errors (nothing changed) or an
+        empty list (the new config is live).
+        """
+        from agwtx.config import ConfigError, loadConfig
+
+        try:
+            new = loadConfig(self.config.path)
+        except ConfigError as e:
+            for line in e.errors:
+                self.log.error("reload rejected: {error}", error=line)
+            self.log.error("reload rejected: {n} error(s); still running the previous configuration", n=len(e.errors))
+            self.ctx.metrics.reloads.labels("failed").inc()
+            return list(e.errors)
+        notify("RELOADING=1")
+        try:
+            self.apply(new)
+        except Exception as e:
+            self.log.failure("reload failed while applying the new configuration")
+            self.ctx.metrics.reloads.labels("failed").inc()
+            notify("READY=1")
+            return [f"{self.config.path}: internal error while applying: {e}"]
+        self.ctx.metrics.reloads.labels("ok").inc()
+        notify("READY=1", f"STATUS=serving {len(self.routers)} port(s)")
+        self.log.info("configuration reloaded from {path}", path=new.path)
+        return []
+
+    def apply(self, new: GatewayConfig) -> None:
+        """Swap in a validated configuration (see the module docstring)."""
+        previous = self.ctx.pools
+        pools: dict[tuple[str, str], PoolState] = {}
+        removed: list[tuple[PoolState, list[Member], float]] = []
+
+        def onReplace(old: PoolState, state: PoolState) -> None:
+            drain = state.settings.connectionDraining
+            gone = state.inherit(old, drain > 0)
+            if gone:
+                removed.append((state, gone, drain))
+
+        routers = self._buildRouters(new, pools, previous, onReplace)
+        for key, old in previous.items():
+            if key not in pools:
+                # A pair no rule uses any more: all its members drain away.
+                gone = [m for m in old.members if not m.draining]
+                for m in gone:
+                    m.draining = True
+                removed.append((old, gone, old.settings.connectionDraining))
+        # Ports: swap tables in place, add new ports, remove old ones.
+        for name, router in routers.items():
+            fp = new.frontendPorts[name]
+            if name in self.sites and self.endpoints.get(name) == fp.endpoint and self._sameTls(new, name):
+                self.sites[name].router = router
+                self.sites[name].listenerPort = fp.port or 0
+            else:
+                if name in self.listeners:
+                    self._removeListener(name)
+                svc = self._addListener(new, name, router)
+                if self.running:
+                    svc.privilegedStartService()
+                    svc.startService()
+        for name in list(self.listeners):
+            if name not in routers:
+                self._removeListener(name)
+        self.ctx.pools = pools
+        self.routers = routers
+        self.config = new
+        self.health.refresh(new)
+        for state, members, drain in removed:
+            self._drain(state, members, drain)
+
+    def _sameTls(self, new: GatewayConfig, name: str) -> bool:
+        """Whether a port's TLS material is unchanged (else it is re-listened)."""
+        return True
+
+    def _removeListener(self, name: str) -> None:
+        svc = self.listeners.pop(name)
+        self.sites.pop(name, None)
+        self.endpoints.pop(name, None)
+        d = maybeDeferred(svc.disownServiceParent)
+        d.addErrback(lambda f: self.log.failure("stopping listener {name}", f, name=name))
+
+    def _drain(self, state: PoolState, members: list[Member], seconds: float) -> None:
+        keys = ", ".join(m.key for m in members)
+        if seconds <= 0:
+            self.log.info("members removed from pool {pool}: {members}", pool=state.name, members=keys)
+            self._endDrain(state, members)
+            return
+        self.log.info(
+            "draining {members} from pool {pool} for {seconds}s", members=keys, pool=state.name, seconds=seconds
+        )
+        self.drains.append(self.reactor.callLater(seconds, self._endDrain, state, members))
+
+    def _endDrain(self, state: PoolState, members: list[Member]) -> None:
+        self.drains = [c for c in self.drains if c.active()]
+        state.dropMembers(members)
+        self.ctx.closeWebSockets(1001, "backend removed from the pool", members=members)
 
 
 def makeGatewayService(config: GatewayConfig, reactor: Any) -> GatewayService:

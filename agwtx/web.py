@@ -46,10 +46,28 @@ class GatewayRequest(server.Request):
         self._prepared = True
         site: GatewaySite = self.channel.site
         self.site = site
+        site.ctx.activeRequests += 1
+        self._counted = True
+        self.notifyFinish().addBoth(self._done)
         self.agwStart = site.ctx.reactor.seconds()
         peer = self.getClientAddress()
         self.clientIP = getattr(peer, "host", "-")
         self.listenerPort = site.listenerPort or getattr(self.getHost(), "port", 0)
+
+    _counted = False
+
+    def _done(self, result: Any) -> None:
+        """Stop counting this request as in flight (idempotent)."""
+        if self._counted:
+            self._counted = False
+            self.site.ctx.activeRequests -= 1
+
+    def handedOver(self) -> None:
+        """
+        The connection now belongs to someone else (a WebSocket bridge took
+        over the transport): it is no longer an HTTP request in flight.
+        """
+        self._done(None)
 
     def gotLength(self, length: int | None) -> None:
         """
@@ -143,11 +161,12 @@ class GatewaySite(server.Site):
 
     def startStreaming(self, request: GatewayRequest, length: int | None) -> bool:
         """Begin a backend exchange for a request whose body is still arriving, if it has one."""
-        from agwtx.routing import BackendTarget, PathMapTarget, isWebSocketUpgrade
+        from agwtx.routing import BackendTarget, isWebSocketUpgrade
 
         target, _, _ = self.resolve(request)
-        if isinstance(target, PathMapTarget):
-            target = target.resolve(request)
+        resolveTarget = getattr(target, "resolve", None)  # PathMapTarget, PluginTarget: the concrete target
+        if resolveTarget is not None:
+            target = resolveTarget(request)
         if not isinstance(target, BackendTarget) or isWebSocketUpgrade(request):
             return False
         from agwtx.proxy import startStreaming
