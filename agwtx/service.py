@@ -61,7 +61,9 @@ class GatewayService(MultiService):
         # --- health probes + admin endpoint (issue 3) ---
         from agwtx.health import HealthService
 
-        self.health = HealthService(self.ctx, config, reactor)
+        self.health = HealthService(
+            self.ctx, config, reactor, connectorFor=self._connectorFor  # agw-tls (issue 5)
+        )
         self.health.setServiceParent(self)
         if config.gateway.admin:
             from agwtx.admin import adminService
@@ -82,12 +84,33 @@ class GatewayService(MultiService):
         from agwtx.rewrite import rewriteCompiler
 
         return buildRouters(
-            config, pools, previous=previous, onReplace=onReplace, rewriteFor=rewriteCompiler(config)
+            config,
+            pools,
+            previous=previous,
+            onReplace=onReplace,
+            rewriteFor=rewriteCompiler(config),
+            connectorFor=self._tlsFor(config).connectorFor,  # agw-tls (issue 5)
         )
+
+    # --- TLS: listeners and end-to-end (issue 5) ---
+    def _tlsFor(self, config: GatewayConfig) -> Any:
+        """The TLS objects (certificates loaded) of C{config}; built once per config."""
+        from agwtx.tls import GatewayTls
+
+        tls = getattr(self, "_tls", None)
+        if tls is None or tls.config is not config:
+            tls = self._tls = GatewayTls(config, self.reactor)
+        return tls
+
+    def _connectorFor(self, settings: Any) -> Any:
+        """For the health prober: the connector of the configuration running now."""
+        return self._tlsFor(self.config).connectorFor(settings)
 
     def _siteFactory(self, config: GatewayConfig, name: str, site: GatewaySite) -> Any:
         """The protocol factory a port listens with (TLS wraps the Site here)."""
-        return site
+        return self._tlsFor(config).wrap(name, site)
+
+    # --- end issue 5 ---
 
     def _addListener(self, config: GatewayConfig, name: str, router: PortRouter) -> StreamServerEndpointService:
         fp = config.frontendPorts[name]
@@ -123,7 +146,9 @@ class GatewayService(MultiService):
                 call.cancel()
         self.drains = []
         grace = self.config.gateway.shutdownGracePeriod
-        listeners = [maybeDeferred(svc.stopService) for svc in self.listeners.values()]
+        # Stop accepting: each listener leaves the tree, so the final
+        # MultiService.stopService does not stop it a second time.
+        listeners = [maybeDeferred(svc.disownServiceParent) for svc in self.listeners.values()]
         done: Deferred[Any] = Deferred()
         deadline = self.reactor.seconds() + grace
 
@@ -147,6 +172,10 @@ class GatewayService(MultiService):
         poll()
 
         def rest(_: Any) -> Any:
+            # The stop was orderly: exit 0 rather than re-raising SIGTERM
+            # (twistd's default), so supervisors see a clean stop.
+            if getattr(self.reactor, "_exitSignal", None) is not None:
+                self.reactor._exitSignal = None
             return MultiService.stopService(self)
 
         return done.addCallback(rest)
@@ -226,6 +255,16 @@ class GatewayService(MultiService):
 
     def _sameTls(self, new: GatewayConfig, name: str) -> bool:
         """Whether a port's TLS material is unchanged (else it is re-listened)."""
+        # agw-tls (issue 5): a port that stays Https gets the new certificates
+        # in place (new connections use them); Http <-> Https is re-listened.
+        from agwtx.tls import TlsServerFactory
+
+        factory = getattr(self.listeners.get(name), "factory", None)
+        serverTls = self._tlsFor(new).server.get(name)
+        if isinstance(factory, TlsServerFactory) != (serverTls is not None):
+            return False
+        if isinstance(factory, TlsServerFactory) and serverTls is not None:
+            factory.serverTls = serverTls
         return True
 
     def _removeListener(self, name: str) -> None:

@@ -59,6 +59,7 @@ def makeService(options: Options) -> IService:
     from agwtx.service import makeGatewayService
 
     gateway = makeGatewayService(options.gatewayConfig, reactor)
+    _reloadOnSighup(reactor, gateway)
     if not options["demo"]:
         return gateway
     from agwtx.demo import demoService
@@ -71,3 +72,13 @@ def makeService(options: Options) -> IService:
     return top
 
 
+
+
+def _reloadOnSighup(reactor: Any, gateway: Any) -> None:
+    """C{kill -HUP} (systemd's ExecReload) re-reads the configuration."""
+    import signal
+
+    def onSignal(signum: int, frame: Any) -> None:
+        reactor.callFromThread(gateway.reload)
+
+    signal.signal(signal.SIGHUP, onSignal)

@@ -1,0 +1,159 @@
+"""
+Operations: reload on SIGHUP, graceful stop, systemd notifications and
+metrics, against the real twistd process.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from tests.rawbackend import RawBackend
+from tests.support import Proc, basicIni, freePort, startBackend, startGateway
+
+
+def get(port: int, path: str = "/") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    conn.request("GET", path)
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    return r.status, body
+
+
+def waitFor(predicate, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_reload_swaps_routing_and_rejects_invalid_files(tmp_path: Path) -> None:
+    a, pa = startBackend(tmp_path, "A")
+    b, pb = startBackend(tmp_path, "B")
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [pa]), port)
+    cfg = tmp_path / f"gw-{port}.ini"
+    try:
+        assert get(port)[1] == b"Hello from agw demo backend A\n"
+        # a valid change goes live on SIGHUP
+        cfg.write_text(basicIni(port, [pb]))
+        os.kill(gw.pid, signal.SIGHUP)
+        assert waitFor(lambda: get(port)[1] == b"Hello from agw demo backend B\n")
+        # an invalid file changes nothing, and says why
+        cfg.write_text(basicIni(port, [pa]) + "\n[probe:p1]\ninterval = 0\n")
+        os.kill(gw.pid, signal.SIGHUP)
+        assert waitFor(lambda: "reload rejected" in gw.output())
+        assert "[probe:p1] interval: expected 1..86400" in gw.output()
+        for _ in range(5):
+            assert get(port)[1] == b"Hello from agw demo backend B\n"
+        assert gw.proc.poll() is None
+    finally:
+        gw.stop()
+        a.stop()
+        b.stop()
+
+
+def test_sigterm_lets_inflight_request_finish_and_exits_0(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        release.wait(10)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port], gateway="shutdownGracePeriod = 10"), port)
+    try:
+        result: dict[str, object] = {}
+
+        def client() -> None:
+            try:
+                result["resp"] = get(port, "/slow")
+            except Exception as e:  # recorded for the assertion
+                result["error"] = e
+
+        t = threading.Thread(target=client)
+        t.start()
+        assert waitFor(lambda: backend.connections - backend.probes >= 1)
+        gw.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        # no longer accepting new connections
+        refused = False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            refused = True
+        assert refused
+        assert gw.proc.poll() is None  # still finishing the request
+        release.set()
+        t.join(15)
+        assert result.get("resp") == (200, b"done"), result
+        assert gw.proc.wait(15) == 0
+    finally:
+        release.set()
+        gw.stop()
+        backend.close()
+
+
+def test_systemd_notify_ready_reloading_stopping(tmp_path: Path) -> None:
+    b, pb = startBackend(tmp_path, "A")
+    sockPath = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sockPath)
+    sock.settimeout(20)
+    port = freePort()
+    cfg = tmp_path / "gw.ini"
+    cfg.write_text(basicIni(port, [pb]))
+    from tests.support import TWISTD
+
+    gw = Proc(
+        [TWISTD, "-n", "--pidfile=", "agw", "--config", str(cfg)],
+        tmp_path / "gw.log",
+        env={"NOTIFY_SOCKET": sockPath},
+    )
+    try:
+        messages: list[str] = []
+        messages.append(sock.recv(4096).decode())
+        assert "READY=1" in messages[-1]
+        os.kill(gw.pid, signal.SIGHUP)
+        messages.append(sock.recv(4096).decode())
+        assert "RELOADING=1" in messages[-1] and "MONOTONIC_USEC=" in messages[-1]
+        messages.append(sock.recv(4096).decode())
+        assert "READY=1" in messages[-1]
+        gw.proc.send_signal(signal.SIGTERM)
+        messages.append(sock.recv(4096).decode())
+        assert "STOPPING=1" in messages[-1]
+        assert gw.proc.wait(15) == 0
+    finally:
+        sock.close()
+        gw.stop()
+        b.stop()
+
+
+def test_metrics_endpoint(tmp_path: Path) -> None:
+    b, pb = startBackend(tmp_path, "A")
+    port, admin = freePort(), freePort()
+    gw = startGateway(tmp_path, basicIni(port, [pb], gateway=f"admin = tcp:{admin}:interface=127.0.0.1"), port)
+    try:
+        for _ in range(3):
+            assert get(port)[0] == 200
+        assert get(port, "/status/503")[0] == 503
+        status, text = get(admin, "/metrics")
+        assert status == 200
+        body = text.decode()
+        assert 'agw_requests_total{listener="l1",pool="pool",rule="r1",status="2xx"} 3.0' in body
+        assert 'agw_requests_total{listener="l1",pool="pool",rule="r1",status="5xx"} 1.0' in body
+        assert "agw_request_duration_seconds_bucket" in body
+        assert f'agw_backend_health{{member="127.0.0.1:{pb}",pool="pool",settings="s1"}}' in body
+        assert "agw_websockets_active 0.0" in body
+    finally:
+        gw.stop()
+        b.stop()
