@@ -35,6 +35,7 @@ from agwtx.routing import GatewayContext, PortRouter, buildRouters
 from agwtx.systemd import notify
 from agwtx.upstream import UpstreamPool
 from agwtx.web import GatewaySite
+from agwtx.websocket import WebSocketBridge
 
 __all__ = ["GatewayService", "makeGatewayService"]
 
@@ -44,12 +45,22 @@ class GatewayService(MultiService):
 
     log = Logger(namespace="agw")
 
-    def __init__(self, config: GatewayConfig, reactor: Any) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        reactor: Any,
+        reusePort: bool = False,
+        serveAdmin: bool = True,
+        affinitySecret: bytes | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
+        self.reusePort = reusePort
         self.upstream = UpstreamPool(reactor)
-        self.ctx = GatewayContext(reactor, self.upstream, AffinityCodec(config.gateway.affinitySecret))
+        secret = config.gateway.affinitySecret or affinitySecret
+        self.ctx = GatewayContext(reactor, self.upstream, AffinityCodec(secret))
+        self.ctx.webSocketHandler = WebSocketBridge(self.ctx)
         self.routers = self._buildRouters(config, self.ctx.pools, None)
         self.sites: dict[str, GatewaySite] = {}
         self.listeners: dict[str, StreamServerEndpointService] = {}
@@ -65,7 +76,7 @@ class GatewayService(MultiService):
             self.ctx, config, reactor, connectorFor=self._connectorFor  # agw-tls (issue 5)
         )
         self.health.setServiceParent(self)
-        if config.gateway.admin:
+        if config.gateway.admin and serveAdmin:
             from agwtx.admin import adminService
 
             adminService(self.ctx, config, reactor).setServiceParent(self)
@@ -116,7 +127,12 @@ class GatewayService(MultiService):
         fp = config.frontendPorts[name]
         site = GatewaySite(self.ctx, router, fp.port)
         self.sites[name] = site
-        endpoint = serverFromString(self.reactor, fp.endpoint)
+        if self.reusePort:
+            from agwtx.workers import reusePortEndpoint
+
+            endpoint = reusePortEndpoint(self.reactor, fp.endpoint)
+        else:
+            endpoint = serverFromString(self.reactor, fp.endpoint)
         svc = StreamServerEndpointService(endpoint, self._siteFactory(config, name, site))
         svc._raiseSynchronously = True
         svc.setName(f"frontendPort:{name}")
@@ -291,6 +307,6 @@ class GatewayService(MultiService):
         self.ctx.closeWebSockets(1001, "backend removed from the pool", members=members)
 
 
-def makeGatewayService(config: GatewayConfig, reactor: Any) -> GatewayService:
+def makeGatewayService(config: GatewayConfig, reactor: Any, **options: Any) -> GatewayService:
     """Build (but do not start) the service tree for C{config}."""
-    return GatewayService(config, reactor)
+    return GatewayService(config, reactor, **options)

@@ -7,6 +7,7 @@ daemonises, as a list naming file, section and key (never a traceback).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -29,6 +30,7 @@ class Options(usage.Options):
     )
     optParameters = [
         ["config", "c", "etc/gw.ini", "Path to the gateway configuration (INI)."],
+        ["worker", None, "0", "Internal: the index of this worker process ([gateway] workers)."],
     ]
     optFlags = [
         ["check", None, "Validate the configuration, print a summary, and exit (0 ok, 1 errors)."],
@@ -57,28 +59,49 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from agwtx.service import makeGatewayService
+    from agwtx.workers import SECRET_ENV, WorkerSupervisor
 
-    gateway = makeGatewayService(options.gatewayConfig, reactor)
-    _reloadOnSighup(reactor, gateway)
-    if not options["demo"]:
+    config = options.gatewayConfig
+    worker = int(options["worker"])
+    count = config.gateway.workers
+    if worker:
+        # A worker started by the first process: same ports, same affinity secret, no admin.
+        secret = bytes.fromhex(os.environ.get(SECRET_ENV, "")) or None
+        gateway = makeGatewayService(config, reactor, reusePort=True, serveAdmin=False, affinitySecret=secret)
+        _reloadOnSighup(reactor, gateway)
+        return gateway
+    secret = config.gateway.affinitySecret or os.urandom(32)
+    gateway = makeGatewayService(config, reactor, reusePort=count > 1, affinitySecret=secret)
+    top = MultiService()
+    supervisor = None
+    if count > 1:
+        supervisor = WorkerSupervisor(
+            reactor, os.path.abspath(options["config"]), count, secret, config.gateway.shutdownGracePeriod
+        )
+        supervisor.setServiceParent(top)
+    _reloadOnSighup(reactor, gateway, supervisor)
+    if not options["demo"] and supervisor is None:
         return gateway
     from agwtx.demo import demoService
 
-    top = MultiService()
-    for i, description in enumerate(DEMO_BACKENDS):
-        demo = demoService(reactor, description, f"demo-{i + 1}")
-        demo.setServiceParent(top)
+    if options["demo"]:
+        for i, description in enumerate(DEMO_BACKENDS):
+            demo = demoService(reactor, description, f"demo-{i + 1}")
+            demo.setServiceParent(top)
     gateway.setServiceParent(top)
     return top
 
 
-
-
-def _reloadOnSighup(reactor: Any, gateway: Any) -> None:
-    """C{kill -HUP} (systemd's ExecReload) re-reads the configuration."""
+def _reloadOnSighup(reactor: Any, gateway: Any, supervisor: Any = None) -> None:
+    """C{kill -HUP} (systemd's ExecReload) re-reads the configuration, in every worker."""
     import signal
 
+    def reload() -> None:
+        gateway.reload()
+        if supervisor is not None:
+            supervisor.signal(signal.SIGHUP)
+
     def onSignal(signum: int, frame: Any) -> None:
-        reactor.callFromThread(gateway.reload)
+        reactor.callFromThread(reload)
 
     signal.signal(signal.SIGHUP, onSignal)

@@ -157,3 +157,53 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
     finally:
         gw.stop()
         b.stop()
+
+
+def _workerPids(configPath: Path) -> list[int]:
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-f", "--", f"--config {configPath} --worker"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_workers_share_ports_restart_reload_and_affinity(tmp_path: Path) -> None:
+    a, pa = startBackend(tmp_path, "A")
+    b, pb = startBackend(tmp_path, "B")
+    port = freePort()
+    # no affinitySecret configured: the supervisor generates one all workers share
+    gw = startGateway(
+        tmp_path, basicIni(port, [pa, pb], gateway="workers = 2", settings="cookieBasedAffinity = Enabled"), port
+    )
+    cfg = tmp_path / f"gw-{port}.ini"
+    try:
+        assert waitFor(lambda: len(_workerPids(cfg)) == 1)
+        first = _workerPids(cfg)[0]
+        # a cookie minted by whichever process answered pins the member in every process
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        pinnedBody = r.read()
+        cookie = r.getheader("Set-Cookie").split(";")[0]
+        conn.close()
+        for _ in range(20):  # new connection each time: the kernel spreads them over both processes
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("GET", "/", headers={"Cookie": cookie})
+            assert c.getresponse().read() == pinnedBody
+            c.close()
+        # a worker that dies is restarted
+        os.kill(first, signal.SIGKILL)
+        assert waitFor(lambda: _workerPids(cfg) not in ([], [first]), timeout=20)
+        # reload reaches every worker
+        cfg.write_text(basicIni(port, [pb], gateway="workers = 2"))
+        os.kill(gw.pid, signal.SIGHUP)
+        time.sleep(1.0)
+        assert waitFor(lambda: all(get(port)[1] == b"Hello from agw demo backend B\n" for _ in range(20)))
+        gw.proc.send_signal(signal.SIGTERM)
+        assert gw.proc.wait(20) == 0
+        assert waitFor(lambda: _workerPids(cfg) == [], timeout=10)
+    finally:
+        gw.stop()
+        for pid in _workerPids(cfg):
+            os.kill(pid, signal.SIGKILL)
+        a.stop()
+        b.stop()
