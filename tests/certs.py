@@ -1,0 +1,162 @@
+"""
+Test PKI made at test time with C{cryptography}: a root CA, an intermediate,
+and leaf certificates (good, expired, wrong-name, self-signed) written as PEM
+files.  EC P-256 keys keep generation fast.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ONE_DAY = datetime.timedelta(days=1)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "agw tests"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+def _san(names: list[str]) -> x509.SubjectAlternativeName:
+    entries: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            entries.append(x509.DNSName(n))
+    return x509.SubjectAlternativeName(entries)
+
+
+def keyPem(key: ec.EllipticCurvePrivateKey, password: str | None = None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password.encode())
+        if password
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def certPem(*certs: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+@dataclass
+class Issued:
+    """A leaf certificate with its key and the chain that completes it."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+    chain: tuple[x509.Certificate, ...] = ()
+
+    def write(self, directory: Path, stem: str, password: str | None = None) -> tuple[Path, Path]:
+        """Write C{stem}.pem (leaf + chain) and C{stem}.key; return both paths."""
+        certPath = directory / f"{stem}.pem"
+        keyPath = directory / f"{stem}.key"
+        certPath.write_bytes(certPem(self.cert, *self.chain))
+        keyPath.write_bytes(keyPem(self.key, password))
+        return certPath, keyPath
+
+
+class CA:
+    """A certificate authority (root, or intermediate when C{parent} is given)."""
+
+    def __init__(self, cn: str = "agw test root CA", parent: "CA | None" = None) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.parent = parent
+        now = _now()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(parent.cert.subject if parent else _name(cn))
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - ONE_DAY)
+            .not_valid_after(now + 30 * ONE_DAY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+        )
+        signer = parent.key if parent else self.key
+        if parent is not None:
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False
+            )
+        self.cert = builder.sign(signer, hashes.SHA256())
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        """The certificates a server sends after its leaf (intermediates, not the root)."""
+        if self.parent is None:
+            return ()
+        return (self.cert, *self.parent.chain)
+
+    def writeRoot(self, path: Path) -> Path:
+        path.write_bytes(certPem(self.cert))
+        return path
+
+    def issue(
+        self,
+        names: list[str],
+        cn: str | None = None,
+        notBefore: datetime.datetime | None = None,
+        notAfter: datetime.datetime | None = None,
+    ) -> Issued:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn or names[0]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(notBefore or now - ONE_DAY)
+            .not_valid_after(notAfter or now + 10 * ONE_DAY)
+            .add_extension(_san(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        return Issued(cert, key, self.chain)
+
+    def issueExpired(self, names: list[str], cn: str | None = None) -> Issued:
+        now = _now()
+        return self.issue(names, cn, notBefore=now - 10 * ONE_DAY, notAfter=now - ONE_DAY)
+
+
+def selfSigned(names: list[str], cn: str | None = None) -> Issued:
+    """A certificate nobody trusts: its own issuer."""
+    own = CA(cn or names[0])
+    return own.issue(names, cn)
