@@ -19,7 +19,7 @@ run: setup
 	$(VENV)/bin/twistd -n --pidfile= agw --config etc/gw.ini --demo
 
 check: setup
-	$(VENV)/bin/twistd agw --config etc/gw.ini --check
+	$(VENV)/bin/twistd agw --config etc/gw.ini --demo --check
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

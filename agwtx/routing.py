@@ -94,6 +94,12 @@ def normalizePath(path: bytes) -> str | None:
     """
     if not path.startswith(b"/"):
         return None
+    if b"%" not in path and b"/." not in path and b"\0" not in path:
+        # The common case: nothing to decode or resolve (same result, a fraction of the cost).
+        try:
+            return path.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
     decoded = unquote_to_bytes(path)
     if b"\0" in decoded:
         return None
@@ -230,15 +236,18 @@ class PathMapTarget:
     entries: list[tuple[Callable[[str], bool], list[str], Any]]
     default: Any
     kind: str = "pathmap"
+    _index: Any = field(default=None, repr=False, compare=False)
 
     def resolve(self, request: "GatewayRequest") -> Any:
         path = normalizePath(request.path)
         if path is None:
             return None
-        for match, _patterns, target in self.entries:
-            if match(path):
-                return target
-        return self.default
+        index = self._index
+        if index is None:
+            from agwtx.routeindex import PathIndex
+
+            index = self._index = PathIndex(self.entries)
+        return index.lookup(path, self.default)
 
     def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
         target = self.resolve(request)
@@ -266,12 +275,16 @@ class PortRouter:
     port: str
     protocol: str
     routes: list[ListenerRoute] = field(default_factory=list)
+    _index: Any = field(default=None, repr=False, compare=False)
 
     def route(self, host: str) -> ListenerRoute | None:
-        for r in self.routes:
-            if r.matches is None or r.matches(host):
-                return r
-        return None
+        """The first route serving C{host}, found by index (L{agwtx.routeindex}), not by a scan."""
+        index = self._index
+        if index is None or len(index.routes) != len(self.routes):
+            from agwtx.routeindex import HostIndex
+
+            index = self._index = HostIndex(self.routes)
+        return index.route(host)  # type: ignore[no-any-return]
 
 
 # -- runtime context --------------------------------------------------------
@@ -302,6 +315,8 @@ class GatewayContext:
         self.openWebSockets: set[Any] = set()
         """Open WebSocket bridges: objects with C{member} and C{close(code, reason)}."""
         self.reloadHandler: Callable[[], list[str]] | None = None
+        self.config: Any = None
+        """The configuration in force (set by the gateway service, swapped on reload)."""
 
     def closeWebSockets(self, code: int, reason: str, members: Sequence[Member] | None = None) -> Any:
         """

@@ -82,6 +82,7 @@ class GatewayService(MultiService):
             adminService(self.ctx, config, reactor).setServiceParent(self)
         # --- end issue 3 ---
         self.ctx.reloadHandler = self.reload
+        self.ctx.config = config
 
     # -- building
 
@@ -265,6 +266,7 @@ class GatewayService(MultiService):
         self.ctx.pools = pools
         self.routers = routers
         self.config = new
+        self.ctx.config = new
         self.health.refresh(new)
         for state, members, drain in removed:
             self._drain(state, members, drain)

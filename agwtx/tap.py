@@ -34,12 +34,23 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["check", None, "Validate the configuration, print a summary, and exit (0 ok, 1 errors)."],
-        ["demo", None, "Also run the demo backends on 127.0.0.1:8081 and :8082."],
+        [
+            "demo",
+            None,
+            "Also run the demo backends on 127.0.0.1:8081 and :8082, and create the demo "
+            "TLS certificate (demo-tls/ beside the config) if it is missing.",
+        ],
     ]
 
     gatewayConfig: GatewayConfig
 
     def postOptions(self) -> None:
+        if self["demo"]:
+            # The demo config's HTTPS listener uses a self-signed certificate made on first run.
+            from agwtx.democert import ensureDemoCertificate
+
+            configDir = os.path.dirname(os.path.abspath(self["config"]))
+            ensureDemoCertificate(os.path.join(configDir, "demo-tls"))
         try:
             self.gatewayConfig = loadConfig(self["config"])
         except ConfigError as e:

@@ -48,7 +48,9 @@ def keyPem(key: ec.EllipticCurvePrivateKey, password: str | None = None) -> byte
         if password
         else serialization.NoEncryption()
     )
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
 
 
 def certPem(*certs: x509.Certificate) -> bytes:
@@ -75,9 +77,10 @@ class Issued:
 class CA:
     """A certificate authority (root, or intermediate when C{parent} is given)."""
 
-    def __init__(self, cn: str = "agw test root CA", parent: "CA | None" = None) -> None:
+    def __init__(self, cn: str = "agw test root CA", parent: CA | None = None) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.parent = parent
+        self.cert: x509.Certificate
         now = _now()
         builder = (
             x509.CertificateBuilder()
@@ -102,12 +105,15 @@ class CA:
                 ),
                 critical=True,
             )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
+            )
         )
         signer = parent.key if parent else self.key
         if parent is not None:
             builder = builder.add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()),
+                critical=False,
             )
         self.cert = builder.sign(signer, hashes.SHA256())
 
@@ -141,11 +147,10 @@ class CA:
             .not_valid_after(notAfter or now + 10 * ONE_DAY)
             .add_extension(_san(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
             )
             .sign(self.key, hashes.SHA256())
         )

@@ -59,7 +59,8 @@ class Proc:
         return self.proc.pid
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.logPath.read_text(errors="replace")
 
     def rssKiB(self) -> int:

@@ -1,0 +1,1000 @@
+"""
+TLS on both legs, for real: the twistd entry point in a subprocess with
+HTTPS listeners, demo backends behind plain TCP and behind Twisted's C{ssl:}
+endpoint, and Python's C{ssl} module (or C{openssl s_client}) as the client.
+Certificates come from a CA made for the test run (L{tests.certs}).
+
+Pure parts (certificate selection, loading and checking, the demo
+certificate, the connector's handshake-first contract) are tested in-process.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+
+from agwtx.democert import ensureDemoCertificate
+from agwtx.model import (
+    BackendHttpSettings,
+    GatewayConfig,
+    HttpListener,
+    SslCertificate,
+    TrustedRootCertificate,
+)
+from agwtx.tls import (
+    GatewayTls,
+    TlsError,
+    TlsHandshakeError,
+    buildServerTls,
+    certificateProblems,
+    checkTlsConfig,
+    loadCertificate,
+    selectCertificate,
+)
+from tests.certs import CA, Issued, selfSigned
+from tests.support import ROOT, TWISTD, Proc, freePort, startBackend, startGateway, waitForPort
+
+# -- the test PKI ------------------------------------------------------------------
+
+
+@dataclass
+class Pki:
+    dir: Path
+    root: CA
+    inter: CA
+    caFile: Path
+    files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    issued: dict[str, Issued] = field(default_factory=dict)
+
+    def add(self, stem: str, issued: Issued, password: str | None = None) -> tuple[Path, Path]:
+        self.issued[stem] = issued
+        self.files[stem] = issued.write(self.dir, stem, password)
+        return self.files[stem]
+
+    def cert(self, stem: str) -> Path:
+        return self.files[stem][0]
+
+    def key(self, stem: str) -> Path:
+        return self.files[stem][1]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    d = tmp_path_factory.mktemp("pki")
+    root = CA()
+    inter = CA("agw test intermediate CA", parent=root)
+    p = Pki(d, root, inter, root.writeRoot(d / "ca.pem"))
+    # listener certificates, issued by the intermediate (files hold the full chain)
+    p.add("basic", inter.issue(["localhost", "127.0.0.1"], cn="basic listener"))
+    p.add("a", inter.issue(["a.test"], cn="a.test"), password="s3cret")
+    p.add("wild", inter.issue(["*.wild.test"], cn="wild listener"))
+    p.add("only", inter.issue(["only.test"], cn="only.test"))
+    # backend certificates
+    p.add("beGood", root.issue(["127.0.0.1", "localhost"], cn="backend good"))
+    p.add("beNamed", root.issue(["backend.test"], cn="backend named"))
+    p.add("beUntrusted", selfSigned(["127.0.0.1"], cn="backend untrusted"))
+    p.add("beExpired", root.issueExpired(["127.0.0.1"], cn="backend expired"))
+    p.add("beWrongName", root.issue(["wrong.test"], cn="backend wrong name"))
+    # for config errors
+    p.add("expired", inter.issueExpired(["localhost"], cn="expired listener"))
+    other = inter.issue(["localhost"], cn="other key")
+    p.add("other", other)
+    return p
+
+
+def clientContext(pki: Pki, **kwargs: Any) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.caFile))
+    for name, value in kwargs.items():
+        setattr(ctx, name, value)
+    return ctx
+
+
+def peerCN(sock: ssl.SSLSocket) -> str:
+    der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    cert = x509.load_der_x509_certificate(der)
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+def tlsConnect(port: int, serverName: str | None, ctx: ssl.SSLContext) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=serverName)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def httpsGet(
+    port: int,
+    path: str = "/",
+    serverName: str | None = "localhost",
+    ctx: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    assert ctx is not None
+    conn = http.client.HTTPSConnection(serverName or "127.0.0.1", port, context=ctx, timeout=30)
+    conn.sock = tlsConnect(port, serverName, ctx)
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+
+def startTlsBackend(tmp: Path, name: str, cert: Path, key: Path) -> tuple[Proc, int]:
+    port = freePort()
+    description = f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    proc = Proc(
+        [sys.executable, "-m", "agwtx.demo", "--listen", description, "--name", name],
+        tmp / f"backend-{name}-{port}.log",
+    )
+    waitForPort(port, proc.proc)
+    return proc, port
+
+
+# -- the gateway under test ---------------------------------------------------------
+
+
+@dataclass
+class Gw:
+    main: int
+    noBasic: int
+    http: int
+    admin: int
+    proc: Proc
+    backends: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Gw]:
+    tmp = tmp_path_factory.mktemp("tlsgw")
+    procs: list[Proc] = []
+    ports: dict[str, int] = {}
+    try:
+        for name in ("plainA", "plainBasic"):
+            proc, ports[name] = startBackend(tmp, name)
+            procs.append(proc)
+        for name, stem in (
+            ("tlsGood", "beGood"),
+            ("tlsNamed", "beNamed"),
+            ("tlsUntrusted", "beUntrusted"),
+            ("tlsExpired", "beExpired"),
+            ("tlsWrongName", "beWrongName"),
+        ):
+            proc, ports[name] = startTlsBackend(tmp, name, pki.cert(stem), pki.key(stem))
+            procs.append(proc)
+        main, noBasic, httpPort, admin = freePort(), freePort(), freePort(), freePort()
+        ini = f"""
+[gateway]
+admin = tcp:{admin}:interface=127.0.0.1
+
+[frontendPort:main]
+port = {main}
+interface = 127.0.0.1
+
+[frontendPort:noBasic]
+port = {noBasic}
+interface = 127.0.0.1
+
+[frontendPort:plain]
+port = {httpPort}
+interface = 127.0.0.1
+
+[sslCertificate:basic]
+certificate = {pki.cert("basic")}
+privateKey = {pki.key("basic")}
+
+[sslCertificate:a]
+certificate = {pki.cert("a")}
+privateKey = {pki.key("a")}
+password = s3cret
+
+[sslCertificate:wild]
+certificate = {pki.cert("wild")}
+privateKey = {pki.key("wild")}
+
+[sslCertificate:only]
+certificate = {pki.cert("only")}
+privateKey = {pki.key("only")}
+
+[trustedRootCertificate:testCA]
+certificate = {pki.caFile}
+
+[httpListener:lA]
+frontendPort = main
+protocol = Https
+hostNames = a.test
+sslCertificate = a
+
+[httpListener:lWild]
+frontendPort = main
+protocol = Https
+hostNames = *.wild.test
+sslCertificate = wild
+
+[httpListener:lBasic]
+frontendPort = main
+protocol = Https
+sslCertificate = basic
+
+[httpListener:lOnly]
+frontendPort = noBasic
+protocol = Https
+hostNames = only.test
+sslCertificate = only
+
+[httpListener:lHttp]
+frontendPort = plain
+protocol = Http
+
+[backendAddressPool:plainA]
+backendAddresses = 127.0.0.1:{ports["plainA"]}
+
+[backendAddressPool:plainBasic]
+backendAddresses = 127.0.0.1:{ports["plainBasic"]}
+
+[backendAddressPool:tlsGood]
+backendAddresses = 127.0.0.1:{ports["tlsGood"]}
+
+[backendAddressPool:tlsNamed]
+backendAddresses = 127.0.0.1:{ports["tlsNamed"]}
+
+[backendAddressPool:tlsUntrusted]
+backendAddresses = 127.0.0.1:{ports["tlsUntrusted"]}
+
+[backendAddressPool:tlsExpired]
+backendAddresses = 127.0.0.1:{ports["tlsExpired"]}
+
+[backendAddressPool:tlsWrongName]
+backendAddresses = 127.0.0.1:{ports["tlsWrongName"]}
+
+; The failing backends are probed on the good TLS backend's port, so that
+; they stay in rotation and each request really goes through the handshake.
+[probe:alwaysUp]
+protocol = Https
+host = 127.0.0.1
+port = {ports["tlsGood"]}
+path = /
+
+[backendHttpSettings:plain]
+port = 80
+protocol = Http
+
+[backendHttpSettings:tlsTrusted]
+port = 443
+protocol = Https
+trustedRootCertificates = testCA
+
+[backendHttpSettings:tlsByName]
+port = 443
+protocol = Https
+hostName = backend.test
+trustedRootCertificates = testCA
+
+[backendHttpSettings:tlsStrict]
+port = 443
+protocol = Https
+trustedRootCertificates = testCA
+probe = alwaysUp
+
+[backendHttpSettings:tlsSystemTrust]
+port = 443
+protocol = Https
+
+[backendHttpSettings:tlsNoVerify]
+port = 443
+protocol = Https
+verifyCertificate = false
+
+[urlPathMap:paths]
+defaultBackendAddressPool = plainBasic
+defaultBackendHttpSettings = plain
+pathRule.e2e = /e2e/* -> tlsGood, tlsTrusted
+pathRule.named = /named/* -> tlsNamed, tlsByName
+pathRule.untrusted = /untrusted/* -> tlsUntrusted, tlsStrict
+pathRule.expired = /expired/* -> tlsExpired, tlsStrict
+pathRule.wrongname = /wrongname/* -> tlsWrongName, tlsStrict
+pathRule.system = /system/* -> tlsGood, tlsSystemTrust
+pathRule.noverify = /noverify/* -> tlsUntrusted, tlsNoVerify
+
+[redirectConfiguration:toHttps]
+redirectType = Permanent
+targetListener = lBasic
+includePath = true
+includeQueryString = true
+
+[requestRoutingRule:rA]
+ruleType = Basic
+priority = 10
+httpListener = lA
+backendAddressPool = plainA
+backendHttpSettings = plain
+
+[requestRoutingRule:rWild]
+ruleType = Basic
+priority = 20
+httpListener = lWild
+backendAddressPool = plainA
+backendHttpSettings = plain
+
+[requestRoutingRule:rBasic]
+ruleType = PathBasedRouting
+priority = 30
+httpListener = lBasic
+urlPathMap = paths
+
+[requestRoutingRule:rOnly]
+ruleType = Basic
+priority = 40
+httpListener = lOnly
+backendAddressPool = plainA
+backendHttpSettings = plain
+
+[requestRoutingRule:rRedirect]
+ruleType = Basic
+priority = 50
+httpListener = lHttp
+redirectConfiguration = toHttps
+"""
+        proc = startGateway(tmp, ini, main)
+        procs.append(proc)
+        for port in (noBasic, httpPort, admin):
+            waitForPort(port, proc.proc)
+        yield Gw(main, noBasic, httpPort, admin, proc, ports)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+# -- HTTPS listeners ------------------------------------------------------------------
+
+
+def test_https_get_through_an_https_listener(gw: Gw, pki: Pki) -> None:
+    status, _, body = httpsGet(gw.main, "/headers", "localhost", clientContext(pki))
+    assert status == 200
+    doc = json.loads(body)
+    assert doc["backend"] == "plainBasic"
+    sent = {k.lower(): v for k, v in doc["headers"]}
+    assert sent["x-forwarded-proto"] == "https"
+    assert sent["x-forwarded-port"] == str(gw.main)
+    assert sent["host"] == f"localhost:{gw.main}"
+
+
+def test_full_chain_is_sent_and_ip_address_verifies(gw: Gw, pki: Pki) -> None:
+    # The client trusts only the root: the intermediate must come from the server.
+    # Connecting to 127.0.0.1 sends no SNI and checks the IP address SAN.
+    conn = http.client.HTTPSConnection("127.0.0.1", gw.main, context=clientContext(pki), timeout=30)
+    conn.request("GET", "/")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.read() == b"Hello from agw demo backend plainBasic\n"
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "serverName, cn, backend",
+    [
+        ("a.test", "a.test", "plainA"),
+        ("A.Test", "a.test", "plainA"),
+        ("x.wild.test", "wild listener", "plainA"),
+        ("localhost", "basic listener", "plainBasic"),
+        ("unknown.test", "basic listener", "plainBasic"),
+        (None, "basic listener", "plainBasic"),
+    ],
+)
+def test_sni_chooses_the_listener_certificate(
+    gw: Gw, pki: Pki, serverName: str | None, cn: str, backend: str
+) -> None:
+    ctx = clientContext(pki, check_hostname=False)
+    with tlsConnect(gw.main, serverName, ctx) as s:
+        assert peerCN(s) == cn
+        host = serverName or "127.0.0.1"
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert data.endswith(f"Hello from agw demo backend {backend}\n".encode())
+
+
+def test_port_without_basic_listener_refuses_unknown_names(gw: Gw, pki: Pki) -> None:
+    ctx = clientContext(pki, check_hostname=False)
+    with tlsConnect(gw.noBasic, "only.test", ctx) as s:
+        assert peerCN(s) == "only.test"
+    for name in ("other.test", None):
+        with pytest.raises(ssl.SSLError) as e:
+            tlsConnect(gw.noBasic, name, ctx).close()
+        assert "HANDSHAKE_FAILURE" in str(e.value).upper() or "ALERT" in str(e.value).upper()
+    time.sleep(0.3)
+    out = gw.proc.output()
+    assert "no certificate for server name other.test; TLS handshake refused" in out
+    assert "no certificate for server name (none sent)" in out
+    assert "Traceback" not in out
+
+
+def test_alpn_offers_http11_only(gw: Gw, pki: Pki) -> None:
+    ctx = clientContext(pki)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with tlsConnect(gw.main, "localhost", ctx) as s:
+        assert s.selected_alpn_protocol() == "http/1.1"
+    ctx = clientContext(pki)
+    ctx.set_alpn_protocols(["h2"])
+    with tlsConnect(gw.main, "localhost", ctx) as s:
+        assert s.selected_alpn_protocol() is None
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_tls12_and_tls13_accepted(gw: Gw, pki: Pki, version: ssl.TLSVersion) -> None:
+    ctx = clientContext(pki, minimum_version=version, maximum_version=version)
+    with tlsConnect(gw.main, "localhost", ctx) as s:
+        assert s.version() == version.name.replace("_", ".")
+        name, _, _ = s.cipher()  # type: ignore[misc]
+        if version == ssl.TLSVersion.TLSv1_2:
+            assert name.startswith("ECDHE-") and ("GCM" in name or "CHACHA20" in name), name
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+@pytest.mark.parametrize("flag", ["-tls1", "-tls1_1"])
+def test_tls10_and_tls11_refused(gw: Gw, flag: str) -> None:
+    def sClient(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "openssl",
+                "s_client",
+                "-connect",
+                f"127.0.0.1:{gw.main}",
+                "-servername",
+                "localhost",
+                *args,
+            ],
+            input="",
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=20,
+        )
+
+    # The client allows legacy versions (SECLEVEL=0), so a failure is the server's doing.
+    refused = sClient(flag, "-cipher", "DEFAULT:@SECLEVEL=0")
+    assert refused.returncode != 0
+    assert "alert protocol version" in refused.stdout + refused.stderr
+    accepted = sClient("-tls1_2")
+    assert accepted.returncode == 0, accepted.stderr
+
+
+@pytest.mark.parametrize(
+    "cipher, ok",
+    [
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", True),
+        ("ECDHE-ECDSA-CHACHA20-POLY1305", True),
+        ("ECDHE-ECDSA-AES128-SHA", False),  # CBC
+        ("ECDHE-ECDSA-AES256-SHA384", False),  # CBC
+    ],
+)
+def test_tls12_ciphers_are_ecdhe_aead_only(gw: Gw, pki: Pki, cipher: str, ok: bool) -> None:
+    ctx = clientContext(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    ctx.set_ciphers(cipher + ":@SECLEVEL=0")
+    if ok:
+        with tlsConnect(gw.main, "localhost", ctx) as s:
+            assert s.cipher()[0] == cipher  # type: ignore[index]
+    else:
+        with pytest.raises(ssl.SSLError):
+            tlsConnect(gw.main, "localhost", ctx).close()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.parametrize("serverName", ["localhost", "a.test"])
+def test_sessions_resume(gw: Gw, pki: Pki, version: ssl.TLSVersion, serverName: str) -> None:
+    ctx = clientContext(pki, minimum_version=version, maximum_version=version)
+    request = f"GET / HTTP/1.1\r\nHost: {serverName}\r\nConnection: close\r\n\r\n".encode()
+
+    def exchange(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+        raw = socket.create_connection(("127.0.0.1", gw.main), timeout=20)
+        with ctx.wrap_socket(raw, server_hostname=serverName, session=session) as s:
+            s.sendall(request)
+            while s.recv(65536):
+                pass  # read to the end: TLS 1.3 tickets arrive after the handshake
+            return s.session, bool(s.session_reused)
+
+    first, reused = exchange(None)
+    assert not reused and first is not None
+    _, reused = exchange(first)
+    assert reused
+
+
+def test_redirect_http_to_https_listener(gw: Gw, pki: Pki) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.http, timeout=30)
+    conn.request("GET", "/some/path?q=1&b=two", headers={"Host": f"localhost:{gw.http}"})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 301
+    location = resp.getheader("location")
+    assert location == f"https://localhost:{gw.main}/some/path?q=1&b=two"
+    status, _, body = httpsGet(gw.main, "/some/path?q=1&b=two", "localhost", clientContext(pki))
+    assert status == 200 and body == b"Hello from agw demo backend plainBasic\n"
+
+
+# -- end-to-end TLS -----------------------------------------------------------------------
+
+
+def test_end_to_end_tls_to_a_trusted_backend(gw: Gw, pki: Pki) -> None:
+    ctx = clientContext(pki)
+    for _ in range(3):  # the second and third reuse the pooled TLS connection
+        status, _, body = httpsGet(gw.main, "/e2e/x", "localhost", ctx)
+        assert (status, body) == (200, b"Hello from agw demo backend tlsGood\n")
+
+
+def test_end_to_end_tls_with_host_name_override(gw: Gw, pki: Pki) -> None:
+    # The backend's certificate names only backend.test: SNI and verification use hostName.
+    status, _, body = httpsGet(gw.main, "/named/x", "localhost", clientContext(pki))
+    assert (status, body) == (200, b"Hello from agw demo backend tlsNamed\n")
+
+
+@pytest.mark.parametrize(
+    "path, backend, why",
+    [
+        ("/untrusted/x", "tlsUntrusted", "certificate verify failed"),
+        ("/expired/x", "tlsExpired", "certificate verify failed"),
+        ("/wrongname/x", "tlsWrongName", "the certificate is not valid for 127.0.0.1"),
+        ("/system/x", "tlsGood", "certificate verify failed"),  # test CA not in the system store
+    ],
+)
+def test_backend_certificate_failures_are_502(
+    gw: Gw, pki: Pki, path: str, backend: str, why: str
+) -> None:
+    status, _, body = httpsGet(gw.main, path, "localhost", clientContext(pki))
+    assert status == 502
+    if path == "/system/x":
+        # Its probes (same connector, same trust) have already failed too.
+        assert b"no healthy backend" in body or b"could not be reached" in body
+    else:
+        assert b"the backend could not be reached" in body
+    time.sleep(0.3)
+    port = gw.backends[backend]
+    assert f"TLS to backend 127.0.0.1:{port} failed: {why}" in gw.proc.output()
+
+
+def test_verify_certificate_false_accepts_any_and_warns_once(gw: Gw, pki: Pki) -> None:
+    for _ in range(2):
+        status, _, body = httpsGet(gw.main, "/noverify/x", "localhost", clientContext(pki))
+        assert (status, body) == (200, b"Hello from agw demo backend tlsUntrusted\n")
+    assert (
+        gw.proc.output().count("backendHttpSettings tlsNoVerify: verifyCertificate is false") == 1
+    )
+
+
+def test_https_probes_go_through_tls(gw: Gw) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", gw.admin, timeout=10)
+        conn.request("GET", "/health")
+        doc = json.loads(conn.getresponse().read())
+        conn.close()
+        health = {
+            (pool["backendAddressPool"]["name"], s["backendHttpSettings"]["name"]): s["servers"][0]
+            for pool in doc["backendAddressPools"]
+            for s in pool["backendHttpSettingsCollection"]
+        }
+        good = health[("tlsGood", "tlsTrusted")]
+        bad = health[("tlsUntrusted", "tlsNoVerify")]
+        if good["health"] != "Unknown" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert good["health"] == "Healthy", good
+    assert bad["health"] == "Healthy", bad  # verification off: probes pass too
+
+
+def test_wss_through_an_https_listener(gw: Gw, pki: Pki) -> None:
+    sync = pytest.importorskip("websockets.sync.client")
+    for path in ("/ws", "/e2e/ws"):  # plain backend, then TLS backend (wss on both legs)
+        raw = socket.create_connection(("127.0.0.1", gw.main), timeout=20)
+        with sync.connect(
+            f"wss://localhost:{gw.main}{path}", sock=raw, ssl=clientContext(pki), open_timeout=20
+        ) as ws:
+            ws.send("hello over tls")
+            assert ws.recv(timeout=20) == "hello over tls"
+
+
+# -- configuration errors (twistd agw --check) ------------------------------------------------
+
+
+def checkConfig(
+    tmp: Path, cert: Path | str, key: Path | str, password: str = ""
+) -> subprocess.CompletedProcess[str]:
+    ini = tmp / "gw.ini"
+    ini.write_text(
+        f"""
+[frontendPort:main]
+port = {freePort()}
+interface = 127.0.0.1
+
+[sslCertificate:main]
+certificate = {cert}
+privateKey = {key}
+{"password = " + password if password else ""}
+
+[httpListener:l1]
+frontendPort = main
+protocol = Https
+sslCertificate = main
+
+[backendAddressPool:pool]
+backendAddresses = 127.0.0.1:1
+
+[backendHttpSettings:s1]
+port = 80
+
+[requestRoutingRule:r1]
+ruleType = Basic
+priority = 1
+httpListener = l1
+backendAddressPool = pool
+backendHttpSettings = s1
+"""
+    )
+    return subprocess.run(
+        [TWISTD, "agw", "--config", str(ini), "--check"],
+        cwd=str(ROOT),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_reload_picks_up_renewed_certificate(tmp_path: Path, pki: Pki) -> None:
+    """SIGHUP re-reads the certificate files; new connections get the new one."""
+    backend, backendPort = startBackend(tmp_path, "b1")
+    cert, key = pki.inter.issue(["localhost"], cn="before renewal").write(tmp_path, "live")
+    port = freePort()
+    ini = f"""
+[frontendPort:main]
+port = {port}
+interface = 127.0.0.1
+
+[sslCertificate:live]
+certificate = {cert}
+privateKey = {key}
+
+[httpListener:l1]
+frontendPort = main
+protocol = Https
+sslCertificate = live
+
+[backendAddressPool:pool]
+backendAddresses = 127.0.0.1:{backendPort}
+
+[backendHttpSettings:s1]
+port = 80
+
+[requestRoutingRule:r1]
+ruleType = Basic
+priority = 1
+httpListener = l1
+backendAddressPool = pool
+backendHttpSettings = s1
+"""
+    gw = startGateway(tmp_path, ini, port)
+    try:
+        ctx = clientContext(pki)
+        with tlsConnect(port, "localhost", ctx) as s:
+            assert peerCN(s) == "before renewal"
+        pki.inter.issue(["localhost"], cn="after renewal").write(tmp_path, "live")
+        gw.proc.send_signal(1)  # SIGHUP
+        deadline = time.monotonic() + 15
+        while True:
+            with tlsConnect(port, "localhost", ctx) as s:
+                cn = peerCN(s)
+            if cn == "after renewal" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert cn == "after renewal", gw.output()
+        status, _, body = httpsGet(port, "/", "localhost", ctx)
+        assert (status, body) == (200, b"Hello from agw demo backend b1\n")
+    finally:
+        gw.stop()
+        backend.stop()
+
+
+def test_check_accepts_good_certificates(tmp_path: Path, pki: Pki) -> None:
+    result = checkConfig(tmp_path, pki.cert("basic"), pki.key("basic"))
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout
+
+
+def test_check_reports_missing_certificate_file(tmp_path: Path, pki: Pki) -> None:
+    missing = tmp_path / "nope.pem"
+    result = checkConfig(tmp_path, missing, pki.key("basic"))
+    assert result.returncode == 1
+    assert "[sslCertificate:main] certificate: cannot read" in result.stderr
+    assert str(missing) in result.stderr
+
+
+def test_check_reports_key_certificate_mismatch(tmp_path: Path, pki: Pki) -> None:
+    result = checkConfig(tmp_path, pki.cert("basic"), pki.key("other"))
+    assert result.returncode == 1
+    line = next(l for l in result.stderr.splitlines() if "[sslCertificate:main]" in l)
+    assert line == (
+        f"{tmp_path / 'gw.ini'}:8: [sslCertificate:main] privateKey: does not match the "
+        f"certificate in {pki.cert('basic')} ({pki.key('other')})"
+    )
+
+
+def test_check_reports_expired_certificate(tmp_path: Path, pki: Pki) -> None:
+    result = checkConfig(tmp_path, pki.cert("expired"), pki.key("expired"))
+    assert result.returncode == 1
+    assert "[sslCertificate:main] certificate: expired on " in result.stderr
+    assert f"UTC ({pki.cert('expired')})" in result.stderr
+
+
+def test_check_reports_wrong_password(tmp_path: Path, pki: Pki) -> None:
+    result = checkConfig(tmp_path, pki.cert("a"), pki.key("a"), password="wrong")
+    assert result.returncode == 1
+    assert (
+        f"[sslCertificate:main] privateKey: cannot decrypt the private key: wrong password? ({pki.key('a')})"
+        in result.stderr
+    )
+
+
+# -- in-process: selection, loading, checking ---------------------------------------------------
+
+
+def L(name: str, hostNames: tuple[str, ...] = (), cert: str | None = None) -> HttpListener:
+    return HttpListener(
+        name=name,
+        frontendPort="p",
+        protocol="Https",
+        hostNames=hostNames,
+        sslCertificate=cert or name,
+    )
+
+
+LISTENERS = [
+    L("wildA", ("*.a.test",)),
+    L("exact", ("www.a.test", "b.test")),
+    L("basic"),
+    L("q", ("c?.test",)),
+]
+
+
+@pytest.mark.parametrize(
+    "serverName, expected",
+    [
+        ("www.a.test", "exact"),  # exact beats an earlier wildcard
+        (b"WWW.A.TEST.", "exact"),
+        ("b.test", "exact"),
+        ("x.a.test", "wildA"),
+        ("c1.test", "q"),
+        ("c12.test", "basic"),
+        ("a.test", "basic"),
+        (None, "basic"),
+        ("", "basic"),
+    ],
+)
+def test_select_certificate(serverName: str | bytes | None, expected: str) -> None:
+    assert selectCertificate(LISTENERS, serverName) == expected
+
+
+def test_select_certificate_without_basic_listener() -> None:
+    listeners = [l for l in LISTENERS if l.hostNames]
+    assert selectCertificate(listeners, "other.test") is None
+    assert selectCertificate(listeners, None) is None
+
+
+def test_load_certificate_problems(tmp_path: Path, pki: Pki) -> None:
+    good = loadCertificate(SslCertificate("good", str(pki.cert("basic")), str(pki.key("basic"))))
+    assert good.dnsNames() == ["localhost"]
+    assert len(good.chain) == 1  # the intermediate
+    encrypted = loadCertificate(
+        SslCertificate("a", str(pki.cert("a")), str(pki.key("a")), "s3cret")
+    )
+    assert encrypted.name == "a"
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    cases = [
+        (
+            SslCertificate("m", str(tmp_path / "missing.pem"), str(pki.key("basic"))),
+            f"[sslCertificate:m] certificate: cannot read: No such file or directory ({tmp_path / 'missing.pem'})",
+        ),
+        (
+            SslCertificate("j", str(junk), str(pki.key("basic"))),
+            f"[sslCertificate:j] certificate: no PEM certificate found ({junk})",
+        ),
+        (
+            SslCertificate("k", str(pki.cert("basic")), str(junk)),
+            f"[sslCertificate:k] privateKey: no PEM private key found ({junk})",
+        ),
+        (
+            SslCertificate("n", str(pki.cert("a")), str(pki.key("a"))),
+            f"[sslCertificate:n] privateKey: the private key is encrypted and no password is given ({pki.key('a')})",
+        ),
+        (
+            SslCertificate("x", str(pki.cert("basic")), str(pki.key("other"))),
+            (
+                f"[sslCertificate:x] privateKey: does not match the certificate in {pki.cert('basic')} "
+                f"({pki.key('other')})"
+            ),
+        ),
+    ]
+    for cert, message in cases:
+        with pytest.raises(TlsError) as e:
+            loadCertificate(cert)
+        assert str(e.value) == message
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=400)
+    with pytest.raises(TlsError, match=r"certificate: expired on .* UTC"):
+        loadCertificate(
+            SslCertificate("late", str(pki.cert("basic")), str(pki.key("basic"))), now=later
+        )
+
+
+def test_check_tls_config_lines(tmp_path: Path, pki: Pki) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("nothing here\n")
+    config = GatewayConfig(
+        path="etc/gw.ini",
+        sslCertificates={
+            "ok": SslCertificate("ok", str(pki.cert("basic")), str(pki.key("basic"))),
+            "bad": SslCertificate("bad", str(pki.cert("basic")), str(pki.key("other"))),
+        },
+        trustedRootCertificates={
+            "ca": TrustedRootCertificate("ca", str(pki.caFile)),
+            "junk": TrustedRootCertificate("junk", str(junk)),
+        },
+    )
+    assert checkTlsConfig(config) == [
+        (
+            f"etc/gw.ini: [sslCertificate:bad] privateKey: does not match the certificate in "
+            f"{pki.cert('basic')} ({pki.key('other')})"
+        ),
+        f"etc/gw.ini: [trustedRootCertificate:junk] certificate: no PEM certificate found ({junk})",
+    ]
+    assert certificateProblems(config.trustedRootCertificates["ca"]) == []
+
+
+def test_server_contexts_policy(pki: Pki) -> None:
+    config = GatewayConfig(
+        path="gw.ini",
+        sslCertificates={
+            "basic": SslCertificate("basic", str(pki.cert("basic")), str(pki.key("basic")))
+        },
+        httpListeners={
+            "l1": HttpListener("l1", "https", "Https", (), "basic"),
+            "l2": HttpListener("l2", "plain", "Http"),
+        },
+    )
+    servers = buildServerTls(config)
+    assert list(servers) == ["https"]
+    ctx = servers["https"].default
+    options = ctx.set_options(0)  # returns the options in force
+    for flag in (SSL.OP_NO_SSLv3, SSL.OP_NO_TLSv1, SSL.OP_NO_TLSv1_1):
+        assert options & flag
+    assert not options & SSL.OP_NO_TICKET
+    assert ctx.get_session_cache_mode() & SSL.SESS_CACHE_SERVER
+
+
+def test_connector_for_settings() -> None:
+    tls = GatewayTls(GatewayConfig(path="gw.ini"), MemoryReactorClock())
+    assert tls.connectorFor(BackendHttpSettings("plain")) == (None, "")
+    c1, k1 = tls.connectorFor(BackendHttpSettings("s1", protocol="Https"))
+    c2, k2 = tls.connectorFor(BackendHttpSettings("s2", protocol="Https", hostName="b.test"))
+    _, k1again = tls.connectorFor(BackendHttpSettings("s1", protocol="Https"))
+    assert c1 is not None and c2 is not None
+    assert k1 and k2 and k1 != k2 and k1 == k1again
+
+
+class _Recorder(ClientFactory):
+    def __init__(self) -> None:
+        self.failed: list[Failure] = []
+        self.made: list[Protocol] = []
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        made = self.made
+
+        class P(Protocol):
+            def connectionMade(self) -> None:
+                made.append(self)
+
+        return P()
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.failed.append(reason)
+
+
+def test_connector_connects_only_after_handshake_and_times_out() -> None:
+    reactor = MemoryReactorClock()
+    tls = GatewayTls(GatewayConfig(path="gw.ini"), reactor)
+    connector, _ = tls.connectorFor(BackendHttpSettings("s", protocol="Https", hostName="b.test"))
+    assert connector is not None
+    factory = _Recorder()
+    connector("127.0.0.1", 443, factory, 5.0)
+    host, port, tlsFactory, timeout, _ = reactor.tcpClients[0]
+    assert (host, port, timeout) == ("127.0.0.1", 443, 5.0)
+    tlsFactory.startedConnecting(reactor.connectors[0])
+    proto: Any = tlsFactory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    hello = transport.value()
+    assert hello[:1] == b"\x16" and b"b.test" in hello  # a ClientHello with SNI
+    assert factory.made == []  # not connected before the handshake
+    reactor.advance(5.0)
+    proto.connectionLost(Failure(ConnectionError("aborted")))
+    assert factory.made == []
+    [reason] = factory.failed
+    assert reason.check(TlsHandshakeError)
+    assert str(reason.value) == "TLS handshake failed: the TLS handshake did not complete within 5s"
+
+
+def test_ip_literal_members_get_no_sni() -> None:
+    reactor = MemoryReactorClock()
+    tls = GatewayTls(GatewayConfig(path="gw.ini"), reactor)
+    connector, _ = tls.connectorFor(BackendHttpSettings("s", protocol="Https"))
+    assert connector is not None
+    for host, expectSni in (("127.0.0.1", False), ("app.internal", True)):
+        reactor.tcpClients.clear()
+        connector(host, 443, _Recorder(), 5.0)
+        proto: Any = reactor.tcpClients[0][2].buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        assert (b"app.internal" in transport.value()) is expectSni
+
+
+# -- the demo certificate ------------------------------------------------------------------------
+
+
+def test_demo_certificate_is_made_once_and_trusted(tmp_path: Path) -> None:
+    certPath, keyPath = ensureDemoCertificate(tmp_path / "demo")
+    assert os.stat(keyPath).st_mode & 0o077 == 0
+    again = ensureDemoCertificate(tmp_path / "demo")
+    assert again == (certPath, keyPath)
+    assert Path(certPath).read_bytes() == Path(again[0]).read_bytes()
+    loaded = loadCertificate(SslCertificate("demo", certPath, keyPath))
+    assert loaded.dnsNames() == ["localhost"]
+    # A Python client that trusts the file verifies a server that uses it.
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(certPath, keyPath)
+    client = ssl.create_default_context(cafile=certPath)
+    a, b = socket.socketpair()
+    with a, b:
+        result: list[object] = []
+
+        def serve() -> None:
+            try:
+                with server.wrap_socket(a, server_side=True) as s:
+                    s.recv(1)
+            except Exception as e:  # pragma: no cover - reported below
+                result.append(e)
+
+        t = threading.Thread(target=serve)
+        t.start()
+        with client.wrap_socket(b, server_hostname="localhost") as c:
+            c.sendall(b"x")
+        t.join(10)
+        assert result == []
+    # Near expiry: made again, in the same place.
+    before = Path(certPath).read_bytes()
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=360)
+    assert ensureDemoCertificate(tmp_path / "demo", now=later) == (certPath, keyPath)
+    assert Path(certPath).read_bytes() != before
