@@ -1,0 +1,2360 @@
+"""
+Import an Azure Application Gateway definition into agw's INI configuration.
+
+    agw-import-arm template.json > gw.ini
+    agw-import-arm --tls-dir /etc/agw/tls --parameters params.json template.json
+    az network application-gateway show -g RG -n GW | agw-import-arm - > gw.ini
+
+The input is one of:
+
+  - an ARM template: C{resources[]} holding a resource of type
+    C{Microsoft.Network/applicationGateways} (also inside nested
+    C{Microsoft.Resources/deployments} templates, and with Bicep's
+    symbolic-name C{resources} object);
+  - the JSON of C{az network application-gateway show} (the gateway's
+    properties flattened into the top-level object, as the CLI prints them)
+    or of C{az resource show} / the REST API (a top-level object with
+    C{properties}); a list of them (C{az network application-gateway list})
+    works with C{--gateway NAME}.
+
+ARM template expressions are evaluated as far as they can be without a
+deployment: C{parameters()} (from C{--parameters FILE}, else the template's
+C{defaultValue}), C{variables()}, C{concat()}, C{format()}, C{resourceId()},
+C{if()} and the usual string, logical and array functions.  What depends on
+the deployment (C{subscription()}, C{resourceGroup()}, C{uniqueString()},
+C{reference()}, ...) or on a parameter without a value stays unresolved:
+such a setting is listed as C{NOT CONVERTED} with the reason, except in
+names and references, where only the last path segment matters and the
+parameter's name stands in for its value (with a comment saying so).
+
+References (C{{"id": ...}}) are resolved to names by their last path
+segment, whether the id is a full C{/subscriptions/...} resource id or an
+ARM expression such as
+C{[concat(variables('applicationGatewayID'), '/httpListeners/NAME')]} or
+C{[resourceId('Microsoft.Network/applicationGateways/httpListeners',
+parameters('gw'), 'NAME')]}; an expression that cannot be evaluated falls
+back to its last quoted string argument.
+
+Nothing is dropped silently.  Whatever agw cannot express (WAF, SKU and
+autoscale, frontend IP configurations, Key Vault and PFX certificate data,
+per-listener WAF policies, URL rewrites, unresolvable parameters, ...) is
+listed in a C{; NOT CONVERTED: ...} comment, at the top of the output for the
+gateway as a whole, in its section otherwise.  A section that cannot work
+without something that was not converted (a rule whose listener could not
+be converted, say) is written out commented, after a C{NOT CONVERTED} line
+that says why.  Read-only bookkeeping (C{id}, C{etag}, C{provisioningState},
+back-references such as a probe's list of settings that use it) carries no
+configuration and is skipped.
+
+Certificates cannot be converted: Azure holds them as PFX data or Key Vault
+secrets.  Each C{[sslCertificate:N]} points at C{TLSDIR/N.pem} and
+C{TLSDIR/N.key}, each C{[trustedRootCertificate:N]} at C{TLSDIR/N.crt}, with
+a comment that says how to export the certificate there.
+
+The output is deterministic: sections by kind in the order of
+L{SECTION_ORDER}, within a kind in the order of the input.  Names that are
+not valid agw names (1..80 of C{A-Z a-z 0-9 _ . -}) are sanitised, with a
+comment giving the Azure name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "DEFAULT_TLS_DIR",
+    "SECTION_ORDER",
+    "ArmEvaluator",
+    "ArmImportError",
+    "FoundGateway",
+    "convert",
+    "findGateways",
+    "loadJson",
+    "main",
+]
+
+DEFAULT_TLS_DIR = "/etc/agw/tls"
+PROG = "agw-import-arm"
+
+GATEWAY_TYPE = "microsoft.network/applicationgateways"
+DEPLOYMENT_TYPE = "microsoft.resources/deployments"
+
+SECTION_ORDER = (
+    "frontendPort",
+    "sslCertificate",
+    "trustedRootCertificate",
+    "httpListener",
+    "backendAddressPool",
+    "probe",
+    "backendHttpSettings",
+    "redirectConfiguration",
+    "rewriteRuleSet",
+    "urlPathMap",
+    "requestRoutingRule",
+)
+
+# Azure collection property -> agw section kind.
+_COLLECTIONS: Mapping[str, str] = {
+    "frontendPorts": "frontendPort",
+    "sslCertificates": "sslCertificate",
+    "trustedRootCertificates": "trustedRootCertificate",
+    "httpListeners": "httpListener",
+    "backendAddressPools": "backendAddressPool",
+    "probes": "probe",
+    "backendHttpSettingsCollection": "backendHttpSettings",
+    "redirectConfigurations": "redirectConfiguration",
+    "rewriteRuleSets": "rewriteRuleSet",
+    "urlPathMaps": "urlPathMap",
+    "requestRoutingRules": "requestRoutingRule",
+}
+
+
+class ArmImportError(Exception):
+    """The input cannot be imported at all; the text says why, for a person."""
+
+
+# ---------------------------------------------------------------------------
+# Reading JSON (strict, then leniently: ARM templates may have comments, and
+# snippets copied from documentation often have trailing commas)
+# ---------------------------------------------------------------------------
+
+
+def _scanJson(text: str, dropComments: bool, dropTrailingCommas: bool) -> str:
+    """Remove comments and/or trailing commas outside JSON strings."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            out.append(text[i : j + 1])
+            i = j + 1
+            continue
+        if dropComments and text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if dropComments and text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+            out.append(" ")
+            continue
+        if dropTrailingCommas and c == ",":
+            j = i + 1
+            while j < n and text[j].isspace():
+                j += 1
+            if j < n and text[j] in "}]":
+                i += 1
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def loadJson(text: str) -> tuple[Any, bool]:
+    """
+    Parse C{text} as JSON.  When it is not strict JSON, try again without
+    C{//} and C{/* */} comments and trailing commas (both common in ARM
+    templates and documentation snippets).
+
+    @return: the data, and whether the lenient reading was needed.
+    @raise ArmImportError: when the text is not JSON even so.
+    """
+    text = text.lstrip("\ufeff")
+    try:
+        return json.loads(text), False
+    except json.JSONDecodeError as strict:
+        relaxed = _scanJson(_scanJson(text, True, False), False, True)
+        if relaxed != text:
+            try:
+                return json.loads(relaxed), True
+            except json.JSONDecodeError:
+                pass
+        raise ArmImportError(
+            f"not valid JSON: {strict.msg} at line {strict.lineno} column {strict.colno}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------
+# Case-insensitive access (Azure's own examples write "Id", "Protocol", ...)
+# ---------------------------------------------------------------------------
+
+
+def _get(obj: Any, key: str) -> Any:
+    """C{obj[key]} for a dict, matching the key case-insensitively; else None."""
+    if not isinstance(obj, dict):
+        return None
+    if key in obj:
+        return obj[key]
+    lowered = key.lower()
+    for k, v in obj.items():
+        if isinstance(k, str) and k.lower() == lowered:
+            return v
+    return None
+
+
+class _View:
+    """A dict whose keys are read case-insensitively and remembered, to list the rest."""
+
+    def __init__(self, data: dict[str, Any], used: set[str] | None = None) -> None:
+        self.data = data
+        self.used: set[str] = used if used is not None else set()
+
+    def get(self, key: str) -> Any:
+        self.used.add(key.lower())
+        return _get(self.data, key)
+
+    def leftovers(self) -> list[tuple[str, Any]]:
+        """Keys never read, with their values, in input order."""
+        return [(k, v) for k, v in self.data.items() if k.lower() not in self.used]
+
+
+def _isEmpty(value: Any) -> bool:
+    """None, an empty string, list or object: nothing to convert."""
+    return value is None or value == "" or value == [] or value == {}
+
+
+# ---------------------------------------------------------------------------
+# Unresolved values: a sentinel embedded in strings, so that concatenation
+# keeps whatever is known (the last path segment of an id, typically)
+# ---------------------------------------------------------------------------
+
+_SENTINEL_RE = re.compile("\x00([^\x00]*)\x00")
+
+
+def _opaque(kind: str, text: str, reason: str) -> str:
+    """
+    A stand-in for a value that is not known.  C{kind} is C{param} (C{text}
+    is the parameter's name), C{deploy} (known only at deployment; C{text}
+    names the function) or C{expr} (C{text} is an expression that could not
+    be evaluated).
+    """
+    return "\x00" + json.dumps([kind, text, reason]) + "\x00"
+
+
+def _opaqueParts(text: str) -> list[tuple[str, str, str]]:
+    """The (kind, text, reason) of each unresolved part embedded in C{text}."""
+    parts: list[tuple[str, str, str]] = []
+    for match in _SENTINEL_RE.finditer(text):
+        kind, what, reason = json.loads(match.group(1))
+        parts.append((str(kind), str(what), str(reason)))
+    return parts
+
+
+def _isOpaque(value: Any) -> bool:
+    """Whether C{value} (or anything inside it) holds an unresolved part."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_isOpaque(v) for v in value)
+    if isinstance(value, dict):
+        return any(_isOpaque(v) for v in value.values())
+    return False
+
+
+def _firstOpaque(value: Any) -> tuple[str, str, str] | None:
+    """The first unresolved part inside C{value}, if any."""
+    if isinstance(value, str):
+        parts = _opaqueParts(value)
+        return parts[0] if parts else None
+    if isinstance(value, list):
+        items: Iterable[Any] = value
+    elif isinstance(value, dict):
+        items = value.values()
+    else:
+        return None
+    for item in items:
+        found = _firstOpaque(item)
+        if found is not None:
+            return found
+    return None
+
+
+def _readable(text: str) -> str:
+    """The text with each unresolved part written the way ARM writes it."""
+
+    def show(match: re.Match[str]) -> str:
+        kind, what, _ = _opaqueParts(match.group(0))[0]
+        if kind == "param":
+            return f"[parameters('{what}')]"
+        if kind == "expr":
+            return what
+        return f"[{what}]"
+
+    return _SENTINEL_RE.sub(show, text)
+
+
+def _why(value: Any) -> str:
+    """Why C{value} is unresolved, for a NOT CONVERTED comment."""
+    found = _firstOpaque(value)
+    return found[2] if found is not None else "unknown value"
+
+
+def _deepReadable(value: Any) -> Any:
+    """L{_readable} applied to every string in a JSON value."""
+    if isinstance(value, str):
+        return _readable(value)
+    if isinstance(value, list):
+        return [_deepReadable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _deepReadable(v) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------------------
+# ARM template expressions
+# ---------------------------------------------------------------------------
+
+
+class _ArmError(Exception):
+    """An expression cannot be evaluated; the text says why."""
+
+
+_TOKEN_RE = re.compile(
+    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?[0-9]+(?:\.[0-9]+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)|(?P<punct>[()\[\],.]))"
+)
+
+_Node = tuple[Any, ...]
+
+
+def _tokenize(text: str) -> list[tuple[str, Any]]:
+    """Split an ARM expression (without its brackets) into tokens."""
+    tokens: list[tuple[str, Any]] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TOKEN_RE.match(text, pos)
+        if match is None or match.end() == pos:
+            raise _ArmError(f"cannot parse the expression at {text[pos : pos + 20]!r}")
+        kind = match.lastgroup
+        assert kind is not None
+        value = match.group(kind)
+        if kind == "str":
+            tokens.append(("str", value[1:-1].replace("''", "'")))
+        elif kind == "num":
+            tokens.append(("num", float(value) if "." in value else int(value)))
+        else:
+            tokens.append((kind, value))
+        pos = match.end()
+    return tokens
+
+
+class _ExprParser:
+    """Recursive descent over ARM's expression grammar (calls, literals, .prop, [index])."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokenize(text)
+        self.pos = 0
+
+    def peek(self) -> tuple[str, Any] | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> tuple[str, Any]:
+        token = self.peek()
+        if token is None:
+            raise _ArmError("the expression ends too early")
+        self.pos += 1
+        return token
+
+    def expect(self, punct: str) -> None:
+        token = self.take()
+        if token != ("punct", punct):
+            raise _ArmError(f"expected {punct!r}, got {token[1]!r}")
+
+    def parse(self) -> _Node:
+        node = self.expr()
+        if self.peek() is not None:
+            raise _ArmError(f"unexpected {self.peek()[1]!r}")  # type: ignore[index]
+        return node
+
+    def expr(self) -> _Node:
+        kind, value = self.take()
+        node: _Node
+        if kind in ("str", "num"):
+            node = ("lit", value)
+        elif kind == "name":
+            if self.peek() == ("punct", "("):
+                self.take()
+                args: list[_Node] = []
+                if self.peek() != ("punct", ")"):
+                    while True:
+                        args.append(self.expr())
+                        if self.peek() == ("punct", ","):
+                            self.take()
+                            continue
+                        break
+                self.expect(")")
+                node = ("call", value.lower(), args)
+            elif value.lower() in ("true", "false", "null"):
+                node = ("lit", {"true": True, "false": False, "null": None}[value.lower()])
+            else:
+                raise _ArmError(f"unexpected name {value!r}")
+        else:
+            raise _ArmError(f"unexpected {value!r}")
+        while True:
+            token = self.peek()
+            if token == ("punct", "."):
+                self.take()
+                kind, name = self.take()
+                if kind != "name":
+                    raise _ArmError(f"expected a property name after '.', got {name!r}")
+                for part in name.split("."):
+                    node = ("prop", node, part)
+            elif token == ("punct", "["):
+                self.take()
+                index = self.expr()
+                self.expect("]")
+                node = ("index", node, index)
+            else:
+                return node
+
+
+_RESOURCE_TYPE_RE = re.compile(r"[A-Za-z0-9]+(?:\.[A-Za-z0-9]+)+/[A-Za-z0-9]+(?:/[A-Za-z0-9]+)*")
+
+_DEPLOY_TIME = frozenset(
+    {
+        "deployment",
+        "environment",
+        "guid",
+        "list",
+        "listkeys",
+        "listsecrets",
+        "managementgroup",
+        "newguid",
+        "pickzones",
+        "reference",
+        "tenant",
+        "uniquestring",
+        "utcnow",
+    }
+)
+
+
+def _needConcrete(value: Any) -> Any:
+    """C{value}, or L{_ArmError} when a function needs it known and it is not."""
+    if _isOpaque(value):
+        raise _ArmError(_why(value))
+    return value
+
+
+def _asText(value: Any) -> str:
+    """A value as ARM's string() writes it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _mapLiteral(text: str, fn: Callable[[str], str]) -> str:
+    """Apply C{fn} to the known parts of C{text}, leaving unresolved parts alone."""
+    out: list[str] = []
+    pos = 0
+    for match in _SENTINEL_RE.finditer(text):
+        out.append(fn(text[pos : match.start()]))
+        out.append(match.group(0))
+        pos = match.end()
+    out.append(fn(text[pos:]))
+    return "".join(out)
+
+
+class ArmEvaluator:
+    """
+    Evaluates the ARM template expressions found in a JSON tree, in the scope
+    of one template (its parameters and variables).
+    """
+
+    def __init__(self, template: Mapping[str, Any], supplied: Mapping[str, Any]) -> None:
+        params = _get(template, "parameters")
+        variables = _get(template, "variables")
+        self.parameters: dict[str, Any] = (
+            {k.lower(): v for k, v in params.items()} if isinstance(params, dict) else {}
+        )
+        self.variables: dict[str, Any] = (
+            {k.lower(): v for k, v in variables.items()} if isinstance(variables, dict) else {}
+        )
+        self.supplied = {k.lower(): v for k, v in supplied.items()}
+        self.cache: dict[tuple[str, str], Any] = {}
+        self.active: set[tuple[str, str]] = set()
+
+    # -- trees and strings --------------------------------------------------
+
+    def deep(self, value: Any) -> Any:
+        """A copy of C{value} with every expression string evaluated."""
+        if isinstance(value, str):
+            return self.string(value)
+        if isinstance(value, list):
+            return [self.deep(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.deep(v) for k, v in value.items()}
+        return value
+
+    def string(self, text: str) -> Any:
+        """Evaluate C{[expression]}; other strings (and C{[[...}) are literal."""
+        stripped = text.strip()
+        if not (stripped.startswith("[") and stripped.endswith("]")):
+            return text
+        if stripped.startswith("[["):
+            return stripped[1:]
+        try:
+            return self.evaluate(_ExprParser(stripped[1:-1]).parse())
+        except _ArmError as e:
+            return _opaque("expr", stripped, f"cannot evaluate {stripped}: {e}")
+        except RecursionError:
+            return _opaque("expr", stripped, f"cannot evaluate {stripped}: nested too deeply")
+
+    # -- evaluation ----------------------------------------------------------
+
+    def evaluate(self, node: _Node) -> Any:
+        """Evaluate a parsed expression."""
+        kind = node[0]
+        if kind == "lit":
+            return node[1]
+        if kind == "prop":
+            return self.member(self.evaluate(node[1]), node[2])
+        if kind == "index":
+            return self.member(self.evaluate(node[1]), self.evaluate(node[2]))
+        name: str = node[1]
+        argNodes: list[_Node] = node[2]
+        if name == "if":
+            if len(argNodes) != 3:
+                raise _ArmError("if() takes 3 arguments")
+            condition = _needConcrete(self.evaluate(argNodes[0]))
+            return self.evaluate(argNodes[1] if condition else argNodes[2])
+        args = [self.evaluate(a) for a in argNodes]
+        return self.call(name, args)
+
+    def member(self, value: Any, key: Any) -> Any:
+        """C{value.key} or C{value[key]}."""
+        if isinstance(value, str) and _isOpaque(value):
+            found = _firstOpaque(value)
+            assert found is not None
+            kind, what, reason = found
+            return _opaque(kind, f"{what}.{key}" if kind != "expr" else what, reason)
+        if isinstance(value, dict) and isinstance(key, str):
+            found = _get(value, key)
+            if found is None and not any(k.lower() == key.lower() for k in value):
+                raise _ArmError(f"no property {key!r}")
+            return found
+        if isinstance(value, list) and isinstance(key, int) and not isinstance(key, bool):
+            if not -len(value) <= key < len(value):
+                raise _ArmError(f"index {key} is out of range")
+            return value[key]
+        raise _ArmError(f"cannot take {key!r} of {_asText(value)[:40]!r}")
+
+    def parameter(self, name: str) -> Any:
+        """C{parameters(name)}: a supplied value, else the defaultValue, else unresolved."""
+        lowered = name.lower()
+        if lowered in self.supplied:
+            value = self.supplied[lowered]
+            if isinstance(value, dict) and "reference" in value and "value" not in value:
+                return _opaque("param", name, f"parameter '{name}' is a Key Vault reference")
+            return self.deep(value)
+        declared = self.parameters.get(lowered)
+        if declared is None:
+            raise _ArmError(f"parameter {name!r} is not declared")
+        if not isinstance(declared, dict) or "defaultValue" not in declared:
+            return _opaque(
+                "param", name, f"parameter '{name}' has no defaultValue (pass --parameters FILE)"
+            )
+        return self.scoped(("p", lowered), lambda: self.deep(declared["defaultValue"]))
+
+    def variable(self, name: str) -> Any:
+        """C{variables(name)}, evaluated once."""
+        lowered = name.lower()
+        if lowered not in self.variables:
+            raise _ArmError(f"variable {name!r} is not declared")
+        value = self.variables[lowered]
+        if lowered == "copy" or (isinstance(value, dict) and _get(value, "copy") is not None):
+            raise _ArmError(f"variable {name!r} uses a copy loop, which is not evaluated")
+        return self.scoped(("v", lowered), lambda: self.deep(value))
+
+    def scoped(self, key: tuple[str, str], compute: Callable[[], Any]) -> Any:
+        """Compute a parameter default or variable once, refusing cycles."""
+        if key in self.cache:
+            return self.cache[key]
+        if key in self.active:
+            raise _ArmError(f"{key[1]!r} refers to itself")
+        self.active.add(key)
+        try:
+            value = compute()
+        finally:
+            self.active.discard(key)
+        self.cache[key] = value
+        return value
+
+    def call(self, name: str, args: list[Any]) -> Any:
+        """One ARM function; C{args} are evaluated (C{if} is handled lazily by L{evaluate})."""
+
+        def text(i: int) -> str:
+            if i >= len(args):
+                raise _ArmError(f"{name}() needs more arguments")
+            return _asText(args[i])
+
+        def concrete(i: int) -> Any:
+            if i >= len(args):
+                raise _ArmError(f"{name}() needs more arguments")
+            return _needConcrete(args[i])
+
+        if name == "parameters":
+            return self.parameter(_needConcrete(text(0)))
+        if name == "variables":
+            return self.variable(_needConcrete(text(0)))
+        if name == "concat":
+            if args and all(isinstance(a, list) for a in args):
+                return [item for a in args for item in a]
+            return "".join(_asText(a) for a in args)
+        if name == "format":
+            fmt = _needConcrete(text(0))
+            rest = args[1:]
+
+            def sub(m: re.Match[str]) -> str:
+                index = int(m.group(1))
+                if index >= len(rest):
+                    raise _ArmError(f"format() has no argument {index}")
+                return _asText(rest[index])
+
+            return re.sub(r"\{([0-9]+)(?::[^}]*)?\}", sub, fmt)
+        if name == "resourceid":
+            return self.resourceId([_asText(a) for a in args])
+        if name == "subscription":
+            return {
+                "id": _opaque("deploy", "subscription().id", "known only at deployment"),
+                "subscriptionId": _opaque(
+                    "deploy", "subscription().subscriptionId", "known only at deployment"
+                ),
+                "tenantId": _opaque(
+                    "deploy", "subscription().tenantId", "known only at deployment"
+                ),
+                "displayName": _opaque(
+                    "deploy", "subscription().displayName", "known only at deployment"
+                ),
+            }
+        if name == "resourcegroup":
+            return {
+                key: _opaque("deploy", f"resourceGroup().{key}", "known only at deployment")
+                for key in ("id", "name", "location", "type", "managedBy", "tags", "properties")
+            }
+        if name in _DEPLOY_TIME:
+            return _opaque("deploy", f"{name}()", f"{name}() is known only at deployment")
+        if name in ("tolower", "toupper", "trim"):
+            functions: dict[str, Callable[[str], str]] = {
+                "tolower": str.lower,
+                "toupper": str.upper,
+                "trim": str.strip,
+            }
+            return _mapLiteral(text(0), functions[name])
+        if name == "string":
+            return text(0)
+        if name == "int":
+            value = concrete(0)
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                raise _ArmError(f"int() of {value!r}") from None
+        if name == "bool":
+            value = concrete(0)
+            if isinstance(value, str):
+                return value.strip().lower() == "true"
+            return bool(value)
+        if name == "equals":
+            return concrete(0) == concrete(1)
+        if name == "not":
+            return not concrete(0)
+        if name == "and":
+            return all(_needConcrete(a) for a in args)
+        if name == "or":
+            return any(_needConcrete(a) for a in args)
+        if name == "empty":
+            return _isEmpty(concrete(0))
+        if name == "length":
+            return len(concrete(0))
+        if name == "createarray":
+            return list(args)
+        if name == "createobject":
+            return {_asText(args[i]): args[i + 1] for i in range(0, len(args) - 1, 2)}
+        if name == "json":
+            try:
+                return json.loads(_needConcrete(text(0)))
+            except json.JSONDecodeError as e:
+                raise _ArmError(f"json(): {e.msg}") from None
+        if name == "replace":
+            old, new = _needConcrete(text(1)), _needConcrete(text(2))
+            return _mapLiteral(text(0), lambda s: s.replace(old, new))
+        if name == "split":
+            return _needConcrete(text(0)).split(_needConcrete(text(1)))
+        if name in ("first", "last"):
+            value = concrete(0)
+            if not value:
+                raise _ArmError(f"{name}() of an empty value")
+            return value[0] if name == "first" else value[-1]
+        if name == "contains":
+            container, item = concrete(0), concrete(1)
+            if isinstance(container, dict):
+                return any(k.lower() == str(item).lower() for k in container)
+            return item in container
+        if name == "coalesce":
+            for a in args:
+                if a is not None:
+                    return a
+            return None
+        if name in ("add", "sub", "mul", "div", "mod"):
+            a, b = concrete(0), concrete(1)
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in (a, b)):
+                raise _ArmError(f"{name}() needs integers")
+            if name in ("div", "mod") and b == 0:
+                raise _ArmError(f"{name}() by zero")
+            if name == "add":
+                return a + b
+            if name == "sub":
+                return a - b
+            if name == "mul":
+                return a * b
+            return int(a / b) if name == "div" else a % b
+        if name in ("true", "false", "null"):
+            return {"true": True, "false": False, "null": None}[name]
+        raise _ArmError(f"the function {name}() is not supported")
+
+    def resourceId(self, args: list[str]) -> str:
+        """
+        C{resourceId([subscriptionId,] [resourceGroupName,] type, name1, ...)}
+        as a C{/subscriptions/...} id (subscription and group unresolved unless given).
+        """
+        for index, arg in enumerate(args):
+            if _RESOURCE_TYPE_RE.fullmatch(arg):
+                break
+        else:
+            raise _ArmError("resourceId() without a resource type")
+        prefix, names = args[:index], args[index + 1 :]
+        namespace, *types = args[index].split("/")
+        subscription = (
+            prefix[-2]
+            if len(prefix) >= 2
+            else _opaque("deploy", "subscription().subscriptionId", "known only at deployment")
+        )
+        group = (
+            prefix[-1]
+            if prefix
+            else _opaque("deploy", "resourceGroup().name", "known only at deployment")
+        )
+        path = f"/subscriptions/{subscription}/resourceGroups/{group}/providers/{namespace}"
+        for i, type_ in enumerate(types):
+            path += f"/{type_}/{names[i] if i < len(names) else ''}"
+        return path
+
+
+class _Literal:
+    """Stands in for L{ArmEvaluator} where the input has no expressions (az CLI output)."""
+
+    def deep(self, value: Any) -> Any:
+        return value
+
+
+# ---------------------------------------------------------------------------
+# Finding the gateway
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class FoundGateway:
+    """One application gateway in the input."""
+
+    name: str
+    outer: dict[str, Any]
+    """The resource object (for az CLI output: the whole flattened object)."""
+    props: dict[str, Any]
+    """Its properties (the same object as C{outer} when flattened)."""
+    template: dict[str, Any] | None
+    """The ARM template whose parameters and variables are in scope, or None."""
+    where: str
+    """Where it was found, for messages: C{resources[1]}, C{the az CLI object}, ..."""
+
+
+def _resources(template: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A template's resources with where each is (a list, or Bicep's object)."""
+    resources = _get(template, "resources")
+    if isinstance(resources, list):
+        return [(f"resources[{i}]", r) for i, r in enumerate(resources)]
+    if isinstance(resources, dict):  # Bicep symbolic names (languageVersion 2.0)
+        return [(f"resources.{k}", r) for k, r in resources.items()]
+    return []
+
+
+def _templateGateways(template: dict[str, Any], prefix: str) -> Iterator[FoundGateway]:
+    """Gateways in a template, including nested deployment templates."""
+    for where, resource in _resources(template):
+        if not isinstance(resource, dict):
+            continue
+        type_ = _get(resource, "type")
+        if not isinstance(type_, str):
+            continue
+        if type_.lower() == GATEWAY_TYPE:
+            props = _get(resource, "properties")
+            yield FoundGateway(
+                name=str(_get(resource, "name") or "?"),
+                outer=resource,
+                props=props if isinstance(props, dict) else {},
+                template=template,
+                where=prefix + where,
+            )
+        elif type_.lower() == DEPLOYMENT_TYPE:
+            nested = _get(_get(resource, "properties"), "template")
+            if isinstance(nested, dict):
+                yield from _templateGateways(nested, f"{prefix}{where}.properties.template.")
+
+
+def _looksLikeGateway(obj: dict[str, Any]) -> bool:
+    """Whether an object is an application gateway as the az CLI or REST API returns it."""
+    type_ = _get(obj, "type")
+    if isinstance(type_, str):
+        return type_.lower() == GATEWAY_TYPE
+    props = _get(obj, "properties")
+    for candidate in (props, obj):
+        if isinstance(candidate, dict) and any(
+            _get(candidate, key) is not None
+            for key in ("httpListeners", "requestRoutingRules", "backendAddressPools")
+        ):
+            return True
+    return False
+
+
+def findGateways(data: Any) -> list[FoundGateway]:
+    """Every application gateway in an ARM template or az CLI / REST output."""
+    if isinstance(data, list):
+        found: list[FoundGateway] = []
+        for i, item in enumerate(data):
+            if isinstance(item, dict) and _looksLikeGateway(item):
+                found.extend(_atIndex(g, i) for g in findGateways(item))
+        return found
+    if not isinstance(data, dict):
+        return []
+    if _get(data, "resources") is not None and not _looksLikeGateway(data):
+        return list(_templateGateways(data, ""))
+    if _looksLikeGateway(data):
+        props = _get(data, "properties")
+        if isinstance(props, dict):
+            where = "the object's properties"
+        else:
+            props, where = data, "the az CLI object"
+        return [
+            FoundGateway(
+                name=str(_get(data, "name") or "?"),
+                outer=data,
+                props=props,
+                template=None,
+                where=where,
+            )
+        ]
+    return []
+
+
+def _atIndex(gateway: FoundGateway, index: int) -> FoundGateway:
+    """The same gateway, found in item C{index} of a list."""
+    return FoundGateway(
+        gateway.name, gateway.outer, gateway.props, gateway.template, f"[{index}] {gateway.where}"
+    )
+
+
+# ---------------------------------------------------------------------------
+# The intermediate form: sections of lines, with references resolved late
+# ---------------------------------------------------------------------------
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,80}")
+_REWRITE_RULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """A reference to a section of C{kind}, by the name the input uses."""
+
+    kind: str
+    azure: str
+
+
+Part = str | _Ref
+
+
+@dataclass
+class _Line:
+    """One C{key = value} line; the value's references are resolved when written."""
+
+    key: str
+    parts: tuple[Part, ...]
+    required: bool = False
+    """The section cannot be converted unless every reference here is."""
+    group: str | None = None
+    """At least one line of each group must convert (path rules of a map)."""
+    note: str | None = None
+
+
+@dataclass
+class _Item:
+    """One section being built: its lines and comments, and whether it can be written."""
+
+    kind: str
+    azure: str
+    name: str
+    body: list[_Line | str] = field(default_factory=list)
+    fatal: str | None = None
+    emitted: bool = True
+    reason: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def add(
+        self,
+        key: str,
+        *parts: Part,
+        required: bool = False,
+        group: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        self.body.append(_Line(key, tuple(parts), required, group, note))
+
+    def comment(self, text: str) -> None:
+        self.body.append(text)
+
+    def notConverted(self, what: str, why: str) -> None:
+        self.body.append(f"NOT CONVERTED: {what}: {why}")
+
+    def fail(self, reason: str) -> None:
+        if self.fatal is None:
+            self.fatal = reason
+
+
+def _sanitise(name: str, pattern: re.Pattern[str], allowed: str) -> str:
+    """C{name} with runs of characters outside C{allowed} replaced by C{_}."""
+    cleaned = re.sub(f"[^{allowed}]+", "_", name).strip("_")[:80]
+    return cleaned if cleaned and pattern.fullmatch(cleaned) else "unnamed"
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """C{name}, or C{name-2}, C{name-3}, ... if taken (case-insensitively); then taken."""
+    candidate, n = name, 1
+    while candidate.lower() in taken:
+        n += 1
+        suffix = f"-{n}"
+        candidate = name[: 80 - len(suffix)] + suffix
+    taken.add(candidate.lower())
+    return candidate
+
+
+def _brief(value: Any, limit: int = 100) -> str:
+    """A short, one-line rendering of a JSON value for a comment."""
+    if _isReference(value):
+        return "-> " + _shortId(_get(value, "id"))
+    if isinstance(value, list) and value and all(_isReference(v) for v in value):
+        text = ", ".join(_shortId(_get(v, "id")) for v in value)
+    elif (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, dict) and isinstance(_get(v, "name"), str) for v in value)
+    ):
+        text = ", ".join(_readable(_get(v, "name")) for v in value)
+    elif isinstance(value, str):
+        text = _readable(value)
+    else:
+        text = json.dumps(_deepReadable(value), ensure_ascii=False, separators=(", ", ": "))
+    text = _oneLine(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _isReference(value: Any) -> bool:
+    """C{{"id": ...}}, possibly with the C{resourceGroup} the az CLI adds."""
+    return (
+        isinstance(value, dict)
+        and isinstance(_get(value, "id"), str)
+        and all(k.lower() in ("id", "resourcegroup") for k in value)
+    )
+
+
+def _shortId(ident: str) -> str:
+    """A resource id from its provider on (the subscription and group say little here)."""
+    text = _readable(ident)
+    return text.rsplit("/providers/", 1)[-1] if "/providers/" in text else text
+
+
+def _oneLine(text: str) -> str:
+    return re.sub(r"[\r\n]+", " ", text)
+
+
+def _iniProblem(text: str) -> str | None:
+    """Why C{text} cannot be written as an INI value, or None."""
+    if "\n" in text or "\r" in text:
+        return "it contains a line break, which an INI value cannot hold"
+    if re.search(r"(?:^|\s)[;#]", text):
+        return "it contains ';' or '#' after a space, which would start a comment in the INI file"
+    if text != text.strip():
+        return "it has leading or trailing spaces, which an INI value cannot keep"
+    return None
+
+
+# Read-only bookkeeping in each element (no configuration in it).
+_ELEMENT_METADATA = frozenset({"id", "name", "etag", "type", "provisioningstate", "resourcegroup"})
+_BACKREFS: Mapping[str, frozenset[str]] = {
+    "frontendPort": frozenset({"httplisteners", "listeners"}),
+    "sslCertificate": frozenset({"httplisteners", "listeners"}),
+    "trustedRootCertificate": frozenset(),
+    "httpListener": frozenset(),
+    "backendAddressPool": frozenset(),
+    "probe": frozenset({"backendhttpsettings", "backendsettings"}),
+    "backendHttpSettings": frozenset(),
+    "redirectConfiguration": frozenset({"requestroutingrules", "urlpathmaps", "pathrules"}),
+    "rewriteRuleSet": frozenset(),
+    "urlPathMap": frozenset(),
+    "requestRoutingRule": frozenset(),
+}
+
+_ELEMENT_NOT_CONVERTED: Mapping[str, str] = {
+    "firewallpolicy": "agw has no web application firewall",
+    "sslprofile": "agw has no SSL profiles (TLS policy and client certificates per listener)",
+    "customerrorconfigurations": "agw has no custom error pages",
+    "loaddistributionpolicy": "agw balances round robin over healthy members",
+    "defaultloaddistributionpolicy": "agw balances round robin over healthy members",
+    "authenticationcertificates": "v1 authentication certificates; use trustedRootCertificates",
+    "backendipconfigurations": (
+        "members that are NICs or VM scale set instances; add their addresses "
+        "to backendAddresses by hand"
+    ),
+    "minservers": "agw has no minimum healthy-member count for probes",
+    "copy": "ARM copy loops are not evaluated; list the values by hand",
+}
+
+# Gateway-level properties agw has no equivalent for, with what to say.
+_GATEWAY_NOT_CONVERTED: Mapping[str, str] = {
+    "sku": "agw has no SKU or instance count; run [gateway] workers = N or more hosts",
+    "autoscaleconfiguration": "agw does not autoscale; run [gateway] workers = N or more hosts",
+    "gatewayipconfigurations": "agw runs on this host's network",
+    "frontendipconfigurations": (
+        "agw listens on this host's addresses; add interface = ADDRESS to a "
+        "[frontendPort] section to bind one"
+    ),
+    "webapplicationfirewallconfiguration": "agw has no web application firewall",
+    "firewallpolicy": "agw has no web application firewall",
+    "forcefirewallpolicyassociation": "agw has no web application firewall",
+    "sslpolicy": "agw uses OpenSSL's default TLS versions and ciphers",
+    "enablehttp2": "agw's frontend speaks HTTP/1.1",
+    "enablefips": "agw has no FIPS mode",
+    "privatelinkconfigurations": "agw has no private link",
+    "privateendpointconnections": "agw has no private link",
+    "customerrorconfigurations": "agw has no custom error pages",
+    "authenticationcertificates": "v1 authentication certificates; use trustedRootCertificates",
+    "trustedclientcertificates": "agw does not verify client certificates",
+    "sslprofiles": "agw has no SSL profiles",
+    "backendsettingscollection": "layer-4 (TCP/TLS proxy) settings; agw is a layer-7 gateway",
+    "listeners": "layer-4 (TCP/TLS proxy) listeners; agw is a layer-7 gateway",
+    "routingrules": "layer-4 (TCP/TLS proxy) routing rules; agw is a layer-7 gateway",
+    "loaddistributionpolicies": "agw balances round robin over healthy members",
+    "globalconfiguration": "agw has no such settings",
+    "zones": "availability zones: run agw on hosts in several zones",
+    "identity": "managed identity (used for Key Vault): agw reads certificate files",
+    "condition": "ARM deploy condition: the gateway was converted regardless",
+    "copy": "ARM copy loop over the gateway: one gateway was converted",
+}
+
+# Azure's bookkeeping at the gateway level: listed once, not converted.
+_GATEWAY_METADATA = frozenset(
+    {
+        "id",
+        "name",
+        "type",
+        "apiversion",
+        "location",
+        "tags",
+        "dependson",
+        "etag",
+        "resourcegroup",
+        "provisioningstate",
+        "resourceguid",
+        "operationalstate",
+        "comments",
+        "metadata",
+        "scope",
+        "defaultpredefinedsslpolicy",
+    }
+)
+
+_PROTOCOLS = {"http": "Http", "https": "Https"}
+_REDIRECT_TYPES = {t.lower(): t for t in ("Permanent", "Found", "SeeOther", "Temporary")}
+_RULE_TYPES = {"basic": "Basic", "pathbasedrouting": "PathBasedRouting"}
+
+# Rewrite variables agw knows (see agwtx.config).
+_REWRITE_VARIABLES = frozenset(
+    {
+        "var_client_ip",
+        "var_client_port",
+        "var_host",
+        "var_query_string",
+        "var_request_uri",
+        "var_ssl_enabled",
+        "var_uri_path",
+    }
+)
+_HEADER_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_UNREWRITABLE_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
+
+
+def _variableProblem(name: str, inResponse: bool) -> str | None:
+    """Why agw cannot use the rewrite variable C{name}, or None."""
+    if name in _REWRITE_VARIABLES:
+        return None
+    for prefix in ("http_req_", "http_resp_"):
+        if name.startswith(prefix):
+            header = name[len(prefix) :]
+            if re.search(r"_[0-9]+$", header):
+                return f"{{{name}}} is a regular expression capture, which agw does not have"
+            if not _HEADER_TOKEN_RE.fullmatch(header):
+                return f"{{{name}}} does not name a header"
+            if prefix == "http_resp_" and not inResponse:
+                return f"{{{name}}} (a response header) cannot be used for a request"
+            return None
+    return f"agw has no variable {{{name}}}"
+
+
+# ---------------------------------------------------------------------------
+# The conversion
+# ---------------------------------------------------------------------------
+
+
+class _Converter:
+    """Turns one gateway into sections; see L{convert}."""
+
+    def __init__(
+        self, gateway: FoundGateway, evaluator: ArmEvaluator | _Literal, tlsDir: str
+    ) -> None:
+        self.gateway = gateway
+        self.evaluator = evaluator
+        self.tlsDir = tlsDir.rstrip("/") or "/"
+        self.top: list[str] = []
+        self.items: dict[str, list[_Item]] = {kind: [] for kind in SECTION_ORDER}
+        self.byAzure: dict[str, dict[str, _Item]] = {kind: {} for kind in SECTION_ORDER}
+        self.taken: dict[str, set[str]] = {kind: set() for kind in SECTION_ORDER}
+
+    # -- names and references ----------------------------------------------
+
+    def nameOf(self, value: Any) -> tuple[str | None, str | None]:
+        """
+        The name a reference or name value stands for: its last path segment.
+        The second item is a note when the name was guessed.  (Debris after
+        an id, like the C{')]} in Azure's own snippets, is dealt with when
+        the reference is looked up: see L{lookup}.)
+        """
+        if isinstance(value, dict):
+            value = _get(value, "id")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            return None, None
+        note: str | None = None
+        segments: list[list[tuple[bool, str]]] = [[]]
+        pos = 0
+
+        def literal(text: str) -> None:
+            pieces = text.split("/")
+            segments[-1].append((False, pieces[0]))
+            for piece in pieces[1:]:
+                segments.append([(False, piece)])
+
+        for match in _SENTINEL_RE.finditer(value):
+            literal(value[pos : match.start()])
+            segments[-1].append((True, match.group(1)))
+            pos = match.end()
+        literal(value[pos:])
+
+        def meaningful(segment: list[tuple[bool, str]]) -> bool:
+            return any(opaque or text.strip("'\")]} ") for opaque, text in segment)
+
+        while len(segments) > 1 and not meaningful(segments[-1]):
+            segments.pop()
+        out: list[str] = []
+        for opaque, text in segments[-1]:
+            if not opaque:
+                out.append(text)
+                continue
+            kind, what, reason = json.loads(text)
+            if kind == "param":
+                out.append(what)
+                note = f"the name stands in for parameter '{what}': {reason}"
+            elif kind == "expr":
+                quoted = re.findall(r"'((?:[^']|'')*)'", what)
+                guess = ""
+                for candidate in reversed(quoted):
+                    tail = [s for s in candidate.replace("''", "'").split("/") if s.strip()]
+                    if tail:
+                        guess = tail[-1]
+                        break
+                out.append(guess)
+                note = f"{reason}; the name was taken from its last quoted string"
+            else:
+                out.append(re.sub(r"\W+", "", what.split("(")[0]))
+                note = f"the name depends on {what}, {reason}"
+        name = "".join(out).strip()
+        return (name or None), note
+
+    def ref(self, item: _Item, view: _View, key: str, kind: str) -> _Ref | None:
+        """A reference property as a L{_Ref}, or None when absent (noted when unusable)."""
+        value = view.get(key)
+        if _isEmpty(value):
+            return None
+        name, note = self.nameOf(value)
+        if name is None:
+            item.notConverted(key, f"cannot read a reference from {_brief(value)}")
+            return None
+        if note:
+            item.comment(f"{key}: {note}")
+        return _Ref(kind, name)
+
+    def newItem(self, kind: str, element: Any, index: int) -> tuple[_Item, _View] | None:
+        """Name an element of a collection and give its properties as a L{_View}."""
+        if not isinstance(element, dict):
+            self.top.append(
+                f"NOT CONVERTED: {kind} #{index + 1}: expected an object, got {_brief(element)}"
+            )
+            return None
+        props = _get(element, "properties")
+        if isinstance(props, dict):
+            merged = {k: v for k, v in element.items() if k.lower() != "properties"}
+            merged.update(props)
+            view = _View(merged)
+        else:
+            view = _View(element)
+        rawName = _get(element, "name")
+        azure, note = self.nameOf(rawName)
+        if azure is None:
+            azure = f"{kind}{index + 1}"
+            note = "the input gives no name"
+        candidate = (
+            azure if _NAME_RE.fullmatch(azure) else _sanitise(azure, _NAME_RE, "A-Za-z0-9_.-")
+        )
+        name = _unique(candidate, self.taken[kind])
+        item = _Item(kind, azure, name)
+        if note:
+            item.comment(f"name: {note}")
+        if name != azure:
+            why = (
+                "is used twice"
+                if candidate == azure
+                else "is not a valid agw name (1..80 of A-Z a-z 0-9 _ . -)"
+            )
+            item.comment(f"Azure name {azure!r} {why}: renamed to {name!r}")
+        self.byAzure[kind].setdefault(azure.lower(), item)
+        self.items[kind].append(item)
+        return item, view
+
+    # -- typed values --------------------------------------------------------
+
+    def value(self, item: _Item, view: _View, key: str, label: str | None = None) -> Any:
+        """The property, or None (with a NOT CONVERTED note) when it is unresolved."""
+        value = view.get(key)
+        if _isOpaque(value):
+            item.notConverted(f"{label or key} = {_brief(value)}", _why(value))
+            return None
+        return value
+
+    def text(self, item: _Item, view: _View, key: str, label: str | None = None) -> str | None:
+        """A string an INI value can hold, or None (noted unless absent)."""
+        value = self.value(item, view, key, label)
+        if _isEmpty(value):
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            item.notConverted(f"{label or key} = {_brief(value)}", "expected a string")
+            return None
+        return self.checked(item, label or key, str(value))
+
+    def checked(self, item: _Item, label: str, text: str) -> str | None:
+        """C{text} if an INI value can hold it; else None, noted."""
+        problem = _iniProblem(text)
+        if problem is not None:
+            item.notConverted(f"{label} = {_brief(text)}", problem)
+            return None
+        return text
+
+    def number(
+        self, item: _Item, view: _View, key: str, lo: int, hi: int, label: str | None = None
+    ) -> int | None:
+        """A whole number in C{lo..hi}, or None (noted unless absent)."""
+        value = self.value(item, view, key, label)
+        if value is None or value == "":
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif (isinstance(value, float) and value.is_integer()) or (
+            isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value)
+        ):
+            number = int(value)
+        else:
+            item.notConverted(f"{label or key} = {_brief(value)}", "expected a whole number")
+            return None
+        if not lo <= number <= hi:
+            item.notConverted(f"{label or key} = {number}", f"expected {lo}..{hi}")
+            return None
+        return number
+
+    def flag(self, item: _Item, view: _View, key: str, label: str | None = None) -> bool | None:
+        """A boolean (true/false, Enabled/Disabled), or None (noted unless absent)."""
+        value = self.value(item, view, key, label)
+        if value is None or value == "":
+            return None
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in (
+            "true",
+            "enabled",
+            "false",
+            "disabled",
+        ):
+            return value.strip().lower() in ("true", "enabled")
+        item.notConverted(f"{label or key} = {_brief(value)}", "expected true or false")
+        return None
+
+    def protocol(self, item: _Item, view: _View, key: str = "protocol") -> str | None:
+        """Http or Https; anything else makes the section unconvertible."""
+        value = self.text(item, view, key)
+        if value is None:
+            return None
+        protocol = _PROTOCOLS.get(value.lower())
+        if protocol is None:
+            item.fail(f"protocol {value}: agw speaks Http and Https only")
+        return protocol
+
+    def leftovers(self, item: _Item, view: _View) -> None:
+        """Note every property this converter did not read."""
+        skip = _ELEMENT_METADATA | _BACKREFS[item.kind]
+        for key, value in view.leftovers():
+            lowered = key.lower()
+            if lowered in skip or _isEmpty(value) or value is False:
+                continue
+            if lowered == "minservers" and value == 0:
+                continue
+            why = _ELEMENT_NOT_CONVERTED.get(lowered, "agw has no equivalent")
+            item.notConverted(f"{key} = {_brief(value)}", why)
+
+    # -- the gateway -----------------------------------------------------------
+
+    def run(self) -> None:
+        gateway = self.gateway
+        evaluate = self.evaluator.deep
+        props = evaluate(gateway.props)
+        if gateway.outer is gateway.props:
+            outer = props
+            propsView = _View(props)
+            outerView = propsView
+        else:
+            outer = evaluate({k: v for k, v in gateway.outer.items() if k.lower() != "properties"})
+            outerView = _View(outer)
+            propsView = _View(props)
+        outerView.get("name")
+
+        collections: dict[str, list[Any]] = {}
+        for azureKey, kind in _COLLECTIONS.items():
+            value = propsView.get(azureKey)
+            if _isEmpty(value):
+                continue
+            if isinstance(value, str) and _isOpaque(value):
+                self.top.append(f"NOT CONVERTED: {azureKey} = {_brief(value)}: {_why(value)}")
+                continue
+            if not isinstance(value, list):
+                self.top.append(f"NOT CONVERTED: {azureKey}: expected a list, got {_brief(value)}")
+                continue
+            collections[kind] = value
+
+        # Name everything first: references may point forwards.
+        pending: list[tuple[_Item, _View, Any]] = []
+        for kind in SECTION_ORDER:
+            for index, element in enumerate(collections.get(kind, [])):
+                made = self.newItem(kind, element, index)
+                if made is not None:
+                    pending.append((made[0], made[1], element))
+        # Probes before settings (settings check their probe), path maps before rules.
+        for item, view, _ in pending:
+            getattr(self, "_" + item.kind)(item, view)
+            self.leftovers(item, view)
+
+        self.gatewayLeftovers(outerView, propsView)
+        self.settle()
+
+    def gatewayLeftovers(self, outerView: _View, propsView: _View) -> None:
+        views = [outerView] if outerView is propsView else [outerView, propsView]
+        metadata: list[str] = []
+        for view in views:
+            for key, value in view.leftovers():
+                lowered = key.lower()
+                if _isEmpty(value) or value is False:
+                    continue
+                if lowered in _GATEWAY_METADATA:
+                    metadata.append(key)
+                    continue
+                why = _GATEWAY_NOT_CONVERTED.get(lowered, "agw has no equivalent")
+                self.top.append(f"NOT CONVERTED: {key} = {_brief(value)}: {why}")
+        if metadata:
+            self.top.append(
+                "ignored (Azure bookkeeping, nothing to convert): " + ", ".join(metadata)
+            )
+
+    # -- section kinds ---------------------------------------------------------
+
+    def _frontendPort(self, item: _Item, view: _View) -> None:
+        port = self.number(item, view, "port", 1, 65535)
+        if port is None:
+            item.fail("it has no usable port")
+            return
+        item.add("port", str(port))
+
+    def _certPaths(self, name: str) -> tuple[str, str]:
+        base = self.tlsDir if self.tlsDir.endswith("/") else self.tlsDir + "/"
+        return base + name + ".pem", base + name + ".key"
+
+    def _sslCertificate(self, item: _Item, view: _View) -> None:
+        certificate, key = self._certPaths(item.name)
+        data, password = view.get("data"), view.get("password")
+        vault = view.get("keyVaultSecretId")
+        if not _isEmpty(vault):
+            item.notConverted(
+                f"keyVaultSecretId = {_brief(vault)}", "agw reads PEM files, not Key Vault secrets"
+            )
+            item.comment("Export the secret (a PFX) as PEM to the two paths below, e.g.")
+            shown = _readable(vault) if isinstance(vault, str) else "SECRET-ID"
+            item.comment(
+                f"  az keyvault secret download --id {shown} --encoding base64 --file {item.name}.pfx"
+            )
+        else:
+            if not _isEmpty(data):
+                what = "data (an embedded PFX)"
+                if not _isEmpty(password):
+                    what += " and its password"
+                reason = "agw reads PEM files; the PFX cannot be written from here"
+            elif not _isEmpty(view.get("publicCertData")):
+                what = "publicCertData"
+                reason = "Azure never returns the private key; use the PFX that was uploaded"
+            else:
+                what, reason = "the certificate", "the input holds no certificate data"
+            item.notConverted(what, reason)
+            item.comment("Export the certificate and key as PEM to the two paths below, e.g.")
+        item.comment(f"  openssl pkcs12 -in {item.name}.pfx -nokeys -out {certificate}")
+        item.comment(f"  openssl pkcs12 -in {item.name}.pfx -nocerts -nodes -out {key}")
+        item.add("certificate", certificate)
+        item.add("privateKey", key)
+
+    def _trustedRootCertificate(self, item: _Item, view: _View) -> None:
+        base = self.tlsDir if self.tlsDir.endswith("/") else self.tlsDir + "/"
+        path = base + item.name + ".crt"
+        data, vault = view.get("data"), view.get("keyVaultSecretId")
+        if not _isEmpty(vault):
+            item.notConverted(
+                f"keyVaultSecretId = {_brief(vault)}", "agw reads PEM files, not Key Vault secrets"
+            )
+        else:
+            item.notConverted(
+                "data (the embedded .cer)" if not _isEmpty(data) else "the certificate",
+                "agw reads PEM files; the certificate cannot be written from here",
+            )
+        item.comment("Save the CA certificate as PEM at the path below, e.g. from the .cer file:")
+        item.comment(
+            f"  openssl x509 -in {item.name}.cer -out {path}   (add -inform DER if binary)"
+        )
+        item.add("certificate", path)
+
+    def _httpListener(self, item: _Item, view: _View) -> None:
+        frontendIp = view.get("frontendIPConfiguration")
+        if not _isEmpty(frontendIp):
+            name = self.nameOf(frontendIp)[0] or _brief(frontendIp)
+            item.notConverted(
+                f"frontendIPConfiguration = {name}", "agw listens on every address of this host"
+            )
+        port = self.ref(item, view, "frontendPort", "frontendPort")
+        if port is None:
+            item.fail("it has no frontendPort")
+        else:
+            item.add("frontendPort", port, required=True)
+        protocol = self.protocol(item, view) or "Http"
+        item.add("protocol", protocol)
+        hosts: list[str] = []
+        for key in ("hostNames", "hostName"):
+            value = self.value(item, view, key)
+            values = value if isinstance(value, list) else [value]
+            for host in values:
+                if _isEmpty(host):
+                    continue
+                if not isinstance(host, str):
+                    item.notConverted(f"{key} = {_brief(host)}", "expected a host name")
+                    continue
+                checked = self.checked(item, key, host.strip().lower())
+                if checked is not None and checked not in hosts:
+                    if "," in checked:
+                        item.notConverted(f"{key} = {checked}", "a host name cannot contain ','")
+                        continue
+                    hosts.append(checked)
+        if hosts:
+            item.add("hostNames", ", ".join(hosts))
+        cert = self.ref(item, view, "sslCertificate", "sslCertificate")
+        if protocol == "Https":
+            if cert is None:
+                item.fail("protocol Https without an sslCertificate")
+            else:
+                item.add("sslCertificate", cert, required=True)
+        elif cert is not None:
+            item.comment(f"sslCertificate {cert.azure} ignored: the listener's protocol is Http")
+        sni = view.get("requireServerNameIndication")
+        if sni is not None and sni is not False:
+            item.comment(
+                f"requireServerNameIndication = {_brief(sni)}: ignored, agw has no such setting"
+            )
+
+    def _backendAddressPool(self, item: _Item, view: _View) -> None:
+        addresses = view.get("backendAddresses")
+        if isinstance(addresses, str) and _isOpaque(addresses):
+            item.notConverted(f"backendAddresses = {_brief(addresses)}", _why(addresses))
+            return
+        if _isEmpty(addresses):
+            item.comment("the input lists no backendAddresses: add the members by hand")
+            return
+        if not isinstance(addresses, list):
+            item.notConverted(f"backendAddresses = {_brief(addresses)}", "expected a list")
+            return
+        members: list[str] = []
+        for entry in addresses:
+            if isinstance(entry, str):
+                host: Any = entry
+            elif isinstance(entry, dict):
+                host = _get(entry, "ipAddress") or _get(entry, "fqdn")
+                others = [
+                    k
+                    for k, v in entry.items()
+                    if k.lower() not in ("ipaddress", "fqdn") and not _isEmpty(v)
+                ]
+                if others:
+                    item.notConverted(
+                        f"backendAddresses: {_brief(entry)}", "agw takes ipAddress or fqdn"
+                    )
+            else:
+                host = None
+            if _isOpaque(host):
+                item.notConverted(f"backend address {_brief(host)}", _why(host))
+                continue
+            if not isinstance(host, str) or not host.strip():
+                item.notConverted(f"backend address {_brief(entry)}", "expected ipAddress or fqdn")
+                continue
+            text = self.checked(item, "backend address", host.strip().lower())
+            if text is None:
+                continue
+            if "," in text or " " in text:
+                item.notConverted(f"backend address {text}", "not an address")
+                continue
+            if text not in members:
+                members.append(text)
+        if members:
+            item.add("backendAddresses", ", ".join(members))
+
+    def _probe(self, item: _Item, view: _View) -> None:
+        protocol = self.protocol(item, view)
+        if protocol is not None:
+            item.add("protocol", protocol)
+        item.info["protocol"] = protocol or "Http"
+        pick = self.flag(item, view, "pickHostNameFromBackendHttpSettings")
+        host = self.text(item, view, "host")
+        if pick:
+            item.add("pickHostNameFromBackendHttpSettings", "true")
+            if host:
+                item.comment(f"host {host} ignored: pickHostNameFromBackendHttpSettings is true")
+        elif host:
+            item.add("host", host.lower())
+        item.info["pick"] = bool(pick)
+        path = self.text(item, view, "path")
+        if path:
+            item.add("path", path)
+        port = self.number(item, view, "port", 1, 65535)
+        if port is not None:
+            item.add("port", str(port))
+        for key, lo, hi in (
+            ("interval", 1, 86400),
+            ("timeout", 1, 86400),
+            ("unhealthyThreshold", 1, 20),
+        ):
+            number = self.number(item, view, key, lo, hi)
+            if number is not None:
+                item.add(key, str(number))
+        match = view.get("match")
+        if isinstance(match, dict):
+            matchView = _View(match)
+            codes = self.value(item, matchView, "statusCodes", "match.statusCodes")
+            if isinstance(codes, str):
+                codes = [codes]
+            if isinstance(codes, list) and codes:
+                checked = self.checked(
+                    item, "match.statusCodes", ", ".join(str(c).strip() for c in codes)
+                )
+                if checked:
+                    item.add("match.statusCodes", checked)
+            body = self.text(item, matchView, "body", "match.body")
+            if body:
+                item.add("match.body", body)
+            for key, value in matchView.leftovers():
+                if not _isEmpty(value):
+                    item.notConverted(f"match.{key} = {_brief(value)}", "agw has no equivalent")
+        elif not _isEmpty(match):
+            item.notConverted(f"match = {_brief(match)}", "expected an object")
+
+    def _backendHttpSettings(self, item: _Item, view: _View) -> None:
+        port = self.number(item, view, "port", 1, 65535)
+        if port is not None:
+            item.add("port", str(port))
+        protocol = self.protocol(item, view)
+        if protocol is not None:
+            item.add("protocol", protocol)
+        protocol = protocol or "Http"
+        affinity = self.flag(item, view, "cookieBasedAffinity")
+        if affinity is not None:
+            item.add("cookieBasedAffinity", "Enabled" if affinity else "Disabled")
+        cookie = self.text(item, view, "affinityCookieName")
+        if cookie:
+            item.add("affinityCookieName", cookie)
+        timeout = self.number(item, view, "requestTimeout", 1, 86400)
+        if timeout is not None:
+            item.add("requestTimeout", str(timeout))
+        probeEnabled = self.flag(item, view, "probeEnabled")
+        probe = self.ref(item, view, "probe", "probe")
+        if probe is not None and probeEnabled is False:
+            item.notConverted(
+                f"probe = {probe.azure}", "probeEnabled is false (agw then uses its default probe)"
+            )
+            probe = None
+        hostName = self.text(item, view, "hostName")
+        pick = self.flag(item, view, "pickHostNameFromBackendAddress")
+        if pick:
+            item.add("pickHostNameFromBackendAddress", "true")
+            if hostName:
+                item.comment(f"hostName {hostName} ignored: pickHostNameFromBackendAddress is true")
+        elif hostName:
+            item.add("hostName", hostName.lower())
+        if probe is not None:
+            target = self.lookup("probe", probe.azure)
+            if target is not None and target.info.get("protocol", "Http") != protocol:
+                item.notConverted(
+                    f"probe = {probe.azure}",
+                    f"the probe speaks {target.info.get('protocol')}, these settings {protocol} "
+                    "(agw needs them to match)",
+                )
+            elif target is not None and target.info.get("pick") and not (pick or hostName):
+                item.notConverted(
+                    f"probe = {probe.azure}",
+                    "the probe takes its host name from these settings, which set none",
+                )
+            else:
+                item.add("probe", probe)
+        draining = self.value(item, view, "connectionDraining")
+        if isinstance(draining, dict):
+            drainView = _View(draining)
+            enabled = self.flag(item, drainView, "enabled", "connectionDraining.enabled")
+            seconds = self.number(
+                item,
+                drainView,
+                "drainTimeoutInSec",
+                0,
+                3600,
+                "connectionDraining.drainTimeoutInSec",
+            )
+            item.add("connectionDraining", str(seconds or 0) if enabled else "0")
+        elif not _isEmpty(draining):
+            item.notConverted(f"connectionDraining = {_brief(draining)}", "expected an object")
+        path = self.text(item, view, "path")
+        if path:
+            item.add("path", path)
+        roots = view.get("trustedRootCertificates")
+        if isinstance(roots, list) and roots:
+            refs: list[Part] = []
+            for root in roots:
+                name, note = self.nameOf(root)
+                if name is None:
+                    item.notConverted(f"trustedRootCertificates: {_brief(root)}", "not a reference")
+                    continue
+                if note:
+                    item.comment(f"trustedRootCertificates: {note}")
+                if refs:
+                    refs.append(", ")
+                refs.append(_Ref("trustedRootCertificate", name))
+            if refs and protocol == "Http":
+                item.comment("trustedRootCertificates ignored: the protocol is Http")
+            elif refs:
+                item.add("trustedRootCertificates", *refs)
+        elif not _isEmpty(roots):
+            item.notConverted(f"trustedRootCertificates = {_brief(roots)}", "expected a list")
+        verify = self.flag(item, view, "validateCertChainAndExpiry")
+        if verify is False:
+            item.add("verifyCertificate", "false")
+        sni = view.get("validateSNI")
+        if sni is False:
+            item.notConverted("validateSNI = false", "agw checks the name whenever it verifies")
+        sniName = view.get("sniName")
+        if not _isEmpty(sniName):
+            item.notConverted(f"sniName = {_brief(sniName)}", "agw sends the host name as SNI")
+
+    def _redirectConfiguration(self, item: _Item, view: _View) -> None:
+        redirectType = self.text(item, view, "redirectType")
+        if redirectType:
+            known = _REDIRECT_TYPES.get(redirectType.lower())
+            if known is None:
+                item.fail(
+                    f"redirectType {redirectType} is not one of Permanent, Found, SeeOther, Temporary"
+                )
+            else:
+                item.add("redirectType", known)
+        listener = self.ref(item, view, "targetListener", "httpListener")
+        url = self.text(item, view, "targetUrl")
+        if listener is not None:
+            item.add("targetListener", listener, required=True)
+            if url:
+                item.comment(f"targetUrl {url} ignored: targetListener is set")
+        elif url:
+            item.add("targetUrl", url)
+        else:
+            item.fail("it has neither targetListener nor targetUrl")
+        for key in ("includePath", "includeQueryString"):
+            flag = self.flag(item, view, key)
+            item.add(key, "true" if flag else "false")
+
+    def _rewriteRuleSet(self, item: _Item, view: _View) -> None:
+        rules = self.value(item, view, "rewriteRules")
+        if not isinstance(rules, list) or not rules:
+            item.fail("it has no rewrite rules")
+            return
+        ordered = sorted(
+            enumerate(rules),
+            key=lambda pair: (
+                _get(pair[1], "ruleSequence")
+                if isinstance(_get(pair[1], "ruleSequence"), int)
+                else 100,
+                pair[0],
+            ),
+        )
+        taken: set[str] = set()
+        converted = 0
+        for index, rule in ordered:
+            if not isinstance(rule, dict):
+                item.notConverted(f"rewrite rule #{index + 1}", "expected an object")
+                continue
+            if self._rewriteRule(item, rule, index, taken):
+                converted += 1
+        if not converted:
+            item.fail("none of its rewrite rules could be converted")
+
+    def _rewriteRule(self, item: _Item, rule: dict[str, Any], index: int, taken: set[str]) -> bool:
+        ruleView = _View(rule)
+        azure, _ = self.nameOf(ruleView.get("name"))
+        azure = azure or f"rule{index + 1}"
+        clean = (
+            azure
+            if _REWRITE_RULE_NAME_RE.fullmatch(azure)
+            else _sanitise(azure, _REWRITE_RULE_NAME_RE, "A-Za-z0-9_-")
+        )
+        name = _unique(clean, taken)
+        ruleView.get("ruleSequence")
+        label = f"rewrite rule {azure!r}"
+        lines: list[tuple[str, str]] = []
+        notes: list[str] = []
+
+        conditions = ruleView.get("conditions") or []
+        responseCondition = False
+        for n, condition in enumerate(conditions if isinstance(conditions, list) else [conditions]):
+            problem: str | None = None
+            variable = str(_get(condition, "variable") or "").strip().strip("{}")
+            pattern = _get(condition, "pattern")
+            pattern = "" if pattern is None else pattern
+            if _isOpaque(condition):
+                problem = _why(condition)
+            elif not isinstance(condition, dict) or not isinstance(pattern, str):
+                problem = "expected a condition object"
+            else:
+                problem = _variableProblem(variable, inResponse=True)
+            if problem is None:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    problem = f"the pattern is not a Python regular expression: {e}"
+            if problem is None:
+                problem = _iniProblem(pattern) if pattern else None
+            if problem is not None:
+                item.notConverted(f"{label} (condition {_brief(condition)})", problem)
+                return False
+            op = ("!" if _get(condition, "negate") is True else "") + "~"
+            op += "*" if _get(condition, "ignoreCase") is True else ""
+            key = f"rule.{name}.condition" + (f".{n + 1}" if n else "")
+            lines.append((key, f"{{{variable}}} {op} {pattern or '(?:)'}"))
+            responseCondition = responseCondition or variable.startswith("http_resp_")
+
+        actions = ruleView.get("actionSet")
+        actionView = _View(actions if isinstance(actions, dict) else {})
+        if not isinstance(actions, dict) and not _isEmpty(actions):
+            notes.append(
+                f"NOT CONVERTED: {label}: actionSet = {_brief(actions)}: expected an object"
+            )
+        count = 0
+        for azureKey, agwKey, inResponse in (
+            ("requestHeaderConfigurations", "requestHeader", False),
+            ("responseHeaderConfigurations", "responseHeader", True),
+        ):
+            seen: set[str] = set()
+            configs = actionView.get(azureKey)
+            if _isEmpty(configs):
+                continue
+            for header in configs if isinstance(configs, list) else [configs]:
+                headerName = str(_get(header, "headerName") or "").strip()
+                headerValue = _get(header, "headerValue")
+                headerValue = "" if headerValue is None else headerValue
+                what = f"{label}: {agwKey} {headerName or _brief(header)}"
+                problem = None
+                if _isOpaque(header):
+                    problem = _why(header)
+                elif not isinstance(headerValue, str):
+                    problem = "expected a string value"
+                elif not _HEADER_TOKEN_RE.fullmatch(headerName):
+                    problem = "not a header name"
+                elif headerName.lower() in _UNREWRITABLE_HEADERS:
+                    problem = "agw manages this header itself; it cannot be rewritten"
+                elif headerName.lower() in seen:
+                    problem = "the header is set twice in this rule"
+                elif not _isEmpty(_get(header, "headerValueMatcher")):
+                    problem = "agw has no headerValueMatcher (rewriting one of several values)"
+                elif not inResponse and responseCondition:
+                    problem = (
+                        "a condition on a response header cannot guard a request header rewrite"
+                    )
+                else:
+                    for variable in re.findall(r"\{([^{}]*)\}", headerValue):
+                        problem = _variableProblem(variable, inResponse)
+                        if problem:
+                            break
+                    problem = problem or (_iniProblem(headerValue) if headerValue else None)
+                if problem is not None:
+                    notes.append(f"NOT CONVERTED: {what}: {problem}")
+                    continue
+                seen.add(headerName.lower())
+                lines.append((f"rule.{name}.{agwKey}.{headerName}", headerValue))
+                count += 1
+        url = actionView.get("urlConfiguration")
+        if not _isEmpty(url):
+            notes.append(
+                f"NOT CONVERTED: {label}: urlConfiguration = {_brief(url)}: agw does not rewrite URLs"
+            )
+        for key, value in actionView.leftovers():
+            if not _isEmpty(value):
+                notes.append(
+                    f"NOT CONVERTED: {label}: {key} = {_brief(value)}: agw has no equivalent"
+                )
+        for key, value in ruleView.leftovers():
+            if key.lower() not in _ELEMENT_METADATA and not _isEmpty(value):
+                notes.append(
+                    f"NOT CONVERTED: {label}: {key} = {_brief(value)}: agw has no equivalent"
+                )
+        if not count:
+            for note in notes:
+                item.comment(note)
+            item.notConverted(label, "none of its header actions could be converted")
+            return False
+        if name != azure:
+            item.comment(
+                f"rewrite rule {azure!r} is named {name!r} here (agw rule names: A-Z a-z 0-9 _ -)"
+            )
+        for note in notes:
+            item.comment(note)
+        for key, value in lines:
+            item.add(key, value)
+        return True
+
+    def _target(
+        self,
+        item: _Item,
+        view: _View,
+        poolKey: str,
+        settingsKey: str,
+        redirectKey: str,
+    ) -> list[Part] | None:
+        """The C{POOL, SETTINGS} or C{redirect:NAME} of a path rule, or None."""
+        pool = self.ref(item, view, poolKey, "backendAddressPool")
+        settings = self.ref(item, view, settingsKey, "backendHttpSettings")
+        redirect = self.ref(item, view, redirectKey, "redirectConfiguration")
+        if redirect is not None and pool is None and settings is None:
+            return ["redirect:", redirect]
+        if pool is not None and settings is not None and redirect is None:
+            return [pool, ", ", settings]
+        return None
+
+    def _urlPathMap(self, item: _Item, view: _View) -> None:
+        pool = self.ref(item, view, "defaultBackendAddressPool", "backendAddressPool")
+        settings = self.ref(item, view, "defaultBackendHttpSettings", "backendHttpSettings")
+        redirect = self.ref(item, view, "defaultRedirectConfiguration", "redirectConfiguration")
+        if pool is not None and settings is not None and redirect is None:
+            item.add("defaultBackendAddressPool", pool, required=True)
+            item.add("defaultBackendHttpSettings", settings, required=True)
+        elif redirect is not None and pool is None and settings is None:
+            item.add("defaultRedirectConfiguration", redirect, required=True)
+        else:
+            item.fail(
+                "it needs defaultBackendAddressPool and defaultBackendHttpSettings, "
+                "or defaultRedirectConfiguration"
+            )
+        rewriteSets: list[str | None] = []
+        default = view.get("defaultRewriteRuleSet")
+        rewriteSets.append(self.nameOf(default)[0] if not _isEmpty(default) else None)
+        rules = view.get("pathRules")
+        if not isinstance(rules, list) or not rules:
+            item.fail("it has no path rules")
+            rules = []
+        taken: set[str] = set()
+        seenPaths: set[str] = set()
+        pathRuleNotes: list[tuple[str, str | None]] = []
+        for index, rule in enumerate(rules):
+            if not isinstance(rule, dict):
+                item.notConverted(f"path rule #{index + 1}", "expected an object")
+                continue
+            props = _get(rule, "properties")
+            ruleView = _View(props if isinstance(props, dict) else rule)
+            azure, note = self.nameOf(_get(rule, "name"))
+            azure = azure or f"rule{index + 1}"
+            name = _unique(
+                azure if _NAME_RE.fullmatch(azure) else _sanitise(azure, _NAME_RE, "A-Za-z0-9_.-"),
+                taken,
+            )
+            label = f"pathRule.{name}"
+            if note:
+                item.comment(f"{label}: {note}")
+            if name != azure:
+                item.comment(f"path rule {azure!r} is named {name!r} here")
+            paths: list[str] = []
+            rawPaths = self.value(item, ruleView, "paths", f"{label} paths")
+            for path in rawPaths if isinstance(rawPaths, list) else []:
+                if not isinstance(path, str) or not path.strip():
+                    item.notConverted(f"{label} path {_brief(path)}", "expected a path")
+                    continue
+                path = path.strip()
+                problem = _iniProblem(path)
+                if problem is None and ("," in path or "->" in path or " " in path):
+                    problem = "a path here cannot contain ',', '->' or spaces"
+                if problem is None and path.lower() in seenPaths:
+                    problem = "an earlier path rule already lists it"
+                if problem is not None:
+                    item.notConverted(f"{label} path {_brief(path)}", problem)
+                    continue
+                seenPaths.add(path.lower())
+                paths.append(path)
+            target = self._target(
+                item, ruleView, "backendAddressPool", "backendHttpSettings", "redirectConfiguration"
+            )
+            rewrite = ruleView.get("rewriteRuleSet")
+            rewriteSets.append(self.nameOf(rewrite)[0] if not _isEmpty(rewrite) else None)
+            for key, value in ruleView.leftovers():
+                if (
+                    key.lower() not in _ELEMENT_METADATA
+                    and not _isEmpty(value)
+                    and value is not False
+                ):
+                    why = _ELEMENT_NOT_CONVERTED.get(key.lower(), "agw has no equivalent")
+                    item.notConverted(f"{label} {key} = {_brief(value)}", why)
+            if not paths:
+                item.notConverted(label, "none of its paths could be converted")
+                continue
+            if target is None:
+                item.notConverted(
+                    label,
+                    "it needs backendAddressPool and backendHttpSettings, or redirectConfiguration",
+                )
+                continue
+            item.add(label, ", ".join(paths) + " -> ", *target, group="pathRule")
+            pathRuleNotes.append((label, rewriteSets[-1]))
+        # agw applies a rewrite set per routing rule: lift it when the whole map agrees.
+        if any(rewriteSets):
+            if all(s is not None and s.lower() == str(rewriteSets[0]).lower() for s in rewriteSets):
+                item.info["rewriteRuleSet"] = rewriteSets[0]
+                item.comment(
+                    f"rewriteRuleSet {rewriteSets[0]} (on the default and every path rule) is set "
+                    "on the routing rules that use this map"
+                )
+            else:
+                if rewriteSets[0]:
+                    item.notConverted(
+                        f"defaultRewriteRuleSet = {rewriteSets[0]}",
+                        "agw applies rewrite sets per routing rule, not per path rule",
+                    )
+                for label, rewrite in pathRuleNotes:
+                    if rewrite:
+                        item.notConverted(
+                            f"{label} rewriteRuleSet = {rewrite}",
+                            "agw applies rewrite sets per routing rule, not per path rule",
+                        )
+
+    def _requestRoutingRule(self, item: _Item, view: _View) -> None:
+        ruleTypeText = self.text(item, view, "ruleType") or "Basic"
+        ruleType = _RULE_TYPES.get(ruleTypeText.lower())
+        if ruleType is None:
+            item.fail(f"ruleType {ruleTypeText} is not Basic or PathBasedRouting")
+            ruleType = "Basic"
+        item.add("ruleType", ruleType)
+        priority = self.number(item, view, "priority", 1, 20000)
+        if priority is not None:
+            item.add("priority", str(priority))
+        listener = self.ref(item, view, "httpListener", "httpListener")
+        if listener is None:
+            item.fail("it has no httpListener")
+        else:
+            item.add("httpListener", listener, required=True)
+        pool = self.ref(item, view, "backendAddressPool", "backendAddressPool")
+        settings = self.ref(item, view, "backendHttpSettings", "backendHttpSettings")
+        redirect = self.ref(item, view, "redirectConfiguration", "redirectConfiguration")
+        pathMap = self.ref(item, view, "urlPathMap", "urlPathMap")
+        rewrite = self.ref(item, view, "rewriteRuleSet", "rewriteRuleSet")
+        if ruleType == "PathBasedRouting":
+            if pathMap is None:
+                item.fail("ruleType PathBasedRouting without a urlPathMap")
+            else:
+                item.add("urlPathMap", pathMap, required=True)
+                mapItem = self.lookup("urlPathMap", pathMap.azure)
+                lifted = mapItem.info.get("rewriteRuleSet") if mapItem is not None else None
+                if lifted and rewrite is None:
+                    rewrite = _Ref("rewriteRuleSet", lifted)
+                    item.comment(f"rewriteRuleSet {lifted} comes from urlPathMap {pathMap.azure}")
+            for ref in (pool, settings, redirect):
+                if ref is not None:
+                    item.comment(f"{ref.kind} {ref.azure} ignored: ruleType is PathBasedRouting")
+        else:
+            if pool is not None and settings is not None and redirect is None:
+                item.add("backendAddressPool", pool, required=True)
+                item.add("backendHttpSettings", settings, required=True)
+            elif redirect is not None and pool is None and settings is None:
+                item.add("redirectConfiguration", redirect, required=True)
+            else:
+                item.fail(
+                    "a Basic rule needs backendAddressPool and backendHttpSettings, "
+                    "or redirectConfiguration"
+                )
+            if pathMap is not None:
+                item.comment(f"urlPathMap {pathMap.azure} ignored: ruleType is Basic")
+        if rewrite is not None:
+            item.add("rewriteRuleSet", rewrite)
+
+    # -- which sections can be written -----------------------------------------
+
+    def lookup(self, kind: str, azure: str) -> _Item | None:
+        """
+        The section a reference names: by its name, else by the name without
+        trailing quote and bracket debris (C{appGatewayHttpListener')]}).
+        """
+        names = self.byAzure[kind]
+        item = names.get(azure.lower())
+        if item is None:
+            item = names.get(azure.rstrip("'\")]} ").lstrip("'\"[ ").lower())
+        return item
+
+    def target(self, ref: _Ref) -> _Item | None:
+        item = self.lookup(ref.kind, ref.azure)
+        return item if item is not None and item.emitted else None
+
+    def missing(self, ref: _Ref) -> str:
+        exists = self.lookup(ref.kind, ref.azure)
+        what = f"{ref.kind} '{ref.azure}'"
+        if exists is None:
+            return f"refers to {what}, which is not in the input"
+        return f"refers to {what}, which could not be converted"
+
+    def problem(self, item: _Item, usedListeners: set[int]) -> str | None:
+        if item.fatal:
+            return item.fatal
+        groups: dict[str, bool] = {}
+        for line in item.body:
+            if isinstance(line, str):
+                continue
+            ok = all(self.target(p) is not None for p in line.parts if isinstance(p, _Ref))
+            if line.group is not None:
+                groups[line.group] = groups.get(line.group, False) or ok
+            if line.required and not ok:
+                ref = next(p for p in line.parts if isinstance(p, _Ref) and self.target(p) is None)
+                return f"its {line.key} {self.missing(ref)}"
+        for group, ok in groups.items():
+            if not ok:
+                return f"none of its {group}s could be converted"
+        if item.kind == "httpListener" and id(item) not in usedListeners:
+            return "no converted requestRoutingRule uses it (agw needs a rule for every listener)"
+        return None
+
+    def settle(self) -> None:
+        """Drop sections that cannot work, until what is left is consistent."""
+        changed = True
+        while changed:
+            changed = False
+            used: set[int] = set()
+            for rule in self.items["requestRoutingRule"]:
+                if not rule.emitted:
+                    continue
+                for line in rule.body:
+                    if isinstance(line, _Line) and line.key == "httpListener":
+                        for part in line.parts:
+                            if isinstance(part, _Ref):
+                                target = self.target(part)
+                                if target is not None:
+                                    used.add(id(target))
+            for kind in SECTION_ORDER:
+                for item in self.items[kind]:
+                    if not item.emitted:
+                        continue
+                    reason = self.problem(item, used)
+                    if reason is not None:
+                        item.emitted, item.reason, changed = False, reason, True
+
+    # -- writing ---------------------------------------------------------------
+
+    def render(self, ref: _Ref) -> str:
+        item = self.lookup(ref.kind, ref.azure)
+        return item.name if item is not None else ref.azure
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        for kind in SECTION_ORDER:
+            for item in self.items[kind]:
+                out.append("")
+                section: list[str] = []
+                for line in item.body:
+                    if isinstance(line, str):
+                        section.append(f"; {_oneLine(line)}")
+                        continue
+                    text = "".join(self.render(p) if isinstance(p, _Ref) else p for p in line.parts)
+                    broken = [
+                        p for p in line.parts if isinstance(p, _Ref) and self.target(p) is None
+                    ]
+                    if broken and item.emitted:
+                        section.append(
+                            f"; NOT CONVERTED: {line.key} = {text}: it {self.missing(broken[0])}"
+                        )
+                    else:
+                        section.append(f"{line.key} = {text}".rstrip())
+                if item.emitted:
+                    out.append(f"[{kind}:{item.name}]")
+                    out.extend(section)
+                else:
+                    out.append(f"; NOT CONVERTED: [{kind}:{item.name}]: {item.reason}")
+                    out.append(f"; [{kind}:{item.name}]")
+                    out.extend(s if s.startswith(";") else f"; {s}" for s in section)
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------
+
+
+def _scrub(value: Any) -> Any:
+    """The JSON value with NUL characters replaced (they delimit unresolved parts here)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {str(_scrub(k)): _scrub(v) for k, v in value.items()}
+    return value
+
+
+def _suppliedParameters(data: Any) -> dict[str, Any]:
+    """Values from an ARM parameters file (C{{"parameters": {"x": {"value": ...}}}})."""
+    if not isinstance(data, dict):
+        raise ArmImportError("the parameters file is not a JSON object")
+    params = _get(data, "parameters")
+    if not isinstance(params, dict):
+        params = data
+    values: dict[str, Any] = {}
+    for name, entry in params.items():
+        if name.startswith("$"):
+            continue
+        if isinstance(entry, dict) and "value" in entry:
+            values[name] = entry["value"]
+        elif isinstance(entry, dict) and "reference" in entry:
+            values[name] = entry
+        else:
+            values[name] = entry
+    return values
+
+
+def convert(
+    data: Any,
+    source: str,
+    tlsDir: str = DEFAULT_TLS_DIR,
+    gateway: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    lenient: bool = False,
+) -> str:
+    """
+    Convert parsed JSON (an ARM template or az CLI output) to agw INI text.
+
+    @param source: how to name the input in the header comment.
+    @param tlsDir: where certificate placeholders point.
+    @param gateway: the gateway's name, when the input holds several.
+    @param parameters: template parameter values overriding C{defaultValue}.
+    @param lenient: the input needed L{loadJson}'s lenient reading (noted in the header).
+    @raise ArmImportError: when there is no (single) application gateway to convert.
+    """
+    found = findGateways(_scrub(data))
+    supplied = _scrub(dict(parameters or {}))
+
+    def evaluatorFor(g: FoundGateway) -> ArmEvaluator | _Literal:
+        return ArmEvaluator(g.template, supplied) if g.template is not None else _Literal()
+
+    def displayName(g: FoundGateway) -> str:
+        name = evaluatorFor(g).deep(g.name)
+        return _readable(name) if isinstance(name, str) else str(name)
+
+    if not found:
+        raise ArmImportError(
+            "no application gateway found: expected an ARM template with a resource of type "
+            "Microsoft.Network/applicationGateways, or the JSON output of "
+            "'az network application-gateway show'"
+        )
+    if gateway is not None:
+        chosen = [g for g in found if displayName(g).lower() == gateway.lower()]
+        if not chosen:
+            names = ", ".join(displayName(g) for g in found)
+            raise ArmImportError(f"no application gateway named {gateway!r}; found: {names}")
+        found = chosen[:1]
+    elif len(found) > 1:
+        names = ", ".join(displayName(g) for g in found)
+        raise ArmImportError(
+            f"{len(found)} application gateways found ({names}); choose one with --gateway NAME"
+        )
+    chosenGateway = found[0]
+    converter = _Converter(chosenGateway, evaluatorFor(chosenGateway), tlsDir)
+    converter.run()
+
+    kindOfInput = "ARM template" if chosenGateway.template is not None else "az CLI / REST JSON"
+    header = [
+        f"; agw configuration imported by {PROG} from {source}",
+        (
+            f"; Azure application gateway: {displayName(chosenGateway)} "
+            f"({kindOfInput}, {chosenGateway.where})"
+        ),
+        "; Whatever agw cannot express is listed in a 'NOT CONVERTED' comment: here for the",
+        "; gateway as a whole, in its section otherwise.  Check the result with",
+        ";   twistd agw --config FILE --check",
+    ]
+    if lenient:
+        header.append(
+            "; note: the input is not strict JSON (comments or trailing commas); read leniently"
+        )
+    if not any(converter.items.values()):
+        raise ArmImportError(
+            f"the application gateway {displayName(chosenGateway)} has nothing to convert "
+            "(no listeners, pools, settings or rules)"
+        )
+    top = [f"; {_oneLine(line)}" for line in converter.top]
+    if top:
+        header.append(";")
+        header.extend(top)
+    return "\n".join(header + converter.lines()) + "\n"
+
+
+def _readSource(path: str) -> str:
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+    except OSError as e:
+        raise ArmImportError(f"cannot read the file: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ArmImportError(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not text.strip():
+        raise ArmImportError("the input is empty")
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    The C{agw-import-arm} command: convert, write the INI text to standard
+    output (or C{-o FILE}); problems go to standard error with exit status 1.
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Convert an Azure Application Gateway (ARM template, or the JSON of "
+            "'az network application-gateway show') to agw's INI configuration."
+        ),
+    )
+    parser.add_argument("input", help="the JSON file, or - for standard input")
+    parser.add_argument(
+        "--tls-dir",
+        default=DEFAULT_TLS_DIR,
+        help=f"where certificate placeholders point (default {DEFAULT_TLS_DIR})",
+    )
+    parser.add_argument(
+        "-p",
+        "--parameters",
+        metavar="FILE",
+        help="an ARM parameters file whose values override the template's defaultValues",
+    )
+    parser.add_argument(
+        "--gateway", metavar="NAME", help="which gateway, when the input holds several"
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="FILE", help="write here instead of standard output"
+    )
+    args = parser.parse_args(argv)
+    source = "<stdin>" if args.input == "-" else args.input
+    try:
+        data, lenient = loadJson(_readSource(args.input))
+        parameters: dict[str, Any] = {}
+        if args.parameters:
+            try:
+                paramData, _ = loadJson(_readSource(args.parameters))
+            except ArmImportError as e:
+                raise ArmImportError(f"the parameters file {args.parameters}: {e}") from None
+            parameters = _suppliedParameters(paramData)
+        text = convert(
+            data,
+            source,
+            tlsDir=args.tls_dir,
+            gateway=args.gateway,
+            parameters=parameters,
+            lenient=lenient,
+        )
+        if args.output:
+            try:
+                with open(args.output, "w", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError as e:
+                raise ArmImportError(f"cannot write {args.output}: {e.strerror or e}") from None
+        else:
+            sys.stdout.write(text)
+    except ArmImportError as e:
+        print(f"{PROG}: error: {source}: {e}", file=sys.stderr)
+        return 1
+    except RecursionError:
+        print(f"{PROG}: error: {source}: the input is nested too deeply", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

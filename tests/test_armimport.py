@@ -1,0 +1,822 @@
+"""
+Tests for L{agwtx.armimport}: Azure Application Gateway definitions (ARM
+templates, C{az network application-gateway show} JSON) to agw INI.
+
+The inputs live in C{tests/data/arm}:
+
+  - C{websocket-article.json}: the httpListeners and requestRoutingRules
+    snippets of Azure's WebSocket article, pasted verbatim (capitalised
+    keys, C{')]} debris after ids, trailing commas) into a small template;
+  - C{full.json}: a WAF_v2 template with path maps, an HTTP to HTTPS
+    redirect, probes, two pools, a rewrite set, Key Vault certificate,
+    parameters and variables;
+  - C{az-show.json}: what C{az network application-gateway show} prints.
+"""
+
+from __future__ import annotations
+
+import configparser
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agwtx.armimport import ArmEvaluator, ArmImportError, convert, findGateways, loadJson, main
+
+DATA = Path(__file__).resolve().parent / "data" / "arm"
+ARTICLE = DATA / "websocket-article.json"
+FULL = DATA / "full.json"
+AZ_SHOW = DATA / "az-show.json"
+
+
+def runMain(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def imported(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> str:
+    rc, out, err = runMain(capsys, *args, str(path))
+    assert rc == 0, err
+    assert err == ""
+    return out
+
+
+def sections(text: str) -> dict[str, list[str]]:
+    """Converted sections: header -> its lines, comments included, blank lines dropped."""
+    result: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("["):
+            current = result.setdefault(line, [])
+        elif current is not None and line.strip():
+            current.append(line)
+        elif not line.strip():
+            current = None
+    return result
+
+
+def keys(text: str, header: str) -> list[str]:
+    """The key lines (no comments) of one converted section."""
+    return [line for line in sections(text)[header] if not line.startswith(";")]
+
+
+def topComments(text: str) -> list[str]:
+    """The comment block before the first blank line."""
+    return text.split("\n\n", 1)[0].splitlines()
+
+
+# ---------------------------------------------------------------------------
+# (a) the WebSocket article's listener and rule snippets
+# ---------------------------------------------------------------------------
+
+
+def test_articleHeaderNamesTheSource(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, ARTICLE)
+    first = out.splitlines()[0]
+    assert first.startswith(";")
+    assert str(ARTICLE) in first
+    assert "; Azure application gateway: applicationGateway1 (ARM template, resources[0])" in out
+    # The snippets have trailing commas: read leniently, and said so.
+    assert (
+        "; note: the input is not strict JSON (comments or trailing commas); read leniently" in out
+    )
+
+
+def test_articleListeners(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, ARTICLE)
+    assert keys(out, "[frontendPort:appGatewayFrontendPort443]") == ["port = 443"]
+    assert keys(out, "[frontendPort:appGatewayFrontendPort80]") == ["port = 80"]
+    # "FrontendPort": {"Id": ".../frontendPorts/appGatewayFrontendPort443'"}: debris and
+    # capitalised keys are dealt with.
+    assert keys(out, "[httpListener:appGatewayHttpsListener]") == [
+        "frontendPort = appGatewayFrontendPort443",
+        "protocol = Https",
+        "sslCertificate = appGatewaySslCert1",
+    ]
+    assert keys(out, "[httpListener:appGatewayHttpListener]") == [
+        "frontendPort = appGatewayFrontendPort80",
+        "protocol = Http",
+    ]
+    assert (
+        "; NOT CONVERTED: frontendIPConfiguration = DefaultFrontendPublicIP: "
+        "agw listens on every address of this host"
+    ) in sections(out)["[httpListener:appGatewayHttpsListener]"]
+
+
+def test_articleRules(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, ARTICLE)
+    assert keys(out, "[requestRoutingRule:rule1]") == [
+        "ruleType = Basic",
+        "httpListener = appGatewayHttpsListener",
+        "backendAddressPool = appGatewayBackendPool",
+        "backendHttpSettings = appGatewayBackendHttpSettings",
+    ]
+    # The article's placeholder name '<ruleName2>' is not a valid agw name.
+    rule2 = sections(out)["[requestRoutingRule:ruleName2]"]
+    assert (
+        "; Azure name '<ruleName2>' is not a valid agw name (1..80 of A-Z a-z 0-9 _ . -): "
+        "renamed to 'ruleName2'"
+    ) in rule2
+    assert "httpListener = appGatewayHttpListener" in rule2
+    assert "backendAddressPool = ContosoServerPool" in rule2
+    assert keys(out, "[backendAddressPool:appGatewayBackendPool]") == [
+        "backendAddresses = 10.0.1.4, 10.0.1.5"
+    ]
+    assert keys(out, "[backendHttpSettings:appGatewayBackendHttpSettings]") == [
+        "port = 80",
+        "protocol = Http",
+        "cookieBasedAffinity = Disabled",
+        "requestTimeout = 30",
+    ]
+
+
+def test_articleCertificatePlaceholders(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, ARTICLE)
+    cert = sections(out)["[sslCertificate:appGatewaySslCert1]"]
+    assert [line for line in cert if not line.startswith(";")] == [
+        "certificate = /etc/agw/tls/appGatewaySslCert1.pem",
+        "privateKey = /etc/agw/tls/appGatewaySslCert1.key",
+    ]
+    assert (
+        "; NOT CONVERTED: data (an embedded PFX) and its password: "
+        "agw reads PEM files; the PFX cannot be written from here"
+    ) in cert
+    assert any("openssl pkcs12" in line and "-nocerts" in line for line in cert)
+
+
+def test_articleNotConvertedAtTheTop(capsys: pytest.CaptureFixture[str]) -> None:
+    top = topComments(imported(capsys, ARTICLE))
+    assert any(
+        line.startswith("; NOT CONVERTED: sku = ") and "Standard_Medium" in line for line in top
+    )
+    assert any(
+        line.startswith("; NOT CONVERTED: gatewayIPConfigurations = appGatewayIpConfig")
+        for line in top
+    )
+    assert any(
+        line.startswith(
+            "; NOT CONVERTED: frontendIPConfigurations = DefaultFrontendPublicIP, appGatewayFrontendIP"
+        )
+        for line in top
+    )
+    assert "; ignored (Azure bookkeeping, nothing to convert): type, apiVersion, location" in top
+
+
+# ---------------------------------------------------------------------------
+# (b) a full template
+# ---------------------------------------------------------------------------
+
+
+def test_fullNotConvertedAtTheTop(capsys: pytest.CaptureFixture[str]) -> None:
+    top = topComments(imported(capsys, FULL))
+    assert (
+        '; NOT CONVERTED: webApplicationFirewallConfiguration = {"enabled": true, '
+        '"firewallMode": "Prevention", "ruleSetType": "OWASP", "ruleSetVersion": "3.2"}: '
+        "agw has no web application firewall"
+    ) in top
+    for prefix in (
+        '; NOT CONVERTED: sku = {"name": "WAF_v2"',
+        "; NOT CONVERTED: autoscaleConfiguration = ",
+        "; NOT CONVERTED: zones = ",
+        "; NOT CONVERTED: identity = ",
+        "; NOT CONVERTED: enableHttp2 = true",
+        "; NOT CONVERTED: sslPolicy = ",
+        "; NOT CONVERTED: gatewayIPConfigurations = appGatewayIpConfig",
+        "; NOT CONVERTED: frontendIPConfigurations = appGwPublicFrontendIp",
+    ):
+        assert any(line.startswith(prefix) for line in top), prefix
+
+
+def test_fullListeners(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, FULL)
+    assert keys(out, "[httpListener:httpListener]") == [
+        "frontendPort = port_80",
+        "protocol = Http",
+        "hostNames = www.contoso.com, contoso.com",
+    ]
+    # Named by a variable; port and certificate referenced with resourceId().
+    https = sections(out)["[httpListener:https-listener]"]
+    assert [line for line in https if not line.startswith(";")] == [
+        "frontendPort = port_443",
+        "protocol = Https",
+        "hostNames = www.contoso.com, contoso.com",
+        "sslCertificate = www-contoso-com",
+    ]
+    assert "; requireServerNameIndication = true: ignored, agw has no such setting" in https
+    assert (
+        "; NOT CONVERTED: firewallPolicy = -> Microsoft.Network/"
+        "ApplicationGatewayWebApplicationFirewallPolicies/www-waf-policy: "
+        "agw has no web application firewall"
+    ) in https
+
+
+def test_fullRedirects(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, FULL)
+    assert keys(out, "[redirectConfiguration:httpToHttps]") == [
+        "redirectType = Permanent",
+        "targetListener = https-listener",
+        "includePath = true",
+        "includeQueryString = true",
+    ]
+    # Azure's includePath/includeQueryString default to false: written out.
+    assert keys(out, "[redirectConfiguration:oldSite]") == [
+        "redirectType = Found",
+        "targetUrl = https://archive.contoso.com/",
+        "includePath = false",
+        "includeQueryString = false",
+    ]
+    assert keys(out, "[requestRoutingRule:httpRedirectRule]") == [
+        "ruleType = Basic",
+        "priority = 100",
+        "httpListener = httpListener",
+        "redirectConfiguration = httpToHttps",
+    ]
+
+
+def test_fullPathMapAndRule(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, FULL)
+    pathMap = sections(out)["[urlPathMap:siteMap]"]
+    assert [line for line in pathMap if not line.startswith(";")] == [
+        "defaultBackendAddressPool = webPool",
+        "defaultBackendHttpSettings = webSettings",
+        "pathRule.images = /images/*, /img/* -> Image_Pool_v2, imageSettings",
+        "pathRule.old_site = /old/* -> redirect:oldSite",
+    ]
+    assert "; path rule 'old site' is named 'old_site' here" in pathMap
+    # Every path rule and the default use the same rewrite set: it moves to the rule.
+    assert keys(out, "[requestRoutingRule:httpsPathRule]") == [
+        "ruleType = PathBasedRouting",
+        "priority = 200",
+        "httpListener = https-listener",
+        "urlPathMap = siteMap",
+        "rewriteRuleSet = securityHeaders",
+    ]
+
+
+def test_fullPoolsProbesSettings(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, FULL)
+    web = sections(out)["[backendAddressPool:webPool]"]
+    assert "backendAddresses = 10.0.1.4, 10.0.1.5" in web
+    assert (
+        "; NOT CONVERTED: backend address [parameters('legacyServerFqdn')]: "
+        "parameter 'legacyServerFqdn' has no defaultValue (pass --parameters FILE)"
+    ) in web
+    images = sections(out)["[backendAddressPool:Image_Pool_v2]"]
+    assert "backendAddresses = images.contoso.internal" in images
+    assert any("'Image Pool (v2)'" in line for line in images)
+
+    probe = sections(out)["[probe:webProbe]"]
+    assert [line for line in probe if not line.startswith(";")] == [
+        "protocol = Http",
+        "host = 127.0.0.1",
+        "path = /healthz",
+        "interval = 15",
+        "timeout = 10",
+        "unhealthyThreshold = 3",
+        "match.statusCodes = 200-399, 401",
+        "match.body = ok",
+    ]
+    assert (
+        "; NOT CONVERTED: minServers = 1: agw has no minimum healthy-member count for probes"
+        in probe
+    )
+    assert "pickHostNameFromBackendHttpSettings = true" in keys(out, "[probe:imageProbe]")
+
+    assert keys(out, "[backendHttpSettings:webSettings]") == [
+        "port = 80",
+        "protocol = Http",
+        "cookieBasedAffinity = Enabled",
+        "affinityCookieName = ContosoAffinity",
+        "requestTimeout = 45",
+        "probe = webProbe",
+        "connectionDraining = 60",
+    ]
+    assert keys(out, "[backendHttpSettings:imageSettings]") == [
+        "port = 443",
+        "protocol = Https",
+        "cookieBasedAffinity = Disabled",
+        "requestTimeout = 20",
+        "pickHostNameFromBackendAddress = true",
+        "probe = imageProbe",
+        "connectionDraining = 0",
+        "path = /static/",
+        "trustedRootCertificates = contosoInternalRoot",
+    ]
+
+
+def test_fullRewriteRuleSet(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, FULL)
+    rewrite = sections(out)["[rewriteRuleSet:securityHeaders]"]
+    # Ordered by ruleSequence: 'client ip' (100) before hsts (200).
+    assert [line for line in rewrite if not line.startswith(";")] == [
+        "rule.client_ip.condition = {var_uri_path} !~* ^/admin",
+        "rule.client_ip.requestHeader.X-Client-Ip = {var_client_ip}:{var_client_port}",
+        "rule.hsts.responseHeader.Strict-Transport-Security = max-age=31536000",
+        "rule.hsts.responseHeader.Server =",
+    ]
+    for expected in (
+        (
+            "; NOT CONVERTED: rewrite rule 'client ip': requestHeader X-Forwarded-For: "
+            "agw has no variable {var_add_x_forwarded_for_proxy}"
+        ),
+        (
+            "; NOT CONVERTED: rewrite rule 'client ip': urlConfiguration = "
+            '{"modifiedPath": "/new{var_uri_path}", "reroute": false}: agw does not rewrite URLs'
+        ),
+        (
+            "; NOT CONVERTED: rewrite rule 'fixLocation': responseHeader Location: "
+            "{http_resp_Location_1} is a regular expression capture, which agw does not have"
+        ),
+        "; NOT CONVERTED: rewrite rule 'fixLocation': none of its header actions could be converted",
+    ):
+        assert expected in rewrite
+
+
+def test_fullCertificates(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, FULL)
+    cert = sections(out)["[sslCertificate:www-contoso-com]"]
+    assert (
+        "; NOT CONVERTED: keyVaultSecretId = https://contoso-kv.vault.azure.net/secrets/www-contoso-com: "
+        "agw reads PEM files, not Key Vault secrets"
+    ) in cert
+    assert any(
+        line.startswith(";   az keyvault secret download --id https://contoso-kv") for line in cert
+    )
+    assert keys(out, "[trustedRootCertificate:contosoInternalRoot]") == [
+        "certificate = /etc/agw/tls/contosoInternalRoot.crt"
+    ]
+    # Certificate data is never copied into the output.
+    assert "MIIBszCC" not in out
+
+
+def test_fullIsDeterministic(capsys: pytest.CaptureFixture[str]) -> None:
+    first = imported(capsys, FULL)
+    second = imported(capsys, FULL)
+    assert first == second
+    assert first.endswith("\n") and not first.endswith("\n\n")
+
+
+def test_parametersFile(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    params = tmp_path / "full.parameters.json"
+    params.write_text(
+        json.dumps(
+            {
+                "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#",
+                "parameters": {
+                    "legacyServerFqdn": {"value": "Legacy.Contoso.Internal"},
+                    "siteHostName": {"value": "shop.contoso.com"},
+                },
+            }
+        )
+    )
+    out = imported(capsys, FULL, "--parameters", str(params))
+    assert keys(out, "[backendAddressPool:webPool]") == [
+        "backendAddresses = 10.0.1.4, 10.0.1.5, legacy.contoso.internal"
+    ]
+    assert "hostNames = shop.contoso.com, contoso.com" in keys(out, "[httpListener:https-listener]")
+
+
+def test_tlsDirAndOutputFile(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "gw.ini"
+    rc, out, err = runMain(capsys, "--tls-dir", "/srv/tls/", "-o", str(target), str(ARTICLE))
+    assert (rc, out, err) == (0, "", "")
+    text = target.read_text()
+    assert "certificate = /srv/tls/appGatewaySslCert1.pem" in text
+    assert "privateKey = /srv/tls/appGatewaySslCert1.key" in text
+
+
+# ---------------------------------------------------------------------------
+# (c) az CLI output, ids as /subscriptions/... paths
+# ---------------------------------------------------------------------------
+
+
+def test_azShow(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, AZ_SHOW)
+    assert (
+        "; Azure application gateway: myAppGateway (az CLI / REST JSON, the az CLI object)" in out
+    )
+    assert keys(out, "[httpListener:chatListener]") == [
+        "frontendPort = port_443",
+        "protocol = Https",
+        "hostNames = chat.contoso.com",
+        "sslCertificate = chatCert",
+    ]
+    assert keys(out, "[requestRoutingRule:chatRule]") == [
+        "ruleType = Basic",
+        "priority = 110",
+        "httpListener = chatListener",
+        "backendAddressPool = myBackendPool",
+        "backendHttpSettings = myHTTPSetting",
+    ]
+    assert keys(out, "[backendHttpSettings:myHTTPSetting]") == [
+        "port = 80",
+        "protocol = Http",
+        "cookieBasedAffinity = Disabled",
+        "requestTimeout = 30",
+        "probe = myProbe",
+        "connectionDraining = 120",
+    ]
+    pool = sections(out)["[backendAddressPool:myBackendPool]"]
+    assert "backendAddresses = 10.0.2.4, app2.contoso.internal" in pool
+    assert (
+        "; NOT CONVERTED: backendIPConfigurations = Microsoft.Network/networkInterfaces/vm3-nic/"
+        "ipConfigurations/ipconfig1: members that are NICs or VM scale set instances; add their "
+        "addresses to backendAddresses by hand"
+    ) in pool
+    assert (
+        "; NOT CONVERTED: publicCertData: Azure never returns the private key; "
+        "use the PFX that was uploaded"
+    ) in sections(out)["[sslCertificate:chatCert]"]
+    top = topComments(out)
+    assert any(line.startswith("; NOT CONVERTED: sku = ") for line in top)
+    assert any(line.startswith("; NOT CONVERTED: autoscaleConfiguration = ") for line in top)
+    assert any(
+        line.startswith("; ignored (Azure bookkeeping") and "operationalState" in line
+        for line in top
+    )
+    # Empty collections and false flags are nothing to report.
+    assert "sslProfiles" not in out and "enableHttp2" not in out
+    assert "requireServerNameIndication" not in "\n".join(
+        sections(out)["[httpListener:myListener]"]
+    )
+
+
+def test_azResourceShowAndList(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """C{az resource show} nests the properties; C{az ... list} gives a list."""
+    flat = json.loads(AZ_SHOW.read_text())
+    outerKeys = ("id", "name", "type", "location", "tags", "etag", "resourceGroup")
+    nested = {k: flat[k] for k in outerKeys}
+    nested["properties"] = {k: v for k, v in flat.items() if k not in outerKeys}
+    expected = sections(imported(capsys, AZ_SHOW))
+
+    (tmp_path / "nested.json").write_text(json.dumps(nested))
+    assert sections(imported(capsys, tmp_path / "nested.json")) == expected
+
+    other = dict(flat, name="otherGateway")
+    (tmp_path / "list.json").write_text(json.dumps([other, flat]))
+    rc, out, err = runMain(capsys, str(tmp_path / "list.json"))
+    assert rc == 1 and out == ""
+    assert (
+        "2 application gateways found (otherGateway, myAppGateway); choose one with --gateway NAME"
+        in err
+    )
+    chosen = imported(capsys, tmp_path / "list.json", "--gateway", "myappgateway")
+    assert sections(chosen) == expected
+
+
+# ---------------------------------------------------------------------------
+# ARM expressions and references
+# ---------------------------------------------------------------------------
+
+
+def test_expressions() -> None:
+    template = {
+        "parameters": {
+            "gw": {"type": "string", "defaultValue": "gw1"},
+            "noDefault": {"type": "string"},
+            "ports": {"type": "object", "defaultValue": {"http": 80}},
+        },
+        "variables": {
+            "gwId": "[resourceId('Microsoft.Network/applicationGateways', parameters('gw'))]",
+            "prefix": "[toLower('WEB')]",
+        },
+    }
+    arm = ArmEvaluator(template, {})
+    assert arm.string("[concat(variables('prefix'), '-', parameters('gw'))]") == "web-gw1"
+    assert arm.string("[parameters('ports').http]") == 80
+    assert arm.string("[format('{0}/{1}', 'a', 2)]") == "a/2"
+    assert arm.string("[if(equals(parameters('gw'), 'gw1'), 'yes', 'no')]") == "yes"
+    assert arm.string("[[not an expression]") == "[not an expression]"
+    ident = arm.string("[concat(variables('gwId'), '/httpListeners/l1')]")
+    assert ident.endswith("/providers/Microsoft.Network/applicationGateways/gw1/httpListeners/l1")
+    child = arm.string(
+        "[resourceId('Microsoft.Network/applicationGateways/httpListeners', parameters('gw'), 'NAME')]"
+    )
+    assert child.endswith("/applicationGateways/gw1/httpListeners/NAME")
+    assert arm.string(
+        "[resourceId('sub', 'rg', 'Microsoft.Network/applicationGateways', 'x')]"
+    ) == ("/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Network/applicationGateways/x")
+    # Unknown: kept as an unresolved part, never a crash.
+    assert "\x00" in arm.string("[parameters('noDefault')]")
+    assert "\x00" in arm.string("[someFunction('x')]")
+    assert "\x00" in arm.string("[concat('a']")
+    assert arm.string("[concat('a'") == "[concat('a'"  # no closing bracket: a literal
+
+
+def test_referencesByExpression() -> None:
+    """Names from ids: full ids, concat(), resourceId() with parameters, unevaluable expressions."""
+    listenerIds = [
+        "[concat(variables('applicationGatewayID'), '/httpListeners/l1')]",
+        "[resourceId('Microsoft.Network/applicationGateways/httpListeners', parameters('gw'), 'l2')]",
+        "[resourceId('Microsoft.Network/applicationGateways/httpListeners', parameters('gw'), parameters('l3'))]",
+        "[unknownFunction('/httpListeners/l4')]",
+    ]
+    listeners = [
+        {
+            "name": name,
+            "properties": {"frontendPort": {"id": "/x/frontendPorts/p"}, "protocol": "Http"},
+        }
+        for name in ("l1", "l2", "[parameters('l3')]", "l4")
+    ]
+    template = {
+        "parameters": {"gw": {"type": "string"}, "l3": {"type": "string"}},
+        "variables": {
+            "applicationGatewayID": "[resourceId('Microsoft.Network/applicationGateways', parameters('gw'))]"
+        },
+        "resources": [
+            {
+                "type": "Microsoft.Network/applicationGateways",
+                "name": "[parameters('gw')]",
+                "properties": {
+                    "frontendPorts": [{"name": "p", "properties": {"port": 8080}}],
+                    "backendAddressPools": [{"name": "pool"}],
+                    "backendHttpSettingsCollection": [{"name": "s", "properties": {"port": 80}}],
+                    "httpListeners": listeners,
+                    "requestRoutingRules": [
+                        {
+                            "name": f"r{i + 1}",
+                            "properties": {
+                                "ruleType": "Basic",
+                                "httpListener": {"id": ident},
+                                "backendAddressPool": {"id": "/x/backendAddressPools/pool"},
+                                "backendHttpSettings": {"id": "/x/backendHttpSettingsCollection/s"},
+                            },
+                        }
+                        for i, ident in enumerate(listenerIds)
+                    ],
+                },
+            }
+        ],
+    }
+    out = convert(template, "t.json")
+    for i, listener in enumerate(("l1", "l2", "l3", "l4")):
+        assert f"httpListener = {listener}" in keys(out, f"[requestRoutingRule:r{i + 1}]")
+        assert f"[httpListener:{listener}]" in sections(out)
+    assert (
+        "; name: the name stands in for parameter 'l3': parameter 'l3' has no defaultValue"
+        in "\n".join(sections(out)["[httpListener:l3]"])
+    )
+    assert any(
+        "the name was taken from its last quoted string" in line
+        for line in sections(out)["[requestRoutingRule:r4]"]
+    )
+    assert "; Azure application gateway: [parameters('gw')]" in out
+
+
+def test_sectionsThatCannotWorkAreCommentedOut() -> None:
+    gateway = {
+        "name": "gw",
+        "frontendPorts": [{"name": "p", "port": 8080}],
+        "backendAddressPools": [{"name": "pool", "backendAddresses": [{"ipAddress": "10.0.0.1"}]}],
+        "backendHttpSettingsCollection": [{"name": "s", "port": 80, "protocol": "Http"}],
+        "httpListeners": [
+            {"name": "used", "frontendPort": {"id": "/gw/frontendPorts/p"}, "protocol": "Http"},
+            {
+                "name": "unused",
+                "frontendPort": {"id": "/gw/frontendPorts/p"},
+                "hostNames": ["a.example"],
+            },
+        ],
+        "requestRoutingRules": [
+            {
+                "name": "ok",
+                "ruleType": "Basic",
+                "httpListener": {"id": "/gw/httpListeners/used"},
+                "backendAddressPool": {"id": "/gw/backendAddressPools/pool"},
+                "backendHttpSettings": {"id": "/gw/backendHttpSettingsCollection/s"},
+            },
+            {
+                "name": "dangling",
+                "ruleType": "Basic",
+                "httpListener": {"id": "/gw/httpListeners/unused"},
+                "backendAddressPool": {"id": "/gw/backendAddressPools/nosuchpool"},
+                "backendHttpSettings": {"id": "/gw/backendHttpSettingsCollection/s"},
+            },
+        ],
+    }
+    out = convert(gateway, "gw.json")
+    assert "[requestRoutingRule:ok]" in sections(out)
+    assert "[requestRoutingRule:dangling]" not in sections(out)
+    assert (
+        "; NOT CONVERTED: [requestRoutingRule:dangling]: its backendAddressPool refers to "
+        "backendAddressPool 'nosuchpool', which is not in the input"
+    ) in out
+    assert "; [requestRoutingRule:dangling]" in out
+    assert (
+        "; NOT CONVERTED: [httpListener:unused]: no converted requestRoutingRule uses it "
+        "(agw needs a rule for every listener)"
+    ) in out
+
+
+def test_lenientJson() -> None:
+    data, lenient = loadJson('{"a": [1, 2,], // comment\n "b": "x // not a comment", /* c */}')
+    assert lenient and data == {"a": [1, 2], "b": "x // not a comment"}
+    assert loadJson('{"a": 1}') == ({"a": 1}, False)
+    with pytest.raises(ArmImportError, match="not valid JSON"):
+        loadJson("{'a': 1}")
+
+
+def test_findGateways() -> None:
+    nested = {
+        "resources": [
+            {"type": "Microsoft.Network/virtualNetworks", "name": "vnet"},
+            {
+                "type": "Microsoft.Resources/deployments",
+                "name": "inner",
+                "properties": {
+                    "template": {
+                        "resources": [
+                            {
+                                "type": "Microsoft.Network/applicationGateways",
+                                "name": "g",
+                                "properties": {},
+                            }
+                        ]
+                    }
+                },
+            },
+        ]
+    }
+    [found] = findGateways(nested)
+    assert found.where == "resources[1].properties.template.resources[0]"
+    bicep = {
+        "languageVersion": "2.0",
+        "resources": {"agw": {"type": "Microsoft.Network/applicationGateways", "name": "g"}},
+    }
+    assert [g.where for g in findGateways(bicep)] == ["resources.agw"]
+    assert findGateways({"resources": []}) == []
+    assert findGateways([1, "x"]) == []
+
+
+# ---------------------------------------------------------------------------
+# (d) bad input: a message on stderr, exit status 1, no traceback
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("this is not json\n", "not valid JSON: Expecting value at line 1 column 1"),
+        ("", "the input is empty"),
+        (
+            '{"resources": [{"type": "Microsoft.Storage/storageAccounts", "name": "s"}]}',
+            "no application gateway found",
+        ),
+        ('{"hello": "world"}', "no application gateway found"),
+        ("[1, 2, 3]", "no application gateway found"),
+        (
+            '{"type": "Microsoft.Network/applicationGateways", "name": "empty", "properties": {}}',
+            "has nothing to convert",
+        ),
+    ],
+)
+def test_badInput(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "input.json"
+    path.write_text(content)
+    rc, out, err = runMain(capsys, str(path))
+    assert rc == 1
+    assert out == ""
+    assert err.startswith(f"agw-import-arm: error: {path}: ")
+    assert message in err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_missingFile(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rc, out, err = runMain(capsys, str(tmp_path / "nope.json"))
+    assert (rc, out) == (1, "")
+    assert (
+        err
+        == f"agw-import-arm: error: {tmp_path / 'nope.json'}: cannot read the file: No such file or directory\n"
+    )
+
+
+def test_badInputInAProcess(tmp_path: Path) -> None:
+    """The real command: no traceback reaches the terminal."""
+    path = tmp_path / "template.json"
+    path.write_text("<html>not json</html>")
+    result = subprocess.run(
+        [sys.executable, "-m", "agwtx.armimport", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("agw-import-arm: error: ")
+    assert "Traceback" not in result.stderr
+
+    ok = subprocess.run(
+        [sys.executable, "-m", "agwtx.armimport", "-"],
+        input=AZ_SHOW.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("; agw configuration imported by agw-import-arm from <stdin>\n")
+
+
+# ---------------------------------------------------------------------------
+# (e) the result is a configuration agw accepts
+# ---------------------------------------------------------------------------
+
+
+def _writePem(certPath: Path, keyPath: Path | None) -> None:
+    """A throwaway self-signed certificate (and key), valid for a day."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agw-import-arm test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    certPath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if keyPath is not None:
+        keyPath.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+
+def _importAndLoad(capsys: pytest.CaptureFixture[str], tmp_path: Path, source: Path) -> object:
+    config = pytest.importorskip("agwtx.config")
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    text = imported(capsys, source, "--tls-dir", str(tls))
+    ini = tmp_path / "gw.ini"
+    ini.write_text(text)
+    # Put dummy certificates where the placeholders point.
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    for section in parser.sections():
+        if section.startswith("sslCertificate:"):
+            _writePem(Path(parser[section]["certificate"]), Path(parser[section]["privateKey"]))
+        elif section.startswith("trustedRootCertificate:"):
+            _writePem(Path(parser[section]["certificate"]), None)
+    return config.loadConfig(ini)
+
+
+def test_articleLoads(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    gateway = _importAndLoad(capsys, tmp_path, ARTICLE)
+    listeners = gateway.httpListeners  # type: ignore[attr-defined]
+    assert listeners["appGatewayHttpsListener"].protocol == "Https"
+    assert listeners["appGatewayHttpsListener"].sslCertificate == "appGatewaySslCert1"
+    rules = gateway.requestRoutingRules  # type: ignore[attr-defined]
+    assert set(rules) == {"rule1", "ruleName2"}
+    assert rules["rule1"].backendAddressPool == "appGatewayBackendPool"
+    assert gateway.frontendPorts["appGatewayFrontendPort80"].port == 80  # type: ignore[attr-defined]
+
+
+def test_fullLoads(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    gateway = _importAndLoad(capsys, tmp_path, FULL)
+    rule = gateway.requestRoutingRules["httpsPathRule"]  # type: ignore[attr-defined]
+    assert (rule.ruleType, rule.urlPathMap, rule.rewriteRuleSet) == (
+        "PathBasedRouting",
+        "siteMap",
+        "securityHeaders",
+    )
+    pathMap = gateway.urlPathMaps["siteMap"]  # type: ignore[attr-defined]
+    assert [r.paths for r in pathMap.pathRules] == [("/images/*", "/img/*"), ("/old/*",)]
+    assert pathMap.pathRules[1].redirectConfiguration == "oldSite"
+    redirect = gateway.redirectConfigurations["httpToHttps"]  # type: ignore[attr-defined]
+    assert (redirect.redirectType, redirect.targetListener) == ("Permanent", "https-listener")
+    rewrite = gateway.rewriteRuleSets["securityHeaders"]  # type: ignore[attr-defined]
+    assert [r.name for r in rewrite.rules] == ["client_ip", "hsts"]
+    settings = gateway.backendHttpSettings["webSettings"]  # type: ignore[attr-defined]
+    assert (settings.connectionDraining, settings.cookieBasedAffinity, settings.probe) == (
+        60.0,
+        True,
+        "webProbe",
+    )
+    assert gateway.probes["webProbe"].statusCodes == ((200, 399), (401, 401))  # type: ignore[attr-defined]
+
+
+def test_azShowLoads(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    gateway = _importAndLoad(capsys, tmp_path, AZ_SHOW)
+    assert gateway.httpListeners["chatListener"].hostNames == ("chat.contoso.com",)  # type: ignore[attr-defined]
+    assert len(gateway.backendAddressPools["myBackendPool"].backendAddresses) == 2  # type: ignore[attr-defined]
