@@ -49,6 +49,11 @@ probed, since only a probe can bring a member back):
 
 Every result goes through L{PoolState.setHealth}, which records the reason
 and the time and logs each change of health.
+
+Members are read from the state at every tick, so draining members are
+probed until they are dropped (an affinity-pinned client may still use
+them).  After a reload, L{HealthService.refresh} starts probers for new pool
+states, restarts those whose probe changed and stops the rest.
 """
 
 from __future__ import annotations

@@ -363,14 +363,28 @@ class _Exchange:
         member = self.member
         if member is not None:
             member.inflight -= 1
-            self.ctx.passiveFailure(self.state, member, kind, str(reason.value if isinstance(reason, Failure) else reason))
-        if self.request.method in SAFE_RETRY and self.attempts < 2 and self.stream is None:
-            other = self.state.pick(exclude=self.tried)
-            if other is not None:
-                self.setAffinity = self.setAffinity or self.pinned is not None
-                self._connect(other)
-                return
+            detail = str(reason.value if isinstance(reason, Failure) else reason)
+            self.ctx.passiveFailure(self.state, member, kind, detail)
+        if self._failover():
+            return
         self._finishWithError(502, "Bad Gateway: the backend could not be reached")
+
+    def _failover(self) -> bool:
+        """
+        Try one other member for a request that is safe to repeat (GET, HEAD,
+        OPTIONS, nothing streamed): so a member that dies costs clients nothing.
+        """
+        if self.request.method not in SAFE_RETRY or self.stream is not None:
+            return False
+        if len(set(map(id, self.tried))) >= 2:
+            return False
+        other = self.state.pick(exclude=self.tried)
+        if other is None:
+            return False
+        self.setAffinity = self.setAffinity or self.pinned is not None
+        self.conn = None
+        self._connect(other)
+        return True
 
     # -- ResponseHandler
 
@@ -427,6 +441,10 @@ class _Exchange:
                 return
             if err.kind == "reset" and self.member is not None:
                 self.ctx.passiveFailure(self.state, self.member, "reset", err.detail)
+                self.member.inflight -= 1
+                if self._failover():
+                    return
+                self.member.inflight += 1  # _cleanup below takes it off again
         log.warn(
             "backend {member} failed: {error}", member=self.member.key if self.member else "-", error=str(err)
         )

@@ -50,6 +50,8 @@ class RawBackend:
         self.port: int = self.sock.getsockname()[1]
         self.connections = 0
         self.probes = 0
+        self.requests = 0
+        """Requests handed to the handler (health probes excluded)."""
         self.events: list[str] = []
         self.closed = threading.Event()
         self._stop = False
@@ -77,6 +79,7 @@ class RawBackend:
                 self.probes += 1
                 conn.sendall(PROBE_ANSWER)
                 return
+            self.requests += 1
             self.handler(conn, head, rest)
         except Exception as e:  # recorded for the test to inspect
             self.events.append(f"error: {e!r}")
