@@ -206,8 +206,11 @@ class GatewayService(MultiService):
         """
         from agwtx.config import ConfigError, loadConfig
 
+        from agwtx.plugin import checkPlugins
+
         try:
             new = loadConfig(self.config.path)
+            checkPlugins(new)
         except ConfigError as e:
             for line in e.errors:
                 self.log.error("reload rejected: {error}", error=line)

@@ -15,6 +15,7 @@ from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from agwtx.config import ConfigError, loadConfig, summarize
+from agwtx.plugin import checkPlugins
 from agwtx.model import GatewayConfig
 
 __all__ = ["Options", "makeService"]
@@ -53,11 +54,12 @@ class Options(usage.Options):
             ensureDemoCertificate(os.path.join(configDir, "demo-tls"))
         try:
             self.gatewayConfig = loadConfig(self["config"])
+            checkPlugins(self.gatewayConfig)
         except ConfigError as e:
-            if self["check"]:
-                sys.stderr.write(f"configuration has {len(e.errors)} error(s):\n{e}\n")
-                raise SystemExit(1)
-            raise usage.UsageError(f"invalid configuration:\n{e}")
+            # Not a UsageError: twistd would print the whole option help first
+            # and bury the errors.  Still at option-parse time, before daemonising.
+            sys.stderr.write(f"agw: configuration has {len(e.errors)} error(s):\n{e}\n")
+            raise SystemExit(1)
         if self["check"]:
             sys.stdout.write("configuration OK\n")
             for line in summarize(self.gatewayConfig):

@@ -1,0 +1,100 @@
+"""
+The installed entry point: twistd finds the plugin, --check validates, and a
+bad configuration stops start-up with the errors and exit status 1.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import IPlugin, getPlugins
+from zope.interface.verify import verifyObject
+
+from tests.support import ROOT, TWISTD, basicIni, freePort
+
+
+def test_twistd_plugin_is_discoverable() -> None:
+    makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
+    assert "agw" in makers
+    assert verifyObject(IServiceMaker, makers["agw"])
+    assert verifyObject(IPlugin, makers["agw"])
+
+
+def test_twistd_help_lists_agw() -> None:
+    out = subprocess.run([TWISTD, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert "agw" in out.stdout
+
+
+def test_check_ok_prints_summary(tmp_path: Path) -> None:
+    ini = tmp_path / "gw.ini"
+    ini.write_text(basicIni(freePort(), [freePort()]))
+    out = subprocess.run([TWISTD, "agw", "--config", str(ini), "--check"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "configuration OK"
+    assert "  listener l1: Http on tcp:" in out.stdout
+    assert "  rule r1 (Basic, priority 100): l1 -> pool pool (1 member), settings s1" in out.stdout
+
+
+def test_sample_config_checks(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [TWISTD, "agw", "--config", str(ROOT / "etc" / "gw.ini"), "--demo", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "rule rule1" in out.stdout and "rule rule2" in out.stdout
+
+
+def test_bad_config_stops_startup_with_errors_not_traceback(tmp_path: Path) -> None:
+    ini = tmp_path / "gw.ini"
+    bad = basicIni(freePort(), [freePort()], probe="interval = 0", settings="requestTimeout = 0")
+    plugin = basicIni(freePort(), [freePort()]).replace("ruleType = Basic", "ruleType = Plugin\nplugin = nosuch")
+    cases = [
+        (bad, 2, ["[backendHttpSettings:s1] requestTimeout: expected 1..86400", "[probe:p1] interval: expected 1..86400"]),
+        (plugin, 1, ["[requestRoutingRule:r1] plugin: unknown routing plugin 'nosuch'; available: headerRoute"]),
+    ]
+    for text, count, expected in cases:
+        ini.write_text(text)
+        for args in (["-n", "--pidfile="], []):
+            out = subprocess.run(
+                [TWISTD, *args, "agw", "--config", str(ini)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+            )
+            assert out.returncode == 1
+            assert "Traceback" not in out.stdout + out.stderr
+            lines = out.stderr.splitlines()
+            assert lines[0] == f"agw: configuration has {count} error(s):"
+            for message in expected:
+                assert any(line.startswith(f"{ini}:") and message in line for line in lines), (message, lines)
+            assert not (tmp_path / "twistd.pid").exists()  # it never daemonised
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [TWISTD, "agw", "--config", str(tmp_path / "nope.ini"), "--check"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "nope.ini" in out.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    ini = tmp_path / "gw.ini"
+    ini.write_text(basicIni(port, [freePort()]))
+    try:
+        out = subprocess.run(
+            [TWISTD, "-n", "--pidfile=", "agw", "--config", str(ini)], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        busy.close()
+    assert out.returncode != 0
+    assert "Address already in use" in out.stdout + out.stderr
