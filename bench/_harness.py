@@ -14,6 +14,9 @@ that the HTTP bench (``http_bench.py``) and later ones (WebSocket) share it:
               :func:`proxy_location`, :func:`nginx_argv`
 * agw:        :func:`write_agw_config`, :func:`agw_argv`
 * wrk:        :func:`run_wrk`, :func:`parse_wrk_output`, :class:`WrkResult`
+* node:       :func:`find_node`, :func:`missing_node_modules`
+* limits:     :func:`raise_nofile_limit`, :func:`read_proc_limit`,
+              :func:`count_proc_fds`, :func:`process_group_cpu_seconds`
 
 Every wait in here has a deadline; nothing loops forever.
 """
@@ -41,7 +44,12 @@ LOOPBACK = "127.0.0.1"
 STOP_GRACE_S = 5.0
 
 #: Debian package that provides each tool the benchmarks need.
-APT_PACKAGES: Mapping[str, str] = {"nginx": "nginx", "wrk": "wrk"}
+APT_PACKAGES: Mapping[str, str] = {
+    "nginx": "nginx",
+    "wrk": "wrk",
+    "node": "nodejs",
+    "npm": "npm",
+}
 
 
 class HarnessError(Exception):
@@ -392,12 +400,15 @@ def static_location(body: str = "hello\n", path: str = "/") -> str:
     return f'location {path} {{\n            return 200 "{escaped}";\n        }}'
 
 
-def proxy_location(upstream: str, path: str = "/", websocket: bool = False) -> str:
+def proxy_location(
+    upstream: str, path: str = "/", websocket: bool = False, buffering: bool = True
+) -> str:
     """A location proxying to ``upstream`` over pooled HTTP/1.1 connections.
 
     ``websocket=True`` forwards Upgrade/Connection instead of clearing
     Connection (needs the ``$connection_upgrade`` map that
-    :func:`write_nginx_conf` always defines).
+    :func:`write_nginx_conf` always defines). ``buffering=False`` adds
+    ``proxy_buffering off``.
     """
     if websocket:
         headers = (
@@ -407,6 +418,8 @@ def proxy_location(upstream: str, path: str = "/", websocket: bool = False) -> s
         )
     else:
         headers = 'proxy_set_header Connection "";'
+    if not buffering:
+        headers += "\n            proxy_buffering off;"
     return (
         f"location {path} {{\n"
         f"            proxy_pass http://{upstream};\n"
@@ -671,3 +684,97 @@ def run_wrk(
             f"wrk exited with status {out.returncode}: {' '.join(argv)}\n{stdout}{stderr}"
         )
     return parse_wrk_output(stdout)
+
+
+# --------------------------------------------------------------------------
+# node
+
+
+def find_node() -> str | None:
+    return find_executable("node", ["/usr/bin/node", "/usr/local/bin/node"])
+
+
+def missing_node_modules(package_dir: Path, names: Sequence[str]) -> list[str]:
+    """The npm packages of ``names`` not installed in ``package_dir``/node_modules."""
+    return [
+        name
+        for name in names
+        if not (package_dir / "node_modules" / name / "package.json").is_file()
+    ]
+
+
+# --------------------------------------------------------------------------
+# limits
+
+
+def raise_nofile_limit(want: int) -> tuple[int, int]:
+    """Raise this process's RLIMIT_NOFILE soft limit to at least ``want``
+    (and the hard limit too when allowed, i.e. as root, up to
+    /proc/sys/fs/nr_open). Children started afterwards inherit it.
+    Returns the (soft, hard) limits in force afterwards.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft >= want:
+        return soft, hard
+    try:
+        nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        nr_open = 1 << 20
+    target = min(want, nr_open)
+    if hard != resource.RLIM_INFINITY and hard < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, target))
+        except (ValueError, OSError):  # not privileged: go as far as hard
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    else:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def read_proc_limit(pid: int, name: str = "Max open files") -> int | None:
+    """The soft value of a /proc/PID/limits row (None when unreadable or
+    unlimited)."""
+    try:
+        text = Path(f"/proc/{pid}/limits").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name):
+            soft = line[len(name) :].split()[0]
+            return int(soft) if soft.isdigit() else None
+    return None
+
+
+def count_proc_fds(pid: int) -> int | None:
+    """How many file descriptors process ``pid`` has open (None if unknown)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+
+
+def process_group_cpu_seconds(pgid: int) -> float | None:
+    """User + system CPU seconds used so far by the live processes of
+    process group ``pgid`` (a :class:`ManagedProcess` is the leader of its
+    own group: nginx's master and workers, for example). None if none found.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    found = False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the ")" that ends the command name: state ppid pgrp
+        # session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) < 13 or int(fields[2]) != pgid:
+            continue
+        found = True
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks if found else None
