@@ -11,7 +11,7 @@ reached is a 502 and one that does not answer within C{requestTimeout} a
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, Any, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable
 
 from twisted.internet.interfaces import IDelayedCall, IPullProducer, IPushProducer
 from twisted.logger import Logger
@@ -121,8 +121,13 @@ def responseHeaders(headers: list[tuple[bytes, bytes]]) -> Headers:
     return out
 
 
-def errorPage(request: "GatewayRequest", code: int, message: str) -> int:
-    """A short plain-text error; the reason is also recorded for the access log."""
+def errorPage(
+    request: "GatewayRequest", code: int, message: str, extra: Iterable[tuple[bytes, bytes]] = ()
+) -> int:
+    """
+    A short plain-text error (plus C{extra} headers, e.g. a 426's
+    Sec-WebSocket-Version); the reason is also recorded for the access log.
+    """
     request.agwError = message
     if request.startedWriting:
         # Too late for a status: cut the connection so the client sees a truncated response.
@@ -139,6 +144,8 @@ def errorPage(request: "GatewayRequest", code: int, message: str) -> int:
             b"cache-control": [b"no-store"],
         }
     )
+    for name, value in extra:
+        request.responseHeaders.addRawHeader(name, value)
     if not request._disconnected:
         request.write(body)
         request.finish()

@@ -331,33 +331,6 @@ def _statusOf(statusLine: str | None) -> int | None:
     return None
 
 
-def _answer(
-    request: GatewayRequest, code: int, message: str, extra: Iterable[tuple[bytes, bytes]]
-) -> int:
-    """errorPage with extra response headers (426's version, a refusal's Location...)."""
-    extra = list(extra)
-    if not extra:
-        return errorPage(request, code, message)
-    request.agwError = message
-    if request.startedWriting or request._disconnected:
-        return errorPage(request, code, message)
-    body = f"{code} {message}\n".encode()
-    request.setResponseCode(code)
-    headers = Headers(
-        {
-            b"content-type": [b"text/plain; charset=utf-8"],
-            b"content-length": [b"%d" % len(body)],
-            b"cache-control": [b"no-store"],
-        }
-    )
-    for name, value in extra:
-        headers.addRawHeader(name, value)
-    request.responseHeaders = headers
-    request.write(body)
-    request.finish()
-    return NOT_DONE_YET
-
-
 # -- masking ------------------------------------------------------------------
 
 SMALL_MASK = 2048
@@ -1056,7 +1029,7 @@ class WebSocketSession:
         if self.phase == ENDED:
             return
         self._end()
-        _answer(self.request, code, message, extra)
+        errorPage(self.request, code, message, extra)
 
     # -- the backend answered
 
@@ -1545,7 +1518,7 @@ class WebSocketBridge:
         try:
             handshake = checkHandshake(request.method, request.clientproto, request.requestHeaders)
         except HandshakeError as e:
-            return _answer(request, e.code, e.message, e.headers)
+            return errorPage(request, e.code, e.message, e.headers)
         state = target.state
         settings = target.settings
         member: Member | None = None
