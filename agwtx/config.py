@@ -669,6 +669,18 @@ def _parseWorkers(text: str) -> int:
     return int(stripped)
 
 
+def _parseAccessLog(text: str) -> str:
+    value = text.strip()
+    if value in ("-", "off", "log"):
+        return value
+    if not os.path.isabs(value):
+        raise InvalidValue(f"expected -, off, log or an absolute file path, got {_got(text)}")
+    directory = os.path.dirname(value)
+    if not os.path.isdir(directory):
+        raise InvalidValue(f"the directory {directory} does not exist")
+    return value
+
+
 def _parseSecret(text: str) -> bytes:
     if len(text) < 16:
         # Never echo a secret back.
@@ -812,7 +824,7 @@ _KINDS = (
 _KIND_BY_LOWER = {kind.lower(): kind for kind in _KINDS}
 
 _KEYS: Mapping[str, tuple[str, ...]] = {
-    "gateway": ("admin", "affinitySecret", "workers", "shutdownGracePeriod"),
+    "gateway": ("accessLog", "admin", "affinitySecret", "workers", "shutdownGracePeriod"),
     "frontendPort": ("port", "interface", "endpoint"),
     "sslCertificate": ("certificate", "privateKey", "password"),
     "trustedRootCertificate": ("certificate",),
@@ -1131,6 +1143,7 @@ class _Loader:
         return GatewaySettings(
             **_kwargs(
                 admin=admin.strip() if admin else None,
+                accessLog=sec.get("accessLog", _parseAccessLog),
                 affinitySecret=sec.get("affinitySecret", _parseSecret),
                 workers=sec.get("workers", _parseWorkers),
                 shutdownGracePeriod=sec.get(

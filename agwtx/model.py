@@ -55,6 +55,9 @@ class GatewaySettings:
     """HMAC key for affinity cookies; None means generated per process."""
     workers: int = 1
     shutdownGracePeriod: float = 30.0
+    accessLog: str = "-"
+    """Where access-log lines go: C{-} (standard output), an absolute path,
+    C{log} (the twistd log, formatted by it: slower) or C{off}."""
 
 
 @dataclass(frozen=True)

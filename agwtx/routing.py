@@ -315,6 +315,8 @@ class GatewayContext:
         self.openWebSockets: set[Any] = set()
         """Open WebSocket bridges: objects with C{member} and C{close(code, reason)}."""
         self.reloadHandler: Callable[[], list[str]] | None = None
+        self.accessLogger = Logger(namespace="agw.access")
+        """Where access events go; the gateway service points it at the access log."""
         self.config: Any = None
         """The configuration in force (set by the gateway service, swapped on reload)."""
 
@@ -364,7 +366,7 @@ class GatewayContext:
     def accessLog(self, request: "GatewayRequest", aborted: bool = False) -> None:
         duration = self.reactor.seconds() - request.agwStart
         status = 499 if aborted else request.code
-        self.log.info(
+        self.accessLogger.info(
             '{client} "{method} {uri}" {status} {bytes} {duration_ms:.1f}ms '
             "listener={listener} rule={rule} pool={pool} member={member}",
             client=request.clientIP,

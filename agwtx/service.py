@@ -60,6 +60,8 @@ class GatewayService(MultiService):
         self.upstream = UpstreamPool(reactor)
         secret = config.gateway.affinitySecret or affinitySecret
         self.ctx = GatewayContext(reactor, self.upstream, AffinityCodec(secret))
+        self.accessWriter: Any = None
+        self._setAccessLog(config.gateway.accessLog)
         self.ctx.webSocketHandler = WebSocketBridge(self.ctx)
         self.routers = self._buildRouters(config, self.ctx.pools, None)
         self.sites: dict[str, GatewaySite] = {}
@@ -83,6 +85,15 @@ class GatewayService(MultiService):
         # --- end issue 3 ---
         self.ctx.reloadHandler = self.reload
         self.ctx.config = config
+
+    def _setAccessLog(self, target: str) -> None:
+        from agwtx.accesslog import accessPublisher
+
+        publisher, writer = accessPublisher(self.reactor, target)
+        if self.accessWriter is not None:
+            self.accessWriter.close()
+        self.accessWriter = writer
+        self.ctx.accessLogger = Logger(namespace="agw.access", observer=publisher)
 
     # -- building
 
@@ -189,6 +200,9 @@ class GatewayService(MultiService):
         poll()
 
         def rest(_: Any) -> Any:
+            if self.accessWriter is not None:
+                self.accessWriter.close()
+                self.accessWriter = None
             # The stop was orderly: exit 0 rather than re-raising SIGTERM
             # (twistd's default), so supervisors see a clean stop.
             if getattr(self.reactor, "_exitSignal", None) is not None:
@@ -266,6 +280,8 @@ class GatewayService(MultiService):
         for name in list(self.listeners):
             if name not in routers:
                 self._removeListener(name)
+        if new.gateway.accessLog != self.config.gateway.accessLog:
+            self._setAccessLog(new.gateway.accessLog)
         self.ctx.pools = pools
         self.routers = routers
         self.config = new

@@ -82,7 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h  # noqa: E402
 
-ROWS = ("direct", "nginx", "agw")
+ROWS = ("direct", "nginx", "agw", "agw-w2")
 BODY = "hello\n"
 
 
@@ -199,19 +199,20 @@ class Bench:
                 {"backend": [f"{h.LOOPBACK}:{self.backend_port}"]},
             )
             return port, proc
-        assert row == "agw"
+        assert row in ("agw", "agw-w2")
         twistd = self.args.twistd or h.find_twistd()
         if not twistd:
             raise h.HarnessError(
                 "no twistd found (none next to sys.executable, none on PATH): "
                 "run 'make setup' and pass --twistd .venv/bin/twistd"
             )
-        config = h.write_agw_config(self.workdir / "gw.ini", port, [self.backend_port])
+        extra = "\n[gateway]\nworkers = 2\n" if row == "agw-w2" else ""
+        config = h.write_agw_config(self.workdir / f"{row}.ini", port, [self.backend_port], extra=extra)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = h.ManagedProcess(
-            "agw",
+            row,
             h.agw_argv(twistd, config),
-            self.workdir / "agw.log",
+            self.workdir / f"{row}.log",
             cwd=h.repo_root(),
             env=env,
         )

@@ -783,6 +783,16 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         ["@2: [gateway] workers: expected 1..64 or auto, got 'many'"],
     ),
     (
+        "accessLog relative path",
+        "[gateway]\naccessLog = logs/access.log\n",
+        ["@2: [gateway] accessLog: expected -, off, log or an absolute file path, got 'logs/access.log'"],
+    ),
+    (
+        "accessLog missing directory",
+        "[gateway]\naccessLog = /nonexistent-dir/access.log\n",
+        ["@2: [gateway] accessLog: the directory /nonexistent-dir does not exist"],
+    ),
+    (
         "shutdownGracePeriod",
         "[gateway]\nshutdownGracePeriod = 2h\n",
         ["@2: [gateway] shutdownGracePeriod: expected 0..3600 seconds, got 2h"],

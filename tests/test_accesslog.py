@@ -1,0 +1,72 @@
+"""The access log: its line format, its config key, and lines from a real gateway."""
+
+from __future__ import annotations
+
+import http.client
+import time
+from pathlib import Path
+
+from twisted.internet.testing import MemoryReactorClock
+
+from agwtx.accesslog import AccessLogWriter, formatAccessLine
+from tests.support import basicIni, freePort, startBackend, startGateway
+
+EVENT = {
+    "client": "203.0.113.9",
+    "method": "GET",
+    "uri": "/a?b=1",
+    "status": 200,
+    "bytes": 31,
+    "duration_ms": 1.234,
+    "listener": "l1",
+    "rule": "r1",
+    "pool": "pool",
+    "member": "127.0.0.1:8081",
+    "error": None,
+}
+
+
+def test_line_format() -> None:
+    assert formatAccessLine(EVENT, "T") == (
+        'T 203.0.113.9 "GET /a?b=1" 200 31 1.2ms listener=l1 rule=r1 pool=pool member=127.0.0.1:8081\n'
+    )
+    assert formatAccessLine({**EVENT, "status": 502, "error": "Bad Gateway: x"}, "T").endswith(
+        ' error="Bad Gateway: x"\n'
+    )
+
+
+def test_writer_buffers_and_flushes_within_a_second(tmp_path: Path) -> None:
+    clock = MemoryReactorClock()
+    path = tmp_path / "access.log"
+    writer = AccessLogWriter(clock, str(path))
+    writer({**EVENT, "log_time": 1_700_000_000.5})
+    assert path.read_text() == ""  # buffered, not a syscall per request
+    clock.advance(1.0)
+    text = path.read_text()
+    assert text.count("\n") == 1 and '"GET /a?b=1" 200 31' in text
+    writer.close()
+
+
+def test_gateway_writes_access_lines_to_file(tmp_path: Path) -> None:
+    b, pb = startBackend(tmp_path, "A")
+    port = freePort()
+    log = tmp_path / "access.log"
+    gw = startGateway(tmp_path, basicIni(port, [pb], gateway=f"accessLog = {log}"), port)
+    try:
+        for path in ("/", "/status/404"):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("GET", path)
+            c.getresponse().read()
+            c.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and log.read_text().count("\n") < 2:
+            time.sleep(0.1)
+        lines = log.read_text().splitlines()
+        assert len(lines) == 2
+        assert '127.0.0.1 "GET /" 200 30 ' in lines[0]
+        assert f"listener=l1 rule=r1 pool=pool member=127.0.0.1:{pb}" in lines[0]
+        assert '"GET /status/404" 404 0 ' in lines[1]
+        assert "[agw.access" not in gw.output()  # not duplicated into the twistd log
+    finally:
+        gw.stop()
+        b.stop()
