@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test check bench conformance lint
+.PHONY: setup run test check bench conformance conformance-full
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,15 @@ check: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+conformance: setup
+	WSTEST=$$(bash conformance/setup-wstest.sh | tail -n 1) && \
+	$(PY) conformance/run_autobahn.py --cases '1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*,12.1.*,13.1.*'
+
+conformance-full: setup
+	WSTEST=$$(bash conformance/setup-wstest.sh | tail -n 1) && \
+	$(PY) conformance/run_autobahn.py --timeout 3600 --cases '1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*,12.*,13.*'
+
+bench: setup
+	$(PY) bench/http_bench.py
+	npm ci --prefix bench --silent && $(PY) bench/ws_bench.py --idle 9000

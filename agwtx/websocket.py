@@ -668,6 +668,10 @@ class _Leg:
     # -- control frames
 
     def onPing(self, payload: bytes) -> None:
+        if self.closeHeld:
+            # The peer already sent its close: nothing it sends may be
+            # answered any more (RFC 6455 5.5.1; Autobahn case 7.1.3).
+            return
         self.session.lastActivity = self._now()
         super().onPing(payload)  # type: ignore[misc]
 
