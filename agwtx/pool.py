@@ -98,20 +98,20 @@ class PoolState:
     def inherit(self, old: "PoolState", drain: bool) -> list[Member]:
         """
         Take over what a reload must not lose from the state this one
-        replaces: the health of members that stay, and (with C{drain}) the
-        members that were removed, kept as draining so that affinity-pinned
-        clients and open connections can finish.  Returns the removed members.
+        replaces: the members that stay, as the same objects (with their
+        health, and the open connections that hold them, which a later
+        removal must find to drain), and (with C{drain}) the members that
+        were removed, kept as draining so that affinity-pinned clients and
+        open connections can finish.  A member back in the pool while it
+        drained is no longer draining.  Returns the removed members.
         """
         removed: list[Member] = []
         for m in old.members:
             mine = self.byKey.get(m.key)
             if mine is not None:
-                mine.health = m.health
-                mine.lastReason = m.lastReason
-                mine.lastChange = m.lastChange
-                mine.lastProbe = m.lastProbe
-                mine.consecutiveFailures = m.consecutiveFailures
-                mine.draining = False
+                self.members[self.members.index(mine)] = m
+                self.byKey[m.key] = m
+                m.draining = False
             elif not m.draining or drain:
                 removed.append(m)
                 if drain:

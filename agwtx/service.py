@@ -6,11 +6,13 @@ Reload (SIGHUP, or POST /reload on the admin endpoint) parses and validates
 the file again; an invalid file is logged error by error and changes
 nothing.  A valid one is swapped in at once: each port's Site gets its new
 routing table in one assignment, listeners are added or removed as needed,
-unchanged (pool, settings) pairs keep their state, changed ones inherit the
-health of the members that stay, and removed members drain: no new requests
-(affinity-pinned clients excepted, as in Azure), open requests and
-WebSockets go on for the settings' C{connectionDraining} seconds, then the
-WebSockets are closed with 1001.  Connections in flight keep the objects they
+unchanged (pool, settings) pairs keep their state, changed ones take over
+the members that stay (the same objects, health included), and removed
+members drain: no new requests (affinity-pinned clients excepted, as in
+Azure), open requests and WebSockets go on for the settings'
+C{connectionDraining} seconds, then the WebSockets are closed with 1001.  A
+member put back before its drain ends is not closed; one removed again
+drains from that removal.  Connections in flight keep the objects they
 started with.
 
 Stop (SIGTERM): stop accepting, let in-flight requests finish and
@@ -21,6 +23,7 @@ the WebSockets with 1001 and exit.
 from __future__ import annotations
 
 from typing import Any, Callable
+from weakref import WeakKeyDictionary
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -68,6 +71,8 @@ class GatewayService(MultiService):
         self.listeners: dict[str, StreamServerEndpointService] = {}
         self.endpoints: dict[str, str] = {}
         self.drains: list[Any] = []
+        self.drainOf: WeakKeyDictionary[Member, object] = WeakKeyDictionary()
+        """Each draining member's latest drain (a token): the one that ends it."""
         self.stopping = False
         for name, router in self.routers.items():
             self._addListener(config, name, router)
@@ -315,15 +320,31 @@ class GatewayService(MultiService):
         keys = ", ".join(m.key for m in members)
         if seconds <= 0:
             self.log.info("members removed from pool {pool}: {members}", pool=state.name, members=keys)
+            for m in members:
+                self.drainOf.pop(m, None)
             self._endDrain(state, members)
             return
         self.log.info(
             "draining {members} from pool {pool} for {seconds}s", members=keys, pool=state.name, seconds=seconds
         )
-        self.drains.append(self.reactor.callLater(seconds, self._endDrain, state, members))
+        token = object()
+        for m in members:
+            self.drainOf[m] = token
+        self.drains.append(self.reactor.callLater(seconds, self._endDrain, state, members, token))
 
-    def _endDrain(self, state: PoolState, members: list[Member]) -> None:
+    def _endDrain(
+        self, state: PoolState, members: list[Member], token: object | None = None
+    ) -> None:
         self.drains = [c for c in self.drains if c.active()]
+        if token is not None:
+            # Not this drain's to end: members back in the pool since (no
+            # longer draining), and members removed again by a later reload
+            # (whose own drain ends them).
+            members = [m for m in members if m.draining and self.drainOf.get(m) is token]
+            for m in members:
+                del self.drainOf[m]
+            if not members:
+                return
         state.dropMembers(members)
         self.ctx.closeWebSockets(1001, "backend removed from the pool", members=members)
 
