@@ -5,6 +5,7 @@ that the HTTP bench (``http_bench.py``) and later ones (WebSocket) share it:
 
 * ports:      :func:`free_port` (ephemeral range, 127.0.0.1),
               :func:`wait_for_port`, :func:`wait_for_http`, :func:`http_get`
+              (both also over HTTPS, given an ``ssl.SSLContext``)
 * processes:  :class:`ManagedProcess` (own session, output to a log file,
               SIGTERM then SIGKILL after a grace period, context manager),
               :func:`install_sigterm_handler`, :func:`read_proc_status_kb`
@@ -13,6 +14,10 @@ that the HTTP bench (``http_bench.py``) and later ones (WebSocket) share it:
 * nginx:      :func:`write_nginx_conf` with :func:`static_location` and
               :func:`proxy_location`, :func:`nginx_argv`
 * agw:        :func:`write_agw_config`, :func:`agw_argv`
+* TLS:        :class:`TlsFiles`, :func:`make_tls_files` (a self-signed
+              certificate), :func:`client_ssl_context`,
+              :func:`run_tls_handshakes` / :class:`HandshakeResult` (new TLS
+              connections per second, no session resumption)
 * wrk:        :func:`run_wrk`, :func:`parse_wrk_output`, :class:`WrkResult`
 * node:       :func:`find_node`, :func:`missing_node_modules`
 * limits:     :func:`raise_nofile_limit`, :func:`read_proc_limit`,
@@ -25,11 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
+import multiprocessing
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -132,9 +139,20 @@ def wait_for_port(
         time.sleep(0.05)
 
 
-def http_get(host: str, port: int, path: str = "/", timeout: float = 2.0) -> tuple[int, bytes]:
-    """One plain GET; returns (status, body). Raises OSError/HTTPException."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+def http_get(
+    host: str,
+    port: int,
+    path: str = "/",
+    timeout: float = 2.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[int, bytes]:
+    """One GET (over HTTPS when ``ssl_context`` is given); returns (status,
+    body). Raises OSError/HTTPException (ssl.SSLError is an OSError)."""
+    conn: http.client.HTTPConnection
+    if ssl_context is not None:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_context)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Host": f"{host}:{port}"})
         resp = conn.getresponse()
@@ -150,10 +168,13 @@ def wait_for_http(
     path: str = "/",
     expect_status: int = 200,
     process: ManagedProcess | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> bytes:
     """Wait until ``host:port`` accepts, then until GET ``path`` answers
     ``expect_status``; both within ``timeout`` s in total. Returns the body.
+    With ``ssl_context`` the GET goes over HTTPS.
     """
+    scheme = "https" if ssl_context is not None else "http"
     deadline = time.monotonic() + timeout
     wait_for_port(host, port, timeout, process)
     last = "no answer"
@@ -165,7 +186,9 @@ def wait_for_http(
             )
         remaining = deadline - time.monotonic()
         try:
-            status, body = http_get(host, port, path, timeout=max(0.2, min(2.0, remaining)))
+            status, body = http_get(
+                host, port, path, timeout=max(0.2, min(2.0, remaining)), ssl_context=ssl_context
+            )
             if status == expect_status:
                 return body
             last = f"HTTP {status} {body[:200]!r}"
@@ -173,7 +196,7 @@ def wait_for_http(
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() >= deadline:
             raise ProcessStartError(
-                f"GET http://{host}:{port}{path} did not answer {expect_status} "
+                f"GET {scheme}://{host}:{port}{path} did not answer {expect_status} "
                 f"within {timeout:.0f} s (last: {last})",
                 process.log_tail() if process else "",
             )
@@ -438,9 +461,14 @@ def write_nginx_conf(
     keepalive: int = 64,
     worker_processes: int = 1,
     keepalive_requests: int = 1_000_000,
+    tls: TlsFiles | None = None,
 ) -> Path:
     """Write ``<workdir>/<name>/nginx.conf``; everything nginx writes (pid,
     error log, temp dirs) stays in ``<workdir>/<name>``. Returns the path.
+
+    With ``tls`` the server listens with ``ssl`` on that certificate,
+    ``ssl_protocols TLSv1.2 TLSv1.3`` and ``ssl_session_cache
+    shared:SSL:10m`` (nginx's default ciphers and session tickets).
 
     ``upstreams`` maps an upstream name to its ``host:port`` servers; each
     gets ``keepalive <keepalive>``. ``keepalive_requests`` is raised well
@@ -465,6 +493,16 @@ def write_nginx_conf(
             f"    }}\n"
         )
     location_text = "\n        ".join(locations)
+    if tls is not None:
+        listen = (
+            f"listen {LOOPBACK}:{listen_port} ssl;\n"
+            f"        ssl_certificate {tls.certificate};\n"
+            f"        ssl_certificate_key {tls.private_key};\n"
+            f"        ssl_protocols TLSv1.2 TLSv1.3;\n"
+            f"        ssl_session_cache shared:SSL:10m;"
+        )
+    else:
+        listen = f"listen {LOOPBACK}:{listen_port};"
     conf = f"""\
 # generated by agw bench/_harness.py
 worker_processes {worker_processes};
@@ -494,7 +532,7 @@ http {{
 
 {"".join(upstream_blocks)}
     server {{
-        listen {LOOPBACK}:{listen_port};
+        {listen}
         {location_text}
     }}
 }}
@@ -520,16 +558,31 @@ def write_agw_config(
     backend_ports: Sequence[int],
     name: str = "bench",
     extra: str = "",
+    tls: TlsFiles | None = None,
 ) -> Path:
     """Write the minimal Basic-rule gw.ini (one listener, one pool) of the
-    DESIGN.md format: 127.0.0.1:agw_port -> 127.0.0.1:backend_ports."""
+    DESIGN.md format: 127.0.0.1:agw_port -> 127.0.0.1:backend_ports.
+
+    With ``tls`` the listener is ``protocol = Https`` with an
+    ``[sslCertificate:<name>]`` on those files (the backend leg stays Http).
+    """
     addresses = ", ".join(f"{LOOPBACK}:{port}" for port in backend_ports)
+    if tls is not None:
+        certificate = (
+            f"\n[sslCertificate:{name}]\n"
+            f"certificate = {tls.certificate}\n"
+            f"privateKey = {tls.private_key}\n"
+        )
+        listener_tls = f"protocol = Https\nsslCertificate = {name}"
+    else:
+        certificate = ""
+        listener_tls = "protocol = Http"
     text = f"""\
 ; generated by agw bench/_harness.py
 [frontendPort:{name}]
 port = {agw_port}
 interface = {LOOPBACK}
-
+{certificate}
 [backendAddressPool:{name}]
 backendAddresses = {addresses}
 
@@ -539,7 +592,7 @@ protocol = Http
 
 [httpListener:{name}]
 frontendPort = {name}
-protocol = Http
+{listener_tls}
 
 [requestRoutingRule:{name}]
 ruleType = Basic
@@ -560,6 +613,234 @@ def agw_argv(twistd: str, config: Path) -> list[str]:
 def repo_root() -> Path:
     """The agw repository root: the parent of this bench/ directory."""
     return Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------
+# TLS
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsFiles:
+    """A PEM certificate and its unencrypted private key."""
+
+    certificate: Path
+    private_key: Path
+    how: str = ""  # what made it (for the report)
+
+
+def make_tls_files(directory: Path, timeout: float = 30.0) -> TlsFiles:
+    """A self-signed certificate for 127.0.0.1 / localhost in ``directory``.
+
+    Made with ``agwtx.democert.ensureDemoCertificate`` (EC P-256, the
+    ``cryptography`` package) when agw is importable (the repo root is added
+    to sys.path), else with ``openssl req`` (also EC P-256, same names).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    root = str(repo_root())
+    if root not in sys.path:
+        sys.path.append(root)
+    try:
+        from agwtx.democert import ensureDemoCertificate
+    except ImportError as exc:
+        reason = f"agwtx.democert not importable ({exc})"
+    else:
+        cert, key = ensureDemoCertificate(directory)
+        return TlsFiles(Path(cert), Path(key), "agwtx.democert (EC P-256)")
+    openssl = find_executable("openssl", ["/usr/bin/openssl"])
+    if openssl is None:
+        raise HarnessError(f"cannot make a certificate: {reason}, and no openssl found")
+    cert, key = directory / "bench-cert.pem", directory / "bench-key.pem"
+    argv = [
+        openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-days", "7", "-subj", "/O=agw bench/CN=localhost",
+        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1",
+        "-keyout", str(key), "-out", str(cert),
+    ]  # fmt: skip
+    try:
+        out = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise HarnessError(f"cannot make a certificate with openssl: {exc}") from exc
+    if out.returncode != 0:
+        raise HarnessError(
+            "openssl req failed: " + (out.stdout + out.stderr).decode("utf-8", "replace")
+        )
+    return TlsFiles(cert, key, "openssl req (EC P-256)")
+
+
+def client_ssl_context(cafile: Path | None = None) -> ssl.SSLContext:
+    """A TLS 1.2+ client context: verifying against ``cafile`` (and the
+    host name), or verifying nothing when ``cafile`` is None."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cafile is None:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx.load_verify_locations(cafile=str(cafile))
+    return ctx
+
+
+@dataclasses.dataclass
+class HandshakeResult:
+    """Figures from :func:`run_tls_handshakes` (latencies in ms)."""
+
+    connections: int  # completed: full handshake + one 200 response + close
+    duration_s: float
+    per_sec: float
+    processes: int
+    latency_ms: dict[str, float]  # "50", "99": connect to end of response
+    errors: dict[str, int]  # error kind -> count (bad status included)
+    session_reused: int  # handshakes that resumed a session: must be 0
+    protocols: dict[str, int]  # "TLSv1.3 TLS_AES_256_GCM_SHA384" -> count
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _percentile(sorted_values: Sequence[float], pct: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(pct / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def _tls_worker_init() -> None:
+    """Pool worker set-up: die on SIGTERM (Pool.terminate) without the
+    bench's KeyboardInterrupt handler; leave Ctrl-C to the parent."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _tls_handshake_worker(job: tuple[str, int, str, float, float, float]) -> dict[str, Any]:
+    """One client process of :func:`run_tls_handshakes`: from ``start_at``
+    until ``end_at`` (time.monotonic, the same clock in every process on
+    Linux), one new TCP + TLS connection after another, each with a full
+    handshake (a fresh SSLSocket, no session passed: nothing to resume), one
+    ``GET`` with ``Connection: close``, and the response read to EOF."""
+    host, port, path, start_at, end_at, timeout = job
+    ctx = client_ssl_context(None)  # no verification: keep the client cheap
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+    delay = start_at - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+    ok = 0
+    reused = 0
+    errors: dict[str, int] = {}
+    protocols: dict[str, int] = {}
+    latencies: list[float] = []
+    while True:
+        began = time.monotonic()
+        if began >= end_at:
+            break
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as raw:
+                with ctx.wrap_socket(raw, server_hostname=host) as conn:
+                    conn.sendall(request)
+                    data = bytearray()
+                    while len(data) < 1 << 20:  # bounded: 1 MiB, each recv <= timeout
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if conn.session_reused:
+                        reused += 1
+                    cipher = conn.cipher()
+                    protocol = f"{conn.version()} {cipher[0] if cipher else '?'}"
+        except (OSError, ValueError) as exc:  # ssl.SSLError, timeouts: OSError
+            kind = type(exc).__name__
+            errors[kind] = errors.get(kind, 0) + 1
+            time.sleep(0.005)  # do not spin on a refusing port
+            continue
+        if not data.startswith(b"HTTP/1.1 200 "):
+            kind = "status " + bytes(data[9:12]).decode("latin-1", "replace")
+            errors[kind] = errors.get(kind, 0) + 1
+            continue
+        ok += 1
+        latencies.append((time.monotonic() - began) * 1000.0)
+        protocols[protocol] = protocols.get(protocol, 0) + 1
+    return {
+        "ok": ok,
+        "reused": reused,
+        "errors": errors,
+        "protocols": protocols,
+        "latencies": latencies,
+        "finished": time.monotonic(),
+    }
+
+
+def run_tls_handshakes(
+    host: str,
+    port: int,
+    duration_s: float,
+    processes: int = 4,
+    path: str = "/",
+    timeout: float = 5.0,
+    lead_s: float = 0.5,
+    slack_s: float = 30.0,
+) -> HandshakeResult:
+    """New TLS connections per second against ``https://host:port``.
+
+    ``processes`` forked client processes (Python ``ssl``, the system
+    OpenSSL) each loop for ``duration_s``: connect, full TLS handshake (no
+    session resumption: every connection is a fresh SSLSocket given no
+    session), ``GET path`` with ``Connection: close``, read the response to
+    EOF. Only connections that got a 200 count. All processes start at the
+    same instant (``lead_s`` after the call). Bounded: the pool is
+    terminated if the results are not in ``slack_s`` after the end.
+
+    Why not ``wrk -H 'Connection: close'``: wrk does reconnect then, but it
+    keeps the TLS session of each connection slot (SSL_clear keeps it) and
+    resumes it, so almost every reconnection is an abbreviated handshake.
+    """
+    if processes < 1:
+        raise HarnessError("need at least one client process")
+    context = multiprocessing.get_context("fork")
+    start_at = time.monotonic() + lead_s
+    end_at = start_at + duration_s
+    jobs = [(host, port, path, start_at, end_at, timeout)] * processes
+    pool = context.Pool(processes, initializer=_tls_worker_init)
+    try:
+        pending = pool.map_async(_tls_handshake_worker, jobs)
+        try:
+            parts = pending.get(timeout=lead_s + duration_s + slack_s)
+        except multiprocessing.TimeoutError as exc:
+            raise HarnessError(
+                f"TLS clients did not finish within {lead_s + duration_s + slack_s:.0f} s"
+            ) from exc
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+    ok = sum(part["ok"] for part in parts)
+    elapsed = max(max(part["finished"] for part in parts), end_at) - start_at
+    errors: dict[str, int] = {}
+    protocols: dict[str, int] = {}
+    for part in parts:
+        for kind, count in part["errors"].items():
+            errors[kind] = errors.get(kind, 0) + count
+        for kind, count in part["protocols"].items():
+            protocols[kind] = protocols.get(kind, 0) + count
+    latencies = sorted(value for part in parts for value in part["latencies"])
+    latency_ms: dict[str, float] = {}
+    for pct in (50, 99):
+        value = _percentile(latencies, pct)
+        if value is not None:
+            latency_ms[str(pct)] = value
+    return HandshakeResult(
+        connections=ok,
+        duration_s=elapsed,
+        per_sec=ok / elapsed if elapsed > 0 else 0.0,
+        processes=processes,
+        latency_ms=latency_ms,
+        errors=errors,
+        session_reused=sum(part["reused"] for part in parts),
+        protocols=protocols,
+    )
 
 
 # --------------------------------------------------------------------------

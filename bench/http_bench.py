@@ -6,6 +6,7 @@ Usage (from anywhere; the gateway is run from the repo root, bench/..)::
     .venv/bin/python bench/http_bench.py                 # all rows, 10 s each
     python3 bench/http_bench.py --only direct,nginx --duration 3
     python3 bench/http_bench.py --twistd .venv/bin/twistd --json /tmp/http.json
+    .venv/bin/python bench/http_bench.py --only nginx-tls,agw-tls --duration 5
 
 Needs the Debian packages ``nginx`` (/usr/sbin/nginx) and ``wrk``; when one
 is missing the script prints the ``apt-get install -y ...`` line and exits 2.
@@ -27,8 +28,33 @@ after an unreported warm-up run (``--warmup``, 2 s) against the same target:
     (127.0.0.1:<agw port> -> 127.0.0.1:<backend port>). Its output goes to
     ``agw.log`` in the temp dir; if it does not come up, the last 30 lines
     are printed. Its RSS (VmRSS, and peak VmHWM) is read after its run.
+``agw-w2``
+    The same with ``[gateway] workers = 2``.
+``nginx-tls``
+    The ``nginx`` row's proxy (same upstream keepalive) behind an HTTPS
+    server block: ``listen 127.0.0.1:PORT ssl``, ``ssl_protocols TLSv1.2
+    TLSv1.3``, ``ssl_session_cache shared:SSL:10m``.
+``agw-tls``
+    The ``agw`` row's gateway with an Https listener (``protocol = Https``,
+    ``sslCertificate = bench``; the backend leg stays plain HTTP).
 
-Both nginx processes get ``access_log off`` and ``keepalive_requests`` raised
+The two TLS rows share one self-signed EC P-256 certificate for 127.0.0.1
+made at run time in the temp dir (``agwtx.democert``; ``openssl req`` when
+agw is not importable). Each is measured twice, for ``--duration`` each:
+
+1. keep-alive: ``wrk`` on ``https://`` with the same connections as the
+   other rows (req/s, p50, p99), after the warm-up;
+2. new TLS connections per second: ``--tls-clients`` (4) client processes
+   (Python ``ssl``), each looping connect, full handshake, ``GET /`` with
+   ``Connection: close``, read to EOF; no session resumption (checked: the
+   ``resumed`` column must be 0). Only 200 responses count. The server's
+   CPU time over that run, divided by the connections, is printed too: on
+   a small machine the client processes need CPU as well, so connections/s
+   can be client bound while CPU ms per connection is not.
+   (``wrk -H 'Connection: close'`` is not used for this: wrk reconnects but
+   resumes its previous TLS session on almost every reconnection.)
+
+All nginx processes get ``access_log off`` and ``keepalive_requests`` raised
 to 1000000 (client side and upstream), so nginx does not recycle keep-alive
 connections every 1000 requests, which the gateway does not do either.
 
@@ -46,12 +72,23 @@ errors), then::
     agw RSS after run: N.N MiB (peak N.N MiB)
 
 (figures that need a row that was skipped or failed print as ``n/a``).
+When a TLS row runs, an HTTPS part follows: the keep-alive table of the TLS
+rows, a table of new connections (conn/s, p50 and p99 of connect to end of
+response, errors, resumed sessions, server CPU ms per connection), then::
+
+    agw-tls/nginx-tls keep-alive req/s ratio: X.XXX
+    agw-tls/nginx-tls new connections/s ratio: X.XXX
+    server CPU per new connection: agw-tls X.XX ms, nginx-tls Y.YY ms
+    agw-tls RSS after run: N.N MiB (peak N.N MiB)
+
+Only the parts whose rows run are printed.
 
 Options:
     --duration S        seconds per measured row (default 10)
     --warmup S          warm-up seconds per row, not reported (default 2; 0 = none)
     --connections N     wrk connections (default 50)
     --threads N         wrk threads (default 1)
+    --tls-clients N     client processes for new TLS connections (default 4)
     --only ROWS         comma list of rows to run, e.g. ``agw,direct``
     --skip ROWS         comma list of rows to leave out
     --twistd PATH       twistd to run agw with (default: next to
@@ -82,7 +119,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h  # noqa: E402
 
-ROWS = ("direct", "nginx", "agw", "agw-w2")
+PLAIN_ROWS = ("direct", "nginx", "agw", "agw-w2")
+TLS_ROWS = ("nginx-tls", "agw-tls")
+ROWS = PLAIN_ROWS + TLS_ROWS
 BODY = "hello\n"
 
 
@@ -112,6 +151,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per row")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument(
+        "--tls-clients",
+        type=int,
+        default=4,
+        help="client processes for the new-TLS-connections test",
+    )
     parser.add_argument("--only", type=_rows_arg, help="rows to run, e.g. agw,direct")
     parser.add_argument("--skip", type=_rows_arg, default=[], help="rows to leave out")
     parser.add_argument("--twistd", help="twistd executable for the agw row")
@@ -125,6 +170,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("need 1 <= --threads <= --connections")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0")
+    if not 1 <= args.tls_clients <= 64:
+        parser.error("need 1 <= --tls-clients <= 64")
     selected = args.only or list(ROWS)
     args.rows = [row for row in ROWS if row in selected and row not in args.skip]
     if not args.rows:
@@ -148,6 +195,14 @@ class Bench:
         self.backend_port = 0
         self.backend_proc: h.ManagedProcess | None = None
         self.results: dict[str, dict[str, Any]] = {}
+        self._tls: h.TlsFiles | None = None
+
+    def tls(self) -> h.TlsFiles:
+        """The TLS rows' certificate, made on first use."""
+        if self._tls is None:
+            self._tls = h.make_tls_files(self.workdir / "tls")
+            log(f"self-signed certificate by {self._tls.how}: {self._tls.certificate}")
+        return self._tls
 
     def port(self) -> int:
         port = h.free_port(h.LOOPBACK, self.used_ports)
@@ -161,8 +216,9 @@ class Bench:
         port: int,
         locations: list[str],
         upstreams: dict[str, list[str]] | None = None,
+        tls: h.TlsFiles | None = None,
     ) -> h.ManagedProcess:
-        conf = h.write_nginx_conf(self.workdir, name, port, locations, upstreams)
+        conf = h.write_nginx_conf(self.workdir, name, port, locations, upstreams, tls=tls)
         proc = h.ManagedProcess(
             f"nginx[{name}]", h.nginx_argv(self.nginx, conf), self.workdir / f"{name}.log"
         )
@@ -170,9 +226,15 @@ class Bench:
         log(f"started {proc.name} pid {proc.pid} on {h.LOOPBACK}:{port}")
         return proc
 
-    def ready(self, port: int, proc: h.ManagedProcess | None) -> list[str]:
-        """Wait for a 200 on GET /; returns warnings (e.g. unexpected body)."""
-        body = h.wait_for_http(h.LOOPBACK, port, self.args.start_timeout, process=proc)
+    def ready(
+        self, port: int, proc: h.ManagedProcess | None, tls: h.TlsFiles | None = None
+    ) -> list[str]:
+        """Wait for a 200 on GET /; returns warnings (e.g. unexpected body).
+        With ``tls``, over HTTPS, verifying that certificate and 127.0.0.1."""
+        context = h.client_ssl_context(tls.certificate) if tls else None
+        body = h.wait_for_http(
+            h.LOOPBACK, port, self.args.start_timeout, process=proc, ssl_context=context
+        )
         if body != BODY.encode():
             return [f"GET / answered 200 with body {body[:80]!r}, expected {BODY!r}"]
         return []
@@ -189,17 +251,19 @@ class Bench:
         """Start the server of ``row``; returns (port to load, its process)."""
         if row == "direct":
             return self.backend_port, None
+        tls = self.tls() if row in TLS_ROWS else None
         port = self.port()
-        if row == "nginx":
+        if row in ("nginx", "nginx-tls"):
             proc = self.start_nginx(
                 stack,
-                "proxy",
+                "proxy" if row == "nginx" else "proxy-tls",
                 port,
                 [h.proxy_location("backend")],
                 {"backend": [f"{h.LOOPBACK}:{self.backend_port}"]},
+                tls=tls,
             )
             return port, proc
-        assert row in ("agw", "agw-w2")
+        assert row in ("agw", "agw-w2", "agw-tls")
         twistd = self.args.twistd or h.find_twistd()
         if not twistd:
             raise h.HarnessError(
@@ -207,7 +271,9 @@ class Bench:
                 "run 'make setup' and pass --twistd .venv/bin/twistd"
             )
         extra = "\n[gateway]\nworkers = 2\n" if row == "agw-w2" else ""
-        config = h.write_agw_config(self.workdir / f"{row}.ini", port, [self.backend_port], extra=extra)
+        config = h.write_agw_config(
+            self.workdir / f"{row}.ini", port, [self.backend_port], extra=extra, tls=tls
+        )
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = h.ManagedProcess(
             row,
@@ -224,8 +290,9 @@ class Bench:
         args = self.args
         with ExitStack() as stack:  # the row's own server stops with the row
             port, proc = self.start_target(stack, row)
-            warnings = self.ready(port, proc or self.backend_proc)
-            url = f"http://{h.LOOPBACK}:{port}/"
+            tls = self.tls() if row in TLS_ROWS else None
+            warnings = self.ready(port, proc or self.backend_proc, tls)
+            url = f"{'https' if tls else 'http'}://{h.LOOPBACK}:{port}/"
             if args.warmup > 0:
                 log(f"{row}: warm-up {args.warmup:g} s")
                 h.run_wrk(self.wrk, url, args.warmup, args.connections, args.threads)
@@ -237,15 +304,52 @@ class Bench:
                     f"{result.non_2xx_3xx} non-2xx/3xx responses, socket errors "
                     f"{result.socket_errors}"
                 )
+            if tls is not None and proc is not None:
+                row_data["handshake"] = self.measure_handshakes(row, port, proc, warnings)
             if proc is not None and not proc.alive:
                 warnings.append(f"{proc.name} exited during the run ({proc.returncode})")
-            if row == "agw" and proc is not None:
+            if row in ("agw", "agw-tls") and proc is not None:
                 row_data["rss_kb"] = h.read_proc_status_kb(proc.pid, "VmRSS")
                 row_data["hwm_kb"] = h.read_proc_status_kb(proc.pid, "VmHWM")
             row_data["warnings"] = warnings
             for warning in warnings:
                 log(f"{row}: WARNING: {warning}")
             return row_data
+
+    def measure_handshakes(
+        self, row: str, port: int, proc: h.ManagedProcess, warnings: list[str]
+    ) -> dict[str, Any]:
+        """New TLS connections per second (see the module docstring), with
+        the server's CPU seconds (its whole process group) over the run."""
+        args = self.args
+        log(
+            f"{row}: new TLS connections for {args.duration:g} s, "
+            f"{args.tls_clients} client processes"
+        )
+        cpu_before = h.process_group_cpu_seconds(proc.pid)
+        result = h.run_tls_handshakes(h.LOOPBACK, port, args.duration, args.tls_clients)
+        cpu_after = h.process_group_cpu_seconds(proc.pid)
+        data = result.as_dict()
+        cpu = (
+            cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
+        )
+        data["server_cpu_s"] = cpu
+        data["server_cpu_ms_per_conn"] = (
+            cpu * 1000.0 / result.connections if cpu is not None and result.connections else None
+        )
+        data["p50_ms"] = result.latency_ms.get("50")
+        data["p99_ms"] = result.latency_ms.get("99")
+        if result.connections == 0:
+            raise h.HarnessError(f"no TLS connection succeeded: errors {result.errors}")
+        if result.errors:
+            warnings.append(f"new TLS connections: errors {result.errors}")
+        if result.session_reused:
+            warnings.append(f"{result.session_reused} TLS sessions were resumed (expected 0)")
+        log(
+            f"{row}: {result.per_sec:.1f} new connections/s, "
+            f"{', '.join(f'{k} x{v}' for k, v in result.protocols.items())}"
+        )
+        return data
 
     def run(self) -> None:
         with ExitStack() as stack:
@@ -282,28 +386,125 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             return None
         return float(row["p50_ms"] - direct["p50_ms"])
 
+    nginx_tls, agw_tls = ok("nginx-tls"), ok("agw-tls")
+
+    def shake(row: dict[str, Any] | None, key: str) -> float | None:
+        value = row.get("handshake", {}).get(key) if row else None
+        return None if value is None else float(value)
+
+    def div(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
     return {
         "agw_nginx_rps_ratio": ratio,
         "added_p50_ms": {"agw": added(agw), "nginx": added(nginx)},
         "agw_rss_kb": agw.get("rss_kb") if agw else None,
         "agw_hwm_kb": agw.get("hwm_kb") if agw else None,
+        "tls": {
+            "keepalive_rps_ratio": div(
+                agw_tls["requests_per_sec"] if agw_tls else None,
+                nginx_tls["requests_per_sec"] if nginx_tls else None,
+            ),
+            "new_conn_per_sec_ratio": div(
+                shake(agw_tls, "per_sec"), shake(nginx_tls, "per_sec")
+            ),
+            "server_cpu_ms_per_conn": {
+                "agw-tls": shake(agw_tls, "server_cpu_ms_per_conn"),
+                "nginx-tls": shake(nginx_tls, "server_cpu_ms_per_conn"),
+            },
+            "agw_rss_kb": agw_tls.get("rss_kb") if agw_tls else None,
+            "agw_hwm_kb": agw_tls.get("hwm_kb") if agw_tls else None,
+        },
     }
+
+
+def _print_wrk_table(rows: list[str], results: dict[str, dict[str, Any]], width: int) -> None:
+    print(
+        f"{'row':<{width}} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} "
+        f"{'sock-err':>8}"
+    )
+    for row in rows:
+        data = results.get(row, {"ok": False, "error": "not run"})
+        if not data.get("ok"):
+            error = (data.get("error", "").splitlines() or [""])[0][:100]
+            print(f"{row:<{width}} {'FAILED':>10}  {error}")
+            continue
+        print(
+            f"{row:<{width}} {data['requests_per_sec']:>10.1f} {_fmt(data['p50_ms'], '.3f'):>9} "
+            f"{_fmt(data['p99_ms'], '.3f'):>9} {data['non_2xx_3xx']:>8} "
+            f"{sum(data['socket_errors'].values()):>8}"
+        )
+
+
+def _mib(kb: float | None) -> str:
+    return _fmt(kb / 1024 if kb else None, ".1f")
 
 
 def print_report(
     rows: list[str], results: dict[str, dict[str, Any]], summary: dict[str, Any]
 ) -> None:
-    print(f"{'row':<8} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'sock-err':>8}")
+    plain = [row for row in rows if row in PLAIN_ROWS]
+    tls_rows = [row for row in rows if row in TLS_ROWS]
+    if plain:
+        print_plain_report(plain, results, summary)
+    if tls_rows:
+        if plain:
+            print()
+        print_tls_report(tls_rows, results, summary["tls"])
+    sys.stdout.flush()
+
+
+def print_tls_report(
+    rows: list[str], results: dict[str, dict[str, Any]], tls: dict[str, Any]
+) -> None:
+    print("HTTPS keep-alive (wrk):")
+    _print_wrk_table(rows, results, 10)
+    print()
+    clients = next(
+        (results[r]["handshake"]["processes"] for r in rows if "handshake" in results.get(r, {})),
+        None,
+    )
+    print(
+        "new TLS connections (full handshake + GET, Connection: close, no resumption; "
+        f"{clients if clients is not None else '?'} client processes):"
+    )
+    print(
+        f"{'row':<10} {'conn/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>8} "
+        f"{'resumed':>8} {'srv CPU ms/conn':>16}"
+    )
     for row in rows:
-        data = results.get(row, {"ok": False, "error": "not run"})
-        if not data.get("ok"):
-            print(f"{row:<8} {'FAILED':>10}  {data.get('error', '').splitlines()[0][:100]}")
+        data = results.get(row, {})
+        shake = data.get("handshake") if data.get("ok") else None
+        if shake is None:
+            error = (data.get("error", "not run").splitlines() or [""])[0][:100]
+            print(f"{row:<10} {'FAILED':>10}  {error}")
             continue
         print(
-            f"{row:<8} {data['requests_per_sec']:>10.1f} {_fmt(data['p50_ms'], '.3f'):>9} "
-            f"{_fmt(data['p99_ms'], '.3f'):>9} {data['non_2xx_3xx']:>8} "
-            f"{sum(data['socket_errors'].values()):>8}"
+            f"{row:<10} {shake['per_sec']:>10.1f} {_fmt(shake['p50_ms'], '.3f'):>9} "
+            f"{_fmt(shake['p99_ms'], '.3f'):>9} {sum(shake['errors'].values()):>8} "
+            f"{shake['session_reused']:>8} {_fmt(shake['server_cpu_ms_per_conn'], '.3f'):>16}"
         )
+    print()
+    print(f"agw-tls/nginx-tls keep-alive req/s ratio: {_fmt(tls['keepalive_rps_ratio'], '.3f')}")
+    print(
+        f"agw-tls/nginx-tls new connections/s ratio: {_fmt(tls['new_conn_per_sec_ratio'], '.3f')}"
+    )
+    cpu = tls["server_cpu_ms_per_conn"]
+    print(
+        f"server CPU per new connection: agw-tls {_fmt(cpu['agw-tls'], '.2f')} ms, "
+        f"nginx-tls {_fmt(cpu['nginx-tls'], '.2f')} ms"
+    )
+    if "agw-tls" in rows:
+        print(
+            f"agw-tls RSS after run: {_mib(tls['agw_rss_kb'])} MiB "
+            f"(peak {_mib(tls['agw_hwm_kb'])} MiB)"
+        )
+
+
+def print_plain_report(
+    rows: list[str], results: dict[str, dict[str, Any]], summary: dict[str, Any]
+) -> None:
+    _print_wrk_table(rows, results, 8)
     print()
     print(f"agw/nginx req/s ratio: {_fmt(summary['agw_nginx_rps_ratio'], '.3f')}")
     added = summary["added_p50_ms"]
@@ -317,7 +518,6 @@ def print_report(
             f"agw RSS after run: {_fmt(rss / 1024 if rss else None, '.1f')} MiB "
             f"(peak {_fmt(hwm / 1024 if hwm else None, '.1f')} MiB)"
         )
-    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                 "warmup_s": args.warmup,
                 "connections": args.connections,
                 "threads": args.threads,
+                "tls_clients": args.tls_clients,
                 "rows": args.rows,
                 "nginx": h.tool_version([nginx, "-v"]),
                 "wrk": h.tool_version([wrk, "-v"]),
