@@ -312,7 +312,7 @@ class _Exchange:
         else:
             # A streamed upload may take long: the backend's time starts when the body is complete.
             self.stream.onEnd = self._startTimer
-        self.request.notifyFinish().addErrback(self._clientGone)
+        self.request.agwOnLost = self._clientGone
         self._connect(member)
 
     def _startTimer(self) -> None:

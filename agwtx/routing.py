@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 from urllib.parse import unquote_to_bytes
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.web.server import NOT_DONE_YET
 
 from agwtx.affinity import AffinityCodec
@@ -50,6 +50,11 @@ __all__ = [
 ]
 
 log = Logger(namespace="agw.routing")
+
+ACCESS_FORMAT = (
+    '{client} "{method} {uri}" {status} {bytes} {duration_ms:.1f}ms '
+    "listener={listener} rule={rule} pool={pool} member={member}"
+)
 
 
 # -- pure helpers ---------------------------------------------------------
@@ -315,7 +320,7 @@ class GatewayContext:
         self.openWebSockets: set[Any] = set()
         """Open WebSocket bridges: objects with C{member} and C{close(code, reason)}."""
         self.reloadHandler: Callable[[], list[str]] | None = None
-        self.accessLogger = Logger(namespace="agw.access")
+        self.accessObserver: Callable[[dict[str, Any]], None] = globalLogPublisher
         """Where access events go; the gateway service points it at the access log."""
         self.config: Any = None
         """The configuration in force (set by the gateway service, swapped on reload)."""
@@ -364,23 +369,34 @@ class GatewayContext:
         pass
 
     def accessLog(self, request: "GatewayRequest", aborted: bool = False) -> None:
-        duration = self.reactor.seconds() - request.agwStart
+        """
+        Emit the request's access event: a twisted.logger event (namespace
+        C{agw.access}) handed straight to the access observer, without
+        L{Logger}'s per-call work (it is on every request's path).
+        """
+        now = self.reactor.seconds()
+        duration = now - request.agwStart
         status = 499 if aborted else request.code
-        self.accessLogger.info(
-            '{client} "{method} {uri}" {status} {bytes} {duration_ms:.1f}ms '
-            "listener={listener} rule={rule} pool={pool} member={member}",
-            client=request.clientIP,
-            method=request.method.decode("latin-1"),
-            uri=request.uri.decode("latin-1"),
-            status=status,
-            bytes=request.sentLength,
-            duration_ms=duration * 1000,
-            listener=request.agwListener,
-            rule=request.agwRule,
-            pool=request.agwPool,
-            member=request.agwMember,
-            error=request.agwError,
-            event="access",
+        self.accessObserver(
+            {
+                "log_format": ACCESS_FORMAT,
+                "log_level": LogLevel.info,
+                "log_namespace": "agw.access",
+                "log_source": None,
+                "log_time": now,
+                "client": request.clientIP,
+                "method": request.method.decode("latin-1"),
+                "uri": request.uri.decode("latin-1"),
+                "status": status,
+                "bytes": request.sentLength,
+                "duration_ms": duration * 1000,
+                "listener": request.agwListener,
+                "rule": request.agwRule,
+                "pool": request.agwPool,
+                "member": request.agwMember,
+                "error": request.agwError,
+                "event": "access",
+            }
         )
         self.metrics.request(
             request.agwListener or "-", request.agwRule or "-", request.agwPool or "-", status, duration

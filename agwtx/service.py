@@ -98,7 +98,7 @@ class GatewayService(MultiService):
         if self.accessWriter is not None:
             self.accessWriter.close()
         self.accessWriter = writer
-        self.ctx.accessLogger = Logger(namespace="agw.access", observer=publisher)
+        self.ctx.accessObserver = publisher
 
     # -- building
 
@@ -150,7 +150,9 @@ class GatewayService(MultiService):
             endpoint = reusePortEndpoint(self.reactor, fp.endpoint)
         else:
             endpoint = serverFromString(self.reactor, fp.endpoint)
-        svc = StreamServerEndpointService(endpoint, self._siteFactory(config, name, site))
+        factory = self._siteFactory(config, name, site)
+        site.secure = factory is not site or fp.endpoint.startswith("ssl:")
+        svc = StreamServerEndpointService(endpoint, factory)
         svc._raiseSynchronously = True
         svc.setName(f"frontendPort:{name}")
         svc.setServiceParent(self)

@@ -48,11 +48,10 @@ class GatewayRequest(server.Request):
         self.site = site
         site.ctx.activeRequests += 1
         self._counted = True
-        self.notifyFinish().addBoth(self._done)
         self.agwStart = site.ctx.reactor.seconds()
-        peer = self.getClientAddress()
-        self.clientIP = getattr(peer, "host", "-")
-        self.listenerPort = site.listenerPort or getattr(self.getHost(), "port", 0)
+        self.clientIP = getattr(self.client, "host", "-")
+        self._secure = site.secure
+        self.listenerPort = site.listenerPort or getattr(self.host, "port", 0)
 
     _counted = False
 
@@ -62,12 +61,37 @@ class GatewayRequest(server.Request):
             self._counted = False
             self.site.ctx.activeRequests -= 1
 
+    agwOnLost: Any = None
+    """Called with the reason when the client goes away before the response
+    is finished (the proxy aborts its backend request).  A plain hook rather
+    than C{notifyFinish}: two Deferreds per request are measurable here."""
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        self._done(None)
+        hook, self.agwOnLost = self.agwOnLost, None
+        if hook is not None:
+            hook(reason)
+
+    def _cleanup(self) -> None:
+        self.agwOnLost = None
+        super()._cleanup()
+        self._done(None)
+
     def handedOver(self) -> None:
         """
         The connection now belongs to someone else (a WebSocket bridge took
         over the transport): it is no longer an HTTP request in flight.
         """
         self._done(None)
+
+    _secure = False
+
+    def isSecure(self) -> bool:
+        """Whether the listener is HTTPS: known per port, no interface lookup per request."""
+        if self._prepared:
+            return self._secure
+        return bool(super().isSecure())
 
     def gotLength(self, length: int | None) -> None:
         """
@@ -134,6 +158,8 @@ class GatewaySite(server.Site):
         self.ctx = ctx
         self.router = router
         self.listenerPort = listenerPort or 0
+        self.secure = False
+        """Set by the gateway service when this port is wrapped in TLS."""
 
     def resolve(self, request: GatewayRequest) -> tuple[Any, int, str]:
         """(target, 0, "") for a routable request, else (None, status, message)."""
