@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable
 
-from twisted.internet.interfaces import IDelayedCall, IPullProducer, IPushProducer
+from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -293,7 +293,7 @@ class _Exchange:
         self.member: Member | None = None
         self.conn: UpstreamConnection | None = None
         self.cancelConnect: Callable[[], None] | None = None
-        self.timer: IDelayedCall | None = None
+        self.timing = False
         self.lastActivity = 0.0
         self.headSent = False
         self.done = False
@@ -316,8 +316,9 @@ class _Exchange:
         self._connect(member)
 
     def _startTimer(self) -> None:
-        if not self.done and self.timer is None:
-            self.timer = self.ctx.reactor.callLater(self.target.settings.requestTimeout, self._timedOut)
+        if not self.done and not self.timing:
+            self.timing = True
+            self.ctx.deadlines.add(self, self.target.settings.requestTimeout, self._timedOut)
 
     def _connect(self, member: Member) -> None:
         self.member = member
@@ -466,9 +467,9 @@ class _Exchange:
             if not self.stream.ended and self.request.channel is not None:
                 # Answered before the client finished sending: close after this response.
                 self.request.channel.persistent = False
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
+        if self.timing:
+            self.timing = False
+            self.ctx.deadlines.remove(self)
         if self.member is not None:
             self.member.inflight -= 1
             self.ctx.memberDone(self.state, self.member)
@@ -478,7 +479,7 @@ class _Exchange:
         errorPage(self.request, code, message)
 
     def _timedOut(self) -> None:
-        self.timer = None
+        self.timing = False
         if self.done:
             return
         if self.headSent:
@@ -486,7 +487,8 @@ class _Exchange:
             now = self.ctx.reactor.seconds()
             timeout = self.target.settings.requestTimeout
             if self.lastActivity and now - self.lastActivity < timeout:
-                self.timer = self.ctx.reactor.callLater(timeout - (now - self.lastActivity), self._timedOut)
+                self.timing = True
+                self.ctx.deadlines.add(self, timeout - (now - self.lastActivity), self._timedOut)
                 return
         self._abortUpstream()
         if self.member is not None:

@@ -315,6 +315,10 @@ class GatewayContext:
         from agwtx.metrics import GatewayMetrics
 
         self.metrics = GatewayMetrics(self)
+        from agwtx.deadlines import Deadlines
+
+        self.deadlines = Deadlines(reactor)
+        """Request timeouts (a sweep, not a timer per request)."""
         self.activeRequests = 0
         """HTTP requests being answered now (graceful stop waits for them)."""
         self.openWebSockets: set[Any] = set()

@@ -200,6 +200,7 @@ class GatewayService(MultiService):
                 )
             closing = self.ctx.closeWebSockets(1001, "gateway shutting down")
             self.upstream.closeAll()
+            self.ctx.deadlines.stop()
             closing.addBoth(lambda _: done.callback(None))
 
         for d in listeners:

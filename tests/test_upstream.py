@@ -210,3 +210,44 @@ def test_backpressure_pauses_backend_socket(env: Any) -> None:
     conn.dataReceived(b"67890")
     # finishing a response resumes the socket before it goes back to the pool
     assert rec.done and transport.producerState == "producing"
+
+
+def test_deadlines_fire_overdue_only_and_stop_sweeping_when_empty() -> None:
+    from twisted.internet.task import Clock
+
+    from agwtx.deadlines import Deadlines
+
+    clock = Clock()
+    d = Deadlines(clock, resolution=0.25)
+    fired: list[str] = []
+    d.add("a", 1.0, lambda: fired.append("a"))
+    d.add("b", 2.0, lambda: fired.append("b"))
+    d.add("c", 1.0, lambda: fired.append("c"))
+    d.remove("c")  # finished in time
+    clock.advance(0.75)
+    assert fired == []
+    clock.advance(0.25)
+    assert fired == ["a"]
+    d.add("b", 0.5, lambda: fired.append("b2"))  # re-armed (activity): the later callback wins
+    clock.advance(0.5)
+    assert fired == ["a", "b2"]
+    assert clock.getDelayedCalls() == []  # nothing left: no sweeping
+
+
+def test_deadline_callback_error_does_not_stop_the_sweep() -> None:
+    from twisted.internet.task import Clock
+
+    from agwtx.deadlines import Deadlines
+
+    clock = Clock()
+    d = Deadlines(clock)
+    fired: list[int] = []
+
+    def boom() -> None:
+        raise RuntimeError("x")
+
+    d.add(1, 0.1, boom)
+    d.add(2, 0.6, lambda: fired.append(2))
+    clock.advance(0.25)
+    clock.advance(0.5)
+    assert fired == [2]
