@@ -207,3 +207,48 @@ def test_workers_share_ports_restart_reload_and_affinity(tmp_path: Path) -> None
             os.kill(pid, signal.SIGKILL)
         a.stop()
         b.stop()
+
+
+def test_socket_activation_systemd_endpoint(tmp_path: Path) -> None:
+    """A frontendPort with a systemd: endpoint listens on the socket systemd passes (LISTEN_FDS)."""
+    import subprocess
+
+    from tests.support import TWISTD
+
+    b, pb = startBackend(tmp_path, "A")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port = sock.getsockname()[1]
+    ini = basicIni(port, [pb]).replace(
+        f"port = {port}\ninterface = 127.0.0.1", "endpoint = systemd:domain=INET:index=0"
+    )
+    cfg = tmp_path / "gw.ini"
+    cfg.write_text(ini)
+    os.set_inheritable(sock.fileno(), True)
+    # systemd passes the socket as fd 3 with LISTEN_FDS=1, LISTEN_FDNAMES and LISTEN_PID=<the service pid>.
+    script = f'exec 3<&{sock.fileno()}; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec "$0" "$@"'
+    log = open(tmp_path / "gw.log", "wb")
+    proc = subprocess.Popen(
+        ["bash", "-c", script, TWISTD, "-n", "--pidfile=", "agw", "--config", str(cfg)],
+        pass_fds=(sock.fileno(),),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    sock.close()  # only the gateway holds it now
+    try:
+        assert waitFor(lambda: _tryGet(port) == b"Hello from agw demo backend A\n", timeout=20), (
+            tmp_path / "gw.log"
+        ).read_text()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+        b.stop()
+
+
+def _tryGet(port: int) -> bytes | None:
+    try:
+        return get(port)[1]
+    except OSError:
+        return None
