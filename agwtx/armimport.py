@@ -67,6 +67,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agwtx.config import REWRITE_VARIABLES, UNREWRITABLE_HEADERS
+
 __all__ = [
     "DEFAULT_TLS_DIR",
     "SECTION_ORDER",
@@ -1091,33 +1093,10 @@ _PROTOCOLS = {"http": "Http", "https": "Https"}
 _REDIRECT_TYPES = {t.lower(): t for t in ("Permanent", "Found", "SeeOther", "Temporary")}
 _RULE_TYPES = {"basic": "Basic", "pathbasedrouting": "PathBasedRouting"}
 
-# Rewrite variables agw knows (see agwtx.config).
-_REWRITE_VARIABLES = frozenset(
-    {
-        "var_client_ip",
-        "var_client_port",
-        "var_host",
-        "var_query_string",
-        "var_request_uri",
-        "var_ssl_enabled",
-        "var_uri_path",
-    }
-)
+# What agw's config accepts in rewrite rules: one list, shared with the loader.
+_REWRITE_VARIABLES = REWRITE_VARIABLES
 _HEADER_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_UNREWRITABLE_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-    }
-)
+_UNREWRITABLE_HEADERS = UNREWRITABLE_HEADERS
 
 
 def _variableProblem(name: str, inResponse: bool) -> str | None:

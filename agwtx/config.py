@@ -559,6 +559,8 @@ _VARIABLES = (
     "var_uri_path",
 )
 _VARIABLES_EXPECTED = ", ".join(_VARIABLES + ("http_req_<Header>", "http_resp_<Header>"))
+REWRITE_VARIABLES = frozenset(_VARIABLES)
+"""The C{var_*} variables rewrite rules may use."""
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -631,6 +633,10 @@ def _parseHeaderName(text: str, response: bool) -> str:
     if lowered == "content-length":
         raise InvalidValue(f"header {_got(text)} frames the message and cannot be rewritten")
     return text
+
+
+UNREWRITABLE_HEADERS = _HOP_BY_HOP | {"content-length"}
+"""Headers a rewrite rule may not set or remove (lowercase)."""
 
 
 def _parseCookieName(text: str) -> str:
