@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test check bench conformance conformance-full
+.PHONY: setup run test lint check bench conformance conformance-full
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ run: setup
 check: setup
 	$(VENV)/bin/twistd agw --config etc/gw.ini --demo --check
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check agwtx twisted tests bench conformance
+	$(VENV)/bin/ruff format --check agwtx twisted tests bench conformance
+
+test: lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 conformance: setup

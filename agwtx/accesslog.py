@@ -28,8 +28,8 @@ def formatAccessLine(event: dict[str, Any], stamp: str) -> str:
     """C{<time> <client> "<method> <uri>" <status> <bytes> <ms>ms listener=... rule=... pool=... member=...}"""
     line = (
         f'{stamp} {event["client"]} "{event["method"]} {event["uri"]}" {event["status"]} '
-        f'{event["bytes"]} {event["duration_ms"]:.1f}ms listener={event["listener"]} '
-        f'rule={event["rule"]} pool={event["pool"]} member={event["member"]}'
+        f"{event['bytes']} {event['duration_ms']:.1f}ms listener={event['listener']} "
+        f"rule={event['rule']} pool={event['pool']} member={event['member']}"
     )
     error = event.get("error")
     if error:
@@ -104,5 +104,3 @@ def accessPublisher(reactor: Any, target: str) -> tuple[LogPublisher, AccessLogW
     writer = AccessLogWriter(reactor, target)
     publisher.addObserver(writer)
     return publisher, writer
-
-

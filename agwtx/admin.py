@@ -42,11 +42,7 @@ def isoTime(seconds: float | None) -> str | None:
     """A reactor time (POSIX seconds) as ISO 8601 in UTC, or None."""
     if seconds is None:
         return None
-    return (
-        datetime.fromtimestamp(seconds, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _server(member: Member) -> dict[str, Any]:

@@ -570,9 +570,7 @@ class ArmEvaluator:
         if declared is None:
             raise _ArmError(f"parameter {name!r} is not declared")
         if not isinstance(declared, dict) or "defaultValue" not in declared:
-            return _opaque(
-                "param", name, f"parameter '{name}' has no defaultValue (pass --parameters FILE)"
-            )
+            return _opaque("param", name, f"parameter '{name}' has no defaultValue (pass --parameters FILE)")
         return self.scoped(("p", lowered), lambda: self.deep(declared["defaultValue"]))
 
     def variable(self, name: str) -> Any:
@@ -639,12 +637,8 @@ class ArmEvaluator:
                 "subscriptionId": _opaque(
                     "deploy", "subscription().subscriptionId", "known only at deployment"
                 ),
-                "tenantId": _opaque(
-                    "deploy", "subscription().tenantId", "known only at deployment"
-                ),
-                "displayName": _opaque(
-                    "deploy", "subscription().displayName", "known only at deployment"
-                ),
+                "tenantId": _opaque("deploy", "subscription().tenantId", "known only at deployment"),
+                "displayName": _opaque("deploy", "subscription().displayName", "known only at deployment"),
             }
         if name == "resourcegroup":
             return {
@@ -736,7 +730,7 @@ class ArmEvaluator:
         C{resourceId([subscriptionId,] [resourceGroupName,] type, name1, ...)}
         as a C{/subscriptions/...} id (subscription and group unresolved unless given).
         """
-        for index, arg in enumerate(args):
+        for index, arg in enumerate(args):  # noqa: B007 (index is used after the loop)
             if _RESOURCE_TYPE_RE.fullmatch(arg):
                 break
         else:
@@ -749,9 +743,7 @@ class ArmEvaluator:
             else _opaque("deploy", "subscription().subscriptionId", "known only at deployment")
         )
         group = (
-            prefix[-1]
-            if prefix
-            else _opaque("deploy", "resourceGroup().name", "known only at deployment")
+            prefix[-1] if prefix else _opaque("deploy", "resourceGroup().name", "known only at deployment")
         )
         path = f"/subscriptions/{subscription}/resourceGroups/{group}/providers/{namespace}"
         for i, type_ in enumerate(types):
@@ -1028,8 +1020,7 @@ _ELEMENT_NOT_CONVERTED: Mapping[str, str] = {
     "defaultloaddistributionpolicy": "agw balances round robin over healthy members",
     "authenticationcertificates": "v1 authentication certificates; use trustedRootCertificates",
     "backendipconfigurations": (
-        "members that are NICs or VM scale set instances; add their addresses "
-        "to backendAddresses by hand"
+        "members that are NICs or VM scale set instances; add their addresses to backendAddresses by hand"
     ),
     "minservers": "agw has no minimum healthy-member count for probes",
     "copy": "ARM copy loops are not evaluated; list the values by hand",
@@ -1124,9 +1115,7 @@ def _variableProblem(name: str, inResponse: bool) -> str | None:
 class _Converter:
     """Turns one gateway into sections; see L{convert}."""
 
-    def __init__(
-        self, gateway: FoundGateway, evaluator: ArmEvaluator | _Literal, tlsDir: str
-    ) -> None:
+    def __init__(self, gateway: FoundGateway, evaluator: ArmEvaluator | _Literal, tlsDir: str) -> None:
         self.gateway = gateway
         self.evaluator = evaluator
         self.tlsDir = tlsDir.rstrip("/") or "/"
@@ -1212,9 +1201,7 @@ class _Converter:
     def newItem(self, kind: str, element: Any, index: int) -> tuple[_Item, _View] | None:
         """Name an element of a collection and give its properties as a L{_View}."""
         if not isinstance(element, dict):
-            self.top.append(
-                f"NOT CONVERTED: {kind} #{index + 1}: expected an object, got {_brief(element)}"
-            )
+            self.top.append(f"NOT CONVERTED: {kind} #{index + 1}: expected an object, got {_brief(element)}")
             return None
         props = _get(element, "properties")
         if isinstance(props, dict):
@@ -1228,9 +1215,7 @@ class _Converter:
         if azure is None:
             azure = f"{kind}{index + 1}"
             note = "the input gives no name"
-        candidate = (
-            azure if _NAME_RE.fullmatch(azure) else _sanitise(azure, _NAME_RE, "A-Za-z0-9_.-")
-        )
+        candidate = azure if _NAME_RE.fullmatch(azure) else _sanitise(azure, _NAME_RE, "A-Za-z0-9_.-")
         name = _unique(candidate, self.taken[kind])
         item = _Item(kind, azure, name)
         if note:
@@ -1392,9 +1377,7 @@ class _Converter:
                 why = _GATEWAY_NOT_CONVERTED.get(lowered, "agw has no equivalent")
                 self.top.append(f"NOT CONVERTED: {key} = {_brief(value)}: {why}")
         if metadata:
-            self.top.append(
-                "ignored (Azure bookkeeping, nothing to convert): " + ", ".join(metadata)
-            )
+            self.top.append("ignored (Azure bookkeeping, nothing to convert): " + ", ".join(metadata))
 
     # -- section kinds ---------------------------------------------------------
 
@@ -1454,9 +1437,7 @@ class _Converter:
                 "agw reads PEM files; the certificate cannot be written from here",
             )
         item.comment("Save the CA certificate as PEM at the path below, e.g. from the .cer file:")
-        item.comment(
-            f"  openssl x509 -in {item.name}.cer -out {path}   (add -inform DER if binary)"
-        )
+        item.comment(f"  openssl x509 -in {item.name}.cer -out {path}   (add -inform DER if binary)")
         item.add("certificate", path)
 
     def _httpListener(self, item: _Item, view: _View) -> None:
@@ -1501,9 +1482,7 @@ class _Converter:
             item.comment(f"sslCertificate {cert.azure} ignored: the listener's protocol is Http")
         sni = view.get("requireServerNameIndication")
         if sni is not None and sni is not False:
-            item.comment(
-                f"requireServerNameIndication = {_brief(sni)}: ignored, agw has no such setting"
-            )
+            item.comment(f"requireServerNameIndication = {_brief(sni)}: ignored, agw has no such setting")
 
     def _backendAddressPool(self, item: _Item, view: _View) -> None:
         addresses = view.get("backendAddresses")
@@ -1523,14 +1502,10 @@ class _Converter:
             elif isinstance(entry, dict):
                 host = _get(entry, "ipAddress") or _get(entry, "fqdn")
                 others = [
-                    k
-                    for k, v in entry.items()
-                    if k.lower() not in ("ipaddress", "fqdn") and not _isEmpty(v)
+                    k for k, v in entry.items() if k.lower() not in ("ipaddress", "fqdn") and not _isEmpty(v)
                 ]
                 if others:
-                    item.notConverted(
-                        f"backendAddresses: {_brief(entry)}", "agw takes ipAddress or fqdn"
-                    )
+                    item.notConverted(f"backendAddresses: {_brief(entry)}", "agw takes ipAddress or fqdn")
             else:
                 host = None
             if _isOpaque(host):
@@ -1585,9 +1560,7 @@ class _Converter:
             if isinstance(codes, str):
                 codes = [codes]
             if isinstance(codes, list) and codes:
-                checked = self.checked(
-                    item, "match.statusCodes", ", ".join(str(c).strip() for c in codes)
-                )
+                checked = self.checked(item, "match.statusCodes", ", ".join(str(c).strip() for c in codes))
                 if checked:
                     item.add("match.statusCodes", checked)
             body = self.text(item, matchView, "body", "match.body")
@@ -1698,9 +1671,7 @@ class _Converter:
         if redirectType:
             known = _REDIRECT_TYPES.get(redirectType.lower())
             if known is None:
-                item.fail(
-                    f"redirectType {redirectType} is not one of Permanent, Found, SeeOther, Temporary"
-                )
+                item.fail(f"redirectType {redirectType} is not one of Permanent, Found, SeeOther, Temporary")
             else:
                 item.add("redirectType", known)
         listener = self.ref(item, view, "targetListener", "httpListener")
@@ -1725,9 +1696,7 @@ class _Converter:
         ordered = sorted(
             enumerate(rules),
             key=lambda pair: (
-                _get(pair[1], "ruleSequence")
-                if isinstance(_get(pair[1], "ruleSequence"), int)
-                else 100,
+                _get(pair[1], "ruleSequence") if isinstance(_get(pair[1], "ruleSequence"), int) else 100,
                 pair[0],
             ),
         )
@@ -1789,9 +1758,7 @@ class _Converter:
         actions = ruleView.get("actionSet")
         actionView = _View(actions if isinstance(actions, dict) else {})
         if not isinstance(actions, dict) and not _isEmpty(actions):
-            notes.append(
-                f"NOT CONVERTED: {label}: actionSet = {_brief(actions)}: expected an object"
-            )
+            notes.append(f"NOT CONVERTED: {label}: actionSet = {_brief(actions)}: expected an object")
         count = 0
         for azureKey, agwKey, inResponse in (
             ("requestHeaderConfigurations", "requestHeader", False),
@@ -1820,9 +1787,7 @@ class _Converter:
                 elif not _isEmpty(_get(header, "headerValueMatcher")):
                     problem = "agw has no headerValueMatcher (rewriting one of several values)"
                 elif not inResponse and responseCondition:
-                    problem = (
-                        "a condition on a response header cannot guard a request header rewrite"
-                    )
+                    problem = "a condition on a response header cannot guard a request header rewrite"
                 else:
                     for variable in re.findall(r"\{([^{}]*)\}", headerValue):
                         problem = _variableProblem(variable, inResponse)
@@ -1842,23 +1807,17 @@ class _Converter:
             )
         for key, value in actionView.leftovers():
             if not _isEmpty(value):
-                notes.append(
-                    f"NOT CONVERTED: {label}: {key} = {_brief(value)}: agw has no equivalent"
-                )
+                notes.append(f"NOT CONVERTED: {label}: {key} = {_brief(value)}: agw has no equivalent")
         for key, value in ruleView.leftovers():
             if key.lower() not in _ELEMENT_METADATA and not _isEmpty(value):
-                notes.append(
-                    f"NOT CONVERTED: {label}: {key} = {_brief(value)}: agw has no equivalent"
-                )
+                notes.append(f"NOT CONVERTED: {label}: {key} = {_brief(value)}: agw has no equivalent")
         if not count:
             for note in notes:
                 item.comment(note)
             item.notConverted(label, "none of its header actions could be converted")
             return False
         if name != azure:
-            item.comment(
-                f"rewrite rule {azure!r} is named {name!r} here (agw rule names: A-Z a-z 0-9 _ -)"
-            )
+            item.comment(f"rewrite rule {azure!r} is named {name!r} here (agw rule names: A-Z a-z 0-9 _ -)")
         for note in notes:
             item.comment(note)
         for key, value in lines:
@@ -1947,11 +1906,7 @@ class _Converter:
             rewrite = ruleView.get("rewriteRuleSet")
             rewriteSets.append(self.nameOf(rewrite)[0] if not _isEmpty(rewrite) else None)
             for key, value in ruleView.leftovers():
-                if (
-                    key.lower() not in _ELEMENT_METADATA
-                    and not _isEmpty(value)
-                    and value is not False
-                ):
+                if key.lower() not in _ELEMENT_METADATA and not _isEmpty(value) and value is not False:
                     why = _ELEMENT_NOT_CONVERTED.get(key.lower(), "agw has no equivalent")
                     item.notConverted(f"{label} {key} = {_brief(value)}", why)
             if not paths:
@@ -2027,8 +1982,7 @@ class _Converter:
                 item.add("redirectConfiguration", redirect, required=True)
             else:
                 item.fail(
-                    "a Basic rule needs backendAddressPool and backendHttpSettings, "
-                    "or redirectConfiguration"
+                    "a Basic rule needs backendAddressPool and backendHttpSettings, or redirectConfiguration"
                 )
             if pathMap is not None:
                 item.comment(f"urlPathMap {pathMap.azure} ignored: ruleType is Basic")
@@ -2120,13 +2074,9 @@ class _Converter:
                         section.append(f"; {_oneLine(line)}")
                         continue
                     text = "".join(self.render(p) if isinstance(p, _Ref) else p for p in line.parts)
-                    broken = [
-                        p for p in line.parts if isinstance(p, _Ref) and self.target(p) is None
-                    ]
+                    broken = [p for p in line.parts if isinstance(p, _Ref) and self.target(p) is None]
                     if broken and item.emitted:
-                        section.append(
-                            f"; NOT CONVERTED: {line.key} = {text}: it {self.missing(broken[0])}"
-                        )
+                        section.append(f"; NOT CONVERTED: {line.key} = {text}: it {self.missing(broken[0])}")
                     else:
                         section.append(f"{line.key} = {text}".rstrip())
                 if item.emitted:
@@ -2227,18 +2177,13 @@ def convert(
     kindOfInput = "ARM template" if chosenGateway.template is not None else "az CLI / REST JSON"
     header = [
         f"; agw configuration imported by {PROG} from {source}",
-        (
-            f"; Azure application gateway: {displayName(chosenGateway)} "
-            f"({kindOfInput}, {chosenGateway.where})"
-        ),
+        (f"; Azure application gateway: {displayName(chosenGateway)} ({kindOfInput}, {chosenGateway.where})"),
         "; Whatever agw cannot express is listed in a 'NOT CONVERTED' comment: here for the",
         "; gateway as a whole, in its section otherwise.  Check the result with",
         ";   twistd agw --config FILE --check",
     ]
     if lenient:
-        header.append(
-            "; note: the input is not strict JSON (comments or trailing commas); read leniently"
-        )
+        header.append("; note: the input is not strict JSON (comments or trailing commas); read leniently")
     if not any(converter.items.values()):
         raise ArmImportError(
             f"the application gateway {displayName(chosenGateway)} has nothing to convert "
@@ -2293,12 +2238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="FILE",
         help="an ARM parameters file whose values override the template's defaultValues",
     )
-    parser.add_argument(
-        "--gateway", metavar="NAME", help="which gateway, when the input holds several"
-    )
-    parser.add_argument(
-        "-o", "--output", metavar="FILE", help="write here instead of standard output"
-    )
+    parser.add_argument("--gateway", metavar="NAME", help="which gateway, when the input holds several")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
     args = parser.parse_args(argv)
     source = "<stdin>" if args.input == "-" else args.input
     try:

@@ -187,9 +187,7 @@ def parseBool(text: str) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise InvalidValue(
-        f"expected true or false (or yes/no, 1/0, Enabled/Disabled), got {_got(text)}"
-    )
+    raise InvalidValue(f"expected true or false (or yes/no, 1/0, Enabled/Disabled), got {_got(text)}")
 
 
 def _parseEnabled(text: str) -> bool:
@@ -289,9 +287,7 @@ _RULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")
 def parseName(text: str) -> str:
     """A resource name: 1..80 letters, digits, C{_}, C{.} or C{-} (Azure's rule)."""
     if not _NAME_RE.fullmatch(text):
-        raise InvalidValue(
-            f"expected a name of 1..80 letters, digits, '_', '.' or '-', got {_got(text)}"
-        )
+        raise InvalidValue(f"expected a name of 1..80 letters, digits, '_', '.' or '-', got {_got(text)}")
     return text
 
 
@@ -471,9 +467,7 @@ def parsePathRule(name: str, text: str) -> PathRule:
 
 
 _ENDPOINT_KINDS = ("tcp", "tcp6", "ssl", "unix", "systemd")
-_ENDPOINT_EXPECTED = (
-    "expected a Twisted endpoint string starting with tcp:, tcp6:, ssl:, unix: or systemd:"
-)
+_ENDPOINT_EXPECTED = "expected a Twisted endpoint string starting with tcp:, tcp6:, ssl:, unix: or systemd:"
 
 
 @dataclass(frozen=True)
@@ -604,9 +598,7 @@ def parseRewriteCondition(text: str) -> tuple[str, str, bool, bool]:
     try:
         re.compile(pattern, re.IGNORECASE if ignoreCase else 0)
     except re.error as e:
-        raise InvalidValue(
-            f"pattern {_got(pattern)} is not a valid regular expression: {e}"
-        ) from None
+        raise InvalidValue(f"pattern {_got(pattern)} is not a valid regular expression: {e}") from None
     return (variable, pattern, ignoreCase, op.startswith("!"))
 
 
@@ -642,9 +634,7 @@ UNREWRITABLE_HEADERS = _HOP_BY_HOP | {"content-length"}
 def _parseCookieName(text: str) -> str:
     stripped = text.strip()
     if not _TOKEN_RE.fullmatch(stripped):
-        raise InvalidValue(
-            f"expected a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {_got(text)}"
-        )
+        raise InvalidValue(f"expected a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {_got(text)}")
     return stripped
 
 
@@ -787,9 +777,7 @@ def _scan(text: str, path: str) -> _Scan:
         option = configparser.RawConfigParser.OPTCRE.match(value)
         if option is None or not option.group("option").rstrip():
             # configparser keeps the previous key open after a bad line
-            scan.errors.append(
-                (lineno, f"{path}:{lineno}: expected 'key = value', got {line.strip()!r}")
-            )
+            scan.errors.append((lineno, f"{path}:{lineno}: expected 'key = value', got {line.strip()!r}"))
             if option is not None:
                 inValue = False
             continue
@@ -1037,13 +1025,9 @@ class _Section:
 
 
 # Keys whose value may go on over indented lines (comma lists).
-_MULTILINE_KEYS = frozenset(
-    {"backendaddresses", "hostnames", "trustedrootcertificates", "match.statuscodes"}
-)
+_MULTILINE_KEYS = frozenset({"backendaddresses", "hostnames", "trustedrootcertificates", "match.statuscodes"})
 # Only known kinds, so that an IPv6 list item such as [fd00::4] is not taken for one.
-_LOOKS_LIKE_SECTION = re.compile(
-    r"\[\s*(?:" + "|".join(_KINDS) + r")\s*(?::[^\]]*)?\]", re.IGNORECASE
-)
+_LOOKS_LIKE_SECTION = re.compile(r"\[\s*(?:" + "|".join(_KINDS) + r")\s*(?::[^\]]*)?\]", re.IGNORECASE)
 _LOOKS_LIKE_KEY = re.compile(r"[A-Za-z0-9_.-]+\s*=")
 
 
@@ -1152,9 +1136,7 @@ class _Loader:
                 accessLog=sec.get("accessLog", _parseAccessLog),
                 affinitySecret=sec.get("affinitySecret", _parseSecret),
                 workers=sec.get("workers", _parseWorkers),
-                shutdownGracePeriod=sec.get(
-                    "shutdownGracePeriod", lambda t: parseDuration(t, 0, 3600)
-                ),
+                shutdownGracePeriod=sec.get("shutdownGracePeriod", lambda t: parseDuration(t, 0, 3600)),
             )
         )
 
@@ -1221,9 +1203,7 @@ class _Loader:
         protocol = protocol or "Http"
         hostNames: tuple[str, ...] = ()
         if sec.given("hostName") and sec.given("hostNames"):
-            sec.error(
-                sec.later("hostName", "hostNames"), "expected hostName or hostNames, not both"
-            )
+            sec.error(sec.later("hostName", "hostNames"), "expected hostName or hostNames, not both")
         elif sec.given("hostName"):
             hostNames = (sec.get("hostName", parseHostNamePattern) or "",)
         elif sec.given("hostNames"):
@@ -1303,18 +1283,12 @@ class _Loader:
                 probe=self.ref(sec, "probe", "probe"),
                 hostName=sec.get("hostName", parseDnsName),
                 pickHostNameFromBackendAddress=pick,
-                connectionDraining=sec.get(
-                    "connectionDraining", lambda t: parseDuration(t, 0, 3600)
-                ),
+                connectionDraining=sec.get("connectionDraining", lambda t: parseDuration(t, 0, 3600)),
                 path=sec.get("path", _parsePath),
                 trustedRootCertificates=tuple(roots),
                 verifyCertificate=sec.get("verifyCertificate", parseBool),
-                webSocketIdleTimeout=sec.get(
-                    "webSocketIdleTimeout", lambda t: parseDuration(t, 1, 86400)
-                ),
-                webSocketPingInterval=sec.get(
-                    "webSocketPingInterval", lambda t: parseDuration(t, 0, 86400)
-                ),
+                webSocketIdleTimeout=sec.get("webSocketIdleTimeout", lambda t: parseDuration(t, 1, 86400)),
+                webSocketPingInterval=sec.get("webSocketPingInterval", lambda t: parseDuration(t, 0, 86400)),
                 webSocketMaxMessageSize=sec.get("webSocketMaxMessageSize", parseByteSize),
             )
         )
@@ -1382,12 +1356,8 @@ class _Loader:
             sec.error(None, "expected at least one pathRule.NAME key")
         return UrlPathMap(
             name=sec.name,
-            defaultBackendAddressPool=self.ref(
-                sec, "defaultBackendAddressPool", "backendAddressPool"
-            ),
-            defaultBackendHttpSettings=self.ref(
-                sec, "defaultBackendHttpSettings", "backendHttpSettings"
-            ),
+            defaultBackendAddressPool=self.ref(sec, "defaultBackendAddressPool", "backendAddressPool"),
+            defaultBackendHttpSettings=self.ref(sec, "defaultBackendHttpSettings", "backendHttpSettings"),
             defaultRedirectConfiguration=self.ref(
                 sec, "defaultRedirectConfiguration", "redirectConfiguration"
             ),
@@ -1411,8 +1381,7 @@ class _Loader:
             if not _RULE_NAME_RE.fullmatch(ruleName):
                 sec.error(
                     entry.key,
-                    "expected a rule name of 1..80 letters, digits, '_' or '-', "
-                    f"got {_got(ruleName)}",
+                    f"expected a rule name of 1..80 letters, digits, '_' or '-', got {_got(ruleName)}",
                 )
                 continue
             rid = ruleName.lower()
@@ -1465,9 +1434,7 @@ class _Loader:
     def _requestRoutingRule(self, sec: _Section) -> RequestRoutingRule | None:
         assert sec.name is not None
         refs = {key: self.ref(sec, key, kind) for key, kind in _RULE_REFS.items()}
-        ruleType = sec.get(
-            "ruleType", lambda t: _choice(t, ("Basic", "PathBasedRouting", "Plugin"))
-        )
+        ruleType = sec.get("ruleType", lambda t: _choice(t, ("Basic", "PathBasedRouting", "Plugin")))
         if ruleType is None:
             if sec.given("ruleType"):
                 sec.get("priority", lambda t: parseInt(t, 1, 20000))
@@ -1536,7 +1503,7 @@ class _Loader:
         for sec, key, kind, name in self.refs:
             if name.lower() not in self.names[kind]:
                 sec.error(key, f"refers to {kind} {_got(name)}, which is not defined")
-        for kind, built in self.built.items():
+        for _kind, built in self.built.items():
             for name, (obj, sec) in built.items():
                 built[name] = (self._canonical(obj), sec)
         self._checkFrontendPorts()
@@ -1552,8 +1519,7 @@ class _Loader:
         }
         if isinstance(obj, BackendHttpSettings):
             changes["trustedRootCertificates"] = tuple(
-                self.canon("trustedRootCertificate", root) or root
-                for root in obj.trustedRootCertificates
+                self.canon("trustedRootCertificate", root) or root for root in obj.trustedRootCertificates
             )
         if isinstance(obj, UrlPathMap):
             changes["pathRules"] = tuple(self._canonical(rule) for rule in obj.pathRules)
@@ -1644,8 +1610,7 @@ class _Loader:
             if rule.priority is None and withPriority:
                 sec.error(
                     "priority",
-                    f"missing; rule {_got(withPriority[0])} has a priority, "
-                    "so every rule needs one",
+                    f"missing; rule {_got(withPriority[0])} has a priority, so every rule needs one",
                 )
             elif rule.priority is not None:
                 other = priorities.setdefault(rule.priority, name)
@@ -1751,9 +1716,7 @@ def _readText(path: str) -> str:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise ConfigError(
-            [f"{path}: cannot read the configuration file: {e.strerror or e}"]
-        ) from None
+        raise ConfigError([f"{path}: cannot read the configuration file: {e.strerror or e}"]) from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -1951,11 +1914,7 @@ def summarize(config: GatewayConfig) -> list[str]:
             redirect = config.redirectConfigurations.get(rule.redirectConfiguration)
             detail = ""
             if redirect is not None:
-                to = (
-                    f"listener {redirect.targetListener}"
-                    if redirect.targetListener
-                    else redirect.targetUrl
-                )
+                to = f"listener {redirect.targetListener}" if redirect.targetListener else redirect.targetUrl
                 detail = f" ({redirect.redirectType} to {to})"
             target = f"redirect {rule.redirectConfiguration}{detail}"
         elif rule.ruleType == "Plugin":

@@ -121,9 +121,7 @@ def demoSite(name: str) -> Site:
 
 def demoService(reactor: Any, description: str, name: str) -> IService:
     """A service that runs a demo backend on an endpoint description."""
-    return StreamServerEndpointService(
-        serverFromString(reactor, description), demoSite(name)
-    )
+    return StreamServerEndpointService(serverFromString(reactor, description), demoSite(name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -262,9 +262,7 @@ class _ProbeAttempt:
         path = quote(req.path, safe="/?&=%:@!$'()*+,;~-._")
         return (
             b"GET " + path.encode("ascii") + b" HTTP/1.1\r\n"
-            b"Host: "
-            + req.hostHeader.encode("idna" if not req.hostHeader.isascii() else "ascii")
-            + b"\r\n"
+            b"Host: " + req.hostHeader.encode("idna" if not req.hostHeader.isascii() else "ascii") + b"\r\n"
             b"User-Agent: " + USER_AGENT + b"\r\n"
             b"Accept: */*\r\n"
             b"Connection: close\r\n"
@@ -349,17 +347,13 @@ class _ProbeAttempt:
         if err.kind == "protocol":
             self._result(False, f"protocol error: {err.detail}")
         elif err.kind == "reset":
-            self._result(
-                False, f"connection reset: {err.detail}" if err.detail else "connection reset"
-            )
+            self._result(False, f"connection reset: {err.detail}" if err.detail else "connection reset")
         else:
             self._result(False, str(err))
 
     def _mismatch(self) -> str:
         shown = self.probe.body or ""
-        limit = (
-            "" if self.bodyRead < MAX_PROBE_BODY else f" in the first {MAX_PROBE_BODY // 1024} KiB"
-        )
+        limit = "" if self.bodyRead < MAX_PROBE_BODY else f" in the first {MAX_PROBE_BODY // 1024} KiB"
         return f"body mismatch: {shown!r} not found{limit}"
 
 
@@ -482,10 +476,7 @@ class _PoolProber:
             # A probe whose timeout falls on this tick (timeout == interval) is
             # expired now rather than after the tick, so the member is still
             # probed every interval.
-            if (
-                mp.timer is not None
-                and mp.timer.getTime() - service.clock.seconds() <= TIMEOUT_SLACK
-            ):
+            if mp.timer is not None and mp.timer.getTime() - service.clock.seconds() <= TIMEOUT_SLACK:
                 mp.expire()
             if mp.inflight is not None:
                 service.log.debug(
@@ -493,9 +484,7 @@ class _PoolProber:
                     member=mp.member.key,
                 )
                 return
-        request = probeRequestFor(
-            self.probe, self.state.settings, mp.member, self.connector, self.tlsKey
-        )
+        request = probeRequestFor(self.probe, self.state.settings, mp.member, self.connector, self.tlsKey)
         timeout = self.probe.timeout
         d = service.probeFunction(request)
         mp.inflight = d
@@ -532,9 +521,7 @@ class _PoolProber:
 
         d.addCallbacks(done, failed)
         d.addErrback(
-            lambda f: service.log.failure(
-                "recording a probe result for {member}", f, member=mp.member.key
-            )
+            lambda f: service.log.failure("recording a probe result for {member}", f, member=mp.member.key)
         )
 
 
@@ -643,9 +630,7 @@ class HealthService(Service):
 
     # -- results
 
-    def record(
-        self, state: PoolState, member: Member, healthy: bool, reason: str, probe: Probe
-    ) -> None:
+    def record(self, state: PoolState, member: Member, healthy: bool, reason: str, probe: Probe) -> None:
         """Apply one result (probe or passive) to a member; see the module docstring."""
         now = self.clock.seconds()
         if healthy:
@@ -669,9 +654,7 @@ class HealthService(Service):
             probe = prober.probe
             if kind == "connect" and "refused" in detail.lower():
                 member.consecutiveFailures += 1
-                state.setHealth(
-                    member, UNHEALTHY, "passive: connection refused", self.clock.seconds()
-                )
+                state.setHealth(member, UNHEALTHY, "passive: connection refused", self.clock.seconds())
                 return
             what = "connection reset" if kind == "reset" else f"{kind} failed"
             reason = f"passive: {what}: {detail}" if detail else f"passive: {what}"

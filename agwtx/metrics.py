@@ -89,7 +89,9 @@ class GatewayMetrics:
             ["direction"],
             registry=r,
         )
-        self.reloads = Counter("agw_config_reloads", "Configuration reloads, by result.", ["result"], registry=r)
+        self.reloads = Counter(
+            "agw_config_reloads", "Configuration reloads, by result.", ["result"], registry=r
+        )
         r.register(_HealthCollector(ctx))
         self._requestChildren: dict[tuple[str, str, str, str], Any] = {}
         self._latencyChildren: dict[tuple[str, str], Any] = {}

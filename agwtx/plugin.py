@@ -421,9 +421,7 @@ class _WithHeaders:
         self.inner = inner
         self.headers = headers
 
-    def applyRequest(
-        self, request: Any, fwd: list[tuple[bytes, bytes]]
-    ) -> list[tuple[bytes, bytes]]:
+    def applyRequest(self, request: Any, fwd: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         return fwd if self.inner is None else self.inner.applyRequest(request, fwd)  # type: ignore[no-any-return]
 
     def applyResponse(self, request: Any, headers: Headers) -> Headers:
@@ -437,9 +435,7 @@ class _WithHeaders:
         self, request: Any, headerPairs: Sequence[tuple[bytes, bytes]]
     ) -> list[tuple[bytes, bytes]]:
         out = (
-            list(headerPairs)
-            if self.inner is None
-            else self.inner.applyResponseHeaders(request, headerPairs)
+            list(headerPairs) if self.inner is None else self.inner.applyResponseHeaders(request, headerPairs)
         )
         out.extend(self.headers)
         return out  # type: ignore[no-any-return]

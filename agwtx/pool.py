@@ -136,8 +136,7 @@ class PoolState:
             member.health = health
             member.lastChange = now
             self.log.info(
-                "backend health: pool {pool} settings {settings} member {member} "
-                "{old} -> {new} ({reason})",
+                "backend health: pool {pool} settings {settings} member {member} {old} -> {new} ({reason})",
                 pool=self.name,
                 settings=self.settings.name,
                 member=member.key,

@@ -56,9 +56,7 @@ def connectionTokens(values: list[bytes] | None) -> frozenset[bytes]:
     """Header names listed in Connection headers (lowercased)."""
     if not values:
         return frozenset()
-    return frozenset(
-        t.strip().lower() for v in values for t in v.split(b",") if t.strip()
-    )
+    return frozenset(t.strip().lower() for v in values for t in v.split(b",") if t.strip())
 
 
 def forwardedRequestHeaders(
@@ -519,7 +517,9 @@ class _Exchange:
         self.ctx.accessLog(self.request, aborted=True)
 
 
-def _chooseMember(ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarget") -> tuple[Member | None, Member | None]:
+def _chooseMember(
+    ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarget"
+) -> tuple[Member | None, Member | None]:
     """(member, pinned): the affinity cookie's member when genuine and available, else round robin."""
     state = target.state
     settings = target.settings

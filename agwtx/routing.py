@@ -337,7 +337,9 @@ class GatewayContext:
         from twisted.internet.defer import Deferred
 
         chosen = [
-            ws for ws in list(self.openWebSockets) if members is None or getattr(ws, "member", None) in members
+            ws
+            for ws in list(self.openWebSockets)
+            if members is None or getattr(ws, "member", None) in members
         ]
         for ws in chosen:
             try:

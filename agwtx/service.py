@@ -80,7 +80,10 @@ class GatewayService(MultiService):
         from agwtx.health import HealthService
 
         self.health = HealthService(
-            self.ctx, config, reactor, connectorFor=self._connectorFor  # agw-tls (issue 5)
+            self.ctx,
+            config,
+            reactor,
+            connectorFor=self._connectorFor,  # agw-tls (issue 5)
         )
         self.health.setServiceParent(self)
         if config.gateway.admin and serveAdmin:
@@ -140,7 +143,9 @@ class GatewayService(MultiService):
 
     # --- end issue 5 ---
 
-    def _addListener(self, config: GatewayConfig, name: str, router: PortRouter) -> StreamServerEndpointService:
+    def _addListener(
+        self, config: GatewayConfig, name: str, router: PortRouter
+    ) -> StreamServerEndpointService:
         fp = config.frontendPorts[name]
         site = GatewaySite(self.ctx, router, fp.port)
         self.sites[name] = site
@@ -236,7 +241,9 @@ class GatewayService(MultiService):
         except ConfigError as e:
             for line in e.errors:
                 self.log.error("reload rejected: {error}", error=line)
-            self.log.error("reload rejected: {n} error(s); still running the previous configuration", n=len(e.errors))
+            self.log.error(
+                "reload rejected: {n} error(s); still running the previous configuration", n=len(e.errors)
+            )
             self.ctx.metrics.reloads.labels("failed").inc()
             return list(e.errors)
         notify("RELOADING=1")
@@ -328,16 +335,17 @@ class GatewayService(MultiService):
             self._endDrain(state, members)
             return
         self.log.info(
-            "draining {members} from pool {pool} for {seconds}s", members=keys, pool=state.name, seconds=seconds
+            "draining {members} from pool {pool} for {seconds}s",
+            members=keys,
+            pool=state.name,
+            seconds=seconds,
         )
         token = object()
         for m in members:
             self.drainOf[m] = token
         self.drains.append(self.reactor.callLater(seconds, self._endDrain, state, members, token))
 
-    def _endDrain(
-        self, state: PoolState, members: list[Member], token: object | None = None
-    ) -> None:
+    def _endDrain(self, state: PoolState, members: list[Member], token: object | None = None) -> None:
         self.drains = [c for c in self.drains if c.active()]
         if token is not None:
             # Not this drain's to end: members back in the pool since (no

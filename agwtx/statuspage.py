@@ -83,9 +83,7 @@ class HealthHistory:
     several gateways in one process keep separate histories.
     """
 
-    def __init__(
-        self, ctx: Any, clock: Any, publisher: LogPublisher, maxlen: int = HISTORY
-    ) -> None:
+    def __init__(self, ctx: Any, clock: Any, publisher: LogPublisher, maxlen: int = HISTORY) -> None:
         self._ctx = weakref.ref(ctx)
         self._clock = clock
         self._publisher = publisher
@@ -129,9 +127,7 @@ class HealthHistory:
         self._known.update(states)
 
 
-def recordHealthChanges(
-    ctx: Any, clock: Any, publisher: LogPublisher = globalLogPublisher
-) -> HealthHistory:
+def recordHealthChanges(ctx: Any, clock: Any, publisher: LogPublisher = globalLogPublisher) -> HealthHistory:
     """
     Start recording C{ctx}'s health changes into C{ctx.healthChanges} (a
     deque of the last L{HISTORY}, oldest first); idempotent per context.
@@ -429,11 +425,7 @@ _JS = """
 
 
 def _hash(text: str) -> str:
-    return (
-        "'sha256-"
-        + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
-        + "'"
-    )
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
 CONTENT_SECURITY_POLICY = (
@@ -476,9 +468,7 @@ def _badge(cls: str, label: str) -> str:
     return f'<td><span class="badge {_e(cls)}">{_e(label)}</span></td>'
 
 
-def _table(
-    tableId: str, caption: str, headers: Sequence[str], rows: Sequence[str], none: str
-) -> str:
+def _table(tableId: str, caption: str, headers: Sequence[str], rows: Sequence[str], none: str) -> str:
     head = "".join(f'<th scope="col">{_e(h)}</th>' for h in headers)
     body = "\n".join(rows) or f'<tr><td class="empty" colspan="{len(headers)}">{_e(none)}</td></tr>'
     return (
@@ -533,9 +523,7 @@ def renderStatusPage(doc: Mapping[str, Any]) -> str:
         for c in doc["healthChanges"]
     ]
     k = doc["counters"]
-    counters = [
-        f"<tr>{_th('Requests ' + cls)}{_td(n, 'num')}</tr>" for cls, n in k["requests"].items()
-    ] + [
+    counters = [f"<tr>{_th('Requests ' + cls)}{_td(n, 'num')}</tr>" for cls, n in k["requests"].items()] + [
         f"<tr>{_th('Active requests')}{_td(k['activeRequests'], 'num')}</tr>",
         f"<tr>{_th('Active WebSockets')}{_td(k['activeWebSockets'], 'num')}</tr>",
     ]

@@ -233,9 +233,7 @@ def _readKey(path: str, password: str | None) -> tuple[PrivateKeyTypes | None, s
 
 def _spki(publicKey: Any) -> bytes:
     return bytes(
-        publicKey.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        publicKey.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 
@@ -277,9 +275,7 @@ def _checkCertificate(
     return LoadedCertificate(cert.name, leaf, tuple(certs[1:]), key), []
 
 
-def loadCertificate(
-    cert: SslCertificate, now: datetime.datetime | None = None
-) -> LoadedCertificate:
+def loadCertificate(cert: SslCertificate, now: datetime.datetime | None = None) -> LoadedCertificate:
     """
     Read a listener certificate: a PEM file with the certificate first and
     then its chain, and a PEM private key (encrypted when C{password} is set).
@@ -305,11 +301,7 @@ def loadTrustedRoots(root: TrustedRootCertificate) -> list[x509.Certificate]:
     certs, problem = _readCertificates(root.certificate)
     if problem is not None:
         raise TlsError(
-            [
-                TlsProblem(
-                    f"trustedRootCertificate:{root.name}", "certificate", problem, root.certificate
-                )
-            ]
+            [TlsProblem(f"trustedRootCertificate:{root.name}", "certificate", problem, root.certificate)]
         )
     return certs
 
@@ -395,9 +387,7 @@ class _CertificateSelector:
         return self.basic
 
 
-def selectCertificate(
-    listeners: Sequence[HttpListener], serverName: bytes | str | None
-) -> str | None:
+def selectCertificate(listeners: Sequence[HttpListener], serverName: bytes | str | None) -> str | None:
     """
     The name of the C{sslCertificate} that answers C{serverName} (the SNI
     value, or None) among one port's listeners; None when none does.
@@ -499,9 +489,7 @@ class ServerTls:
         return SSL.Connection(self.default, None)
 
 
-def buildServerTls(
-    config: GatewayConfig, now: datetime.datetime | None = None
-) -> dict[str, ServerTls]:
+def buildServerTls(config: GatewayConfig, now: datetime.datetime | None = None) -> dict[str, ServerTls]:
     """
     A L{ServerTls} per frontend port whose listeners are C{Https}, with every
     certificate loaded and checked.  A pure function of the config (and the
@@ -513,7 +501,7 @@ def buildServerTls(
     for listener in config.httpListeners.values():
         if listener.protocol == "Https":
             byPort.setdefault(listener.frontendPort, []).append(listener)
-    wanted = {l.sslCertificate for ls in byPort.values() for l in ls if l.sslCertificate}
+    wanted = {li.sslCertificate for ls in byPort.values() for li in ls if li.sslCertificate}
     loaded: dict[str, LoadedCertificate] = {}
     problems: list[TlsProblem] = []
     for name in sorted(wanted):
@@ -534,9 +522,7 @@ class TlsServerFactory(TLSMemoryBIOFactory):
     (reload); each new connection uses the current one.
     """
 
-    def __init__(
-        self, serverTls: ServerTls, wrappedFactory: IProtocolFactory, clock: Any = None
-    ) -> None:
+    def __init__(self, serverTls: ServerTls, wrappedFactory: IProtocolFactory, clock: Any = None) -> None:
         self.serverTls = serverTls
         super().__init__(self, False, wrappedFactory, clock)  # type: ignore[arg-type]
 
@@ -673,9 +659,7 @@ class _HandshakeFirstFactory(ClientFactory):
         log.warn("TLS to backend {where} failed: {detail}", where=self.where, detail=detail)
         failed = getattr(self.inner, "clientConnectionFailed", None)
         if failed is not None:
-            failed(
-                self.connector, Failure(TlsHandshakeError(None, f"TLS handshake failed: {detail}"))
-            )
+            failed(self.connector, Failure(TlsHandshakeError(None, f"TLS handshake failed: {detail}")))
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -777,9 +761,7 @@ class GatewayTls:
     @raise TlsError: from the constructor when a certificate cannot be used.
     """
 
-    def __init__(
-        self, config: GatewayConfig, reactor: Any, now: datetime.datetime | None = None
-    ) -> None:
+    def __init__(self, config: GatewayConfig, reactor: Any, now: datetime.datetime | None = None) -> None:
         self.config = config
         self.reactor = reactor
         self.server = buildServerTls(config, now)

@@ -10,7 +10,6 @@ import io
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
@@ -202,5 +201,3 @@ class GatewaySite(server.Site):
 
     def log(self, request: Any) -> None:
         self.ctx.accessLog(request)
-
-

@@ -233,9 +233,7 @@ def _deflateOffers(header: str | None) -> list[str]:
 class HandshakeError(Exception):
     """A handshake the gateway answers itself, with a status and a short message."""
 
-    def __init__(
-        self, code: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
-    ) -> None:
+    def __init__(self, code: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         super().__init__(code, message)
         self.code = code
         self.message = message
@@ -321,12 +319,7 @@ def _statusOf(statusLine: str | None) -> int | None:
     if not statusLine:
         return None
     parts = statusLine.split()
-    if (
-        len(parts) >= 2
-        and parts[0].startswith("HTTP/")
-        and parts[1].isdigit()
-        and len(parts[1]) == 3
-    ):
+    if len(parts) >= 2 and parts[0].startswith("HTTP/") and parts[1].isdigit() and len(parts[1]) == 3:
         return int(parts[1])
     return None
 
@@ -351,9 +344,7 @@ def xorMask(mask: bytes, offset: int, data: bytes) -> bytes:
         mask = mask[shift:] + mask[:shift]
     if n <= SMALL_MASK:
         key = (mask * ((n >> 2) + 1))[:n]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
-            n, "little"
-        )
+        return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
     result: bytes = create_xor_masker(mask, n).process(data)
     return result
 
@@ -910,14 +901,10 @@ class WebSocketSession:
             if self.target.connector is not None:
                 self.connector = self.target.connector(member.host, member.port, factory, timeout)
             else:
-                self.connector = self.clock.connectTCP(
-                    member.host, member.port, factory, timeout=timeout
-                )
+                self.connector = self.clock.connectTCP(member.host, member.port, factory, timeout=timeout)
         except Exception:
             log.failure("WebSocket: dialing {member} failed", member=member.key)
-            self.clock.callLater(
-                0, self._fail, 502, "Bad Gateway: the backend could not be reached"
-            )
+            self.clock.callLater(0, self._fail, 502, "Bad Gateway: the backend could not be reached")
 
     def backendHead(self, member: Member) -> tuple[bytes, bytes]:
         """
@@ -960,9 +947,7 @@ class WebSocketSession:
         ]
         if self.handshake.subprotocols:
             lines.append(
-                b"Sec-WebSocket-Protocol: "
-                + ", ".join(self.handshake.subprotocols).encode("ascii")
-                + b"\r\n"
+                b"Sec-WebSocket-Protocol: " + ", ".join(self.handshake.subprotocols).encode("ascii") + b"\r\n"
             )
         self._headCache = (b"".join(lines), b"".join(rest))
         return self._headCache
@@ -990,9 +975,7 @@ class WebSocketSession:
             if other is not None:
                 self._dial(other)
                 return
-        log.warn(
-            "WebSocket backend {member} unreachable: {error}", member=self.member.key, error=detail
-        )
+        log.warn("WebSocket backend {member} unreachable: {error}", member=self.member.key, error=detail)
         self._fail(502, "Bad Gateway: the backend could not be reached")
 
     def _handshakeTimedOut(self) -> None:
@@ -1005,9 +988,7 @@ class WebSocketSession:
             timeout=self.settings.requestTimeout,
         )
         self._abortDial()
-        self._fail(
-            504, "Gateway Timeout: the backend did not answer the WebSocket handshake in time"
-        )
+        self._fail(504, "Gateway Timeout: the backend did not answer the WebSocket handshake in time")
 
     def _abortDial(self) -> None:
         self.factory = None
@@ -1061,12 +1042,8 @@ class WebSocketSession:
             )
             self._fail(502, "Bad Gateway: the backend's WebSocket handshake was invalid")
             return
-        self.ctx.passiveFailure(
-            self.state, self.member, "reset", reason or "closed during the handshake"
-        )
-        self._fail(
-            502, "Bad Gateway: the backend closed the connection during the WebSocket handshake"
-        )
+        self.ctx.passiveFailure(self.state, self.member, "reset", reason or "closed during the handshake")
+        self._fail(502, "Bad Gateway: the backend closed the connection during the WebSocket handshake")
 
     def backendOpened(self, leg: _BackendLeg) -> None:
         if self.phase != DIALING or leg is not self.backendLeg:
@@ -1135,14 +1112,10 @@ class WebSocketSession:
             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + hs.key + b"\r\n",
         ]
         if hs.subprotocols:
-            lines.append(
-                b"Sec-WebSocket-Protocol: " + ", ".join(hs.subprotocols).encode("ascii") + b"\r\n"
-            )
+            lines.append(b"Sec-WebSocket-Protocol: " + ", ".join(hs.subprotocols).encode("ascii") + b"\r\n")
         if hs.deflateOffers:
             lines.append(
-                b"Sec-WebSocket-Extensions: "
-                + ", ".join(hs.deflateOffers).encode("latin-1")
-                + b"\r\n"
+                b"Sec-WebSocket-Extensions: " + ", ".join(hs.deflateOffers).encode("latin-1") + b"\r\n"
             )
         lines.append(b"\r\n")
         # Bytes the client sent after its handshake, buffered by HTTPChannel.
@@ -1163,9 +1136,7 @@ class WebSocketSession:
         self.phase = OPEN
         leg.peerLeg = backend
         backend.peerLeg = leg
-        leg.fast = backend.fast = (
-            leg._perMessageCompress is None and backend._perMessageCompress is None
-        )
+        leg.fast = backend.fast = leg._perMessageCompress is None and backend._perMessageCompress is None
         for writer, reader in ((leg, backend), (backend, leg)):
             transport = writer.transport
             if transport is not None:
@@ -1406,7 +1377,7 @@ class WebSocketSession:
         metrics = getattr(self.ctx, "metrics", None)
         if metrics is None:
             return
-        for counter, now, before in zip(
+        for counter, now, before in zip(  # noqa: B905 (equal lengths by construction)
             (metrics.messagesUp, metrics.bytesUp, metrics.messagesDown, metrics.bytesDown),
             counts,
             last,
@@ -1542,9 +1513,7 @@ class WebSocketBridge:
         WebSocketSession(self, request, target, handshake, member, pinned).start()
         return NOT_DONE_YET
 
-    def closeAll(
-        self, code: int = GOING_AWAY, reason: str = "gateway shutting down"
-    ) -> Deferred[Any]:
+    def closeAll(self, code: int = GOING_AWAY, reason: str = "gateway shutting down") -> Deferred[Any]:
         """
         Close every WebSocket (handshakes in progress get a 503); the result
         fires when all of them have ended.

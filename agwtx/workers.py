@@ -78,7 +78,11 @@ def reusePortEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
     else:
         return endpoint
     return ReusePortEndpoint(
-        reactor, endpoint._port, endpoint._interface, endpoint._backlog, family  # type: ignore[attr-defined]
+        reactor,
+        endpoint._port,
+        endpoint._interface,
+        endpoint._backlog,
+        family,  # type: ignore[attr-defined]
     )
 
 
@@ -120,14 +124,21 @@ class WorkerSupervisor(Service):
         else:
             args = [sys.executable, "-m", "twisted"]
             twistd = sys.executable
-        args += ["--nodaemon", "--pidfile=", "--logfile=-", "agw", "--config", self.configPath, "--worker", str(index)]
+        args += [
+            "--nodaemon",
+            "--pidfile=",
+            "--logfile=-",
+            "agw",
+            "--config",
+            self.configPath,
+            "--worker",
+            str(index),
+        ]
         env = dict(os.environ)
         env[SECRET_ENV] = self.secret.hex()
         env.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
         proto = _WorkerProtocol(self, index)
-        transport = self.reactor.spawnProcess(
-            proto, twistd, args, env=env, childFDs={0: "w", 1: 1, 2: 2}
-        )
+        transport = self.reactor.spawnProcess(proto, twistd, args, env=env, childFDs={0: "w", 1: 1, 2: 2})
         self.workers[index] = (transport, proto)
         self.log.info("started worker {index} (pid {pid})", index=index, pid=transport.pid)
 

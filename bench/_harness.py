@@ -404,9 +404,7 @@ def missing_apt_packages(tools: Mapping[str, str | None]) -> list[str]:
 def tool_version(argv: Sequence[str], timeout: float = 5.0) -> str:
     """First line of a tool's version output ('' on failure)."""
     try:
-        out = subprocess.run(
-            list(argv), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
-        )
+        out = subprocess.run(list(argv), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     text = (out.stdout + out.stderr).decode("utf-8", "replace").strip()
@@ -423,9 +421,7 @@ def static_location(body: str = "hello\n", path: str = "/") -> str:
     return f'location {path} {{\n            return 200 "{escaped}";\n        }}'
 
 
-def proxy_location(
-    upstream: str, path: str = "/", websocket: bool = False, buffering: bool = True
-) -> str:
+def proxy_location(upstream: str, path: str = "/", websocket: bool = False, buffering: bool = True) -> str:
     """A location proxying to ``upstream`` over pooled HTTP/1.1 connections.
 
     ``websocket=True`` forwards Upgrade/Connection instead of clearing
@@ -569,9 +565,7 @@ def write_agw_config(
     addresses = ", ".join(f"{LOOPBACK}:{port}" for port in backend_ports)
     if tls is not None:
         certificate = (
-            f"\n[sslCertificate:{name}]\n"
-            f"certificate = {tls.certificate}\n"
-            f"privateKey = {tls.private_key}\n"
+            f"\n[sslCertificate:{name}]\ncertificate = {tls.certificate}\nprivateKey = {tls.private_key}\n"
         )
         listener_tls = f"protocol = Https\nsslCertificate = {name}"
     else:
@@ -661,9 +655,7 @@ def make_tls_files(directory: Path, timeout: float = 30.0) -> TlsFiles:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise HarnessError(f"cannot make a certificate with openssl: {exc}") from exc
     if out.returncode != 0:
-        raise HarnessError(
-            "openssl req failed: " + (out.stdout + out.stderr).decode("utf-8", "replace")
-        )
+        raise HarnessError("openssl req failed: " + (out.stdout + out.stderr).decode("utf-8", "replace"))
     return TlsFiles(cert, key, "openssl req (EC P-256)")
 
 
@@ -961,9 +953,7 @@ def run_wrk(
     stdout = out.stdout.decode("utf-8", "replace")
     stderr = out.stderr.decode("utf-8", "replace")
     if out.returncode != 0:
-        raise HarnessError(
-            f"wrk exited with status {out.returncode}: {' '.join(argv)}\n{stdout}{stderr}"
-        )
+        raise HarnessError(f"wrk exited with status {out.returncode}: {' '.join(argv)}\n{stdout}{stderr}")
     return parse_wrk_output(stdout)
 
 
@@ -977,11 +967,7 @@ def find_node() -> str | None:
 
 def missing_node_modules(package_dir: Path, names: Sequence[str]) -> list[str]:
     """The npm packages of ``names`` not installed in ``package_dir``/node_modules."""
-    return [
-        name
-        for name in names
-        if not (package_dir / "node_modules" / name / "package.json").is_file()
-    ]
+    return [name for name in names if not (package_dir / "node_modules" / name / "package.json").is_file()]
 
 
 # --------------------------------------------------------------------------

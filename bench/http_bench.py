@@ -226,15 +226,11 @@ class Bench:
         log(f"started {proc.name} pid {proc.pid} on {h.LOOPBACK}:{port}")
         return proc
 
-    def ready(
-        self, port: int, proc: h.ManagedProcess | None, tls: h.TlsFiles | None = None
-    ) -> list[str]:
+    def ready(self, port: int, proc: h.ManagedProcess | None, tls: h.TlsFiles | None = None) -> list[str]:
         """Wait for a 200 on GET /; returns warnings (e.g. unexpected body).
         With ``tls``, over HTTPS, verifying that certificate and 127.0.0.1."""
         context = h.client_ssl_context(tls.certificate) if tls else None
-        body = h.wait_for_http(
-            h.LOOPBACK, port, self.args.start_timeout, process=proc, ssl_context=context
-        )
+        body = h.wait_for_http(h.LOOPBACK, port, self.args.start_timeout, process=proc, ssl_context=context)
         if body != BODY.encode():
             return [f"GET / answered 200 with body {body[:80]!r}, expected {BODY!r}"]
         return []
@@ -301,8 +297,7 @@ class Bench:
             row_data: dict[str, Any] = {"ok": True, "url": url, **result.as_dict()}
             if result.errors:
                 warnings.append(
-                    f"{result.non_2xx_3xx} non-2xx/3xx responses, socket errors "
-                    f"{result.socket_errors}"
+                    f"{result.non_2xx_3xx} non-2xx/3xx responses, socket errors {result.socket_errors}"
                 )
             if tls is not None and proc is not None:
                 row_data["handshake"] = self.measure_handshakes(row, port, proc, warnings)
@@ -322,17 +317,12 @@ class Bench:
         """New TLS connections per second (see the module docstring), with
         the server's CPU seconds (its whole process group) over the run."""
         args = self.args
-        log(
-            f"{row}: new TLS connections for {args.duration:g} s, "
-            f"{args.tls_clients} client processes"
-        )
+        log(f"{row}: new TLS connections for {args.duration:g} s, {args.tls_clients} client processes")
         cpu_before = h.process_group_cpu_seconds(proc.pid)
         result = h.run_tls_handshakes(h.LOOPBACK, port, args.duration, args.tls_clients)
         cpu_after = h.process_group_cpu_seconds(proc.pid)
         data = result.as_dict()
-        cpu = (
-            cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
-        )
+        cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
         data["server_cpu_s"] = cpu
         data["server_cpu_ms_per_conn"] = (
             cpu * 1000.0 / result.connections if cpu is not None and result.connections else None
@@ -405,9 +395,7 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 agw_tls["requests_per_sec"] if agw_tls else None,
                 nginx_tls["requests_per_sec"] if nginx_tls else None,
             ),
-            "new_conn_per_sec_ratio": div(
-                shake(agw_tls, "per_sec"), shake(nginx_tls, "per_sec")
-            ),
+            "new_conn_per_sec_ratio": div(shake(agw_tls, "per_sec"), shake(nginx_tls, "per_sec")),
             "server_cpu_ms_per_conn": {
                 "agw-tls": shake(agw_tls, "server_cpu_ms_per_conn"),
                 "nginx-tls": shake(nginx_tls, "server_cpu_ms_per_conn"),
@@ -419,10 +407,7 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _print_wrk_table(rows: list[str], results: dict[str, dict[str, Any]], width: int) -> None:
-    print(
-        f"{'row':<{width}} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} "
-        f"{'sock-err':>8}"
-    )
+    print(f"{'row':<{width}} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'sock-err':>8}")
     for row in rows:
         data = results.get(row, {"ok": False, "error": "not run"})
         if not data.get("ok"):
@@ -440,9 +425,7 @@ def _mib(kb: float | None) -> str:
     return _fmt(kb / 1024 if kb else None, ".1f")
 
 
-def print_report(
-    rows: list[str], results: dict[str, dict[str, Any]], summary: dict[str, Any]
-) -> None:
+def print_report(rows: list[str], results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> None:
     plain = [row for row in rows if row in PLAIN_ROWS]
     tls_rows = [row for row in rows if row in TLS_ROWS]
     if plain:
@@ -454,9 +437,7 @@ def print_report(
     sys.stdout.flush()
 
 
-def print_tls_report(
-    rows: list[str], results: dict[str, dict[str, Any]], tls: dict[str, Any]
-) -> None:
+def print_tls_report(rows: list[str], results: dict[str, dict[str, Any]], tls: dict[str, Any]) -> None:
     print("HTTPS keep-alive (wrk):")
     _print_wrk_table(rows, results, 10)
     print()
@@ -486,31 +467,23 @@ def print_tls_report(
         )
     print()
     print(f"agw-tls/nginx-tls keep-alive req/s ratio: {_fmt(tls['keepalive_rps_ratio'], '.3f')}")
-    print(
-        f"agw-tls/nginx-tls new connections/s ratio: {_fmt(tls['new_conn_per_sec_ratio'], '.3f')}"
-    )
+    print(f"agw-tls/nginx-tls new connections/s ratio: {_fmt(tls['new_conn_per_sec_ratio'], '.3f')}")
     cpu = tls["server_cpu_ms_per_conn"]
     print(
         f"server CPU per new connection: agw-tls {_fmt(cpu['agw-tls'], '.2f')} ms, "
         f"nginx-tls {_fmt(cpu['nginx-tls'], '.2f')} ms"
     )
     if "agw-tls" in rows:
-        print(
-            f"agw-tls RSS after run: {_mib(tls['agw_rss_kb'])} MiB "
-            f"(peak {_mib(tls['agw_hwm_kb'])} MiB)"
-        )
+        print(f"agw-tls RSS after run: {_mib(tls['agw_rss_kb'])} MiB (peak {_mib(tls['agw_hwm_kb'])} MiB)")
 
 
-def print_plain_report(
-    rows: list[str], results: dict[str, dict[str, Any]], summary: dict[str, Any]
-) -> None:
+def print_plain_report(rows: list[str], results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> None:
     _print_wrk_table(rows, results, 8)
     print()
     print(f"agw/nginx req/s ratio: {_fmt(summary['agw_nginx_rps_ratio'], '.3f')}")
     added = summary["added_p50_ms"]
     print(
-        f"added p50 over direct: agw {_fmt(added['agw'], '.2f')} ms, "
-        f"nginx {_fmt(added['nginx'], '.2f')} ms"
+        f"added p50 over direct: agw {_fmt(added['agw'], '.2f')} ms, nginx {_fmt(added['nginx'], '.2f')} ms"
     )
     if "agw" in rows:
         rss, hwm = summary["agw_rss_kb"], summary["agw_hwm_kb"]
@@ -527,8 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = h.missing_apt_packages({"nginx": nginx, "wrk": wrk})
     if missing:
         print(
-            f"missing {', '.join(missing)}; install with:\n"
-            f"    apt-get install -y {' '.join(missing)}",
+            f"missing {', '.join(missing)}; install with:\n    apt-get install -y {' '.join(missing)}",
             file=sys.stderr,
         )
         return 2

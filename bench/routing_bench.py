@@ -71,9 +71,7 @@ GOAL_US = 50.0
 class FakeRequest:
     """The attributes routing reads; agwListener/agwRule are written."""
 
-    def __init__(
-        self, host: bytes, uri: bytes = b"/", headers: tuple[tuple[bytes, bytes], ...] = ()
-    ) -> None:
+    def __init__(self, host: bytes, uri: bytes = b"/", headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self.requestHeaders = Headers({b"host": [host]})
         for name, value in headers:
             self.requestHeaders.addRawHeader(name, value)
@@ -98,12 +96,8 @@ def _pool(name: str) -> BackendAddressPool:
     return BackendAddressPool(name, (BackendAddress("127.0.0.1", 9),))
 
 
-def _config(
-    listeners: list[HttpListener], rules: list[RequestRoutingRule], **extra: Any
-) -> GatewayConfig:
-    pools = {r.backendAddressPool for r in rules if r.backendAddressPool} | extra.pop(
-        "pools", set()
-    )
+def _config(listeners: list[HttpListener], rules: list[RequestRoutingRule], **extra: Any) -> GatewayConfig:
+    pools = {r.backendAddressPool for r in rules if r.backendAddressPool} | extra.pop("pools", set())
     return GatewayConfig(
         path="bench.ini",
         frontendPorts={"fp": FrontendPort("fp", "tcp:80", 80)},
@@ -163,9 +157,7 @@ def pluginSite() -> GatewaySite:
         ("backendAddressPool", "canary"),
         ("backendHttpSettings", "s"),
     )
-    rule = RequestRoutingRule(
-        "r", "l", "Plugin", 100, "p", "s", plugin="headerRoute", pluginOptions=options
-    )
+    rule = RequestRoutingRule("r", "l", "Plugin", 100, "p", "s", plugin="headerRoute", pluginOptions=options)
     return _site(_config([HttpListener("l", "fp")], [rule], pools={"canary"}))
 
 
@@ -219,9 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         RewriteRuleSet(
             "rw",
             (
-                RewriteRule(
-                    "a", requestHeaders=(("X-Client-Ip", "{var_client_ip}:{var_client_port}"),)
-                ),
+                RewriteRule("a", requestHeaders=(("X-Client-Ip", "{var_client_ip}:{var_client_port}"),)),
                 RewriteRule(
                     "b",
                     conditions=(("var_uri_path", "^/admin", True, True),),

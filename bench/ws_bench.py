@@ -223,8 +223,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--idle-settle must be 0..600")
     if args.idle > 253 * args.idle_per_source:  # 127.0.0.2 .. 127.0.0.254
         parser.error(
-            f"--idle at most {253 * args.idle_per_source} "
-            f"with --idle-per-source {args.idle_per_source}"
+            f"--idle at most {253 * args.idle_per_source} with --idle-per-source {args.idle_per_source}"
         )
     selected = args.only or list(ROWS)
     args.rows = [row for row in ROWS if row in selected and row not in args.skip]
@@ -306,8 +305,7 @@ class NodeClient:
                     chunk = os.read(fd, 65536)
                     if not chunk:
                         raise ClientError(
-                            f"client exited ({self.proc.wait(timeout=5)}) before '{expected}': "
-                            f"{self._tail()}"
+                            f"client exited ({self.proc.wait(timeout=5)}) before '{expected}': {self._tail()}"
                         )
                     self._buf += chunk
 
@@ -379,10 +377,7 @@ class Bench:
                 raise h.HarnessError(f"echo backend answered {body[:80]!r} on GET /")
         self.backend_proc = proc
         self.report_nofile("echo backend", proc.pid, self.args.idle + FD_MARGIN)
-        log(
-            f"started echo backend pid {proc.pid} on {h.LOOPBACK}:"
-            f"{','.join(map(str, self.backend_ports))}"
-        )
+        log(f"started echo backend pid {proc.pid} on {h.LOOPBACK}:{','.join(map(str, self.backend_ports))}")
 
     def start_nginx(self, stack: ExitStack) -> tuple[int, h.ManagedProcess]:
         port = self.port()
@@ -393,9 +388,7 @@ class Bench:
             [h.proxy_location("backend", websocket=True, buffering=False)],
             {"backend": [f"{h.LOOPBACK}:{self.backend_ports[0]}"]},
         )
-        proc = h.ManagedProcess(
-            "nginx", h.nginx_argv(self.tools["nginx"], conf), self.workdir / "nginx.log"
-        )
+        proc = h.ManagedProcess("nginx", h.nginx_argv(self.tools["nginx"], conf), self.workdir / "nginx.log")
         stack.enter_context(proc)
         log(f"started nginx pid {proc.pid} on {h.LOOPBACK}:{port}")
         h.wait_for_http(h.LOOPBACK, port, self.args.start_timeout, process=proc)
@@ -473,9 +466,7 @@ class Bench:
                 else None
             )
         if not data.get("native_masking"):
-            log(
-                "WARNING: the client masks in JS (bufferutil not loaded): run npm ci --prefix bench"
-            )
+            log("WARNING: the client masks in JS (bufferutil not loaded): run npm ci --prefix bench")
         data["ok"] = returncode == 0 and not data["errors"]
         if proc is not None and not proc.alive:
             data["ok"] = False
@@ -514,9 +505,7 @@ class Bench:
                     if proc is not None and not proc.alive:
                         self.fail_row(
                             row,
-                            h.ProcessStartError(
-                                f"{proc.name} exited ({proc.returncode})", proc.log_tail()
-                            ),
+                            h.ProcessStartError(f"{proc.name} exited ({proc.returncode})", proc.log_tail()),
                         )
                     elif proc is not None:
                         tail = proc.log_tail(15)
@@ -540,9 +529,7 @@ class Bench:
         log(f"{row}: FAILED: {exc}")
         tail = getattr(exc, "log_tail", "")
         if tail:
-            print(
-                f"--- last 30 lines of {row}'s output ---\n{tail}\n---", file=sys.stderr, flush=True
-            )
+            print(f"--- last 30 lines of {row}'s output ---\n{tail}\n---", file=sys.stderr, flush=True)
         self.row_errors[row] = str(exc).splitlines()[0]
 
     # -- part 2: idle capacity -------------------------------------------------
@@ -566,9 +553,7 @@ class Bench:
             try:
                 opened = warm.read_event("opened", 30 + CLIENT_SLACK_S)
                 if opened["opened"] == 0:
-                    raise ClientError(
-                        f"warm-up: no WebSocket opened through agw: {opened['failures']}"
-                    )
+                    raise ClientError(f"warm-up: no WebSocket opened through agw: {opened['failures']}")
                 warm.command(f"check {opened['opened']}")
                 checked = warm.read_event("checked", 15 + CLIENT_SLACK_S)
                 if checked["ok"] != checked["sampled"]:
@@ -622,9 +607,7 @@ class Bench:
                 fds_idle=h.count_proc_fds(agw.pid),
                 backend_rss_before_kb=backend_before,
                 backend_rss_idle_kb=(
-                    h.read_proc_status_kb(self.backend_proc.pid, "VmRSS")
-                    if self.backend_proc
-                    else None
+                    h.read_proc_status_kb(self.backend_proc.pid, "VmRSS") if self.backend_proc else None
                 ),
             )
             if opened["opened"] and rss_before is not None and rss_idle is not None:
@@ -739,9 +722,7 @@ def print_report(bench: Bench, summary: dict[str, Any]) -> None:
                 verdict = f" (target >= {target}: {'met' if info['meets_target'] else 'MISSED'})"
             elif target is not None:
                 verdict = f" (target >= {target})"
-            print(
-                f"agw/nginx round trips/s, {label}: {_fmt(info['agw_nginx_ratio'], '.3f')}{verdict}"
-            )
+            print(f"agw/nginx round trips/s, {label}: {_fmt(info['agw_nginx_ratio'], '.3f')}{verdict}")
         if "agw" in args.rows:
             rss, hwm = bench.agw_rss.get("rss_kb"), bench.agw_rss.get("hwm_kb")
             print(
@@ -754,9 +735,7 @@ def print_report(bench: Bench, summary: dict[str, Any]) -> None:
             print()
         n = idle["requested"]
         if "open" not in idle:
-            print(
-                f"Idle WebSockets through agw: {n} requested: FAILED: {idle.get('error', '')[:200]}"
-            )
+            print(f"Idle WebSockets through agw: {n} requested: FAILED: {idle.get('error', '')[:200]}")
         else:
             opened = idle["open"]
             sources = idle["sources"]
@@ -772,18 +751,14 @@ def print_report(bench: Bench, summary: dict[str, Any]) -> None:
             verdict = (
                 ""
                 if per is None
-                else f" (target <= {IDLE_TARGET_KB:g} KB: "
-                f"{'met' if per <= IDLE_TARGET_KB else 'MISSED'})"
+                else f" (target <= {IDLE_TARGET_KB:g} KB: {'met' if per <= IDLE_TARGET_KB else 'MISSED'})"
             )
             print(
                 f"  agw RSS: {_fmt(before / 1024 if before else None, '.1f')} MiB before, "
                 f"{_fmt(during / 1024 if during else None, '.1f')} MiB with them idle -> "
                 f"{_fmt(per, '.1f')} KB per connection{verdict}"
             )
-            print(
-                f"  agw open fds: {idle.get('fds_before')} before, "
-                f"{idle.get('fds_idle')} with them idle"
-            )
+            print(f"  agw open fds: {idle.get('fds_before')} before, {idle.get('fds_idle')} with them idle")
             bb, bi = idle.get("backend_rss_before_kb"), idle.get("backend_rss_idle_kb")
             if bb and bi and opened["opened"]:
                 print(
@@ -795,11 +770,7 @@ def print_report(bench: Bench, summary: dict[str, Any]) -> None:
                 print(
                     f"  echo check at the end: {check['ok']}/{check['sampled']} ok; "
                     f"{check['still_open']} still open, {check['closed_early']} closed early"
-                    + (
-                        f" {json.dumps(check['closed_early_codes'])}"
-                        if check["closed_early"]
-                        else ""
-                    )
+                    + (f" {json.dumps(check['closed_early_codes'])}" if check["closed_early"] else "")
                 )
             close = idle.get("close")
             if close:
@@ -895,18 +866,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(bench)
     print_report(bench, summary)
     ok = failed_early is None and all(
-        bench.rtt.get(size_label(size), {}).get(row, {}).get("ok")
-        for size in args.sizes
-        for row in args.rows
+        bench.rtt.get(size_label(size), {}).get(row, {}).get("ok") for size in args.sizes for row in args.rows
     )
     if args.idle and not (bench.idle and bench.idle.get("ok")):
         ok = False
     if args.json:
         ws_version = ""
         try:
-            ws_version = json.loads((BENCH_DIR / "node_modules/ws/package.json").read_text())[
-                "version"
-            ]
+            ws_version = json.loads((BENCH_DIR / "node_modules/ws/package.json").read_text())["version"]
         except (OSError, ValueError, KeyError):
             pass
         report = {

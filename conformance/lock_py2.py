@@ -52,9 +52,7 @@ def hashes(name: str, version: str) -> list[str]:
     req = urllib.request.Request(INDEX + normalize(name) + "/", headers={"Accept": ACCEPT})
     with urllib.request.urlopen(req, timeout=120) as resp:
         data = json.load(resp)
-    out = sorted(
-        {f["hashes"]["sha256"] for f in data["files"] if wanted(f["filename"], name, version)}
-    )
+    out = sorted({f["hashes"]["sha256"] for f in data["files"] if wanted(f["filename"], name, version)})
     if not out:
         raise SystemExit(f"no Python 2 file found for {name}=={version}")
     return out

@@ -420,14 +420,10 @@ def run_wstest(procs: Processes, agent: str, url: str, opts: Options) -> dict[st
         procs.stop(proc)
     elapsed = time.monotonic() - started
     if rc != 0:
-        raise HarnessError(
-            f"wstest ({agent}) exited with status {rc}; its log ({proc.log}):\n{proc.tail()}"
-        )
+        raise HarnessError(f"wstest ({agent}) exited with status {rc}; its log ({proc.log}):\n{proc.tail()}")
     results = load_index(reports / "index.json", agent)
     if not results:
-        raise HarnessError(
-            f"wstest ({agent}) ran no case (case list {opts.cases}, exclude {opts.exclude})"
-        )
+        raise HarnessError(f"wstest ({agent}) ran no case (case list {opts.cases}, exclude {opts.exclude})")
     print(
         f"[{agent}] {len(results)} cases in {elapsed:.1f} s; report {reports / 'index.html'}",
         flush=True,
@@ -465,9 +461,7 @@ def run(opts: Options, died: list[str]) -> dict[str, dict[str, CaseResult]]:
                 raise HarnessError(f"no twistd next to {opts.python} ({twistd})")
             agw_port = free_port()
             ini = opts.outdir / "agw.ini"
-            ini.write_text(
-                GATEWAY_INI.format(agw_port=agw_port, backend_port=backend_port), encoding="utf-8"
-            )
+            ini.write_text(GATEWAY_INI.format(agw_port=agw_port, backend_port=backend_port), encoding="utf-8")
             gateway = procs.start(
                 "gateway",
                 [twistd, "-n", "--pidfile=", "agw", "--config", str(ini)],
@@ -507,9 +501,7 @@ def verdict(
             print(f"  {f.case_id:<10} {f.why}{note}", file=out)
         stale = [e for e in expected if not any(f.expected is e for f in findings)]
         for e in stale:
-            print(
-                f"note: {EXPECTED_FILE.name} lists {e.pattern}, which no longer differs", file=out
-            )
+            print(f"note: {EXPECTED_FILE.name} lists {e.pattern}, which no longer differs", file=out)
         return 1 if bad else 0
     ((mode, res),) = results.items()
     failed = sorted((c for c, r in res.items() if is_failed(r)), key=case_key)
@@ -575,9 +567,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     if not cases:
         p.error("--cases is empty")
     return Options(
-        python=os.path.abspath(a.python)
-        if os.sep in a.python
-        else (shutil.which(a.python) or a.python),
+        python=os.path.abspath(a.python) if os.sep in a.python else (shutil.which(a.python) or a.python),
         wstest=a.wstest,
         cases=cases,
         exclude=split_list(a.exclude),

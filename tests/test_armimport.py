@@ -81,9 +81,7 @@ def test_articleHeaderNamesTheSource(capsys: pytest.CaptureFixture[str]) -> None
     assert str(ARTICLE) in first
     assert "; Azure application gateway: applicationGateway1 (ARM template, resources[0])" in out
     # The snippets have trailing commas: read leniently, and said so.
-    assert (
-        "; note: the input is not strict JSON (comments or trailing commas); read leniently" in out
-    )
+    assert "; note: the input is not strict JSON (comments or trailing commas); read leniently" in out
 
 
 def test_articleListeners(capsys: pytest.CaptureFixture[str]) -> None:
@@ -150,12 +148,9 @@ def test_articleCertificatePlaceholders(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_articleNotConvertedAtTheTop(capsys: pytest.CaptureFixture[str]) -> None:
     top = topComments(imported(capsys, ARTICLE))
+    assert any(line.startswith("; NOT CONVERTED: sku = ") and "Standard_Medium" in line for line in top)
     assert any(
-        line.startswith("; NOT CONVERTED: sku = ") and "Standard_Medium" in line for line in top
-    )
-    assert any(
-        line.startswith("; NOT CONVERTED: gatewayIPConfigurations = appGatewayIpConfig")
-        for line in top
+        line.startswith("; NOT CONVERTED: gatewayIPConfigurations = appGatewayIpConfig") for line in top
     )
     assert any(
         line.startswith(
@@ -280,10 +275,7 @@ def test_fullPoolsProbesSettings(capsys: pytest.CaptureFixture[str]) -> None:
         "match.statusCodes = 200-399, 401",
         "match.body = ok",
     ]
-    assert (
-        "; NOT CONVERTED: minServers = 1: agw has no minimum healthy-member count for probes"
-        in probe
-    )
+    assert "; NOT CONVERTED: minServers = 1: agw has no minimum healthy-member count for probes" in probe
     assert "pickHostNameFromBackendHttpSettings = true" in keys(out, "[probe:imageProbe]")
 
     assert keys(out, "[backendHttpSettings:webSettings]") == [
@@ -343,9 +335,7 @@ def test_fullCertificates(capsys: pytest.CaptureFixture[str]) -> None:
         "; NOT CONVERTED: keyVaultSecretId = https://contoso-kv.vault.azure.net/secrets/www-contoso-com: "
         "agw reads PEM files, not Key Vault secrets"
     ) in cert
-    assert any(
-        line.startswith(";   az keyvault secret download --id https://contoso-kv") for line in cert
-    )
+    assert any(line.startswith(";   az keyvault secret download --id https://contoso-kv") for line in cert)
     assert keys(out, "[trustedRootCertificate:contosoInternalRoot]") == [
         "certificate = /etc/agw/tls/contosoInternalRoot.crt"
     ]
@@ -396,9 +386,7 @@ def test_tlsDirAndOutputFile(capsys: pytest.CaptureFixture[str], tmp_path: Path)
 
 def test_azShow(capsys: pytest.CaptureFixture[str]) -> None:
     out = imported(capsys, AZ_SHOW)
-    assert (
-        "; Azure application gateway: myAppGateway (az CLI / REST JSON, the az CLI object)" in out
-    )
+    assert "; Azure application gateway: myAppGateway (az CLI / REST JSON, the az CLI object)" in out
     assert keys(out, "[httpListener:chatListener]") == [
         "frontendPort = port_443",
         "protocol = Https",
@@ -428,21 +416,15 @@ def test_azShow(capsys: pytest.CaptureFixture[str]) -> None:
         "addresses to backendAddresses by hand"
     ) in pool
     assert (
-        "; NOT CONVERTED: publicCertData: Azure never returns the private key; "
-        "use the PFX that was uploaded"
+        "; NOT CONVERTED: publicCertData: Azure never returns the private key; use the PFX that was uploaded"
     ) in sections(out)["[sslCertificate:chatCert]"]
     top = topComments(out)
     assert any(line.startswith("; NOT CONVERTED: sku = ") for line in top)
     assert any(line.startswith("; NOT CONVERTED: autoscaleConfiguration = ") for line in top)
-    assert any(
-        line.startswith("; ignored (Azure bookkeeping") and "operationalState" in line
-        for line in top
-    )
+    assert any(line.startswith("; ignored (Azure bookkeeping") and "operationalState" in line for line in top)
     # Empty collections and false flags are nothing to report.
     assert "sslProfiles" not in out and "enableHttp2" not in out
-    assert "requireServerNameIndication" not in "\n".join(
-        sections(out)["[httpListener:myListener]"]
-    )
+    assert "requireServerNameIndication" not in "\n".join(sections(out)["[httpListener:myListener]"])
 
 
 def test_azResourceShowAndList(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -460,10 +442,7 @@ def test_azResourceShowAndList(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     (tmp_path / "list.json").write_text(json.dumps([other, flat]))
     rc, out, err = runMain(capsys, str(tmp_path / "list.json"))
     assert rc == 1 and out == ""
-    assert (
-        "2 application gateways found (otherGateway, myAppGateway); choose one with --gateway NAME"
-        in err
-    )
+    assert "2 application gateways found (otherGateway, myAppGateway); choose one with --gateway NAME" in err
     chosen = imported(capsys, tmp_path / "list.json", "--gateway", "myappgateway")
     assert sections(chosen) == expected
 
@@ -497,9 +476,9 @@ def test_expressions() -> None:
         "[resourceId('Microsoft.Network/applicationGateways/httpListeners', parameters('gw'), 'NAME')]"
     )
     assert child.endswith("/applicationGateways/gw1/httpListeners/NAME")
-    assert arm.string(
-        "[resourceId('sub', 'rg', 'Microsoft.Network/applicationGateways', 'x')]"
-    ) == ("/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Network/applicationGateways/x")
+    assert arm.string("[resourceId('sub', 'rg', 'Microsoft.Network/applicationGateways', 'x')]") == (
+        "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Network/applicationGateways/x"
+    )
     # Unknown: kept as an unresolved part, never a crash.
     assert "\x00" in arm.string("[parameters('noDefault')]")
     assert "\x00" in arm.string("[someFunction('x')]")
@@ -556,9 +535,8 @@ def test_referencesByExpression() -> None:
     for i, listener in enumerate(("l1", "l2", "l3", "l4")):
         assert f"httpListener = {listener}" in keys(out, f"[requestRoutingRule:r{i + 1}]")
         assert f"[httpListener:{listener}]" in sections(out)
-    assert (
-        "; name: the name stands in for parameter 'l3': parameter 'l3' has no defaultValue"
-        in "\n".join(sections(out)["[httpListener:l3]"])
+    assert "; name: the name stands in for parameter 'l3': parameter 'l3' has no defaultValue" in "\n".join(
+        sections(out)["[httpListener:l3]"]
     )
     assert any(
         "the name was taken from its last quoted string" in line
@@ -674,9 +652,7 @@ def test_findGateways() -> None:
         ),
     ],
 )
-def test_badInput(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str
-) -> None:
+def test_badInput(capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "input.json"
     path.write_text(content)
     rc, out, err = runMain(capsys, str(path))

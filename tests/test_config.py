@@ -192,9 +192,7 @@ def test_parseBool(text: str, expected: bool) -> None:
 def test_parseBoolInvalid() -> None:
     with pytest.raises(InvalidValue) as info:
         parseBool("maybe")
-    assert str(info.value) == (
-        "expected true or false (or yes/no, 1/0, Enabled/Disabled), got 'maybe'"
-    )
+    assert str(info.value) == ("expected true or false (or yes/no, 1/0, Enabled/Disabled), got 'maybe'")
 
 
 @pytest.mark.parametrize(
@@ -321,9 +319,7 @@ def test_parseName(text: str) -> None:
 def test_parseNameInvalid(text: str) -> None:
     with pytest.raises(InvalidValue) as info:
         parseName(text)
-    assert str(info.value) == (
-        f"expected a name of 1..80 letters, digits, '_', '.' or '-', got {text!r}"
-    )
+    assert str(info.value) == (f"expected a name of 1..80 letters, digits, '_', '.' or '-', got {text!r}")
 
 
 @pytest.mark.parametrize(
@@ -736,9 +732,7 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "unknown key in a rule",
         "prority = 1\n",
-        [
-            f"@1: [requestRoutingRule:r1] prority: unknown key 'prority'; expected one of: {RULE_KEYS}"
-        ],
+        [f"@1: [requestRoutingRule:r1] prority: unknown key 'prority'; expected one of: {RULE_KEYS}"],
     ),
     (
         "indented key swallowed by the value above",
@@ -816,9 +810,7 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "interface with endpoint",
         "[frontendPort:p]\nendpoint = tcp:81\ninterface = 127.0.0.1\n",
-        [
-            "@3: [frontendPort:p] interface: only allowed with port; put interface= into the endpoint string"
-        ],
+        ["@3: [frontendPort:p] interface: only allowed with port; put interface= into the endpoint string"],
     ),
     (
         "interface not an address",
@@ -833,16 +825,12 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "same port twice",
         "[frontendPort:again]\nendpoint = tcp:port=8080\n",
-        [
-            "@2: [frontendPort:again] endpoint: port 8080 is already used by frontendPort 'http' (gw.ini:1)"
-        ],
+        ["@2: [frontendPort:again] endpoint: port 8080 is already used by frontendPort 'http' (gw.ini:1)"],
     ),
     (
         "same port, overlapping interface",
         "[frontendPort:again]\nport = 8080\ninterface = 127.0.0.1\n",
-        [
-            "@2: [frontendPort:again] port: port 8080 is already used by frontendPort 'http' (gw.ini:1)"
-        ],
+        ["@2: [frontendPort:again] port: port 8080 is already used by frontendPort 'http' (gw.ini:1)"],
     ),
     # --- certificates
     (
@@ -1023,9 +1011,7 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "probe host and pick",
         "[probe:p1]\npickHostNameFromBackendHttpSettings = true\nhost = a.x\n",
-        [
-            "@3: [probe:p1] host: expected host or pickHostNameFromBackendHttpSettings = true, not both"
-        ],
+        ["@3: [probe:p1] host: expected host or pickHostNameFromBackendHttpSettings = true, not both"],
     ),
     (
         "probe protocol differs from its settings",
@@ -1053,9 +1039,7 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "settings affinity",
         "[backendHttpSettings:s2]\ncookieBasedAffinity = On\n",
-        [
-            "@2: [backendHttpSettings:s2] cookieBasedAffinity: expected Enabled or Disabled, got 'On'"
-        ],
+        ["@2: [backendHttpSettings:s2] cookieBasedAffinity: expected Enabled or Disabled, got 'On'"],
     ),
     (
         "settings cookie name",
@@ -1156,9 +1140,7 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "redirect to both",
         "[redirectConfiguration:r]\ntargetUrl = https://x.example/\ntargetListener = l1\n",
-        [
-            "@3: [redirectConfiguration:r] targetListener: expected targetListener or targetUrl, not both"
-        ],
+        ["@3: [redirectConfiguration:r] targetListener: expected targetListener or targetUrl, not both"],
     ),
     (
         "redirect to nothing",
@@ -1182,9 +1164,7 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "redirect dangling listener",
         "[redirectConfiguration:r]\ntargetListener = l9\n",
-        [
-            "@2: [redirectConfiguration:r] targetListener: refers to httpListener 'l9', which is not defined"
-        ],
+        ["@2: [redirectConfiguration:r] targetListener: refers to httpListener 'l9', which is not defined"],
     ),
     (
         "redirect includeQueryString",
@@ -1298,9 +1278,7 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "rewrite set without rules",
         "[rewriteRuleSet:rw]\n",
-        [
-            "@1: [rewriteRuleSet:rw]: expected at least one rule.NAME.requestHeader or responseHeader key"
-        ],
+        ["@1: [rewriteRuleSet:rw]: expected at least one rule.NAME.requestHeader or responseHeader key"],
     ),
     (
         "rewrite unknown key",
@@ -1315,9 +1293,7 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "rewrite rule without action",
         "[rewriteRuleSet:rw]\nrule.a.condition = {var_host} ~ x\n",
-        [
-            "@2: [rewriteRuleSet:rw] rule.a: expected at least one requestHeader or responseHeader action"
-        ],
+        ["@2: [rewriteRuleSet:rw] rule.a: expected at least one requestHeader or responseHeader action"],
     ),
     (
         "rewrite condition syntax",
@@ -1403,9 +1379,7 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "rule type",
         "ruleType = Basik\n",
-        [
-            "@1: [requestRoutingRule:r1] ruleType: expected Basic, PathBasedRouting or Plugin, got 'Basik'"
-        ],
+        ["@1: [requestRoutingRule:r1] ruleType: expected Basic, PathBasedRouting or Plugin, got 'Basik'"],
     ),
     (
         "rule priority",
@@ -1415,9 +1389,7 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "rule dangling rewrite set",
         "rewriteRuleSet = rw\n",
-        [
-            "@1: [requestRoutingRule:r1] rewriteRuleSet: refers to rewriteRuleSet 'rw', which is not defined"
-        ],
+        ["@1: [requestRoutingRule:r1] rewriteRuleSet: refers to rewriteRuleSet 'rw', which is not defined"],
     ),
     (
         "rule without listener",
@@ -1497,9 +1469,7 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
             "[httpListener:l2]\nfrontendPort = http\nhostName = a.x\n"
             "[requestRoutingRule:r2]\nhttpListener = l2\nbackendAddressPool = pool\nbackendHttpSettings = settings\n"
         ),
-        [
-            "@5: [requestRoutingRule:r2] priority: missing; rule 'r1' has a priority, so every rule needs one"
-        ],
+        ["@5: [requestRoutingRule:r2] priority: missing; rule 'r1' has a priority, so every rule needs one"],
     ),
     (
         "same priority twice",
@@ -2156,9 +2126,7 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults(inTmp: Path) -> None:
     """Absent and empty keys both give the model's defaults."""
     config = load(
-        BASE
-        + "[probe:p]\nhost =\nmatch.statusCodes =\n"
-        + "[backendHttpSettings:s]\nprobe = p\nhostName =\n"
+        BASE + "[probe:p]\nhost =\nmatch.statusCodes =\n" + "[backendHttpSettings:s]\nprobe = p\nhostName =\n"
     )
     probe = config.probes["p"]
     assert probe == type(probe)(name="p")

@@ -31,7 +31,9 @@ def test_twistd_help_lists_agw() -> None:
 def test_check_ok_prints_summary(tmp_path: Path) -> None:
     ini = tmp_path / "gw.ini"
     ini.write_text(basicIni(freePort(), [freePort()]))
-    out = subprocess.run([TWISTD, "agw", "--config", str(ini), "--check"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [TWISTD, "agw", "--config", str(ini), "--check"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == "configuration OK"
     assert "  listener l1: Http on tcp:" in out.stdout
@@ -52,16 +54,33 @@ def test_sample_config_checks(tmp_path: Path) -> None:
 def test_bad_config_stops_startup_with_errors_not_traceback(tmp_path: Path) -> None:
     ini = tmp_path / "gw.ini"
     bad = basicIni(freePort(), [freePort()], probe="interval = 0", settings="requestTimeout = 0")
-    plugin = basicIni(freePort(), [freePort()]).replace("ruleType = Basic", "ruleType = Plugin\nplugin = nosuch")
+    plugin = basicIni(freePort(), [freePort()]).replace(
+        "ruleType = Basic", "ruleType = Plugin\nplugin = nosuch"
+    )
     cases = [
-        (bad, 2, ["[backendHttpSettings:s1] requestTimeout: expected 1..86400", "[probe:p1] interval: expected 1..86400"]),
-        (plugin, 1, ["[requestRoutingRule:r1] plugin: unknown routing plugin 'nosuch'; available: headerRoute"]),
+        (
+            bad,
+            2,
+            [
+                "[backendHttpSettings:s1] requestTimeout: expected 1..86400",
+                "[probe:p1] interval: expected 1..86400",
+            ],
+        ),
+        (
+            plugin,
+            1,
+            ["[requestRoutingRule:r1] plugin: unknown routing plugin 'nosuch'; available: headerRoute"],
+        ),
     ]
     for text, count, expected in cases:
         ini.write_text(text)
         for args in (["-n", "--pidfile="], []):
             out = subprocess.run(
-                [TWISTD, *args, "agw", "--config", str(ini)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+                [TWISTD, *args, "agw", "--config", str(ini)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
             )
             assert out.returncode == 1
             assert "Traceback" not in out.stdout + out.stderr
@@ -74,7 +93,10 @@ def test_bad_config_stops_startup_with_errors_not_traceback(tmp_path: Path) -> N
 
 def test_missing_config_file(tmp_path: Path) -> None:
     out = subprocess.run(
-        [TWISTD, "agw", "--config", str(tmp_path / "nope.ini"), "--check"], capture_output=True, text=True, timeout=60
+        [TWISTD, "agw", "--config", str(tmp_path / "nope.ini"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
@@ -92,7 +114,10 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     ini.write_text(basicIni(port, [freePort()]))
     try:
         out = subprocess.run(
-            [TWISTD, "-n", "--pidfile=", "agw", "--config", str(ini)], capture_output=True, text=True, timeout=60
+            [TWISTD, "-n", "--pidfile=", "agw", "--config", str(ini)],
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     finally:
         busy.close()

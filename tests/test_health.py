@@ -81,9 +81,7 @@ class FakeProbes:
         for r, d in self.pending():
             if r.port == port:
                 d.callback(
-                    ProbeResult(
-                        healthy, reason or ("200 OK" if healthy else "status 500 not in 200-399")
-                    )
+                    ProbeResult(healthy, reason or ("200 OK" if healthy else "status 500 not in 200-399"))
                 )
                 return
         raise AssertionError(f"no pending probe for port {port}")
@@ -154,13 +152,9 @@ def test_defaultProbeIsAzures() -> None:
 
 
 def test_customProbeRequest() -> None:
-    probe = Probe(
-        "p", host=None, pickHostNameFromBackendHttpSettings=True, path="/healthz", port=9000
-    )
+    probe = Probe("p", host=None, pickHostNameFromBackendHttpSettings=True, path="/healthz", port=9000)
     settings = BackendHttpSettings("s1", hostName="app.example", probe="p")
-    member = PoolState(
-        BackendAddressPool("pool", (BackendAddress("10.0.0.4", 8080),)), settings
-    ).members[0]
+    member = PoolState(BackendAddressPool("pool", (BackendAddress("10.0.0.4", 8080),)), settings).members[0]
     req = probeRequestFor(probe, settings, member)
     assert (req.address, req.port, req.hostHeader, req.path) == (
         "10.0.0.4",
@@ -330,9 +324,7 @@ def test_stopServiceCancelsLoopsAndProbes() -> None:
 def test_refreshFollowsReloadedPools() -> None:
     w = makeWorld(P3, ports=(8081,))
     w.service.startService()
-    newState = PoolState(
-        BackendAddressPool("pool", (BackendAddress("127.0.0.1", 9090),)), w.state.settings
-    )
+    newState = PoolState(BackendAddressPool("pool", (BackendAddress("127.0.0.1", 9090),)), w.state.settings)
     w.ctx.pools[("pool", "s1")] = newState
     w.service.refresh(w.service.config)
     assert len(w.fake.cancelled) == 1  # the old member's probe
@@ -361,9 +353,7 @@ def test_membersAddedAndDroppedBetweenTicks() -> None:
     b = w.state.members[1]
     w.fake.answer(8081, True)
     w.state.dropMembers([b])  # the end of a drain; b's probe is still running
-    extra = PoolState(
-        BackendAddressPool("x", (BackendAddress("127.0.0.1", 9000),)), w.state.settings
-    )
+    extra = PoolState(BackendAddressPool("x", (BackendAddress("127.0.0.1", 9000),)), w.state.settings)
     w.state.members.append(extra.members[0])
     w.clock.advance(10)
     assert [r.port for r in w.fake.cancelled] == [8082]
@@ -396,12 +386,10 @@ def test_passiveResetCountsTowardsThreshold() -> None:
     (m,) = w.state.members
     w.service.startService()
     w.fake.answer(8081, True)
-    for i in range(2):
+    for _ in range(2):
         w.ctx.passiveFailure(w.state, m, "reset", "backend closed the connection before responding")
         assert m.health == HEALTHY
-    assert (
-        m.lastReason == "passive: connection reset: backend closed the connection before responding"
-    )
+    assert m.lastReason == "passive: connection reset: backend closed the connection before responding"
     w.ctx.passiveFailure(w.state, m, "connect", "No route to host")
     assert (m.health, m.lastReason) == (UNHEALTHY, "passive: connect failed: No route to host")
     w.service.stopService()
@@ -425,9 +413,7 @@ class Wire:
         self.reactor = MemoryReactorClock()
         self.prober = HttpProber(self.reactor)
         settings = BackendHttpSettings("s1")
-        member = PoolState(
-            BackendAddressPool("pool", (BackendAddress(host, port),)), settings
-        ).members[0]
+        member = PoolState(BackendAddressPool("pool", (BackendAddress(host, port),)), settings).members[0]
         self.request = probeRequestFor(probe, settings, member)
         self.results: list[Any] = []
         self.d = self.prober(self.request)
@@ -466,9 +452,7 @@ def test_httpProbeSendsConnectionClose() -> None:
     assert w.result == ProbeResult(True, "204 No Content")
     assert w.transport.disconnecting  # closed, not kept alive
     w.lose()
-    assert (
-        w.prober.pool.active == set() and w.prober.pool.idle.get(("127.0.0.1", 8081, ""), []) == []
-    )
+    assert w.prober.pool.active == set() and w.prober.pool.idle.get(("127.0.0.1", 8081, ""), []) == []
 
 
 def test_httpProbeStatusRanges() -> None:
@@ -534,9 +518,7 @@ def test_httpProbeHugeBodyWithoutMatchIsCutShort() -> None:
 
 def test_httpProbeConnectionRefused() -> None:
     w = Wire(DEFAULT_PROBE)
-    w.factory.clientConnectionFailed(
-        w.reactor.connectors[-1], Failure(ierror.ConnectionRefusedError())
-    )
+    w.factory.clientConnectionFailed(w.reactor.connectors[-1], Failure(ierror.ConnectionRefusedError()))
     assert w.result == ProbeResult(False, "connection refused")
 
 
@@ -557,9 +539,7 @@ def test_httpProbeClosedBeforeResponse() -> None:
     w = Wire(DEFAULT_PROBE)
     w.connect()
     w.lose()
-    assert w.result == ProbeResult(
-        False, "connection reset: backend closed the connection before responding"
-    )
+    assert w.result == ProbeResult(False, "connection reset: backend closed the connection before responding")
 
 
 def test_httpProbeCancelAbortsTheConnection() -> None:
@@ -1033,9 +1013,7 @@ def test_failoverWhileBackendDies(tmp_path: Path, procs: list[Any]) -> None:
         t.join(90)
     assert not any(t.is_alive() for t in threads)
     assert killed.is_set() and done[0] == total
-    assert errors == [], (
-        f"{len(errors)} client-visible errors: {errors[:10]}\n{gw.proc.output()[-4000:]}"
-    )
+    assert errors == [], f"{len(errors)} client-visible errors: {errors[:10]}\n{gw.proc.output()[-4000:]}"
     assert byBackend.get("b2", 0) > 0 and byBackend["b1"] > total // 2
     s2 = servers(gw.admin)[f"127.0.0.1:{p2}"]
     assert s2["health"] == "Unhealthy"

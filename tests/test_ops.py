@@ -141,7 +141,9 @@ def test_systemd_notify_ready_reloading_stopping(tmp_path: Path) -> None:
 def test_metrics_endpoint(tmp_path: Path) -> None:
     b, pb = startBackend(tmp_path, "A")
     port, admin = freePort(), freePort()
-    gw = startGateway(tmp_path, basicIni(port, [pb], gateway=f"admin = tcp:{admin}:interface=127.0.0.1"), port)
+    gw = startGateway(
+        tmp_path, basicIni(port, [pb], gateway=f"admin = tcp:{admin}:interface=127.0.0.1"), port
+    )
     try:
         for _ in range(3):
             assert get(port)[0] == 200
@@ -162,7 +164,9 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
 def _workerPids(configPath: Path) -> list[int]:
     import subprocess
 
-    out = subprocess.run(["pgrep", "-f", "--", f"--config {configPath} --worker"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["pgrep", "-f", "--", f"--config {configPath} --worker"], capture_output=True, text=True
+    )
     return [int(p) for p in out.stdout.split()]
 
 
@@ -172,7 +176,9 @@ def test_workers_share_ports_restart_reload_and_affinity(tmp_path: Path) -> None
     port = freePort()
     # no affinitySecret configured: the supervisor generates one all workers share
     gw = startGateway(
-        tmp_path, basicIni(port, [pa, pb], gateway="workers = 2", settings="cookieBasedAffinity = Enabled"), port
+        tmp_path,
+        basicIni(port, [pa, pb], gateway="workers = 2", settings="cookieBasedAffinity = Enabled"),
+        port,
     )
     cfg = tmp_path / f"gw-{port}.ini"
     try:

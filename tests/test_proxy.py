@@ -44,7 +44,11 @@ def gateway(tmpdir_module: Path, backends: list[int]) -> Iterator[tuple[int, Pro
 
 
 def get(
-    port: int, path: str = "/", method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None
+    port: int,
+    path: str = "/",
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
 ) -> tuple[int, dict[str, str], bytes, http.client.HTTPResponse]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request(method, path, body=body, headers=headers or {})
@@ -54,7 +58,9 @@ def get(
     return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data, resp
 
 
-def backendHeaders(port: int, headers: dict[str, str] | None = None) -> tuple[list[list[str]], dict[str, object]]:
+def backendHeaders(
+    port: int, headers: dict[str, str] | None = None
+) -> tuple[list[list[str]], dict[str, object]]:
     status, _, body, _ = get(port, "/headers", headers=headers)
     assert status == 200
     doc = json.loads(body)
@@ -97,7 +103,11 @@ def test_hop_by_hop_headers_removed_and_repeats_kept(gateway: tuple[int, Proc]) 
             break
         data += chunk
     s.close()
-    doc = json.loads(data.partition(b"\r\n\r\n")[2].split(b"\r\n")[1] if b"chunked" in data else data.partition(b"\r\n\r\n")[2])
+    doc = json.loads(
+        data.partition(b"\r\n\r\n")[2].split(b"\r\n")[1]
+        if b"chunked" in data
+        else data.partition(b"\r\n\r\n")[2]
+    )
     names = [k.lower() for k, _ in doc["headers"]]
     for gone in ("connection", "x-secret", "keep-alive", "te", "proxy-authorization", "upgrade"):
         assert gone not in names
@@ -332,7 +342,10 @@ def test_large_upload_memory_bounded(tmp_path: Path) -> None:
 def test_affinity_pins_and_forged_cookie_falls_back(tmp_path: Path, backends: list[int]) -> None:
     port = freePort()
     ini = basicIni(
-        port, backends, settings="cookieBasedAffinity = Enabled", gateway="affinitySecret = 0123456789abcdef0123"
+        port,
+        backends,
+        settings="cookieBasedAffinity = Enabled",
+        gateway="affinitySecret = 0123456789abcdef0123",
     )
     gw = startGateway(tmp_path, ini, port)
     try:
@@ -351,7 +364,9 @@ def test_affinity_pins_and_forged_cookie_falls_back(tmp_path: Path, backends: li
         forged = value.split(".")[0] + ".AAAAAAAAAAAAAAAAAAAAAA"
         bodies = set()
         for _ in range(4):
-            status, headers, body, resp = get(port, headers={"Cookie": f"ApplicationGatewayAffinity={forged}"})
+            status, headers, body, resp = get(
+                port, headers={"Cookie": f"ApplicationGatewayAffinity={forged}"}
+            )
             assert status == 200
             assert resp.msg.get_all("Set-Cookie")
             bodies.add(body)

@@ -162,9 +162,7 @@ class WebSocketLoad:
                     ping_interval=None,
                 )
 
-        results = await asyncio.gather(
-            *(open1(i) for i in range(self.count)), return_exceptions=True
-        )
+        results = await asyncio.gather(*(open1(i) for i in range(self.count)), return_exceptions=True)
         conns = []
         for i, r in enumerate(results):
             if isinstance(r, BaseException):
@@ -230,9 +228,7 @@ class HttpLoad:
         self.ok = 0
         self.seen: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.threads = [
-            threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(threads)
-        ]
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(threads)]
 
     def start(self) -> None:
         for t in self.threads:
@@ -294,9 +290,7 @@ def test_reload_under_load_drops_nothing(tmp_path: Path) -> None:
         settings = f"requestTimeout = {next(timeouts)}\nconnectionDraining = 3"
         return basicIni(port, members, settings=settings)
 
-    invalid = basicIni(
-        port, [pc], settings="requestTimeout = 5\nconnectionDraining = 3\nfrobnicate = 1"
-    )
+    invalid = basicIni(port, [pc], settings="requestTimeout = 5\nconnectionDraining = 3\nfrobnicate = 1")
     gw = startGateway(tmp_path, valid([pa, pb]), port)
     cfg = tmp_path / f"gw-{port}.ini"
     wsLoad = WebSocketLoad(port, 200)
@@ -549,9 +543,7 @@ def test_sigterm_closes_websockets_with_1001_after_grace_and_exits_0(tmp_path: P
         assert gw.proc.wait(2 + 5) == 0
         exitedAt = time.monotonic() - sent
         assert 1.5 <= min(closedAt) and max(closedAt) <= 4.0, closedAt
-        print(
-            f"\nSIGTERM: WebSockets closed 1001 at {max(closedAt):.2f}s, exit 0 at {exitedAt:.2f}s"
-        )
+        print(f"\nSIGTERM: WebSockets closed 1001 at {max(closedAt):.2f}s, exit 0 at {exitedAt:.2f}s")
     finally:
         for ws in conns:
             ws.close()

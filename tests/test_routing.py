@@ -165,9 +165,7 @@ def routingConfig() -> GatewayConfig:
 
     def rule(name: str, listener: str, priority: int | None, target: str) -> RequestRoutingRule:
         if target.startswith("map:"):
-            return RequestRoutingRule(
-                name, listener, "PathBasedRouting", priority, urlPathMap=target[4:]
-            )
+            return RequestRoutingRule(name, listener, "PathBasedRouting", priority, urlPathMap=target[4:])
         return RequestRoutingRule(name, listener, "Basic", priority, target, "s")
 
     rules = [
@@ -243,9 +241,7 @@ HOST_TABLE = [
 
 
 @pytest.mark.parametrize("port,host,expected", HOST_TABLE)
-def test_host_routing(
-    sites: dict[str, GatewaySite], port: str, host: bytes | None, expected: str
-) -> None:
+def test_host_routing(sites: dict[str, GatewaySite], port: str, host: bytes | None, expected: str) -> None:
     assert decide(sites[port], FakeRequest(host=host, uri=b"/")) == expected
 
 
@@ -350,15 +346,11 @@ def test_path_index_agrees_with_trying_each_path_rule_in_order() -> None:
     for _ in range(80):
         path = "/" + "/".join(rng.choice(pieces) for _ in range(rng.randint(0, 3)))
         patterns.append(rng.choice([path, path + "*", path.rstrip("/") + "/*"]))
-    entries: list[tuple[Any, list[str], Any]] = [
-        (pathMatcher([p]), [p], i) for i, p in enumerate(patterns)
-    ]
+    entries: list[tuple[Any, list[str], Any]] = [(pathMatcher([p]), [p], i) for i, p in enumerate(patterns)]
     entries.append((pathMatcher(["/x", "/y/*"]), ["/x", "/y/*"], "xy"))
     index = PathIndex(entries)
     for _ in range(3000):
-        path = "/" + "/".join(
-            rng.choice(pieces + ["x", "y", "imgs"]) for _ in range(rng.randint(0, 4))
-        )
+        path = "/" + "/".join(rng.choice(pieces + ["x", "y", "imgs"]) for _ in range(rng.randint(0, 4)))
         linear = next((t for m, _, t in entries if m(path)), "default")
         assert index.lookup(path, "default") == linear, path
     # the fast path of normalizePath gives what the full decoding gives
@@ -385,9 +377,7 @@ def ruleSet(*rules: RewriteRule) -> Any:
 
 FWD = [(b"Host", b"app.test"), (b"Accept", b"*/*"), (b"X-Forwarded-For", b"192.0.2.7")]
 
-REQUEST_TABLE: list[
-    tuple[str, tuple[RewriteRule, ...], dict[str, Any], list[tuple[bytes, bytes]]]
-] = [
+REQUEST_TABLE: list[tuple[str, tuple[RewriteRule, ...], dict[str, Any], list[tuple[bytes, bytes]]]] = [
     (
         "client ip and port",
         (RewriteRule("a", requestHeaders=(("X-Client", "{var_client_ip}:{var_client_port}"),)),),
@@ -536,9 +526,7 @@ REQUEST_TABLE: list[
 ]
 
 
-@pytest.mark.parametrize(
-    "label,rules,kwargs,expected", REQUEST_TABLE, ids=[r[0] for r in REQUEST_TABLE]
-)
+@pytest.mark.parametrize("label,rules,kwargs,expected", REQUEST_TABLE, ids=[r[0] for r in REQUEST_TABLE])
 def test_request_rewrites(
     label: str,
     rules: tuple[RewriteRule, ...],
@@ -623,9 +611,7 @@ def test_response_rewrites(
             "unknown rewrite variable 'var_nope'",
         ),
         (
-            RewriteRule(
-                "a", conditions=(("http_req_X", "(", False, False),), requestHeaders=(("X", "1"),)
-            ),
+            RewriteRule("a", conditions=(("http_req_X", "(", False, False),), requestHeaders=(("X", "1"),)),
             "rewriteRuleSet rw rule a: missing ), unterminated subpattern at position 0",
         ),
         (RewriteRule("a", requestHeaders=(("Bad Name", "1"),)), "invalid header name 'Bad Name'"),
@@ -862,10 +848,7 @@ CONFIG_ERRORS = [
     (CANARY, []),
     (
         "plugin = headerRoot",
-        [
-            at(25) + "plugin: unknown routing plugin 'headerRoot'; "
-            "available: headerRoute, weightedSplit"
-        ],
+        [at(25) + "plugin: unknown routing plugin 'headerRoot'; available: headerRoute, weightedSplit"],
     ),
     (
         CANARY + "plugin.colour = red",
@@ -911,8 +894,7 @@ CONFIG_ERRORS = [
         [
             at(28) + "plugin.backendAddressPool: "
             "refers to backendAddressPool 'canaryPol', which is not defined",
-            at(29) + "plugin.backendHttpSettings: "
-            "refers to backendHttpSettings 's2', which is not defined",
+            at(29) + "plugin.backendHttpSettings: refers to backendHttpSettings 's2', which is not defined",
         ],
     ),
     (
@@ -1010,9 +992,7 @@ def pluginConfig(
         httpListeners={"l1": HttpListener("l1", "fp")},
         backendAddressPools={p: pool(p) for p in ("main", "canary", "a", "b")},
         backendHttpSettings={"s": BackendHttpSettings("s")},
-        redirectConfigurations={
-            "away": RedirectConfiguration("away", targetUrl="https://away.example")
-        },
+        redirectConfigurations={"away": RedirectConfiguration("away", targetUrl="https://away.example")},
         requestRoutingRules={
             "r": RequestRoutingRule(
                 "r",
@@ -1126,17 +1106,13 @@ def test_weighted_split_distribution_and_stickiness(monkeypatch: pytest.MonkeyPa
 def test_weighted_split_zero_weight_keeps_pinned_clients() -> None:
     secret = b"0123456789abcdef"
     value = AffinityCodec(secret).encode("weightedSplit:r", "b/s")
-    target = pluginTargetFor(
-        pluginConfig("weightedSplit", (("targets", "a/s:1, b/s:0"),), secret=secret)
-    )
+    target = pluginTargetFor(pluginConfig("weightedSplit", (("targets", "a/s:1, b/s:0"),), secret=secret))
     assert chosenPool(target, FakeRequest(cookies={b"AGWSplit": value})) == "b"
     assert {chosenPool(target, FakeRequest()) for _ in range(50)} == {"a"}
 
 
 def test_weighted_split_not_sticky_sets_no_cookie() -> None:
-    target = pluginTargetFor(
-        pluginConfig("weightedSplit", (("targets", "a/s:1"), ("sticky", "false")))
-    )
+    target = pluginTargetFor(pluginConfig("weightedSplit", (("targets", "a/s:1"), ("sticky", "false"))))
     request = FakeRequest()
     assert chosenPool(target, request) == "a"
     assert request.agwPluginChoice.rewrite is None  # type: ignore[attr-defined]
@@ -1146,9 +1122,7 @@ def test_plugin_decision_headers_go_with_the_rules_rewrite() -> None:
     config = pluginConfig("weightedSplit", (("targets", "a/s:1"),))
     rs = RewriteRuleSet("rw", (RewriteRule("x", responseHeaders=(("Server", None),)),))
     rule = dataclasses.replace(config.requestRoutingRules["r"], rewriteRuleSet="rw")
-    config = dataclasses.replace(
-        config, rewriteRuleSets={"rw": rs}, requestRoutingRules={"r": rule}
-    )
+    config = dataclasses.replace(config, rewriteRuleSets={"rw": rs}, requestRoutingRules={"r": rule})
     target = buildRouters(config, {}, rewriteFor=rewriteCompiler(config))["fp"].routes[0].target
     request = FakeRequest()
     chosen = target.resolve(request)
@@ -1157,10 +1131,7 @@ def test_plugin_decision_headers_go_with_the_rules_rewrite() -> None:
     ]
     # the shared target itself is untouched: the cookie belongs to this request only
     plain = target.candidates.backend("a", "s")
-    assert (
-        plain is not chosen
-        and plain.rewrite.applyResponseHeaders(request, [(b"Server", b"x")]) == []
-    )
+    assert plain is not chosen and plain.rewrite.applyResponseHeaders(request, [(b"Server", b"x")]) == []
 
 
 class _Raises:
@@ -1537,9 +1508,7 @@ def test_gateway_routes(
 
 
 def test_gateway_rewrites(gateway: Gateway) -> None:
-    status, headers, body = gateway.request(
-        "shop.test", "/headers?x=1", headers={"X-Client-Ip": "6.6.6.6"}
-    )
+    status, headers, body = gateway.request("shop.test", "/headers?x=1", headers={"X-Client-Ip": "6.6.6.6"})
     assert status == 200
     doc = json.loads(body)
     sent = [(k.lower(), v) for k, v in doc["headers"]]
@@ -1590,7 +1559,5 @@ def test_gateway_streamed_upload_through_a_plugin(gateway: Gateway) -> None:
         "canary.test", "/echo", method="POST", headers={"X-Canary": "1"}, body=body
     )
     assert status == 200 and echoed == body and headers["x-demo-backend"] == ["B"]
-    status, headers, echoed = gateway.request(
-        "canary.test", "/echo", method="POST", body=body[:1000]
-    )
+    status, headers, echoed = gateway.request("canary.test", "/echo", method="POST", body=body[:1000])
     assert status == 200 and echoed == body[:1000] and headers["x-demo-backend"] == ["A"]

@@ -66,9 +66,7 @@ EVIL = "<script>alert('x')</script>&\""
 
 
 def makeConfig(name: str = "l1", host: str = "app.example") -> GatewayConfig:
-    pool = BackendAddressPool(
-        "pool", (BackendAddress("127.0.0.1", 8081), BackendAddress("127.0.0.1", 8082))
-    )
+    pool = BackendAddressPool("pool", (BackendAddress("127.0.0.1", 8081), BackendAddress("127.0.0.1", 8082)))
     return GatewayConfig(
         path="etc/gw.ini",
         frontendPorts={
@@ -81,9 +79,7 @@ def makeConfig(name: str = "l1", host: str = "app.example") -> GatewayConfig:
         },
         backendAddressPools={"pool": pool},
         backendHttpSettings={"s1": BackendHttpSettings("s1", probe="p1")},
-        redirectConfigurations={
-            "toL1": RedirectConfiguration("toL1", "Found", targetListener=name)
-        },
+        redirectConfigurations={"toL1": RedirectConfiguration("toL1", "Found", targetListener=name)},
         urlPathMaps={
             "paths": UrlPathMap(
                 "paths",
@@ -171,9 +167,7 @@ def test_documentListsListenersRulesPoolsAndCounters(history: list[HealthHistory
     ]
     assert pool["members"][1]["lastChange"] == "2023-11-14T22:13:50.000Z"
     # newest first, with the time of the change
-    assert [
-        (c["member"], c["old"], c["new"], c["status"], c["age"]) for c in doc["healthChanges"]
-    ] == [
+    assert [(c["member"], c["old"], c["new"], c["status"], c["age"]) for c in doc["healthChanges"]] == [
         ("127.0.0.1:8082", UNKNOWN, UNHEALTHY, "unhealthy", 5.0),
         ("127.0.0.1:8081", UNKNOWN, HEALTHY, "healthy", 35.0),
     ]
@@ -290,10 +284,7 @@ def test_pageIsSelfContainedAndAccessible() -> None:
     style = page.split("<style>", 1)[1].split("</style>", 1)[0]
     digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
     assert f"style-src 'sha256-{digest}';" in CONTENT_SECURITY_POLICY
-    assert (
-        "default-src 'none'" in CONTENT_SECURITY_POLICY
-        and "connect-src 'self'" in CONTENT_SECURITY_POLICY
-    )
+    assert "default-src 'none'" in CONTENT_SECURITY_POLICY and "connect-src 'self'" in CONTENT_SECURITY_POLICY
 
 
 def test_historyKeepsTheLast50OfThisGatewayOnly(history: list[HealthHistory]) -> None:
@@ -362,9 +353,7 @@ def test_adminRoutes() -> None:
         page = resultOf(treq.get("http://admin/status"))
         assert page.code == 200
         assert page.headers.getRawHeaders(b"content-type") == [b"text/html; charset=utf-8"]
-        assert page.headers.getRawHeaders(b"content-security-policy") == [
-            CONTENT_SECURITY_POLICY.encode()
-        ]
+        assert page.headers.getRawHeaders(b"content-security-policy") == [CONTENT_SECURITY_POLICY.encode()]
         assert page.headers.getRawHeaders(b"cache-control") == [b"no-store"]
         assert b"<h1>agw status</h1>" in resultOf(page.content())
 
@@ -375,9 +364,7 @@ def test_adminRoutes() -> None:
         )
 
         browser = resultOf(
-            treq.get(
-                "http://admin/", headers={b"accept": [b"text/html,*/*"]}, allow_redirects=False
-            )
+            treq.get("http://admin/", headers={b"accept": [b"text/html,*/*"]}, allow_redirects=False)
         )
         assert (browser.code, browser.headers.getRawHeaders(b"location")) == (302, [b"status"])
         assert browser.headers.getRawHeaders(b"vary") == [b"accept"]
@@ -453,9 +440,7 @@ class Chromium:
             port = waitFor("Chromium's DevTools port", lambda: active.read_text().split()[0], 30)
             pages = waitFor(
                 "Chromium's page",
-                lambda: [
-                    t for t in getJson(f"http://127.0.0.1:{port}/json/list") if t["type"] == "page"
-                ],
+                lambda: [t for t in getJson(f"http://127.0.0.1:{port}/json/list") if t["type"] == "page"],
             )
             url = pages[0]["webSocketDebuggerUrl"]
             self.ws = connect(url, max_size=None, open_timeout=10).__enter__()

@@ -562,9 +562,7 @@ def test_end_to_end_tls_with_host_name_override(gw: Gw, pki: Pki) -> None:
         ("/system/x", "tlsGood", "certificate verify failed"),  # test CA not in the system store
     ],
 )
-def test_backend_certificate_failures_are_502(
-    gw: Gw, pki: Pki, path: str, backend: str, why: str
-) -> None:
+def test_backend_certificate_failures_are_502(gw: Gw, pki: Pki, path: str, backend: str, why: str) -> None:
     status, _, body = httpsGet(gw.main, path, "localhost", clientContext(pki))
     assert status == 502
     if path == "/system/x":
@@ -581,9 +579,7 @@ def test_verify_certificate_false_accepts_any_and_warns_once(gw: Gw, pki: Pki) -
     for _ in range(2):
         status, _, body = httpsGet(gw.main, "/noverify/x", "localhost", clientContext(pki))
         assert (status, body) == (200, b"Hello from agw demo backend tlsUntrusted\n")
-    assert (
-        gw.proc.output().count("backendHttpSettings tlsNoVerify: verifyCertificate is false") == 1
-    )
+    assert gw.proc.output().count("backendHttpSettings tlsNoVerify: verifyCertificate is false") == 1
 
 
 def test_https_probes_go_through_tls(gw: Gw) -> None:
@@ -736,7 +732,7 @@ def test_check_reports_missing_certificate_file(tmp_path: Path, pki: Pki) -> Non
 def test_check_reports_key_certificate_mismatch(tmp_path: Path, pki: Pki) -> None:
     result = checkConfig(tmp_path, pki.cert("basic"), pki.key("other"))
     assert result.returncode == 1
-    line = next(l for l in result.stderr.splitlines() if "[sslCertificate:main]" in l)
+    line = next(x for x in result.stderr.splitlines() if "[sslCertificate:main]" in x)
     assert line == (
         f"{tmp_path / 'gw.ini'}:8: [sslCertificate:main] privateKey: does not match the "
         f"certificate in {pki.cert('basic')} ({pki.key('other')})"
@@ -799,7 +795,7 @@ def test_select_certificate(serverName: str | bytes | None, expected: str) -> No
 
 
 def test_select_certificate_without_basic_listener() -> None:
-    listeners = [l for l in LISTENERS if l.hostNames]
+    listeners = [li for li in LISTENERS if li.hostNames]
     assert selectCertificate(listeners, "other.test") is None
     assert selectCertificate(listeners, None) is None
 
@@ -808,9 +804,7 @@ def test_load_certificate_problems(tmp_path: Path, pki: Pki) -> None:
     good = loadCertificate(SslCertificate("good", str(pki.cert("basic")), str(pki.key("basic"))))
     assert good.dnsNames() == ["localhost"]
     assert len(good.chain) == 1  # the intermediate
-    encrypted = loadCertificate(
-        SslCertificate("a", str(pki.cert("a")), str(pki.key("a")), "s3cret")
-    )
+    encrypted = loadCertificate(SslCertificate("a", str(pki.cert("a")), str(pki.key("a")), "s3cret"))
     assert encrypted.name == "a"
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
@@ -845,9 +839,7 @@ def test_load_certificate_problems(tmp_path: Path, pki: Pki) -> None:
         assert str(e.value) == message
     later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=400)
     with pytest.raises(TlsError, match=r"certificate: expired on .* UTC"):
-        loadCertificate(
-            SslCertificate("late", str(pki.cert("basic")), str(pki.key("basic"))), now=later
-        )
+        loadCertificate(SslCertificate("late", str(pki.cert("basic")), str(pki.key("basic"))), now=later)
 
 
 def test_check_tls_config_lines(tmp_path: Path, pki: Pki) -> None:
@@ -877,9 +869,7 @@ def test_check_tls_config_lines(tmp_path: Path, pki: Pki) -> None:
 def test_server_contexts_policy(pki: Pki) -> None:
     config = GatewayConfig(
         path="gw.ini",
-        sslCertificates={
-            "basic": SslCertificate("basic", str(pki.cert("basic")), str(pki.key("basic")))
-        },
+        sslCertificates={"basic": SslCertificate("basic", str(pki.cert("basic")), str(pki.key("basic")))},
         httpListeners={
             "l1": HttpListener("l1", "https", "Https", (), "basic"),
             "l2": HttpListener("l2", "plain", "Http"),

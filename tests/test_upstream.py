@@ -57,8 +57,18 @@ def env() -> tuple[UpstreamPool, MemoryReactorClock]:
     "response, status, body, reusable",
     [
         (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 200, b"hello", True),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200, b"hello", True),
-        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", 201, b"ok", True),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            200,
+            b"hello",
+            True,
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+            201,
+            b"ok",
+            True,
+        ),
         (b"HTTP/1.1 204 No Content\r\n\r\n", 204, b"", True),
         (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", 200, b"ok", False),
         (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, b"ok", False),
@@ -170,7 +180,7 @@ def test_idle_pool_is_bounded(env: Any) -> None:
     conns = []
     for _ in range(3):
         got: list[Any] = []
-        pool.getConnection("127.0.0.1", 8000, lambda c, f: got.append(c))
+        pool.getConnection("127.0.0.1", 8000, lambda c, f, got=got: got.append(c))
         factory = reactor.tcpClients[-1][2]
         proto = factory.buildProtocol(None)
         t = StringTransport()

@@ -104,9 +104,7 @@ def backendClose(port: int, cid: str) -> list[Any]:
 # -- raw socket helpers -----------------------------------------------------------
 
 
-def rawHandshake(
-    port: int, lines: list[str], extra: bytes = b""
-) -> tuple[socket.socket, bytes, bytes]:
+def rawHandshake(port: int, lines: list[str], extra: bytes = b"") -> tuple[socket.socket, bytes, bytes]:
     """Send a handshake; return the socket, the response head and what followed it."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + extra)
@@ -394,9 +392,7 @@ def test_backend_unreachable_is_502(tmpdir_module: Path) -> None:
 
 def test_backend_too_slow_is_504(tmpdir_module: Path, backend: int) -> None:
     gport = freePort()
-    gw = startGateway(
-        tmpdir_module, basicIni(gport, [backend], settings="requestTimeout = 1"), gport
-    )
+    gw = startGateway(tmpdir_module, basicIni(gport, [backend], settings="requestTimeout = 1"), gport)
     try:
         started = time.monotonic()
         sock, head, rest = rawHandshake(gport, upgradeLines(gport, "/slow?delay=5"))
@@ -448,9 +444,7 @@ def test_bad_deflate_offer_is_declined_not_fatal(gateway: tuple[int, Proc]) -> N
     port, _ = gateway
     sock, head, rest = rawHandshake(
         port,
-        upgradeLines(
-            port, "/echo", Sec_WebSocket_Extensions="permessage-deflate; client_max_window_bits=99"
-        ),
+        upgradeLines(port, "/echo", Sec_WebSocket_Extensions="permessage-deflate; client_max_window_bits=99"),
     )
     assert head.startswith(b"HTTP/1.1 101")
     assert b"sec-websocket-extensions" not in head.lower()
@@ -464,9 +458,7 @@ def test_bad_deflate_offer_is_declined_not_fatal(gateway: tuple[int, Proc]) -> N
 
 def test_frame_sent_right_after_handshake_is_relayed(gateway: tuple[int, Proc]) -> None:
     port, _ = gateway
-    sock, head, rest = rawHandshake(
-        port, upgradeLines(port, "/echo"), extra=maskedFrame(0x1, b"eager")
-    )
+    sock, head, rest = rawHandshake(port, upgradeLines(port, "/echo"), extra=maskedFrame(0x1, b"eager"))
     assert head.startswith(b"HTTP/1.1 101")
     assert FrameReader(sock, rest).frame() == (True, 0x1, b"eager")
     sock.close()
@@ -582,9 +574,7 @@ def test_affinity_cookie_on_101_and_honoured(tmpdir_module: Path) -> None:
             cookies = response(ws).headers.get_all("Set-Cookie")
             first = json.loads(ws.recv(timeout=10))["backend"]
         assert any(c.startswith("ApplicationGatewayAffinity=") for c in cookies)
-        value = next(c for c in cookies if c.startswith("ApplicationGatewayAffinity=")).split(";")[
-            0
-        ]
+        value = next(c for c in cookies if c.startswith("ApplicationGatewayAffinity=")).split(";")[0]
         for _ in range(3):
             with wsConnect(gport, "/headers", additional_headers={"Cookie": value}) as ws:
                 assert "Set-Cookie" not in response(ws).headers
@@ -597,9 +587,7 @@ def test_affinity_cookie_on_101_and_honoured(tmpdir_module: Path) -> None:
 
 def test_idle_timeout_end_to_end(tmpdir_module: Path, backend: int) -> None:
     gport = freePort()
-    gw = startGateway(
-        tmpdir_module, basicIni(gport, [backend], settings="webSocketIdleTimeout = 1"), gport
-    )
+    gw = startGateway(tmpdir_module, basicIni(gport, [backend], settings="webSocketIdleTimeout = 1"), gport)
     cid = connId()
     try:
         with wsConnect(gport, f"/echo?id={cid}") as ws:
@@ -618,9 +606,7 @@ def test_idle_timeout_end_to_end(tmpdir_module: Path, backend: int) -> None:
 
 def test_gateway_pings_when_configured(tmpdir_module: Path, backend: int) -> None:
     gport = freePort()
-    gw = startGateway(
-        tmpdir_module, basicIni(gport, [backend], settings="webSocketPingInterval = 1"), gport
-    )
+    gw = startGateway(tmpdir_module, basicIni(gport, [backend], settings="webSocketPingInterval = 1"), gport)
     try:
         sock, head, rest = rawHandshake(gport, upgradeLines(gport, "/echo"))
         assert head.startswith(b"HTTP/1.1 101")
@@ -641,9 +627,7 @@ def test_gateway_pings_when_configured(tmpdir_module: Path, backend: int) -> Non
 
 def test_graceful_stop_closes_with_1001(tmpdir_module: Path, backend: int) -> None:
     gport = freePort()
-    gw = startGateway(
-        tmpdir_module, basicIni(gport, [backend], gateway="shutdownGracePeriod = 0"), gport
-    )
+    gw = startGateway(tmpdir_module, basicIni(gport, [backend], gateway="shutdownGracePeriod = 0"), gport)
     try:
         with wsConnect(gport, "/echo") as ws:
             ws.send("x")
@@ -805,9 +789,7 @@ class FakeLeg:
         self.state = 0
 
 
-def openSession(
-    clock: Clock, **settings: Any
-) -> tuple[WebSocketBridge, WebSocketSession, FakeLeg, FakeLeg]:
+def openSession(clock: Clock, **settings: Any) -> tuple[WebSocketBridge, WebSocketSession, FakeLeg, FakeLeg]:
     ctx = GatewayContext(clock, None, AffinityCodec(b"k" * 32))
     bridge = WebSocketBridge(ctx)
     s = BackendHttpSettings(name="s", **settings)
@@ -871,9 +853,7 @@ def test_idle_timeout_on_fake_clock() -> None:
 
 def test_http_request_timeout_does_not_cut_open_websocket() -> None:
     clock = Clock()
-    _, _session, client, backend = openSession(
-        clock, requestTimeout=5.0, webSocketIdleTimeout=3600.0
-    )
+    _, _session, client, backend = openSession(clock, requestTimeout=5.0, webSocketIdleTimeout=3600.0)
     clock.advance(3599)
     assert client.sent == [] and backend.sent == []
     clock.advance(1)

@@ -82,9 +82,7 @@ class WeightedSplit:
                 )
             pool, settings, weight = m.group("pool"), m.group("settings"), int(m.group("weight"))
             if weight > 10000:
-                raise PluginConfigError(
-                    "targets", f"expected a weight of 0..10000, got {weight} in {item!r}"
-                )
+                raise PluginConfigError("targets", f"expected a weight of 0..10000, got {weight} in {item!r}")
             label = f"{pool}/{settings}".lower()
             if label in pairs:
                 raise PluginConfigError("targets", f"{pool}/{settings} is listed twice")
@@ -132,12 +130,7 @@ class WeightedSplit:
         target = candidates.backend(*opts.pairs[label])
         if not opts.sticky or codec is None:
             return target
-        cookie = (
-            opts.cookieName.encode("ascii")
-            + b"="
-            + codec.encode(scope, label)
-            + b"; Path=/; HttpOnly"
-        )
+        cookie = opts.cookieName.encode("ascii") + b"=" + codec.encode(scope, label) + b"; Path=/; HttpOnly"
         if request.secure:
             cookie += b"; Secure"
         return Decision(target, ((b"Set-Cookie", cookie),))
