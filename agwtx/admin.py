@@ -98,6 +98,30 @@ class HealthResource(Resource):
         return body
 
 
+class ReloadResource(Resource):
+    """
+    C{POST /reload}: re-read the configuration file, as SIGHUP does (in every
+    worker).  200 with C{{"ok": true}}, or 400 with the errors (nothing
+    changed).  Only POST, so a browser or crawler following links never
+    reloads; the admin endpoint listens on loopback by default.
+    """
+
+    isLeaf = True
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def render_POST(self, request: Request) -> bytes:
+        handler = getattr(self.ctx, "reloadHandler", None)
+        errors = ["reload is not available"] if handler is None else handler()
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        if errors:
+            request.setResponseCode(400)
+        return json.dumps({"ok": not errors, "errors": list(errors)}, indent=2).encode("utf-8") + b"\n"
+
+
 class AdminRoot(Resource):
     """C{/}: lists the pages below it, so the endpoint explains itself."""
 
@@ -123,6 +147,7 @@ def adminResource(
     """The admin root resource with C{/health} (and any C{children} given)."""
     root = AdminRoot()
     root.putChild(b"health", HealthResource(ctx))
+    root.putChild(b"reload", ReloadResource(ctx))
     metrics = getattr(ctx, "metrics", None)
     if metrics is not None:
         from agwtx.metrics import metricsResource

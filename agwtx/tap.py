@@ -109,12 +109,15 @@ def _reloadOnSighup(reactor: Any, gateway: Any, supervisor: Any = None) -> None:
     """C{kill -HUP} (systemd's ExecReload) re-reads the configuration, in every worker."""
     import signal
 
-    def reload() -> None:
-        gateway.reload()
-        if supervisor is not None:
+    def reload() -> list[str]:
+        errors: list[str] = gateway.reload()
+        if supervisor is not None and not errors:
             supervisor.signal(signal.SIGHUP)
+        return errors
 
     def onSignal(signum: int, frame: Any) -> None:
         reactor.callFromThread(reload)
+
+    gateway.ctx.reloadHandler = reload  # POST /reload on the admin endpoint does the same
 
     signal.signal(signal.SIGHUP, onSignal)

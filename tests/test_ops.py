@@ -258,3 +258,33 @@ def _tryGet(port: int) -> bytes | None:
         return get(port)[1]
     except OSError:
         return None
+
+
+def test_admin_post_reload(tmp_path: Path) -> None:
+    a, pa = startBackend(tmp_path, "A")
+    b, pb = startBackend(tmp_path, "B")
+    port, admin = freePort(), freePort()
+    adminLine = f"admin = tcp:{admin}:interface=127.0.0.1"
+    gw = startGateway(tmp_path, basicIni(port, [pa], gateway=adminLine), port)
+    cfg = tmp_path / f"gw-{port}.ini"
+    try:
+        assert get(port)[1] == b"Hello from agw demo backend A\n"
+        cfg.write_text(basicIni(port, [pb], gateway=adminLine))
+        conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
+        conn.request("POST", "/reload")
+        r = conn.getresponse()
+        assert (r.status, r.read()) == (200, b'{\n  "ok": true,\n  "errors": []\n}\n')
+        assert get(port)[1] == b"Hello from agw demo backend B\n"
+        cfg.write_text(basicIni(port, [pa], gateway=adminLine + "\nbogus = 1"))
+        conn.request("POST", "/reload")
+        r = conn.getresponse()
+        body = r.read().decode()
+        assert r.status == 400 and "[gateway] bogus: unknown key 'bogus'" in body
+        assert get(port)[1] == b"Hello from agw demo backend B\n"
+        conn.request("GET", "/reload")
+        assert conn.getresponse().status == 405  # never on a GET
+        conn.close()
+    finally:
+        gw.stop()
+        a.stop()
+        b.stop()
