@@ -10,7 +10,7 @@ these objects change at runtime.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 from twisted.logger import Logger
@@ -37,8 +37,6 @@ class Member:
     lastChange: float | None = None
     lastProbe: float | None = None
     consecutiveFailures: int = 0
-    passiveFailures: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

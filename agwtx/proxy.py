@@ -470,7 +470,6 @@ class _Exchange:
             self.ctx.deadlines.remove(self)
         if self.member is not None:
             self.member.inflight -= 1
-            self.ctx.memberDone(self.state, self.member)
 
     def _finishWithError(self, code: int, message: str) -> None:
         self._cleanup()

@@ -301,8 +301,6 @@ class GatewayContext:
     pool states and the affinity codec.  Built by the gateway service.
     """
 
-    log = Logger(namespace="agw.access")
-
     def __init__(self, reactor: Any, upstream: Any, affinity: AffinityCodec) -> None:
         self.reactor = reactor
         self.upstream = upstream
@@ -311,7 +309,6 @@ class GatewayContext:
         self.pools: dict[tuple[str, str], PoolState] = {}
         self.webSocketHandler: Callable[["GatewayRequest", BackendTarget], Any] | None = None
         self.passiveListeners: list[Callable[[PoolState, Member, str, str], None]] = []
-        self.requestObservers: list[Callable[["GatewayRequest"], None]] = []
         from agwtx.metrics import GatewayMetrics
 
         self.metrics = GatewayMetrics(self)
@@ -366,13 +363,9 @@ class GatewayContext:
         return self.webSocketHandler(request, target)
 
     def passiveFailure(self, state: PoolState, member: Member, kind: str, detail: str) -> None:
-        member.passiveFailures += 1
         self.metrics.upstreamError(state.name, member.key, kind)
         for listener in self.passiveListeners:
             listener(state, member, kind, detail)
-
-    def memberDone(self, state: PoolState, member: Member) -> None:
-        pass
 
     def accessLog(self, request: "GatewayRequest", aborted: bool = False) -> None:
         """
@@ -407,8 +400,6 @@ class GatewayContext:
         self.metrics.request(
             request.agwListener or "-", request.agwRule or "-", request.agwPool or "-", status, duration
         )
-        for observer in self.requestObservers:
-            observer(request)
 
 
 def buildRouters(

@@ -94,7 +94,6 @@ class UpstreamConnection(Protocol):
         self.bodySent = False
         self.headRequest = False
         self.idleSince = 0.0
-        self.connected = False
         self.lost = False
         self.paused = False
         self.onMade: Callable[[UpstreamConnection], None] | None = None
@@ -102,7 +101,6 @@ class UpstreamConnection(Protocol):
     # -- connection lifecycle
 
     def connectionMade(self) -> None:
-        self.connected = True
         transport: Any = self.transport
         try:
             transport.setTcpNoDelay(True)
@@ -114,7 +112,6 @@ class UpstreamConnection(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ierror.ConnectionDone())) -> None:
         self.lost = True
-        self.connected = False
         self.pool._forget(self)
         handler, self.handler = self.handler, None
         if handler is None:

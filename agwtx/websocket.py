@@ -1323,7 +1323,6 @@ class WebSocketSession:
         if self._counted:
             self._counted = False
             self.member.inflight -= 1
-            self.ctx.memberDone(self.state, self.member)
         self.bridge.ended(self)
         waiters, self._waiters = self._waiters, []
         for d in waiters:

@@ -96,18 +96,11 @@ def test_hop_by_hop_headers_removed_and_repeats_kept(gateway: tuple[int, Proc]) 
         b"Proxy-Authorization: Basic Zm9v\r\nX-Multi: one\r\nX-Multi: two\r\n"
         b"Upgrade: h2c\r\n\r\n"
     )
-    data = b""
-    while b"}" not in data:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    resp = http.client.HTTPResponse(s)
+    resp.begin()
+    assert resp.status == 200
+    doc = json.loads(resp.read())
     s.close()
-    doc = json.loads(
-        data.partition(b"\r\n\r\n")[2].split(b"\r\n")[1]
-        if b"chunked" in data
-        else data.partition(b"\r\n\r\n")[2]
-    )
     names = [k.lower() for k, _ in doc["headers"]]
     for gone in ("connection", "x-secret", "keep-alive", "te", "proxy-authorization", "upgrade"):
         assert gone not in names
