@@ -533,6 +533,40 @@ def _chooseMember(
     return state.pick(), None
 
 
+def backendRequestHeaders(
+    request: "GatewayRequest",
+    target: "BackendTarget",
+    member: Member | None,
+    dropExtra: frozenset[bytes],
+) -> list[tuple[bytes, bytes]]:
+    """
+    The headers a backend request (or WebSocket handshake) carries: the
+    forwarded set, Host as the settings decide, then the rule's rewrites.
+
+    Host is the settings' C{hostName}; else, with
+    C{pickHostNameFromBackendAddress}, C{member}'s name (C{member} None: no
+    Host line, the caller writes one per member); else the client's.
+    """
+    hostOverride = target.hostHeader
+    pickHost = target.settings.pickHostNameFromBackendAddress and hostOverride is None
+    host = hostOverride
+    if pickHost:
+        host = member.host.encode("idna") if member is not None else b""
+    fwd = forwardedRequestHeaders(
+        request.requestHeaders,
+        request.clientIP,
+        b"https" if request.isSecure() else b"http",
+        request.listenerPort,
+        host,
+        dropExtra=dropExtra,
+    )
+    if pickHost and member is None:
+        del fwd[0]
+    if target.rewrite is not None:
+        fwd = target.rewrite.applyRequest(request, fwd)
+    return fwd
+
+
 def _begin(
     ctx: "GatewayContext",
     request: "GatewayRequest",
@@ -543,21 +577,9 @@ def _begin(
     bodyLength: int,
     stream: _StreamedBody | None,
 ) -> None:
-    settings = target.settings
-    hostOverride = target.hostHeader
-    pickHost = settings.pickHostNameFromBackendAddress and hostOverride is None
-    fwd = forwardedRequestHeaders(
-        request.requestHeaders,
-        request.clientIP,
-        b"https" if request.isSecure() else b"http",
-        request.listenerPort,
-        b"" if pickHost else hostOverride,
-        dropExtra=_CONTENT_LENGTH,
-    )
-    if pickHost:
-        del fwd[0]  # the per-member Host line is written by head() below
-    if target.rewrite is not None:
-        fwd = target.rewrite.applyRequest(request, fwd)
+    pickHost = target.settings.pickHostNameFromBackendAddress and target.hostHeader is None
+    # With pickHost the per-member Host line is written by head() below.
+    fwd = backendRequestHeaders(request, target, None, _CONTENT_LENGTH)
     if framing is not None:
         fwd.append(framing)
     prefix = request.method + b" " + target.backendPath(request) + b" HTTP/1.1\r\n"

@@ -110,7 +110,7 @@ from zope.interface import implementer
 
 from agwtx.affinity import affinityCookies
 from agwtx.pool import Member, PoolState
-from agwtx.proxy import HOP_BY_HOP, connectionTokens, errorPage, forwardedRequestHeaders
+from agwtx.proxy import HOP_BY_HOP, backendRequestHeaders, connectionTokens, errorPage
 
 if TYPE_CHECKING:
     from agwtx.routing import BackendTarget, GatewayContext
@@ -915,19 +915,7 @@ class WebSocketSession:
             return self._headCache
         request = self.request
         target = self.target
-        settings = self.settings
-        hostOverride = target.hostHeader
-        pickHost = settings.pickHostNameFromBackendAddress and hostOverride is None
-        fwd = forwardedRequestHeaders(
-            request.requestHeaders,
-            request.clientIP,
-            b"https" if request.isSecure() else b"http",
-            request.listenerPort,
-            member.host.encode("idna") if pickHost else hostOverride,
-            dropExtra=_NOT_FORWARDED,
-        )
-        if target.rewrite is not None:
-            fwd = target.rewrite.applyRequest(request, fwd)
+        fwd = backendRequestHeaders(request, target, member, _NOT_FORWARDED)
         host = b""
         rest = []
         for name, value in fwd:
