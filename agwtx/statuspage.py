@@ -208,11 +208,8 @@ def _requestsByClass(metrics: Any) -> dict[str, int]:
     counts = dict.fromkeys(STATUS_CLASSES, 0)
     if metrics is None:
         return counts
-    for family in metrics.requests.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                cls = sample.labels.get("status", "")
-                counts[cls] = counts.get(cls, 0) + int(sample.value)
+    for cls, count in metrics.requestsByStatusClass().items():
+        counts[cls] = counts.get(cls, 0) + count
     return counts
 
 

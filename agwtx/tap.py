@@ -74,6 +74,9 @@ def makeService(options: Options) -> IService:
     from agwtx.service import makeGatewayService
     from agwtx.workers import SECRET_ENV, WorkerSupervisor
 
+    from agwtx.reactorpoll import installLeanPoll
+
+    installLeanPoll(reactor)
     config = options.gatewayConfig
     worker = int(options["worker"])
     count = config.gateway.workers

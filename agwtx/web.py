@@ -10,7 +10,7 @@ import io
 from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from agwtx.routing import PortRouter, requestHost
@@ -135,6 +135,30 @@ class GatewayRequest(server.Request):
                 errorPage(self, 500, "Internal Server Error")
 
 
+class GatewayChannel(http.HTTPChannel):
+    """
+    twisted.web's HTTP/1.1 channel, used directly rather than through the
+    HTTP/2-negotiating wrapper (listeners offer only http/1.1 in ALPN).
+    The peer and local addresses are looked up once per connection, not
+    once per request (twisted.web's Request asks for both every time).
+    """
+
+    _peer: Any = None
+    _local: Any = None
+
+    def getPeer(self) -> Any:
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = self.transport.getPeer()  # type: ignore[union-attr]
+        return peer
+
+    def getHost(self) -> Any:
+        local = self._local
+        if local is None:
+            local = self._local = self.transport.getHost()  # type: ignore[union-attr]
+        return local
+
+
 class _Unused(Resource):
     isLeaf = True
 
@@ -143,6 +167,7 @@ class GatewaySite(server.Site):
     """One frontend port: its listeners' routing table and the shared context."""
 
     requestFactory = GatewayRequest
+    protocol = GatewayChannel
     displayTracebacks = False
     noisy = False
 
