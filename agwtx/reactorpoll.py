@@ -39,6 +39,7 @@ Only the epoll reactor is changed; any other reactor is left alone.
 from __future__ import annotations
 
 import errno
+import sys
 from typing import Any
 
 from twisted.python import log
@@ -60,6 +61,7 @@ def installLeanPoll(reactor: Any) -> bool:
     selectables = reactor._selectables
     writes = reactor._writes
     doReadOrWrite = reactor._doReadOrWrite
+    disconnect = reactor._disconnectSelectable
     realAddWriter = reactor.addWriter
     realRemoveWriter = reactor.removeWriter
     realRemoveAll = reactor.removeAll
@@ -102,12 +104,19 @@ def installLeanPoll(reactor: Any) -> bool:
             del pending[writer]
             fd = writer.fileno()
             current[0], current[1] = writer, None
-            try:
-                doReadOrWrite(writer, fd, EPOLLOUT)
-            except KeyboardInterrupt:
-                raise
-            except BaseException:
-                log.err()
+            if fd < 0:
+                doReadOrWrite(writer, fd, EPOLLOUT)  # reports the lost descriptor as usual
+            else:
+                # What _doReadOrWrite does for a write event, minus its bookkeeping.
+                try:
+                    why = writer.doWrite()
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:
+                    why = sys.exc_info()[1]
+                    log.err()
+                if why:
+                    disconnect(writer, why, False)
             stopped = current[1] is _STOPPED
             current[0] = current[1] = None
             if not stopped and writer not in pending and writer.fileno() >= 0:
