@@ -23,6 +23,25 @@ __all__ = ["GatewayRequest", "GatewaySite"]
 log = Logger(namespace="agw.web")
 
 
+class _NoBody:
+    """The body of a request without one: read as empty, shared by all such requests."""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def tell(self) -> int:
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+_NO_BODY = _NoBody()
+
+
 class GatewayRequest(server.Request):
     """A request on a gateway listener; carries what the access log reports."""
 
@@ -98,19 +117,22 @@ class GatewayRequest(server.Request):
         backend starts its backend exchange now and streams the body as it
         arrives, instead of spooling it first.
         """
-        if length != 0:
-            channel = self.channel
-            self.method = channel._command
-            self.uri = channel._path
-            self.clientproto = channel._version
-            self.path = self.uri.split(b"?", 1)[0]
-            self._prepare()
-            try:
-                if self.site.startStreaming(self, length):
-                    self.content = io.BytesIO()
-                    return
-            except Exception:
-                log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
+        if length == 0:
+            # No body (every GET): a shared empty stand-in, not a new BytesIO per request.
+            self.content = _NO_BODY
+            return
+        channel = self.channel
+        self.method = channel._command
+        self.uri = channel._path
+        self.clientproto = channel._version
+        self.path = self.uri.split(b"?", 1)[0]
+        self._prepare()
+        try:
+            if self.site.startStreaming(self, length):
+                self.content = io.BytesIO()
+                return
+        except Exception:
+            log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -145,6 +167,45 @@ class GatewayChannel(http.HTTPChannel):
 
     _peer: Any = None
     _local: Any = None
+    _idleCall: Any = None
+    _idlePaused = False
+
+    # TimeoutMixin's API with the same behaviour, cheaper per request:
+    # twisted.web suspends the idle timeout while each request is handled
+    # (setTimeout(None)) and restores it afterwards, which with TimeoutMixin
+    # cancels one DelayedCall and schedules a new one per request.  Here the
+    # call stays scheduled and is re-armed with reset(); if it fires while
+    # suspended it does nothing, and the restore schedules a new one.
+
+    def setTimeout(self, period: float | None) -> float | None:
+        previous = self.timeOut
+        self.timeOut = period
+        if period is None:
+            self._idlePaused = True
+            return previous
+        self._idlePaused = False
+        call = self._idleCall
+        if call is not None and call.active():
+            call.reset(period)
+        else:
+            self._idleCall = self.callLater(period, self._idleTimedOut)
+        return previous
+
+    def resetTimeout(self) -> None:
+        call = self._idleCall
+        if call is not None and self.timeOut is not None and not self._idlePaused:
+            call.reset(self.timeOut)
+
+    def _idleTimedOut(self) -> None:
+        self._idleCall = None
+        if not self._idlePaused and self.timeOut is not None:
+            self.timeoutConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        call, self._idleCall = self._idleCall, None
+        if call is not None and call.active():
+            call.cancel()
+        super().connectionLost(reason)
 
     def getPeer(self) -> Any:
         peer = self._peer
