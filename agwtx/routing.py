@@ -33,6 +33,7 @@ from agwtx.model import (
     RequestRoutingRule,
 )
 from agwtx.pool import Member, PoolState
+from agwtx.proxy import errorPage, proxy
 
 if TYPE_CHECKING:
     from agwtx.web import GatewayRequest
@@ -185,8 +186,6 @@ class BackendTarget:
         request.agwPool = self.state.name
         if isWebSocketUpgrade(request):
             return ctx.webSocket(request, self)
-        from agwtx.proxy import proxy
-
         return proxy(ctx, request, self)
 
 
@@ -257,8 +256,6 @@ class PathMapTarget:
     def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
         target = self.resolve(request)
         if target is None:
-            from agwtx.proxy import errorPage
-
             return errorPage(request, 400, "Bad Request: the path cannot be decoded")
         return target.render(ctx, request)
 
@@ -357,8 +354,6 @@ class GatewayContext:
 
     def webSocket(self, request: "GatewayRequest", target: BackendTarget) -> Any:
         if self.webSocketHandler is None:
-            from agwtx.proxy import errorPage
-
             return errorPage(request, 501, "Not Implemented: WebSocket bridge not available")
         return self.webSocketHandler(request, target)
 
