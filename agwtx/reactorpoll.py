@@ -153,7 +153,9 @@ def installLeanPoll(reactor: Any) -> bool:
             flush()
 
     def getWriters() -> list[Any]:
-        return list(realGetWriters()) + [w for w in pending if w not in realGetWriters()]
+        writers = list(realGetWriters())
+        writers.extend(w for w in pending if w not in writers)
+        return writers
 
     def removeAll() -> list[Any]:
         noted = list(pending)
