@@ -294,6 +294,7 @@ class _Exchange:
         self.timing = False
         self.lastActivity = 0.0
         self.headSent = False
+        self.producerConn: UpstreamConnection | None = None
         self.done = False
         self.attempts = 0
         self.tried: list[Member] = []
@@ -416,10 +417,18 @@ class _Exchange:
         request.agwStatus = status
         if request.method == b"HEAD" or status in (204, 304):
             return
-        request.registerProducer(conn, True)
+        # The backend socket becomes the client's producer (a slow client
+        # pauses it) with the first body bytes, unless those complete the
+        # body: a small response is written and finished without it.
+        self.producerConn = conn
 
     def responseData(self, data: bytes) -> None:
         self.lastActivity = self.ctx.reactor.seconds()
+        conn = self.producerConn
+        if conn is not None:
+            self.producerConn = None
+            if not conn.bodyComplete():
+                self.request.registerProducer(conn, True)
         self.request.write(data)
 
     def responseDone(self) -> None:

@@ -165,6 +165,10 @@ class UpstreamConnection(Protocol):
     def stopProducing(self) -> None:
         self.abort()
 
+    def bodyComplete(self) -> bool:
+        """Whether the bytes being delivered end a Content-Length response body."""
+        return self.state == _BODY_LENGTH and self.remaining == 0
+
     # -- parsing
 
     def dataReceived(self, data: bytes) -> None:
