@@ -52,7 +52,7 @@ _STOPPED = object()
 def installLeanPoll(reactor: Any) -> bool:
     """Give an C{EPollReactor} the lean loop; False (untouched) for any other reactor."""
     try:
-        from twisted.internet.epollreactor import EPOLLOUT, EPollReactor
+        from twisted.internet.epollreactor import EPOLLIN, EPOLLOUT, EPollReactor
     except ImportError:  # not Linux
         return False
     if not isinstance(reactor, EPollReactor) or getattr(reactor, "_agwLeanPoll", False):
@@ -142,6 +142,19 @@ def installLeanPoll(reactor: Any) -> bool:
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
+                continue
+            if event == EPOLLIN:
+                # The common case, inlined: what _doReadOrWrite does for a
+                # plain read event (a closed descriptor fails in recv).
+                try:
+                    why = selectable.doRead()
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:
+                    why = sys.exc_info()[1]
+                    log.err()
+                if why:
+                    disconnect(selectable, why, True)
                 continue
             try:
                 doReadOrWrite(selectable, fd, event)
