@@ -93,6 +93,19 @@ def installLeanPoll(reactor: Any) -> bool:
             return
         realRemoveWriter(writer)
 
+    def handle(selectable: Any, method: Any, isRead: bool) -> None:
+        # What _doReadOrWrite does for a plain read or write event, minus its
+        # event-mask bookkeeping: log any exception, disconnect on a reason.
+        try:
+            why = method()
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            why = sys.exc_info()[1]
+            log.err()
+        if why:
+            disconnect(selectable, why, isRead)
+
     def flush() -> None:
         # Bounded: a writer re-noted while flushing (a producer resumed by
         # its own doWrite) is served again, but never more than this many
@@ -107,16 +120,7 @@ def installLeanPoll(reactor: Any) -> bool:
             if fd < 0:
                 doReadOrWrite(writer, fd, EPOLLOUT)  # reports the lost descriptor as usual
             else:
-                # What _doReadOrWrite does for a write event, minus its bookkeeping.
-                try:
-                    why = writer.doWrite()
-                except KeyboardInterrupt:
-                    raise
-                except BaseException:
-                    why = sys.exc_info()[1]
-                    log.err()
-                if why:
-                    disconnect(writer, why, False)
+                handle(writer, writer.doWrite, False)
             stopped = current[1] is _STOPPED
             current[0] = current[1] = None
             if not stopped and writer not in pending and writer.fileno() >= 0:
@@ -144,17 +148,8 @@ def installLeanPoll(reactor: Any) -> bool:
             if selectable is None:
                 continue
             if event == EPOLLIN:
-                # The common case, inlined: what _doReadOrWrite does for a
-                # plain read event (a closed descriptor fails in recv).
-                try:
-                    why = selectable.doRead()
-                except KeyboardInterrupt:
-                    raise
-                except BaseException:
-                    why = sys.exc_info()[1]
-                    log.err()
-                if why:
-                    disconnect(selectable, why, True)
+                # The common case (a closed descriptor fails in recv).
+                handle(selectable, selectable.doRead, True)
                 continue
             try:
                 doReadOrWrite(selectable, fd, event)

@@ -39,22 +39,24 @@ def channel() -> tuple[Clock, GatewayChannel, StringTransport]:
     return clock, proto, transport
 
 
-def test_idle_connection_is_closed_after_the_timeout() -> None:
-    clock, _, transport = channel()
-    clock.advance(IDLE - 1)
+def closesAfter(clock: Clock, transport: StringTransport, seconds: float) -> None:
+    """The connection is still open a second before C{seconds} from now, closed a second after."""
+    clock.advance(seconds - 1)
     assert not transport.disconnecting
     clock.advance(2)
     assert transport.disconnecting
+
+
+def test_idle_connection_is_closed_after_the_timeout() -> None:
+    clock, _, transport = channel()
+    closesAfter(clock, transport, IDLE)
 
 
 def test_bytes_from_the_client_restart_the_idle_timer() -> None:
     clock, proto, transport = channel()
     clock.advance(IDLE - 10)
     proto.dataReceived(b"GET / HTTP/1.1\r\n")  # half a request
-    clock.advance(IDLE - 10)
-    assert not transport.disconnecting
-    clock.advance(11)
-    assert transport.disconnecting
+    closesAfter(clock, transport, IDLE)
 
 
 def test_a_request_in_progress_is_not_timed_out_and_the_timer_restarts_after_it() -> None:
@@ -69,10 +71,7 @@ def test_a_request_in_progress_is_not_timed_out_and_the_timer_restarts_after_it(
     request.write(b"ok")
     request.finish()
     assert b"200" in transport.value()
-    clock.advance(IDLE - 1)
-    assert not transport.disconnecting
-    clock.advance(2)
-    assert transport.disconnecting
+    closesAfter(clock, transport, IDLE)
 
 
 def test_many_requests_leave_one_timer_per_connection() -> None:
