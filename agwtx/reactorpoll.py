@@ -30,8 +30,16 @@ instance (py-spy on bench/http_bench.py's agw row; figures in README):
    C{_doReadOrWrite} path and error handling the poll would use.  Whatever
    it could not send (a full socket buffer) is then registered with epoll
    exactly as before, so flow control and producers behave as they did.
-   Writes made while handling one batch are still sent together: one
-   C{send} for a response's head and body.
+   Writes made while handling one event are sent together (one C{send}
+   for a response's head and body).
+
+   When many events are ready at once (50 requests arriving together),
+   waiting for the end of the whole batch would hold the first answer
+   until the fiftieth request is parsed; so pending writes are also sent
+   after every L{FLUSH_EVERY} events.  Measured with bench/http_bench.py:
+   the paced pass's p50 went from 4.9 ms (end of batch only) to 1.8 ms,
+   for about 1.5 % of saturated throughput (flushing after every event:
+   1.4 ms, but 7 % fewer requests per second).
 
 Only the epoll reactor is changed; any other reactor is left alone.
 """
@@ -47,6 +55,9 @@ from twisted.python import log
 __all__ = ["installLeanPoll"]
 
 _STOPPED = object()
+
+FLUSH_EVERY = 8
+"""Pending writes are sent after at most this many I/O events of a batch."""
 
 
 def installLeanPoll(reactor: Any) -> bool:
@@ -143,6 +154,7 @@ def installLeanPoll(reactor: Any) -> bool:
             if err.errno == errno.EINTR:
                 return
             raise
+        handled = 0
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
@@ -150,13 +162,18 @@ def installLeanPoll(reactor: Any) -> bool:
             if event == EPOLLIN:
                 # The common case (a closed descriptor fails in recv).
                 handle(selectable, selectable.doRead, True)
-                continue
-            try:
-                doReadOrWrite(selectable, fd, event)
-            except KeyboardInterrupt:
-                raise
-            except BaseException:
-                log.err()
+            else:
+                try:
+                    doReadOrWrite(selectable, fd, event)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:
+                    log.err()
+            handled += 1
+            if handled == FLUSH_EVERY:
+                handled = 0
+                if pending:
+                    flush()
         if pending:
             flush()
 
