@@ -10,13 +10,13 @@ instance (py-spy on bench/http_bench.py's agw row; figures in README):
    copies the legacy logging context dict and installs it for the call,
    only so that I{legacy} C{log.msg}/C{log.err} events emitted inside carry
    a C{system} label such as C{HTTPChannel,3,127.0.0.1}.  That was about
-   14 % of the gateway's CPU time.  The lean loop calls
-   C{_doReadOrWrite} directly.  C{_doReadOrWrite} itself still catches any
-   exception from application code, logs it with C{log.err} and
-   disconnects the selectable, as before; the loop adds the same second
-   safety net C{callWithLogger} had.  What changes: legacy log events
-   raised while handling an I/O event show C{system} as C{-}; agw's own
-   events use twisted.logger and never carried it.
+   14 % of the gateway's CPU time.  The lean loop calls C{doRead} directly
+   for a plain read event and C{_doReadOrWrite} for anything else (hang-up,
+   error, write readiness).  Either way an exception from application code
+   is logged with C{log.err} and the selectable is disconnected, as before,
+   and a half-closed read is still reported as one.  What changes: legacy
+   log events raised while handling an I/O event show C{system} as C{-};
+   agw's own events use twisted.logger and never carried it.
 
 2. C{transport.write()} only buffers and calls C{startWriting()}, which
    registers the socket for EPOLLOUT (an C{epoll_ctl} system call and set
@@ -25,21 +25,20 @@ instance (py-spy on bench/http_bench.py's agw row; figures in README):
    a socket that is writable anyway (nearly always, for a short response)
    that is two system calls and one more loop pass per write.  Here
    C{addWriter} of a socket that is not registered for writing only notes
-   it; once the current batch of events (or timed calls) has been handled,
-   each noted socket gets its C{doWrite} at once, through the same
-   C{_doReadOrWrite} path and error handling the poll would use.  Whatever
-   it could not send (a full socket buffer) is then registered with epoll
-   exactly as before, so flow control and producers behave as they did.
-   Writes made while handling one event are sent together (one C{send}
-   for a response's head and body).
+   it, and noted sockets get their C{doWrite} within the same pass of the
+   loop, with the poll path's error handling.  Whatever they could not
+   send (a full socket buffer) is then registered with epoll exactly as
+   before, so flow control and producers behave as they did.  Writes made
+   while handling one event are sent together (one C{send} for a
+   response's head and body).
 
-   When many events are ready at once (50 requests arriving together),
-   waiting for the end of the whole batch would hold the first answer
-   until the fiftieth request is parsed; so pending writes are also sent
-   after every L{FLUSH_EVERY} events.  Measured with bench/http_bench.py:
-   the paced pass's p50 went from 4.9 ms (end of batch only) to 1.8 ms,
-   for about 1.5 % of saturated throughput (flushing after every event:
-   1.4 ms, but 7 % fewer requests per second).
+   When is "within the same pass": after every L{FLUSH_EVERY} ready events
+   and when the pass ends (and before polling, for writes made by timed
+   calls).  Only at the end would hold the first of 50 requests that
+   arrive together until the fiftieth is parsed.  Measured with
+   bench/http_bench.py: the paced pass's p50 went from 4.9 ms (end of the
+   pass only) to 1.8 ms, for about 1.5 % of saturated throughput (after
+   every event: 1.4 ms, but 7 % fewer requests per second).
 
 Only the epoll reactor is changed; any other reactor is left alone.
 """
