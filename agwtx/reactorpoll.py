@@ -37,8 +37,9 @@ instance (py-spy on bench/http_bench.py's agw row; figures in README):
    calls).  Only at the end would hold the first of 50 requests that
    arrive together until the fiftieth is parsed.  Measured with
    bench/http_bench.py: the paced pass's p50 went from 4.9 ms (end of the
-   pass only) to 1.8 ms, for about 1.5 % of saturated throughput (after
-   every event: 1.4 ms, but 7 % fewer requests per second).
+   pass only) to 1.8 ms (2.4 ms in the README's full run), for about 1.5 %
+   of saturated throughput (after every event: 1.4 ms, but 7 % fewer
+   requests per second).
 
 Only the epoll reactor is changed; any other reactor is left alone.
 """
