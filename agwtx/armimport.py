@@ -64,10 +64,16 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agwtx.config import REWRITE_VARIABLES, UNREWRITABLE_HEADERS
+from agwtx.config import (
+    REWRITE_VARIABLES,
+    UNREWRITABLE_HEADERS,
+    InvalidValue,
+    parseProtocol,
+    parseRewriteCondition,
+)
 
 __all__ = [
     "DEFAULT_TLS_DIR",
@@ -633,12 +639,8 @@ class ArmEvaluator:
             return self.resourceId([_asText(a) for a in args])
         if name == "subscription":
             return {
-                "id": _opaque("deploy", "subscription().id", "known only at deployment"),
-                "subscriptionId": _opaque(
-                    "deploy", "subscription().subscriptionId", "known only at deployment"
-                ),
-                "tenantId": _opaque("deploy", "subscription().tenantId", "known only at deployment"),
-                "displayName": _opaque("deploy", "subscription().displayName", "known only at deployment"),
+                key: _opaque("deploy", f"subscription().{key}", "known only at deployment")
+                for key in ("id", "subscriptionId", "tenantId", "displayName")
             }
         if name == "resourcegroup":
             return {
@@ -858,9 +860,7 @@ def findGateways(data: Any) -> list[FoundGateway]:
 
 def _atIndex(gateway: FoundGateway, index: int) -> FoundGateway:
     """The same gateway, found in item C{index} of a list."""
-    return FoundGateway(
-        gateway.name, gateway.outer, gateway.props, gateway.template, f"[{index}] {gateway.where}"
-    )
+    return replace(gateway, where=f"[{index}] {gateway.where}")
 
 
 # ---------------------------------------------------------------------------
@@ -930,7 +930,9 @@ class _Item:
 
 
 def _sanitise(name: str, pattern: re.Pattern[str], allowed: str) -> str:
-    """C{name} with runs of characters outside C{allowed} replaced by C{_}."""
+    """C{name} if C{pattern} accepts it, else with runs of characters outside C{allowed} replaced by C{_}."""
+    if pattern.fullmatch(name):
+        return name
     cleaned = re.sub(f"[^{allowed}]+", "_", name).strip("_")[:80]
     return cleaned if cleaned and pattern.fullmatch(cleaned) else "unnamed"
 
@@ -1080,19 +1082,15 @@ _GATEWAY_METADATA = frozenset(
     }
 )
 
-_PROTOCOLS = {"http": "Http", "https": "Https"}
 _REDIRECT_TYPES = {t.lower(): t for t in ("Permanent", "Found", "SeeOther", "Temporary")}
 _RULE_TYPES = {"basic": "Basic", "pathbasedrouting": "PathBasedRouting"}
 
-# What agw's config accepts in rewrite rules: one list, shared with the loader.
-_REWRITE_VARIABLES = REWRITE_VARIABLES
 _HEADER_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_UNREWRITABLE_HEADERS = UNREWRITABLE_HEADERS
 
 
 def _variableProblem(name: str, inResponse: bool) -> str | None:
     """Why agw cannot use the rewrite variable C{name}, or None."""
-    if name in _REWRITE_VARIABLES:
+    if name in REWRITE_VARIABLES:
         return None
     for prefix in ("http_req_", "http_resp_"):
         if name.startswith(prefix):
@@ -1118,7 +1116,7 @@ class _Converter:
     def __init__(self, gateway: FoundGateway, evaluator: ArmEvaluator | _Literal, tlsDir: str) -> None:
         self.gateway = gateway
         self.evaluator = evaluator
-        self.tlsDir = tlsDir.rstrip("/") or "/"
+        self.tlsBase = tlsDir.rstrip("/") + "/"
         self.top: list[str] = []
         self.items: dict[str, list[_Item]] = {kind: [] for kind in SECTION_ORDER}
         self.byAzure: dict[str, dict[str, _Item]] = {kind: {} for kind in SECTION_ORDER}
@@ -1215,7 +1213,7 @@ class _Converter:
         if azure is None:
             azure = f"{kind}{index + 1}"
             note = "the input gives no name"
-        candidate = azure if _NAME_RE.fullmatch(azure) else _sanitise(azure, _NAME_RE, "A-Za-z0-9_.-")
+        candidate = _sanitise(azure, _NAME_RE, "A-Za-z0-9_.-")
         name = _unique(candidate, self.taken[kind])
         item = _Item(kind, azure, name)
         if note:
@@ -1302,13 +1300,26 @@ class _Converter:
         value = self.text(item, view, key)
         if value is None:
             return None
-        protocol = _PROTOCOLS.get(value.lower())
-        if protocol is None:
+        try:
+            return parseProtocol(value)
+        except InvalidValue:
             item.fail(f"protocol {value}: agw speaks Http and Https only")
-        return protocol
+            return None
 
-    def leftovers(self, item: _Item, view: _View) -> None:
-        """Note every property this converter did not read."""
+    def hostOrPick(self, item: _Item, view: _View, hostKey: str, pickKey: str) -> tuple[bool, str | None]:
+        """C{pickKey = true}, else C{hostKey}: the host name is one or the other."""
+        pick = self.flag(item, view, pickKey)
+        host = self.text(item, view, hostKey)
+        if pick:
+            item.add(pickKey, "true")
+            if host:
+                item.comment(f"{hostKey} {host} ignored: {pickKey} is true")
+        elif host:
+            item.add(hostKey, host.lower())
+        return bool(pick), host
+
+    def leftovers(self, item: _Item, view: _View, label: str = "") -> None:
+        """Note every property this converter did not read (of C{label}, a part of the section)."""
         skip = _ELEMENT_METADATA | _BACKREFS[item.kind]
         for key, value in view.leftovers():
             lowered = key.lower()
@@ -1317,22 +1328,18 @@ class _Converter:
             if lowered == "minservers" and value == 0:
                 continue
             why = _ELEMENT_NOT_CONVERTED.get(lowered, "agw has no equivalent")
-            item.notConverted(f"{key} = {_brief(value)}", why)
+            item.notConverted(f"{label}{key} = {_brief(value)}", why)
 
     # -- the gateway -----------------------------------------------------------
 
     def run(self) -> None:
         gateway = self.gateway
         evaluate = self.evaluator.deep
-        props = evaluate(gateway.props)
+        propsView = _View(evaluate(gateway.props))
         if gateway.outer is gateway.props:
-            outer = props
-            propsView = _View(props)
             outerView = propsView
         else:
-            outer = evaluate({k: v for k, v in gateway.outer.items() if k.lower() != "properties"})
-            outerView = _View(outer)
-            propsView = _View(props)
+            outerView = _View(evaluate({k: v for k, v in gateway.outer.items() if k.lower() != "properties"}))
         outerView.get("name")
 
         collections: dict[str, list[Any]] = {}
@@ -1349,14 +1356,14 @@ class _Converter:
             collections[kind] = value
 
         # Name everything first: references may point forwards.
-        pending: list[tuple[_Item, _View, Any]] = []
+        pending: list[tuple[_Item, _View]] = []
         for kind in SECTION_ORDER:
             for index, element in enumerate(collections.get(kind, [])):
                 made = self.newItem(kind, element, index)
                 if made is not None:
-                    pending.append((made[0], made[1], element))
+                    pending.append(made)
         # Probes before settings (settings check their probe), path maps before rules.
-        for item, view, _ in pending:
+        for item, view in pending:
             getattr(self, "_" + item.kind)(item, view)
             self.leftovers(item, view)
 
@@ -1388,12 +1395,8 @@ class _Converter:
             return
         item.add("port", str(port))
 
-    def _certPaths(self, name: str) -> tuple[str, str]:
-        base = self.tlsDir if self.tlsDir.endswith("/") else self.tlsDir + "/"
-        return base + name + ".pem", base + name + ".key"
-
     def _sslCertificate(self, item: _Item, view: _View) -> None:
-        certificate, key = self._certPaths(item.name)
+        certificate, key = self.tlsBase + item.name + ".pem", self.tlsBase + item.name + ".key"
         data, password = view.get("data"), view.get("password")
         vault = view.get("keyVaultSecretId")
         if not _isEmpty(vault):
@@ -1424,8 +1427,7 @@ class _Converter:
         item.add("privateKey", key)
 
     def _trustedRootCertificate(self, item: _Item, view: _View) -> None:
-        base = self.tlsDir if self.tlsDir.endswith("/") else self.tlsDir + "/"
-        path = base + item.name + ".crt"
+        path = self.tlsBase + item.name + ".crt"
         data, vault = view.get("data"), view.get("keyVaultSecretId")
         if not _isEmpty(vault):
             item.notConverted(
@@ -1530,15 +1532,8 @@ class _Converter:
         if protocol is not None:
             item.add("protocol", protocol)
         item.info["protocol"] = protocol or "Http"
-        pick = self.flag(item, view, "pickHostNameFromBackendHttpSettings")
-        host = self.text(item, view, "host")
-        if pick:
-            item.add("pickHostNameFromBackendHttpSettings", "true")
-            if host:
-                item.comment(f"host {host} ignored: pickHostNameFromBackendHttpSettings is true")
-        elif host:
-            item.add("host", host.lower())
-        item.info["pick"] = bool(pick)
+        pick, _ = self.hostOrPick(item, view, "host", "pickHostNameFromBackendHttpSettings")
+        item.info["pick"] = pick
         path = self.text(item, view, "path")
         if path:
             item.add("path", path)
@@ -1596,14 +1591,7 @@ class _Converter:
                 f"probe = {probe.azure}", "probeEnabled is false (agw then uses its default probe)"
             )
             probe = None
-        hostName = self.text(item, view, "hostName")
-        pick = self.flag(item, view, "pickHostNameFromBackendAddress")
-        if pick:
-            item.add("pickHostNameFromBackendAddress", "true")
-            if hostName:
-                item.comment(f"hostName {hostName} ignored: pickHostNameFromBackendAddress is true")
-        elif hostName:
-            item.add("hostName", hostName.lower())
+        pick, hostName = self.hostOrPick(item, view, "hostName", "pickHostNameFromBackendAddress")
         if probe is not None:
             target = self.lookup("probe", probe.azure)
             if target is not None and target.info.get("protocol", "Http") != protocol:
@@ -1715,12 +1703,7 @@ class _Converter:
         ruleView = _View(rule)
         azure, _ = self.nameOf(ruleView.get("name"))
         azure = azure or f"rule{index + 1}"
-        clean = (
-            azure
-            if _REWRITE_RULE_NAME_RE.fullmatch(azure)
-            else _sanitise(azure, _REWRITE_RULE_NAME_RE, "A-Za-z0-9_-")
-        )
-        name = _unique(clean, taken)
+        name = _unique(_sanitise(azure, _REWRITE_RULE_NAME_RE, "A-Za-z0-9_-"), taken)
         ruleView.get("ruleSequence")
         label = f"rewrite rule {azure!r}"
         lines: list[tuple[str, str]] = []
@@ -1739,20 +1722,20 @@ class _Converter:
                 problem = "expected a condition object"
             else:
                 problem = _variableProblem(variable, inResponse=True)
+            if problem is None and pattern:
+                problem = _iniProblem(pattern)
+            op = ("!" if _get(condition, "negate") is True else "") + "~"
+            op += "*" if _get(condition, "ignoreCase") is True else ""
+            text = f"{{{variable}}} {op} {pattern or '(?:)'}"
             if problem is None:
                 try:
-                    re.compile(pattern)
-                except re.error as e:
-                    problem = f"the pattern is not a Python regular expression: {e}"
-            if problem is None:
-                problem = _iniProblem(pattern) if pattern else None
+                    parseRewriteCondition(text)  # what the loader will check
+                except InvalidValue as e:
+                    problem = str(e)
             if problem is not None:
                 item.notConverted(f"{label} (condition {_brief(condition)})", problem)
                 return False
-            op = ("!" if _get(condition, "negate") is True else "") + "~"
-            op += "*" if _get(condition, "ignoreCase") is True else ""
-            key = f"rule.{name}.condition" + (f".{n + 1}" if n else "")
-            lines.append((key, f"{{{variable}}} {op} {pattern or '(?:)'}"))
+            lines.append((f"rule.{name}.condition" + (f".{n + 1}" if n else ""), text))
             responseCondition = responseCondition or variable.startswith("http_resp_")
 
         actions = ruleView.get("actionSet")
@@ -1780,7 +1763,7 @@ class _Converter:
                     problem = "expected a string value"
                 elif not _HEADER_TOKEN_RE.fullmatch(headerName):
                     problem = "not a header name"
-                elif headerName.lower() in _UNREWRITABLE_HEADERS:
+                elif headerName.lower() in UNREWRITABLE_HEADERS:
                     problem = "agw manages this header itself; it cannot be rewritten"
                 elif headerName.lower() in seen:
                     problem = "the header is set twice in this rule"
@@ -1874,10 +1857,7 @@ class _Converter:
             ruleView = _View(props if isinstance(props, dict) else rule)
             azure, note = self.nameOf(_get(rule, "name"))
             azure = azure or f"rule{index + 1}"
-            name = _unique(
-                azure if _NAME_RE.fullmatch(azure) else _sanitise(azure, _NAME_RE, "A-Za-z0-9_.-"),
-                taken,
-            )
+            name = _unique(_sanitise(azure, _NAME_RE, "A-Za-z0-9_.-"), taken)
             label = f"pathRule.{name}"
             if note:
                 item.comment(f"{label}: {note}")
@@ -1905,10 +1885,7 @@ class _Converter:
             )
             rewrite = ruleView.get("rewriteRuleSet")
             rewriteSets.append(self.nameOf(rewrite)[0] if not _isEmpty(rewrite) else None)
-            for key, value in ruleView.leftovers():
-                if key.lower() not in _ELEMENT_METADATA and not _isEmpty(value) and value is not False:
-                    why = _ELEMENT_NOT_CONVERTED.get(key.lower(), "agw has no equivalent")
-                    item.notConverted(f"{label} {key} = {_brief(value)}", why)
+            self.leftovers(item, ruleView, f"{label} ")
             if not paths:
                 item.notConverted(label, "none of its paths could be converted")
                 continue
@@ -2116,12 +2093,8 @@ def _suppliedParameters(data: Any) -> dict[str, Any]:
     for name, entry in params.items():
         if name.startswith("$"):
             continue
-        if isinstance(entry, dict) and "value" in entry:
-            values[name] = entry["value"]
-        elif isinstance(entry, dict) and "reference" in entry:
-            values[name] = entry
-        else:
-            values[name] = entry
+        # A Key Vault reference ({"reference": ...}) is kept whole: see ArmEvaluator.parameter.
+        values[name] = entry["value"] if isinstance(entry, dict) and "value" in entry else entry
     return values
 
 

@@ -16,8 +16,8 @@ The inputs live in C{tests/data/arm}:
 from __future__ import annotations
 
 import configparser
-import datetime
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +25,9 @@ from pathlib import Path
 import pytest
 
 from agwtx.armimport import ArmEvaluator, ArmImportError, convert, findGateways, loadJson, main
+from agwtx.config import loadConfig
+from agwtx.model import GatewayConfig
+from tests.certs import CA, certPem, keyPem, selfSigned
 
 DATA = Path(__file__).resolve().parent / "data" / "arm"
 ARTICLE = DATA / "websocket-article.json"
@@ -135,7 +138,7 @@ def test_articleRules(capsys: pytest.CaptureFixture[str]) -> None:
 def test_articleCertificatePlaceholders(capsys: pytest.CaptureFixture[str]) -> None:
     out = imported(capsys, ARTICLE)
     cert = sections(out)["[sslCertificate:appGatewaySslCert1]"]
-    assert [line for line in cert if not line.startswith(";")] == [
+    assert keys(out, "[sslCertificate:appGatewaySslCert1]") == [
         "certificate = /etc/agw/tls/appGatewaySslCert1.pem",
         "privateKey = /etc/agw/tls/appGatewaySslCert1.key",
     ]
@@ -195,7 +198,7 @@ def test_fullListeners(capsys: pytest.CaptureFixture[str]) -> None:
     ]
     # Named by a variable; port and certificate referenced with resourceId().
     https = sections(out)["[httpListener:https-listener]"]
-    assert [line for line in https if not line.startswith(";")] == [
+    assert keys(out, "[httpListener:https-listener]") == [
         "frontendPort = port_443",
         "protocol = Https",
         "hostNames = www.contoso.com, contoso.com",
@@ -235,7 +238,7 @@ def test_fullRedirects(capsys: pytest.CaptureFixture[str]) -> None:
 def test_fullPathMapAndRule(capsys: pytest.CaptureFixture[str]) -> None:
     out = imported(capsys, FULL)
     pathMap = sections(out)["[urlPathMap:siteMap]"]
-    assert [line for line in pathMap if not line.startswith(";")] == [
+    assert keys(out, "[urlPathMap:siteMap]") == [
         "defaultBackendAddressPool = webPool",
         "defaultBackendHttpSettings = webSettings",
         "pathRule.images = /images/*, /img/* -> Image_Pool_v2, imageSettings",
@@ -265,7 +268,7 @@ def test_fullPoolsProbesSettings(capsys: pytest.CaptureFixture[str]) -> None:
     assert any("'Image Pool (v2)'" in line for line in images)
 
     probe = sections(out)["[probe:webProbe]"]
-    assert [line for line in probe if not line.startswith(";")] == [
+    assert keys(out, "[probe:webProbe]") == [
         "protocol = Http",
         "host = 127.0.0.1",
         "path = /healthz",
@@ -304,7 +307,7 @@ def test_fullRewriteRuleSet(capsys: pytest.CaptureFixture[str]) -> None:
     out = imported(capsys, FULL)
     rewrite = sections(out)["[rewriteRuleSet:securityHeaders]"]
     # Ordered by ruleSequence: 'client ip' (100) before hsts (200).
-    assert [line for line in rewrite if not line.startswith(";")] == [
+    assert keys(out, "[rewriteRuleSet:securityHeaders]") == [
         "rule.client_ip.condition = {var_uri_path} !~* ^/admin",
         "rule.client_ip.requestHeader.X-Client-Ip = {var_client_ip}:{var_client_port}",
         "rule.hsts.responseHeader.Strict-Transport-Security = max-age=31536000",
@@ -328,6 +331,19 @@ def test_fullRewriteRuleSet(capsys: pytest.CaptureFixture[str]) -> None:
         assert expected in rewrite
 
 
+def test_rewriteConditionTheLoaderWouldRefuse() -> None:
+    """A condition is checked as the loader checks it: a bad pattern drops the rule, said so."""
+    template = json.loads(FULL.read_text().replace("^/admin", "^/adm(in"))
+    rewrite = sections(convert(template, "full.json"))["[rewriteRuleSet:securityHeaders]"]
+    assert (
+        '; NOT CONVERTED: rewrite rule \'client ip\' (condition {"variable": "var_uri_path", '
+        '"pattern": "^/adm(in", "ignoreCase": true, "negate": true}): pattern \'^/adm(in\' is not a '
+        "valid regular expression: missing ), unterminated subpattern at position 5"
+    ) in rewrite
+    assert not any(line.startswith("rule.client_ip.") for line in rewrite)
+    assert "rule.hsts.responseHeader.Strict-Transport-Security = max-age=31536000" in rewrite
+
+
 def test_fullCertificates(capsys: pytest.CaptureFixture[str]) -> None:
     out = imported(capsys, FULL)
     cert = sections(out)["[sslCertificate:www-contoso-com]"]
@@ -344,10 +360,20 @@ def test_fullCertificates(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_fullIsDeterministic(capsys: pytest.CaptureFixture[str]) -> None:
-    first = imported(capsys, FULL)
-    second = imported(capsys, FULL)
-    assert first == second
-    assert first.endswith("\n") and not first.endswith("\n\n")
+    """The same output in processes with different string hashing (set and dict order)."""
+    expected = imported(capsys, FULL)
+    assert expected.endswith("\n") and not expected.endswith("\n\n")
+    for seed in ("1", "2"):
+        result = subprocess.run(
+            [sys.executable, "-m", "agwtx.armimport", str(FULL)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        assert (result.returncode, result.stderr) == (0, "")
+        assert result.stdout == expected
 
 
 def test_parametersFile(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -706,40 +732,7 @@ def test_badInputInAProcess(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _writePem(certPath: Path, keyPath: Path | None) -> None:
-    """A throwaway self-signed certificate (and key), valid for a day."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agw-import-arm test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certPath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if keyPath is not None:
-        keyPath.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-
-
-def _importAndLoad(capsys: pytest.CaptureFixture[str], tmp_path: Path, source: Path) -> object:
-    config = pytest.importorskip("agwtx.config")
+def _importAndLoad(capsys: pytest.CaptureFixture[str], tmp_path: Path, source: Path) -> GatewayConfig:
     tls = tmp_path / "tls"
     tls.mkdir()
     text = imported(capsys, source, "--tls-dir", str(tls))
@@ -751,48 +744,50 @@ def _importAndLoad(capsys: pytest.CaptureFixture[str], tmp_path: Path, source: P
     parser.read_string(text)
     for section in parser.sections():
         if section.startswith("sslCertificate:"):
-            _writePem(Path(parser[section]["certificate"]), Path(parser[section]["privateKey"]))
+            issued = selfSigned(["localhost"])
+            Path(parser[section]["certificate"]).write_bytes(certPem(issued.cert))
+            Path(parser[section]["privateKey"]).write_bytes(keyPem(issued.key))
         elif section.startswith("trustedRootCertificate:"):
-            _writePem(Path(parser[section]["certificate"]), None)
-    return config.loadConfig(ini)
+            CA().writeRoot(Path(parser[section]["certificate"]))
+    return loadConfig(ini)
 
 
 def test_articleLoads(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     gateway = _importAndLoad(capsys, tmp_path, ARTICLE)
-    listeners = gateway.httpListeners  # type: ignore[attr-defined]
+    listeners = gateway.httpListeners
     assert listeners["appGatewayHttpsListener"].protocol == "Https"
     assert listeners["appGatewayHttpsListener"].sslCertificate == "appGatewaySslCert1"
-    rules = gateway.requestRoutingRules  # type: ignore[attr-defined]
+    rules = gateway.requestRoutingRules
     assert set(rules) == {"rule1", "ruleName2"}
     assert rules["rule1"].backendAddressPool == "appGatewayBackendPool"
-    assert gateway.frontendPorts["appGatewayFrontendPort80"].port == 80  # type: ignore[attr-defined]
+    assert gateway.frontendPorts["appGatewayFrontendPort80"].port == 80
 
 
 def test_fullLoads(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     gateway = _importAndLoad(capsys, tmp_path, FULL)
-    rule = gateway.requestRoutingRules["httpsPathRule"]  # type: ignore[attr-defined]
+    rule = gateway.requestRoutingRules["httpsPathRule"]
     assert (rule.ruleType, rule.urlPathMap, rule.rewriteRuleSet) == (
         "PathBasedRouting",
         "siteMap",
         "securityHeaders",
     )
-    pathMap = gateway.urlPathMaps["siteMap"]  # type: ignore[attr-defined]
+    pathMap = gateway.urlPathMaps["siteMap"]
     assert [r.paths for r in pathMap.pathRules] == [("/images/*", "/img/*"), ("/old/*",)]
     assert pathMap.pathRules[1].redirectConfiguration == "oldSite"
-    redirect = gateway.redirectConfigurations["httpToHttps"]  # type: ignore[attr-defined]
+    redirect = gateway.redirectConfigurations["httpToHttps"]
     assert (redirect.redirectType, redirect.targetListener) == ("Permanent", "https-listener")
-    rewrite = gateway.rewriteRuleSets["securityHeaders"]  # type: ignore[attr-defined]
+    rewrite = gateway.rewriteRuleSets["securityHeaders"]
     assert [r.name for r in rewrite.rules] == ["client_ip", "hsts"]
-    settings = gateway.backendHttpSettings["webSettings"]  # type: ignore[attr-defined]
+    settings = gateway.backendHttpSettings["webSettings"]
     assert (settings.connectionDraining, settings.cookieBasedAffinity, settings.probe) == (
         60.0,
         True,
         "webProbe",
     )
-    assert gateway.probes["webProbe"].statusCodes == ((200, 399), (401, 401))  # type: ignore[attr-defined]
+    assert gateway.probes["webProbe"].statusCodes == ((200, 399), (401, 401))
 
 
 def test_azShowLoads(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     gateway = _importAndLoad(capsys, tmp_path, AZ_SHOW)
-    assert gateway.httpListeners["chatListener"].hostNames == ("chat.contoso.com",)  # type: ignore[attr-defined]
-    assert len(gateway.backendAddressPools["myBackendPool"].backendAddresses) == 2  # type: ignore[attr-defined]
+    assert gateway.httpListeners["chatListener"].hostNames == ("chat.contoso.com",)
+    assert len(gateway.backendAddressPools["myBackendPool"].backendAddresses) == 2
