@@ -42,7 +42,6 @@ class AccessLogWriter:
 
     def __init__(self, reactor: Any, target: str) -> None:
         self.reactor = reactor
-        self.target = target
         self.file: IO[bytes]
         if target == "-":
             # fd 1 as the process got it (twistd redirects sys.stdout into its log).
@@ -56,7 +55,9 @@ class AccessLogWriter:
     def __call__(self, event: dict[str, Any]) -> None:
         if "status" not in event:
             return
-        t = event.get("log_time") or time.time()
+        t = event.get("log_time")
+        if t is None:
+            t = self.reactor.seconds()
         second = int(t)
         if second != self._second:
             self._second = second
@@ -86,10 +87,6 @@ class AccessLogWriter:
             pass
 
 
-def _toMainLog(event: dict[str, Any]) -> None:
-    globalLogPublisher(event)
-
-
 def accessPublisher(reactor: Any, target: str) -> tuple[LogPublisher, AccessLogWriter | None]:
     """
     The observer access events are emitted to, for C{[gateway] accessLog}:
@@ -97,7 +94,7 @@ def accessPublisher(reactor: Any, target: str) -> tuple[LogPublisher, AccessLogW
     """
     publisher = LogPublisher()
     if target == "log":
-        publisher.addObserver(_toMainLog)
+        publisher.addObserver(globalLogPublisher)
         return publisher, None
     if target == "off":
         return publisher, None

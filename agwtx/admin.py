@@ -35,6 +35,7 @@ __all__ = [
     "adminService",
     "backendHealth",
     "isoTime",
+    "jsonBody",
 ]
 
 
@@ -43,6 +44,13 @@ def isoTime(seconds: float | None) -> str | None:
     if seconds is None:
         return None
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def jsonBody(request: Request, document: Any) -> bytes:
+    """An admin JSON answer: never cached, indented for people reading it with curl."""
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(document, indent=2).encode("utf-8") + b"\n"
 
 
 def _server(member: Member) -> dict[str, Any]:
@@ -92,10 +100,7 @@ class HealthResource(Resource):
         self.ctx = ctx
 
     def render_GET(self, request: Request) -> bytes:
-        body = json.dumps(backendHealth(self.ctx.pools), indent=2).encode("utf-8") + b"\n"
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return body
+        return jsonBody(request, backendHealth(self.ctx.pools))
 
 
 class ReloadResource(Resource):
@@ -115,11 +120,9 @@ class ReloadResource(Resource):
     def render_POST(self, request: Request) -> bytes:
         handler = getattr(self.ctx, "reloadHandler", None)
         errors = ["reload is not available"] if handler is None else handler()
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
         if errors:
             request.setResponseCode(400)
-        return json.dumps({"ok": not errors, "errors": list(errors)}, indent=2).encode("utf-8") + b"\n"
+        return jsonBody(request, {"ok": not errors, "errors": list(errors)})
 
 
 class AdminRoot(Resource):
@@ -175,8 +178,6 @@ class AdminSite(Site):
         children: Mapping[bytes, Resource] | None = None,
     ) -> None:
         super().__init__(adminResource(ctx, config, reactor, children), reactor=reactor)
-        self.ctx = ctx
-        self.config = config
 
     def log(self, request: Any) -> None:
         # Health checks and scrapes would drown the access log.

@@ -66,7 +66,7 @@ from urllib.parse import quote
 from twisted.application.service import Service
 from twisted.internet import error as ierror
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -147,6 +147,11 @@ def formatStatusRanges(ranges: tuple[tuple[int, int], ...]) -> str:
     return ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
 
 
+def _probeProtocol(probe: Probe, settings: BackendHttpSettings) -> str:
+    """The default probe speaks the settings' protocol; a custom probe names its own."""
+    return settings.protocol if probe is DEFAULT_PROBE else probe.protocol
+
+
 def _hostHeader(host: str) -> str:
     if ":" in host and not host.startswith("["):
         return f"[{host}]"
@@ -165,7 +170,6 @@ def probeRequestFor(
     protocol (a custom probe names its own) and always sends C{Host:
     127.0.0.1}, like Azure's.
     """
-    protocol = settings.protocol if probe is DEFAULT_PROBE else probe.protocol
     if probe.pickHostNameFromBackendHttpSettings and settings.hostName:
         host = settings.hostName
     elif probe.pickHostNameFromBackendHttpSettings and settings.pickHostNameFromBackendAddress:
@@ -177,7 +181,7 @@ def probeRequestFor(
     return ProbeRequest(
         address=member.host,
         port=probe.port if probe.port is not None else member.port,
-        protocol=protocol,
+        protocol=_probeProtocol(probe, settings),
         hostHeader=_hostHeader(host),
         path=probe.path or "/",
         probe=probe,
@@ -390,19 +394,18 @@ class _MemberProbe:
 
     def expire(self) -> None:
         """The probe's timeout: cancel it (aborting its connection); it counts as a failure."""
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-        if self.inflight is not None:
-            self.timedOut = True
-            self.inflight.cancel()
+        self._cancel(timedOut=True)
 
     def stop(self) -> None:
+        """Cancel the probe without a verdict (service stop, member gone)."""
+        self._cancel(timedOut=False)
+
+    def _cancel(self, timedOut: bool) -> None:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
         if self.inflight is not None:
-            self.timedOut = False
+            self.timedOut = timedOut
             self.inflight.cancel()
 
 
@@ -549,7 +552,6 @@ class HealthService(Service):
         self.ctx = ctx
         self.config = config
         self.clock: IReactorTime = reactor
-        self.reactor: IReactorTCP = reactor
         self.connectorFor = connectorFor
         self.httpProber: HttpProber | None = None
         if probeFunction is None:
@@ -601,9 +603,8 @@ class HealthService(Service):
             return
         for state in self.ctx.pools.values():
             probe = probeFor(config, state.settings)
-            protocol = state.settings.protocol if probe is DEFAULT_PROBE else probe.protocol
             connector, tlsKey = (None, "")
-            if protocol == "Https":
+            if _probeProtocol(probe, state.settings) == "Https":
                 if self.connectorFor is None:
                     old = self.probers.pop(state, None)
                     if old is not None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import json
 import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,7 +38,7 @@ from twisted.web.server import Request
 from twisted.web.util import Redirect, redirectTo
 from zope.interface import implementer
 
-from agwtx.admin import isoTime
+from agwtx.admin import isoTime, jsonBody
 from agwtx.model import GatewayConfig, RequestRoutingRule
 from agwtx.pool import HEALTHY, UNHEALTHY, Member, PoolState
 
@@ -109,10 +108,10 @@ class HealthHistory:
         if not isinstance(source, PoolState) or source not in self._known:
             return
         member = source.member(str(event.get("member", "")))
-        when = member.lastChange if member is not None and member.lastChange is not None else None
+        when = member.lastChange if member is not None else None
         self.events.append(
             {
-                "time": when if when is not None else self._clock.seconds(),
+                "time": self._clock.seconds() if when is None else when,
                 "pool": str(event.get("pool", source.name)),
                 "settings": str(event.get("settings", source.settings.name)),
                 "member": str(event.get("member", "")),
@@ -154,14 +153,11 @@ def memberStatus(member: Member) -> tuple[str, str]:
     """The CSS class and the text label of a member's state: draining wins."""
     if member.draining:
         return "draining", f"Draining ({member.health})"
-    if member.health == HEALTHY:
-        return "healthy", HEALTHY
-    if member.health == UNHEALTHY:
-        return "unhealthy", UNHEALTHY
-    return "unknown", member.health
+    return healthClass(member.health), member.health
 
 
 def healthClass(health: str) -> str:
+    """The CSS class of a health state."""
     return {HEALTHY: "healthy", UNHEALTHY: "unhealthy"}.get(health, "unknown")
 
 
@@ -646,10 +642,8 @@ class StatusJsonResource(_StatusBase):
     """C{GET /status.json}: L{statusDocument}."""
 
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-content-type-options", b"nosniff")
-        return json.dumps(self.document(), indent=2).encode("utf-8") + b"\n"
+        return jsonBody(request, self.document())
 
 
 class StatusIndex(Resource):

@@ -6,9 +6,10 @@ import http.client
 import time
 from pathlib import Path
 
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import globalLogPublisher
 
-from agwtx.accesslog import AccessLogWriter, formatAccessLine
+from agwtx.accesslog import AccessLogWriter, accessPublisher, formatAccessLine
 from tests.support import basicIni, freePort, startBackend, startGateway
 
 EVENT = {
@@ -44,7 +45,33 @@ def test_writer_buffers_and_flushes_within_a_second(tmp_path: Path) -> None:
     clock.advance(1.0)
     text = path.read_text()
     assert text.count("\n") == 1 and '"GET /a?b=1" 200 31' in text
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(1_700_000_000))
+    assert text.startswith(f"{stamp} 203.0.113.9 ")
     writer.close()
+
+
+def test_publisher_targets(tmp_path: Path) -> None:
+    clock = MemoryReactorClock()
+    seen = EventLoggingObserver()
+    globalLogPublisher.addObserver(seen)
+    try:
+        toLog, writer = accessPublisher(clock, "log")
+        assert writer is None
+        toLog(EVENT)
+        assert list(seen) == [EVENT]  # into the twistd log
+        off, writer = accessPublisher(clock, "off")
+        assert writer is None
+        off(EVENT)
+        assert len(seen) == 1
+    finally:
+        globalLogPublisher.removeObserver(seen)
+    path = tmp_path / "a.log"
+    toFile, writer = accessPublisher(clock, str(path))
+    assert isinstance(writer, AccessLogWriter)
+    toFile(EVENT)
+    toFile({"log_format": "not an access event"})
+    writer.close()
+    assert path.read_text().count("\n") == 1
 
 
 def test_gateway_writes_access_lines_to_file(tmp_path: Path) -> None:

@@ -455,22 +455,41 @@ def test_httpProbeSendsConnectionClose() -> None:
     assert w.prober.pool.active == set() and w.prober.pool.idle.get(("127.0.0.1", 8081, ""), []) == []
 
 
-def test_httpProbeStatusRanges() -> None:
-    w = Wire(Probe("p", statusCodes=((200, 299), (404, 404))))
+@pytest.mark.parametrize(
+    "probe, response, expected",
+    [
+        (
+            Probe("p", statusCodes=((200, 299), (404, 404))),
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy!",
+            ProbeResult(False, "status 503 not in 200-299,404"),
+        ),
+        (
+            Probe("p", statusCodes=((200, 299), (404, 404))),
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            ProbeResult(True, "404 Not Found"),
+        ),
+        (
+            DEFAULT_PROBE,
+            b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
+            ProbeResult(False, "status 500 not in 200-399"),
+        ),
+        (
+            Probe("p", body="ready"),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nstarting",
+            ProbeResult(False, "body mismatch: 'ready' not found"),
+        ),
+        (
+            DEFAULT_PROBE,
+            b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+            ProbeResult(False, "protocol error: malformed status line"),
+        ),
+    ],
+)
+def test_httpProbeVerdict(probe: Probe, response: bytes, expected: ProbeResult) -> None:
+    w = Wire(probe)
     w.connect()
-    w.receive(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy!")
-    assert w.result == ProbeResult(False, "status 503 not in 200-299,404")
-    w = Wire(Probe("p", statusCodes=((200, 299), (404, 404))))
-    w.connect()
-    w.receive(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-    assert w.result == ProbeResult(True, "404 Not Found")
-
-
-def test_httpProbeDefaultProbeRejects500() -> None:
-    w = Wire(DEFAULT_PROBE)
-    w.connect()
-    w.receive(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n")
-    assert w.result == ProbeResult(False, "status 500 not in 200-399")
+    w.receive(response)
+    assert w.result == expected
 
 
 def test_httpProbeBodyMatch() -> None:
@@ -481,13 +500,6 @@ def test_httpProbeBodyMatch() -> None:
     w.receive(b"6\r\n ready\r\n")
     assert w.result == ProbeResult(True, "200 OK")
     assert w.transport.disconnected  # aborted: the rest is not read
-
-
-def test_httpProbeBodyMismatch() -> None:
-    w = Wire(Probe("p", body="ready"))
-    w.connect()
-    w.receive(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nstarting")
-    assert w.result == ProbeResult(False, "body mismatch: 'ready' not found")
 
 
 def test_httpProbeHugeBodyIsNotBuffered() -> None:
@@ -516,23 +528,17 @@ def test_httpProbeHugeBodyWithoutMatchIsCutShort() -> None:
     assert w.transport.disconnected
 
 
-def test_httpProbeConnectionRefused() -> None:
-    w = Wire(DEFAULT_PROBE)
-    w.factory.clientConnectionFailed(w.reactor.connectors[-1], Failure(ierror.ConnectionRefusedError()))
-    assert w.result == ProbeResult(False, "connection refused")
-
-
-def test_httpProbeConnectTimeout() -> None:
-    w = Wire(Probe("p", timeout=2))
-    w.factory.clientConnectionFailed(w.reactor.connectors[-1], Failure(ierror.TimeoutError()))
-    assert w.result == ProbeResult(False, "timeout after 2s (connecting)")
-
-
-def test_httpProbeProtocolError() -> None:
-    w = Wire(DEFAULT_PROBE)
-    w.connect()
-    w.receive(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
-    assert w.result == ProbeResult(False, "protocol error: malformed status line")
+@pytest.mark.parametrize(
+    "probe, error, expected",
+    [
+        (DEFAULT_PROBE, ierror.ConnectionRefusedError(), "connection refused"),
+        (Probe("p", timeout=2), ierror.TimeoutError(), "timeout after 2s (connecting)"),
+    ],
+)
+def test_httpProbeConnectFailed(probe: Probe, error: Exception, expected: str) -> None:
+    w = Wire(probe)
+    w.factory.clientConnectionFailed(w.reactor.connectors[-1], Failure(error))
+    assert w.result == ProbeResult(False, expected)
 
 
 def test_httpProbeClosedBeforeResponse() -> None:
@@ -937,14 +943,18 @@ def test_cliAgainstRunningGateway(tmp_path: Path, procs: list[Any]) -> None:
     procs.append(gw)
     gw.waitHealth(p1, "Healthy")
     gw.waitHealth(dead, "Unhealthy")
-    run = subprocess.run(
-        [sys.executable, "-m", "agwtx.healthcli", "--admin", f"http://127.0.0.1:{gw.admin}"],
-        cwd=str(ROOT),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+
+    def agwHealth(adminPort: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agwtx.healthcli", "--admin", f"http://127.0.0.1:{adminPort}"],
+            cwd=str(ROOT),
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    run = agwHealth(gw.admin)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     header = lines[0]
@@ -953,14 +963,7 @@ def test_cliAgainstRunningGateway(tmp_path: Path, procs: list[Any]) -> None:
     assert lines[1].split()[:5] == ["pool", "s1", f"127.0.0.1:{p1}", "Healthy", "200"]
     assert lines[2].split()[:4] == ["pool", "s1", f"127.0.0.1:{dead}", "Unhealthy"]
     assert "connection refused" in lines[2]
-    down = subprocess.run(
-        [sys.executable, "-m", "agwtx.healthcli", "--admin", f"http://127.0.0.1:{freePort()}"],
-        cwd=str(ROOT),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    down = agwHealth(freePort())
     assert down.returncode == 2
     assert "agw-health: cannot reach" in down.stderr
 
