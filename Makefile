@@ -28,12 +28,16 @@ lint: setup
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# Autobahn conformance (.ci/run runs `make conformance`). setup-wstest.sh builds
+# .cache/wstest-venv (or $$WSTEST_VENV), where run_autobahn.py looks for wstest.
+# The compression groups 12.* and 13.* take ~28 min through the gateway, so the
+# CI set has only their first subgroups; conformance-full runs them all.
 conformance: setup
-	WSTEST=$$(bash conformance/setup-wstest.sh | tail -n 1) && \
+	bash conformance/setup-wstest.sh >/dev/null
 	$(PY) conformance/run_autobahn.py --cases '1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*,12.1.*,13.1.*'
 
 conformance-full: setup
-	WSTEST=$$(bash conformance/setup-wstest.sh | tail -n 1) && \
+	bash conformance/setup-wstest.sh >/dev/null
 	$(PY) conformance/run_autobahn.py --timeout 3600 --cases '1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*,12.*,13.*'
 
 bench: setup

@@ -3,6 +3,8 @@
 Everything a loopback benchmark needs, kept apart from any one benchmark so
 that the HTTP bench (``http_bench.py``) and later ones (WebSocket) share it:
 
+* cli/report: :func:`log`, :func:`print_tail`, :func:`fmt`, :func:`rows_arg`,
+              :func:`positive_seconds`
 * ports:      :func:`free_port` (ephemeral range, 127.0.0.1),
               :func:`wait_for_port`, :func:`wait_for_http`, :func:`http_get`
               (both also over HTTPS, given an ``ssl.SSLContext``)
@@ -28,6 +30,7 @@ Every wait in here has a deadline; nothing loops forever.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import http.client
 import multiprocessing
@@ -40,7 +43,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
@@ -69,6 +72,51 @@ class ProcessStartError(HarnessError):
     def __init__(self, message: str, log_tail: str = "") -> None:
         super().__init__(message)
         self.log_tail = log_tail
+
+
+# --------------------------------------------------------------------------
+# command line and report
+
+
+def log(message: str) -> None:
+    """A progress line on stderr (stdout carries only the report)."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def print_tail(tail: str, whose: str = "") -> None:
+    """Print a process's last output lines (e.g. a ``ProcessStartError``'s
+    ``log_tail``) on stderr; nothing when ``tail`` is empty."""
+    if tail:
+        title = f"last lines of {whose}'s output" if whose else "last lines"
+        print(f"--- {title} ---\n{tail}\n---", file=sys.stderr, flush=True)
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``, or 'n/a' for a figure not measured."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def rows_arg(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse ``type`` for ``--only``/``--skip``: a comma list of ``choices``."""
+
+    def parse(text: str) -> list[str]:
+        rows = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [row for row in rows if row not in choices]
+        if unknown or not rows:
+            raise argparse.ArgumentTypeError(
+                f"unknown row(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(choices)}"
+            )
+        return rows
+
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse ``type``: seconds, more than 0 and at most a day."""
+    value = float(text)
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError("must be > 0 (and at most 86400)")
+    return value
 
 
 # --------------------------------------------------------------------------
@@ -685,12 +733,11 @@ class HandshakeResult:
     session_reused: int  # handshakes that resumed a session: must be 0
     protocols: dict[str, int]  # "TLSv1.3 TLS_AES_256_GCM_SHA384" -> count
 
-    @property
-    def error_count(self) -> int:
-        return sum(self.errors.values())
-
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["p50_ms"] = self.latency_ms.get("50")
+        data["p99_ms"] = self.latency_ms.get("99")
+        return data
 
 
 def _percentile(sorted_values: Sequence[float], pct: float) -> float | None:

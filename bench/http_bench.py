@@ -138,29 +138,12 @@ ROWS = PLAIN_ROWS + TLS_ROWS
 BODY = "hello\n"
 
 
-def _rows_arg(text: str) -> list[str]:
-    rows = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [row for row in rows if row not in ROWS]
-    if unknown or not rows:
-        raise argparse.ArgumentTypeError(
-            f"unknown row(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ROWS)}"
-        )
-    return rows
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark agw against nginx on loopback with wrk (see module docstring).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--duration", type=_positive, default=10.0, help="seconds per row")
+    parser.add_argument("--duration", type=h.positive_seconds, default=10.0, help="seconds per row")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per row")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
     parser.add_argument(
@@ -176,12 +159,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=4,
         help="client processes for the new-TLS-connections test",
     )
-    parser.add_argument("--only", type=_rows_arg, help="rows to run, e.g. agw,direct")
-    parser.add_argument("--skip", type=_rows_arg, default=[], help="rows to leave out")
+    parser.add_argument("--only", type=h.rows_arg(ROWS), help="rows to run, e.g. agw,direct")
+    parser.add_argument("--skip", type=h.rows_arg(ROWS), default=[], help="rows to leave out")
     parser.add_argument("--twistd", help="twistd executable for the agw row")
     parser.add_argument("--nginx", help="nginx executable")
     parser.add_argument("--wrk", help="wrk executable")
-    parser.add_argument("--start-timeout", type=_positive, default=15.0)
+    parser.add_argument("--start-timeout", type=h.positive_seconds, default=15.0)
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir")
     args = parser.parse_args(argv)
@@ -198,10 +181,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.rows:
         parser.error("no rows left to run")
     return args
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 class Bench:
@@ -222,7 +201,7 @@ class Bench:
         """The TLS rows' certificate, made on first use."""
         if self._tls is None:
             self._tls = h.make_tls_files(self.workdir / "tls")
-            log(f"self-signed certificate by {self._tls.how}: {self._tls.certificate}")
+            h.log(f"self-signed certificate by {self._tls.how}: {self._tls.certificate}")
         return self._tls
 
     def port(self) -> int:
@@ -244,7 +223,7 @@ class Bench:
             f"nginx[{name}]", h.nginx_argv(self.nginx, conf), self.workdir / f"{name}.log"
         )
         stack.enter_context(proc)
-        log(f"started {proc.name} pid {proc.pid} on {h.LOOPBACK}:{port}")
+        h.log(f"started {proc.name} pid {proc.pid} on {h.LOOPBACK}:{port}")
         return proc
 
     def ready(self, port: int, proc: h.ManagedProcess | None, tls: h.TlsFiles | None = None) -> list[str]:
@@ -300,7 +279,7 @@ class Bench:
             env=env,
         )
         stack.enter_context(proc)
-        log(f"started agw pid {proc.pid} on {h.LOOPBACK}:{port}: {' '.join(proc.argv)}")
+        h.log(f"started {proc.name} pid {proc.pid} on {h.LOOPBACK}:{port}: {' '.join(proc.argv)}")
         return port, proc
 
     def pacing_script(self) -> Path:
@@ -318,13 +297,13 @@ class Bench:
             warnings = self.ready(port, proc or self.backend_proc, tls)
             url = f"{'https' if tls else 'http'}://{h.LOOPBACK}:{port}/"
             if args.warmup > 0:
-                log(f"{row}: warm-up {args.warmup:g} s")
+                h.log(f"{row}: warm-up {args.warmup:g} s")
                 h.run_wrk(self.wrk, url, args.warmup, args.connections, args.threads)
-            log(f"{row}: measuring {args.duration:g} s, {args.connections} connections")
+            h.log(f"{row}: measuring {args.duration:g} s, {args.connections} connections")
             result = h.run_wrk(self.wrk, url, args.duration, args.connections, args.threads)
             row_data: dict[str, Any] = {"ok": True, "url": url, **result.as_dict()}
             if args.paced_delay > 0 and row in PLAIN_ROWS:
-                log(f"{row}: paced pass {args.duration:g} s, {args.paced_delay:g} ms between requests")
+                h.log(f"{row}: paced pass {args.duration:g} s, {args.paced_delay:g} ms between requests")
                 paced = h.run_wrk(
                     self.wrk,
                     url,
@@ -349,7 +328,7 @@ class Bench:
                 row_data["hwm_kb"] = h.read_proc_status_kb(proc.pid, "VmHWM")
             row_data["warnings"] = warnings
             for warning in warnings:
-                log(f"{row}: WARNING: {warning}")
+                h.log(f"{row}: WARNING: {warning}")
             return row_data
 
     def measure_handshakes(
@@ -358,7 +337,7 @@ class Bench:
         """New TLS connections per second (see the module docstring), with
         the server's CPU seconds (its whole process group) over the run."""
         args = self.args
-        log(f"{row}: new TLS connections for {args.duration:g} s, {args.tls_clients} client processes")
+        h.log(f"{row}: new TLS connections for {args.duration:g} s, {args.tls_clients} client processes")
         cpu_before = h.process_group_cpu_seconds(proc.pid)
         result = h.run_tls_handshakes(h.LOOPBACK, port, args.duration, args.tls_clients)
         cpu_after = h.process_group_cpu_seconds(proc.pid)
@@ -368,15 +347,13 @@ class Bench:
         data["server_cpu_ms_per_conn"] = (
             cpu * 1000.0 / result.connections if cpu is not None and result.connections else None
         )
-        data["p50_ms"] = result.latency_ms.get("50")
-        data["p99_ms"] = result.latency_ms.get("99")
         if result.connections == 0:
             raise h.HarnessError(f"no TLS connection succeeded: errors {result.errors}")
         if result.errors:
             warnings.append(f"new TLS connections: errors {result.errors}")
         if result.session_reused:
             warnings.append(f"{result.session_reused} TLS sessions were resumed (expected 0)")
-        log(
+        h.log(
             f"{row}: {result.per_sec:.1f} new connections/s, "
             f"{', '.join(f'{k} x{v}' for k, v in result.protocols.items())}"
         )
@@ -389,19 +366,10 @@ class Bench:
                 try:
                     self.results[row] = self.run_row(row)
                 except h.HarnessError as exc:
-                    log(f"{row}: FAILED: {exc}")
+                    h.log(f"{row}: FAILED: {exc}")
                     tail = getattr(exc, "log_tail", "")
-                    if tail:
-                        print(
-                            f"--- last 30 lines of {row}'s output ---\n{tail}\n---",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+                    h.print_tail(tail, row)
                     self.results[row] = {"ok": False, "error": str(exc), "log_tail": tail}
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -454,23 +422,27 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _print_failed(row: str, data: dict[str, Any], width: int) -> None:
+    error = (data.get("error", "not run").splitlines() or [""])[0][:100]
+    print(f"{row:<{width}} {'FAILED':>10}  {error}")
+
+
 def _print_wrk_table(rows: list[str], results: dict[str, dict[str, Any]], width: int) -> None:
     print(f"{'row':<{width}} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'non-2xx':>8} {'sock-err':>8}")
     for row in rows:
         data = results.get(row, {"ok": False, "error": "not run"})
         if not data.get("ok"):
-            error = (data.get("error", "").splitlines() or [""])[0][:100]
-            print(f"{row:<{width}} {'FAILED':>10}  {error}")
+            _print_failed(row, data, width)
             continue
         print(
-            f"{row:<{width}} {data['requests_per_sec']:>10.1f} {_fmt(data['p50_ms'], '.3f'):>9} "
-            f"{_fmt(data['p99_ms'], '.3f'):>9} {data['non_2xx_3xx']:>8} "
+            f"{row:<{width}} {data['requests_per_sec']:>10.1f} {h.fmt(data['p50_ms'], '.3f'):>9} "
+            f"{h.fmt(data['p99_ms'], '.3f'):>9} {data['non_2xx_3xx']:>8} "
             f"{sum(data['socket_errors'].values()):>8}"
         )
 
 
 def _mib(kb: float | None) -> str:
-    return _fmt(kb / 1024 if kb else None, ".1f")
+    return h.fmt(kb / 1024 if kb else None, ".1f")
 
 
 def print_report(rows: list[str], results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -505,21 +477,20 @@ def print_tls_report(rows: list[str], results: dict[str, dict[str, Any]], tls: d
         data = results.get(row, {})
         shake = data.get("handshake") if data.get("ok") else None
         if shake is None:
-            error = (data.get("error", "not run").splitlines() or [""])[0][:100]
-            print(f"{row:<10} {'FAILED':>10}  {error}")
+            _print_failed(row, data, 10)
             continue
         print(
-            f"{row:<10} {shake['per_sec']:>10.1f} {_fmt(shake['p50_ms'], '.3f'):>9} "
-            f"{_fmt(shake['p99_ms'], '.3f'):>9} {sum(shake['errors'].values()):>8} "
-            f"{shake['session_reused']:>8} {_fmt(shake['server_cpu_ms_per_conn'], '.3f'):>16}"
+            f"{row:<10} {shake['per_sec']:>10.1f} {h.fmt(shake['p50_ms'], '.3f'):>9} "
+            f"{h.fmt(shake['p99_ms'], '.3f'):>9} {sum(shake['errors'].values()):>8} "
+            f"{shake['session_reused']:>8} {h.fmt(shake['server_cpu_ms_per_conn'], '.3f'):>16}"
         )
     print()
-    print(f"agw-tls/nginx-tls keep-alive req/s ratio: {_fmt(tls['keepalive_rps_ratio'], '.3f')}")
-    print(f"agw-tls/nginx-tls new connections/s ratio: {_fmt(tls['new_conn_per_sec_ratio'], '.3f')}")
+    print(f"agw-tls/nginx-tls keep-alive req/s ratio: {h.fmt(tls['keepalive_rps_ratio'], '.3f')}")
+    print(f"agw-tls/nginx-tls new connections/s ratio: {h.fmt(tls['new_conn_per_sec_ratio'], '.3f')}")
     cpu = tls["server_cpu_ms_per_conn"]
     print(
-        f"server CPU per new connection: agw-tls {_fmt(cpu['agw-tls'], '.2f')} ms, "
-        f"nginx-tls {_fmt(cpu['nginx-tls'], '.2f')} ms"
+        f"server CPU per new connection: agw-tls {h.fmt(cpu['agw-tls'], '.2f')} ms, "
+        f"nginx-tls {h.fmt(cpu['nginx-tls'], '.2f')} ms"
     )
     if "agw-tls" in rows:
         print(f"agw-tls RSS after run: {_mib(tls['agw_rss_kb'])} MiB (peak {_mib(tls['agw_hwm_kb'])} MiB)")
@@ -528,10 +499,10 @@ def print_tls_report(rows: list[str], results: dict[str, dict[str, Any]], tls: d
 def print_plain_report(rows: list[str], results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> None:
     _print_wrk_table(rows, results, 8)
     print()
-    print(f"agw/nginx req/s ratio: {_fmt(summary['agw_nginx_rps_ratio'], '.3f')}")
+    print(f"agw/nginx req/s ratio: {h.fmt(summary['agw_nginx_rps_ratio'], '.3f')}")
     added = summary["added_p50_ms"]
     print(
-        f"added p50 over direct: agw {_fmt(added['agw'], '.2f')} ms, nginx {_fmt(added['nginx'], '.2f')} ms"
+        f"added p50 over direct: agw {h.fmt(added['agw'], '.2f')} ms, nginx {h.fmt(added['nginx'], '.2f')} ms"
     )
     paced = [row for row in rows if "paced" in results.get(row, {})]
     if paced:
@@ -541,19 +512,17 @@ def print_plain_report(rows: list[str], results: dict[str, dict[str, Any]], summ
         for row in paced:
             data = results[row]["paced"]
             print(
-                f"{row:<8} {data['requests_per_sec']:>10.1f} {_fmt(data['latency_ms'].get('50'), '.3f'):>9} "
-                f"{_fmt(data['latency_ms'].get('99'), '.3f'):>9}"
+                f"{row:<8} {data['requests_per_sec']:>10.1f} {h.fmt(data['latency_ms'].get('50'), '.3f'):>9} "
+                f"{h.fmt(data['latency_ms'].get('99'), '.3f'):>9}"
             )
         padded = summary["paced_added_p50_ms"]
         print(
-            f"paced: added p50 over direct: agw {_fmt(padded['agw'], '.2f')} ms, "
-            f"nginx {_fmt(padded['nginx'], '.2f')} ms"
+            f"paced: added p50 over direct: agw {h.fmt(padded['agw'], '.2f')} ms, "
+            f"nginx {h.fmt(padded['nginx'], '.2f')} ms"
         )
     if "agw" in rows:
-        rss, hwm = summary["agw_rss_kb"], summary["agw_hwm_kb"]
         print(
-            f"agw RSS after run: {_fmt(rss / 1024 if rss else None, '.1f')} MiB "
-            f"(peak {_fmt(hwm / 1024 if hwm else None, '.1f')} MiB)"
+            f"agw RSS after run: {_mib(summary['agw_rss_kb'])} MiB (peak {_mib(summary['agw_hwm_kb'])} MiB)"
         )
 
 
@@ -579,17 +548,15 @@ def main(argv: list[str] | None = None) -> int:
         bench.run()
     except KeyboardInterrupt:
         interrupted = True
-        log("interrupted; servers stopped")
+        h.log("interrupted; servers stopped")
     except h.HarnessError as exc:  # the shared backend failed
-        log(f"FAILED: {exc}")
-        tail = getattr(exc, "log_tail", "")
-        if tail:
-            print(f"--- last 30 lines ---\n{tail}\n---", file=sys.stderr)
+        h.log(f"FAILED: {exc}")
+        h.print_tail(getattr(exc, "log_tail", ""))
         for row in args.rows:
             bench.results.setdefault(row, {"ok": False, "error": f"backend: {exc}"})
     finally:
         if args.keep_tmp:
-            log(f"temp dir kept: {workdir}")
+            h.log(f"temp dir kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     if interrupted:
@@ -605,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                 "warmup_s": args.warmup,
                 "connections": args.connections,
                 "threads": args.threads,
+                "paced_delay_ms": args.paced_delay,
                 "tls_clients": args.tls_clients,
                 "rows": args.rows,
                 "nginx": h.tool_version([nginx, "-v"]),
@@ -615,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
             **summary,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {args.json}")
+        h.log(f"wrote {args.json}")
     return 0 if all(bench.results.get(r, {}).get("ok") for r in args.rows) else 1
 
 

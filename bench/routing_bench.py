@@ -18,9 +18,11 @@ Rows:
 ``basic``             one Basic rule on a basic listener (the baseline)
 ``multisite-400``     400 multi-site listeners with one rule each on one
                       port (half exact names, half wildcards), plus a basic
-                      listener; requests for the first, the 200th and the
-                      last exact name, a wildcard match near the end and an
-                      unknown host (falls through all 400 to the basic one)
+                      listener; requests for the first (site0), a middle
+                      (site200, the 101st of the 200 exact names) and the
+                      last exact name (site398), a wildcard match near the
+                      end and an unknown host (falls through all 400 to the
+                      basic one)
 ``pathmap-100``       one PathBasedRouting rule with 100 path rules
                       (``/svcN/*``); paths for the first, the last, and no
                       rule (the default), plus a ``..`` traversal and
@@ -29,8 +31,9 @@ Rows:
 ``rewrite``           applying a 3-rule rewrite set to the request headers
 
 For each row it prints microseconds per decision (best of ``--repeat``
-runs, each long enough to take ~0.2 s) and the cost added over ``basic``;
-the goal is less than 50 us added for every row.
+runs, each long enough to take ~0.2 s) and the cost added over ``basic``
+(for ``rewrite``, which comes on top of any routing, its whole cost); the
+goal is less than 50 us added for every row (exit status 1 otherwise).
 """
 
 from __future__ import annotations
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, Callable[[FakeRequest], Any], FakeRequest]] = [
         ("basic", basic, FakeRequest(b"www.example.com", b"/index.html")),
         ("multisite-400: first exact host", multi, FakeRequest(b"site0.example.com")),
-        ("multisite-400: 200th exact host", multi, FakeRequest(b"site200.example.com")),
+        ("multisite-400: middle exact host (site200)", multi, FakeRequest(b"site200.example.com")),
         ("multisite-400: last exact host", multi, FakeRequest(b"site398.example.com")),
         ("multisite-400: wildcard near the end", multi, FakeRequest(b"a.wild397.example.net")),
         ("multisite-400: unknown host -> basic", multi, FakeRequest(b"nobody.example.org")),

@@ -163,23 +163,6 @@ def _sizes_arg(text: str) -> list[int]:
     return list(dict.fromkeys(sizes))
 
 
-def _rows_arg(text: str) -> list[str]:
-    rows = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [row for row in rows if row not in ROWS]
-    if unknown or not rows:
-        raise argparse.ArgumentTypeError(
-            f"unknown row(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ROWS)}"
-        )
-    return rows
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError("must be > 0 (and at most 86400)")
-    return value
-
-
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -192,22 +175,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="WebSocket benchmark: agw vs nginx vs direct (see module docstring).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--only", type=_rows_arg, help="rows to run, e.g. agw,nginx")
-    parser.add_argument("--skip", type=_rows_arg, default=[], help="rows to leave out")
+    parser.add_argument("--only", type=h.rows_arg(ROWS), help="rows to run, e.g. agw,nginx")
+    parser.add_argument("--skip", type=h.rows_arg(ROWS), default=[], help="rows to leave out")
     parser.add_argument("--sizes", type=_sizes_arg, default=[64, 1 << 20], help="e.g. 64,1M")
     parser.add_argument("--connections", type=int, default=20)
-    parser.add_argument("--duration", type=_positive, default=10.0)
+    parser.add_argument("--duration", type=h.positive_seconds, default=10.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--idle", type=_count, default=10_000, help="0 skips the idle part")
     parser.add_argument("--idle-per-source", type=int, default=20_000)
     parser.add_argument("--idle-concurrency", type=int, default=64)
     parser.add_argument("--idle-settle", type=float, default=3.0)
     parser.add_argument("--idle-check", type=_count, default=100)
-    parser.add_argument("--idle-open-timeout", type=_positive)
+    parser.add_argument("--idle-open-timeout", type=h.positive_seconds)
     parser.add_argument("--twistd", help="twistd executable for agw")
     parser.add_argument("--nginx", help="nginx executable")
     parser.add_argument("--node", help="node executable")
-    parser.add_argument("--start-timeout", type=_positive, default=15.0)
+    parser.add_argument("--start-timeout", type=h.positive_seconds, default=15.0)
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir")
     args = parser.parse_args(argv)
@@ -232,10 +215,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.idle_open_timeout is None:
         args.idle_open_timeout = 60.0 + args.idle / 100.0
     return args
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def idle_sources(count: int, per_source: int) -> list[str]:
@@ -356,7 +335,7 @@ class Bench:
     def report_nofile(self, name: str, pid: int, need: int) -> None:
         limit = h.read_proc_limit(pid)
         if limit is not None and limit < need:
-            log(f"WARNING: {name} (pid {pid}) may open only {limit} fds, needs ~{need}")
+            h.log(f"WARNING: {name} (pid {pid}) may open only {limit} fds, needs ~{need}")
 
     def start_backend(self, stack: ExitStack) -> None:
         n_ports = max(1, math.ceil(self.args.idle / CONNS_PER_BACKEND_PORT))
@@ -377,7 +356,7 @@ class Bench:
                 raise h.HarnessError(f"echo backend answered {body[:80]!r} on GET /")
         self.backend_proc = proc
         self.report_nofile("echo backend", proc.pid, self.args.idle + FD_MARGIN)
-        log(f"started echo backend pid {proc.pid} on {h.LOOPBACK}:{','.join(map(str, self.backend_ports))}")
+        h.log(f"started echo backend pid {proc.pid} on {h.LOOPBACK}:{','.join(map(str, self.backend_ports))}")
 
     def start_nginx(self, stack: ExitStack) -> tuple[int, h.ManagedProcess]:
         port = self.port()
@@ -390,7 +369,7 @@ class Bench:
         )
         proc = h.ManagedProcess("nginx", h.nginx_argv(self.tools["nginx"], conf), self.workdir / "nginx.log")
         stack.enter_context(proc)
-        log(f"started nginx pid {proc.pid} on {h.LOOPBACK}:{port}")
+        h.log(f"started nginx pid {proc.pid} on {h.LOOPBACK}:{port}")
         h.wait_for_http(h.LOOPBACK, port, self.args.start_timeout, process=proc)
         return port, proc
 
@@ -407,7 +386,7 @@ class Bench:
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
         stack.enter_context(proc)
-        log(f"started {name} pid {proc.pid} on {h.LOOPBACK}:{port}: {' '.join(proc.argv)}")
+        h.log(f"started {name} pid {proc.pid} on {h.LOOPBACK}:{port}: {' '.join(proc.argv)}")
         body = h.wait_for_http(h.LOOPBACK, port, self.args.start_timeout, process=proc)
         if body != ECHO_BODY:
             raise h.HarnessError(f"GET / through {name} answered {body[:80]!r}")
@@ -466,7 +445,7 @@ class Bench:
                 else None
             )
         if not data.get("native_masking"):
-            log("WARNING: the client masks in JS (bufferutil not loaded): run npm ci --prefix bench")
+            h.log("WARNING: the client masks in JS (bufferutil not loaded): run npm ci --prefix bench")
         data["ok"] = returncode == 0 and not data["errors"]
         if proc is not None and not proc.alive:
             data["ok"] = False
@@ -492,14 +471,14 @@ class Bench:
                 if row in self.row_errors:
                     per_size[row] = {"ok": False, "error": self.row_errors[row]}
                     continue
-                log(
+                h.log(
                     f"{row}, {label}: {self.args.connections} connections, "
                     f"{self.args.warmup:g} s warm-up + {self.args.duration:g} s"
                 )
                 try:
                     per_size[row] = self.run_rtt(row, size)
                 except h.HarnessError as exc:
-                    log(f"{row}, {label}: FAILED: {exc}")
+                    h.log(f"{row}, {label}: FAILED: {exc}")
                     per_size[row] = {"ok": False, "error": str(exc)}
                     _, proc = self.targets[row]
                     if proc is not None and not proc.alive:
@@ -508,15 +487,9 @@ class Bench:
                             h.ProcessStartError(f"{proc.name} exited ({proc.returncode})", proc.log_tail()),
                         )
                     elif proc is not None:
-                        tail = proc.log_tail(15)
-                        if tail:
-                            print(
-                                f"--- last lines of {proc.name}'s output ---\n{tail}\n---",
-                                file=sys.stderr,
-                                flush=True,
-                            )
+                        h.print_tail(proc.log_tail(15), proc.name)
                 if per_size[row].get("errors"):
-                    log(f"{row}, {label}: errors {per_size[row]['errors']}")
+                    h.log(f"{row}, {label}: errors {per_size[row]['errors']}")
         if "agw" in self.targets:
             _, proc = self.targets["agw"]
             if proc is not None and proc.alive:
@@ -526,10 +499,8 @@ class Bench:
                 }
 
     def fail_row(self, row: str, exc: Exception) -> None:
-        log(f"{row}: FAILED: {exc}")
-        tail = getattr(exc, "log_tail", "")
-        if tail:
-            print(f"--- last 30 lines of {row}'s output ---\n{tail}\n---", file=sys.stderr, flush=True)
+        h.log(f"{row}: FAILED: {exc}")
+        h.print_tail(getattr(exc, "log_tail", ""), row)
         self.row_errors[row] = str(exc).splitlines()[0]
 
     # -- part 2: idle capacity -------------------------------------------------
@@ -571,7 +542,7 @@ class Bench:
             )
             sources = idle_sources(n, args.idle_per_source)
             result.update(rss_before_kb=rss_before, fds_before=fds_before, sources=sources)
-            log(
+            h.log(
                 f"idle: agw-idle RSS {rss_before} kB; opening {n} WebSockets from "
                 f"{sources[0]}..{sources[-1]} ({args.idle_concurrency} in flight, "
                 f"bound {args.idle_open_timeout:.0f} s)"
@@ -592,7 +563,7 @@ class Bench:
             stack.callback(client.stop)
             opened = client.read_event("opened", args.idle_open_timeout + CLIENT_SLACK_S)
             result["open"] = {k: v for k, v in opened.items() if k != "event"}
-            log(
+            h.log(
                 f"idle: {opened['opened']} open, {opened['failed']} failed, "
                 f"{opened['not_attempted']} not attempted, in {opened['seconds']:.1f} s"
                 + (f"; failures {opened['failures']}" if opened["failures"] else "")
@@ -617,7 +588,7 @@ class Bench:
                 client.command(f"check {args.idle_check}")
                 checked = client.read_event("checked", 15 + CLIENT_SLACK_S)
                 result["check"] = {k: v for k, v in checked.items() if k != "event"}
-                log(
+                h.log(
                     f"idle: echo check {checked['ok']}/{checked['sampled']} ok, "
                     f"{checked['still_open']} still open, {checked['closed_early']} closed early"
                 )
@@ -649,19 +620,13 @@ class Bench:
                 try:
                     self.idle = self.run_idle()
                 except h.HarnessError as exc:
-                    log(f"idle: FAILED: {exc}")
-                    tail = getattr(exc, "log_tail", "")
-                    if tail:
-                        print(f"--- last 30 lines ---\n{tail}\n---", file=sys.stderr, flush=True)
+                    h.log(f"idle: FAILED: {exc}")
+                    h.print_tail(getattr(exc, "log_tail", ""), "agw-idle")
                     self.idle = {"ok": False, "requested": self.args.idle, "error": str(exc)}
 
 
 # --------------------------------------------------------------------------
 # report
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
 
 
 def summarize(bench: Bench) -> dict[str, Any]:
@@ -705,11 +670,11 @@ def print_report(bench: Bench, summary: dict[str, Any]) -> None:
                 failed = "" if data["ok"] else f" (FAILED: {json.dumps(errors)[:80]})"
                 print(
                     f"{label:<8} {row:<7} {data['round_trips_per_sec']:>10.1f} "
-                    f"{_fmt(data['p50_ms'], '.3f'):>9} {_fmt(data['p99_ms'], '.3f'):>9} "
+                    f"{h.fmt(data['p50_ms'], '.3f'):>9} {h.fmt(data['p99_ms'], '.3f'):>9} "
                     f"{data['mib_per_sec_each_way']:>8.1f} "
-                    f"{_fmt(data.get('proxy_cpu_percent'), '.0f'):>7} "
-                    f"{_fmt(data.get('echo_cpu_percent'), '.0f'):>6} "
-                    f"{_fmt(data.get('client_cpu_percent'), '.0f'):>7}  "
+                    f"{h.fmt(data.get('proxy_cpu_percent'), '.0f'):>7} "
+                    f"{h.fmt(data.get('echo_cpu_percent'), '.0f'):>6} "
+                    f"{h.fmt(data.get('client_cpu_percent'), '.0f'):>7}  "
                     f"{n_errors}{failed}"
                 )
         ratio_items = summary["ratios"].items() if {"agw", "nginx"} <= set(args.rows) else []
@@ -722,12 +687,12 @@ def print_report(bench: Bench, summary: dict[str, Any]) -> None:
                 verdict = f" (target >= {target}: {'met' if info['meets_target'] else 'MISSED'})"
             elif target is not None:
                 verdict = f" (target >= {target})"
-            print(f"agw/nginx round trips/s, {label}: {_fmt(info['agw_nginx_ratio'], '.3f')}{verdict}")
+            print(f"agw/nginx round trips/s, {label}: {h.fmt(info['agw_nginx_ratio'], '.3f')}{verdict}")
         if "agw" in args.rows:
             rss, hwm = bench.agw_rss.get("rss_kb"), bench.agw_rss.get("hwm_kb")
             print(
-                f"agw RSS after the round trips: {_fmt(rss / 1024 if rss else None, '.1f')} MiB "
-                f"(peak {_fmt(hwm / 1024 if hwm else None, '.1f')} MiB)"
+                f"agw RSS after the round trips: {h.fmt(rss / 1024 if rss else None, '.1f')} MiB "
+                f"(peak {h.fmt(hwm / 1024 if hwm else None, '.1f')} MiB)"
             )
     idle = bench.idle
     if idle is not None:
@@ -754,9 +719,9 @@ def print_report(bench: Bench, summary: dict[str, Any]) -> None:
                 else f" (target <= {IDLE_TARGET_KB:g} KB: {'met' if per <= IDLE_TARGET_KB else 'MISSED'})"
             )
             print(
-                f"  agw RSS: {_fmt(before / 1024 if before else None, '.1f')} MiB before, "
-                f"{_fmt(during / 1024 if during else None, '.1f')} MiB with them idle -> "
-                f"{_fmt(per, '.1f')} KB per connection{verdict}"
+                f"  agw RSS: {h.fmt(before / 1024 if before else None, '.1f')} MiB before, "
+                f"{h.fmt(during / 1024 if during else None, '.1f')} MiB with them idle -> "
+                f"{h.fmt(per, '.1f')} KB per connection{verdict}"
             )
             print(f"  agw open fds: {idle.get('fds_before')} before, {idle.get('fds_idle')} with them idle")
             bb, bi = idle.get("backend_rss_before_kb"), idle.get("backend_rss_idle_kb")
@@ -778,7 +743,7 @@ def print_report(bench: Bench, summary: dict[str, Any]) -> None:
                 print(
                     f"  closed: {close['clean']} clean (1000), {close['unclean']} other "
                     f"{json.dumps(close['codes'])}, {close['forced']} forced; "
-                    f"agw RSS after closing {_fmt(after / 1024 if after else None, '.1f')} MiB, "
+                    f"agw RSS after closing {h.fmt(after / 1024 if after else None, '.1f')} MiB, "
                     f"fds {idle.get('fds_after_close')}"
                 )
             if idle.get("error"):
@@ -848,16 +813,14 @@ def main(argv: list[str] | None = None) -> int:
         bench.run()
     except KeyboardInterrupt:
         interrupted = True
-        log("interrupted; servers stopped")
+        h.log("interrupted; servers stopped")
     except h.HarnessError as exc:  # the echo backend failed
         failed_early = str(exc)
-        log(f"FAILED: {exc}")
-        tail = getattr(exc, "log_tail", "")
-        if tail:
-            print(f"--- last 30 lines ---\n{tail}\n---", file=sys.stderr)
+        h.log(f"FAILED: {exc}")
+        h.print_tail(getattr(exc, "log_tail", ""))
     finally:
         if args.keep_tmp:
-            log(f"temp dir kept: {workdir}")
+            h.log(f"temp dir kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     if interrupted:
@@ -900,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
             "idle": bench.idle,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {args.json}")
+        h.log(f"wrote {args.json}")
     return 0 if ok else 1
 
 
