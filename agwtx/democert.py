@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
@@ -18,7 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CERT_FILE", "KEY_FILE", "ensureDemoCertificate"]
+from agwtx.model import SslCertificate
+
+__all__ = ["CERT_FILE", "KEY_FILE", "ensureDemoCertificate", "subjectAltName"]
 
 CERT_FILE = "demo-cert.pem"
 KEY_FILE = "demo-key.pem"
@@ -27,18 +30,26 @@ RENEW_BEFORE = datetime.timedelta(days=7)
 NAMES = ("localhost", "127.0.0.1", "::1")
 
 
+def subjectAltName(names: Iterable[str]) -> x509.SubjectAlternativeName:
+    """IP literals as C{iPAddress} entries, anything else as C{dNSName}."""
+    entries: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            entries.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            entries.append(x509.DNSName(n))
+    return x509.SubjectAlternativeName(entries)
+
+
 def _usable(certPath: Path, keyPath: Path, now: datetime.datetime) -> bool:
-    """An existing pair that parses, matches and is valid for another week."""
+    """An existing pair that loads as a listener certificate would and is valid for another week."""
+    from agwtx.tls import TlsError, loadCertificate
+
     try:
-        cert = x509.load_pem_x509_certificate(certPath.read_bytes())
-        key = serialization.load_pem_private_key(keyPath.read_bytes(), None)
-    except (OSError, ValueError, TypeError):
+        loadCertificate(SslCertificate("demo", str(certPath), str(keyPath)), now + RENEW_BEFORE)
+    except TlsError:
         return False
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    if cert.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
-        return False
-    return cert.not_valid_after_utc - now > RENEW_BEFORE
+    return True
 
 
 def _writeAtomically(path: Path, data: bytes, mode: int) -> None:
@@ -71,12 +82,6 @@ def ensureDemoCertificate(
             x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
         ]
     )
-    alt: list[x509.GeneralName] = []
-    for n in NAMES:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            alt.append(x509.DNSName(n))
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -85,7 +90,7 @@ def ensureDemoCertificate(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + VALIDITY)
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(subjectAltName(NAMES), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)

@@ -282,7 +282,7 @@ class GatewayService(MultiService):
         # Ports: swap tables in place, add new ports, remove old ones.
         for name, router in routers.items():
             fp = new.frontendPorts[name]
-            if name in self.sites and self.endpoints.get(name) == fp.endpoint and self._sameTls(new, name):
+            if name in self.sites and self.endpoints.get(name) == fp.endpoint and self._tlsInPlace(new, name):
                 self.sites[name].router = router
                 self.sites[name].listenerPort = fp.port or 0
             else:
@@ -305,17 +305,20 @@ class GatewayService(MultiService):
         for state, members, drain in removed:
             self._drain(state, members, drain)
 
-    def _sameTls(self, new: GatewayConfig, name: str) -> bool:
-        """Whether a port's TLS material is unchanged (else it is re-listened)."""
-        # agw-tls (issue 5): a port that stays Https gets the new certificates
-        # in place (new connections use them); Http <-> Https is re-listened.
+    def _tlsInPlace(self, new: GatewayConfig, name: str) -> bool:
+        """
+        Give a port that stays Https its new certificates in place (new
+        connections use them) and say so; False when the port switches
+        between Http and Https, so it must be re-listened.
+        """
+        # agw-tls (issue 5)
         from agwtx.tls import TlsServerFactory
 
         factory = getattr(self.listeners.get(name), "factory", None)
         serverTls = self._tlsFor(new).server.get(name)
         if isinstance(factory, TlsServerFactory) != (serverTls is not None):
             return False
-        if isinstance(factory, TlsServerFactory) and serverTls is not None:
+        if serverTls is not None:
             factory.serverTls = serverTls
         return True
 

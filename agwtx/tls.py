@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +55,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import SSL
 from OpenSSL.crypto import X509, PKey
+from service_identity import VerificationError
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.internet.interfaces import (
     IConnector,
@@ -100,7 +101,6 @@ __all__ = [
     "TlsServerFactory",
     "buildServerTls",
     "certificateProblems",
-    "checkTlsConfig",
     "describeTlsFailure",
     "loadCertificate",
     "loadTrustedRoots",
@@ -169,10 +169,6 @@ class LoadedCertificate:
     leaf: x509.Certificate
     chain: tuple[x509.Certificate, ...]
     key: PrivateKeyTypes
-
-    @property
-    def notAfter(self) -> datetime.datetime:
-        return self.leaf.not_valid_after_utc
 
     def dnsNames(self) -> list[str]:
         try:
@@ -324,24 +320,6 @@ def certificateProblems(
     return [(p.key, p.message) for p in problems]
 
 
-def checkTlsConfig(config: GatewayConfig, now: datetime.datetime | None = None) -> list[str]:
-    """
-    Every problem with the certificates a config names, one line each in the
-    config-error style::
-
-        etc/gw.ini: [sslCertificate:main] privateKey: does not match the certificate in ... (/etc/agw/key.pem)
-    """
-    lines: list[str] = []
-    sections: list[tuple[str, SslCertificate | TrustedRootCertificate]] = [
-        *(("sslCertificate", c) for c in config.sslCertificates.values()),
-        *(("trustedRootCertificate", r) for r in config.trustedRootCertificates.values()),
-    ]
-    for kind, obj in sections:
-        for key, message in certificateProblems(obj, now):
-            lines.append(f"{config.path}: [{kind}:{obj.name}] {key}: {message}")
-    return lines
-
-
 # -- HTTPS listeners -------------------------------------------------------------
 
 
@@ -462,10 +440,6 @@ class ServerTls:
             self.default = _serverContext(None, sessionId)
         self.default.set_tlsext_servername_callback(self._serverNameReceived)
 
-    def certificateFor(self, serverName: bytes | str | None) -> str | None:
-        """The sslCertificate name that serves C{serverName}, or None."""
-        return self.select(serverName)
-
     def _serverNameReceived(self, conn: SSL.Connection) -> None:
         try:
             raw = conn.get_servername()
@@ -533,14 +507,6 @@ class TlsServerFactory(TLSMemoryBIOFactory):
 # -- end-to-end TLS (backends) --------------------------------------------------
 
 
-def _isIP(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def describeTlsFailure(reason: Failure) -> str:
     """A short, human explanation of why a backend handshake failed."""
     value = reason.value
@@ -551,11 +517,10 @@ def describeTlsFailure(reason: Failure) -> str:
             if texts:
                 return ", ".join(texts)
         return str(value) or type(value).__name__
-    mismatches = getattr(value, "errors", None)
-    if type(value).__name__ == "VerificationError" and mismatches:
+    if isinstance(value, VerificationError) and value.errors:
         ids = []
-        for m in mismatches:
-            mid = getattr(m, "mismatched_id", None)
+        for m in value.errors:
+            mid = m.mismatched_id
             ids.append(str(getattr(mid, "hostname", None) or getattr(mid, "ip", None) or mid))
         return "the certificate is not valid for " + ", ".join(ids)
     if isinstance(value, ConnectionClosed):
@@ -733,7 +698,7 @@ class BackendTls:
         if creator is None:
             name = self.serverNameFor(host)
             if self._unverifiedOptions is not None:
-                sni = None if _isIP(name) else name.encode("idna")
+                sni = None if isIPAddress(name) or isIPv6Address(name) else name.encode("idna")
                 creator = _Unverified(self._unverifiedOptions, sni)
             else:
                 creator = optionsForClientTLS(

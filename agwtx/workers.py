@@ -79,10 +79,10 @@ def reusePortEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
         return endpoint
     return ReusePortEndpoint(
         reactor,
-        endpoint._port,
-        endpoint._interface,
-        endpoint._backlog,
-        family,  # type: ignore[attr-defined]
+        endpoint._port,  # type: ignore[attr-defined]
+        endpoint._interface,  # type: ignore[attr-defined]
+        endpoint._backlog,  # type: ignore[attr-defined]
+        family,
     )
 
 

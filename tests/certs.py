@@ -7,7 +7,6 @@ files.  EC P-256 keys keep generation fast.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from agwtx.democert import subjectAltName
 
 ONE_DAY = datetime.timedelta(days=1)
 
@@ -30,16 +31,6 @@ def _name(cn: str) -> x509.Name:
             x509.NameAttribute(NameOID.COMMON_NAME, cn),
         ]
     )
-
-
-def _san(names: list[str]) -> x509.SubjectAlternativeName:
-    entries: list[x509.GeneralName] = []
-    for n in names:
-        try:
-            entries.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            entries.append(x509.DNSName(n))
-    return x509.SubjectAlternativeName(entries)
 
 
 def keyPem(key: ec.EllipticCurvePrivateKey, password: str | None = None) -> bytes:
@@ -139,7 +130,7 @@ class CA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(notBefore or now - ONE_DAY)
             .not_valid_after(notAfter or now + 10 * ONE_DAY)
-            .add_extension(_san(names), critical=False)
+            .add_extension(subjectAltName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(

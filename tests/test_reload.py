@@ -26,7 +26,6 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +34,13 @@ from websockets.asyncio.client import connect as asyncConnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.support import Proc, basicIni, freePort, startBackend, startGateway
+from tests.support import Proc, basicIni, freePort, startBackend, startGateway, waitFor
 
 RELOADED = "configuration reloaded from"
 REJECTED = "still running the previous configuration"
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def waitFor(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not met within {timeout}s")
-        time.sleep(0.02)
 
 
 def backendOf(port: int) -> str:
@@ -177,6 +165,15 @@ class WebSocketLoad:
         deadline = time.monotonic() + 120
         await asyncio.gather(*(self._echoLoop(i, ws, deadline) for i, ws in conns))
 
+    async def _echo(self, i: int, ws: Any, text: str) -> bool:
+        """Send C{text}; whether it came back (a wrong answer is recorded)."""
+        await ws.send(text)
+        got = await asyncio.wait_for(ws.recv(), 5)
+        if got != text:
+            self.failures.append(f"ws {i}: sent {text!r}, got {got!r}")
+            return False
+        return True
+
     async def _echoLoop(self, i: int, ws: Any, deadline: float) -> None:
         assert self._stop is not None
         rng = random.Random(i)
@@ -190,19 +187,11 @@ class WebSocketLoad:
                 if self._stop.is_set():
                     break
                 n += 1
-                text = f"ws {i} message {n}"
-                await ws.send(text)
-                got = await asyncio.wait_for(ws.recv(), 5)
-                if got != text:
-                    self.failures.append(f"ws {i}: sent {text!r}, got {got!r}")
+                if not await self._echo(i, ws, f"ws {i} message {n}"):
                     return
                 self.echoes[i] += 1
             # the end: still open and echoing
-            text = f"ws {i} final"
-            await ws.send(text)
-            got = await asyncio.wait_for(ws.recv(), 5)
-            if got != text:
-                self.failures.append(f"ws {i}: final: sent {text!r}, got {got!r}")
+            if not await self._echo(i, ws, f"ws {i} final"):
                 return
             self.finalOk += 1
             await ws.close()
