@@ -399,15 +399,20 @@ def parseBackendAddress(text: str) -> BackendAddress:
     return BackendAddress(host=host, port=port)
 
 
+def _parseUniqueList(text: str, parse: Callable[[str], T], describe: Callable[[T], str]) -> tuple[T, ...]:
+    """A L{parseList} of C{parse}d items, none listed twice (C{describe} names one in the error)."""
+    items: list[T] = []
+    for raw in parseList(text):
+        item = parse(raw)
+        if item in items:
+            raise InvalidValue(f"{describe(item)} is listed twice")
+        items.append(item)
+    return tuple(items)
+
+
 def parseBackendAddresses(text: str) -> tuple[BackendAddress, ...]:
     """A comma list of L{parseBackendAddress} items, none listed twice."""
-    addresses: list[BackendAddress] = []
-    for item in parseList(text):
-        address = parseBackendAddress(item)
-        if address in addresses:
-            raise InvalidValue(f"address '{address}' is listed twice")
-        addresses.append(address)
-    return tuple(addresses)
+    return _parseUniqueList(text, parseBackendAddress, lambda address: f"address '{address}'")
 
 
 def _parsePath(text: str) -> str:
@@ -1674,15 +1679,10 @@ def _parseInterface(text: str) -> str:
 
 
 def _parseHostNames(text: str) -> tuple[str, ...]:
-    names: list[str] = []
-    for item in parseList(text):
-        name = parseHostNamePattern(item)
-        if name in names:
-            raise InvalidValue(f"host name {_got(name)} is listed twice")
-        names.append(name)
+    names = _parseUniqueList(text, parseHostNamePattern, lambda name: f"host name {_got(name)}")
     if len(names) > 5:
         raise InvalidValue(f"expected at most 5 host names, got {len(names)}")
-    return tuple(names)
+    return names
 
 
 def _checkTarget(

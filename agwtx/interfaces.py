@@ -208,15 +208,6 @@ class Candidates:
         """
         return self.redirects[name.lower()]
 
-    def __contains__(self, target: object) -> bool:
-        if target is None:
-            return False
-        return (
-            target is self.fallback
-            or any(t is target for t in self.backends.values())
-            or any(t is target for t in self.redirects.values())
-        )
-
 
 class IRoutingPlugin(Interface):
     """

@@ -56,6 +56,7 @@ __all__ = [
     "PluginDiscoveryError",
     "PluginTarget",
     "availablePlugins",
+    "boolOption",
     "checkOptionKeys",
     "checkPluginConfig",
     "checkPlugins",
@@ -182,6 +183,26 @@ def checkOptionKeys(
             raise PluginConfigError(key, "required option is missing")
 
 
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def boolOption(options: Mapping[str, str], key: str, default: bool) -> bool:
+    """
+    A helper for L{IRoutingPlugin.configure}: the boolean option C{key}
+    (C{true}/C{false}, C{yes}/C{no}, C{1}/C{0}), or C{default} when it is
+    absent or empty.
+
+    @raise PluginConfigError: for any other value.
+    """
+    text = (options.get(key) or "").strip()
+    if not text:
+        return default
+    value = _BOOLS.get(text.lower())
+    if value is None:
+        raise PluginConfigError(key, f"expected true or false, got {text!r}")
+    return value
+
+
 # -- config checks -------------------------------------------------------------
 
 Problem = tuple[str, str]
@@ -273,10 +294,20 @@ class _Locator:
             if kind.strip().lower() == "requestroutingrule":
                 self.keys.setdefault((name.strip().lower(), key.lower()), (key, line))
 
-    def format(self, rule: str, key: str, message: str) -> str:
+    def _find(self, rule: str, key: str) -> tuple[str, str, int | None]:
+        """The section header and key as written, and the key's line (else the header's)."""
         header, line = self.headers.get(rule.lower(), (f"requestRoutingRule:{rule}", None))
         written, keyLine = self.keys.get((rule.lower(), key.lower()), (key, line))
-        where = f"{self.path}:{keyLine}" if keyLine is not None else self.path
+        return header, written, keyLine
+
+    def lineOf(self, rule: str, key: str) -> int:
+        """The line to sort an error about C{key} by; unknown lines sort last."""
+        line = self._find(rule, key)[2]
+        return 1 << 30 if line is None else line
+
+    def format(self, rule: str, key: str, message: str) -> str:
+        header, written, line = self._find(rule, key)
+        where = f"{self.path}:{line}" if line is not None else self.path
         return f"{where}: [{header}] {written}: {message}"
 
 
@@ -293,19 +324,14 @@ def checkPluginConfig(config: GatewayConfig) -> list[str]:
     rules = [r for r in config.requestRoutingRules.values() if r.ruleType == "Plugin" and r.plugin]
     if not rules:
         return []
-    locator = _Locator(config.path)
+    locator: _Locator | None = None  # re-reads the file: only when there is something to report
     errors: list[tuple[int, str]] = []
     for rule in rules:
         for key, message in _configureRule(config, rule)[2]:
-            line = locator.format(rule.name, key, message)
-            errors.append((_lineOf(line, config.path), line))
+            if locator is None:
+                locator = _Locator(config.path)
+            errors.append((locator.lineOf(rule.name, key), locator.format(rule.name, key, message)))
     return [text for _, text in sorted(errors, key=lambda e: e[0])]
-
-
-def _lineOf(text: str, path: str) -> int:
-    rest = text[len(path) + 1 :]
-    digits = rest.split(":", 1)[0]
-    return int(digits) if digits.isdigit() else 1 << 30
 
 
 # -- the request side ------------------------------------------------------------
@@ -320,10 +346,10 @@ class _HeaderView(Mapping[str, Sequence[str]]):
         self._headers = headers
 
     def __getitem__(self, name: str) -> Sequence[str]:
-        values = self._headers.getRawHeaders(name.lower().encode("latin-1"))
-        if not values:
+        values = self.get(name)
+        if values is None:
             raise KeyError(name)
-        return tuple([v.decode("latin-1") for v in values])
+        return values  # type: ignore[no-any-return]
 
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
         try:
@@ -443,9 +469,20 @@ class _WithHeaders:
 
 _CRLF = re.compile(rb"[\r\n\0]")
 
-_FAILED = object()
-_NO_TARGET = object()
-_BAD_PATH = object()
+
+class _Refusal:
+    """A request the rule answers itself, with this error page, instead of routing it."""
+
+    __slots__ = ("code", "message")
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+
+
+_FAILED = _Refusal(502, "Bad Gateway: the routing plugin failed")
+_NO_TARGET = _Refusal(404, "Not Found: the routing plugin chose no target")
+_BAD_PATH = _Refusal(400, "Bad Request: the path cannot be decoded")
 
 _process_codec: AffinityCodec | None = None
 
@@ -482,7 +519,7 @@ class PluginTarget:
         return out
 
     def _ask(self, request: Any, ctx: Any) -> Any:
-        """The concrete target, or one of the sentinels; once per request."""
+        """The concrete target, or a L{_Refusal}; once per request."""
         cached = getattr(request, "agwPluginChoice", None)
         if cached is not None:
             return cached
@@ -545,18 +582,14 @@ class PluginTarget:
         calls this when the headers are complete, to stream a body early.
         """
         choice = self._ask(request, None)
-        return None if choice is _FAILED or choice is _NO_TARGET or choice is _BAD_PATH else choice
+        return None if isinstance(choice, _Refusal) else choice
 
     def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
         choice = self._ask(request, ctx)
-        if choice is _FAILED or choice is _NO_TARGET or choice is _BAD_PATH:
+        if isinstance(choice, _Refusal):
             from agwtx.proxy import errorPage
 
-            if choice is _FAILED:
-                return errorPage(request, 502, "Bad Gateway: the routing plugin failed")
-            if choice is _NO_TARGET:
-                return errorPage(request, 404, "Not Found: the routing plugin chose no target")
-            return errorPage(request, 400, "Bad Request: the path cannot be decoded")
+            return errorPage(request, choice.code, choice.message)
         return choice.render(ctx, request)
 
     def __repr__(self) -> str:

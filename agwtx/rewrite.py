@@ -104,12 +104,16 @@ _SERVER_VARIABLES: dict[str, Getter] = {
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
+def _joined(values: Sequence[bytes] | None) -> bytes | None:
+    """A repeated header's values as one (C{", "}-joined), None when there are none."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else b", ".join(values)
+
+
 def _requestHeader(name: bytes) -> Getter:
     def get(request: Any, resp: RespLookup | None) -> bytes:
-        values = request.requestHeaders.getRawHeaders(name)
-        if not values:
-            return _EMPTY
-        return values[0] if len(values) == 1 else b", ".join(values)
+        return _joined(request.requestHeaders.getRawHeaders(name)) or _EMPTY
 
     return get
 
@@ -230,20 +234,14 @@ def _decide(
 
 def _pairsLookup(pairs: Sequence[tuple[bytes, bytes]]) -> RespLookup:
     def lookup(name: bytes) -> bytes | None:
-        values = [v for n, v in pairs if n.lower() == name]
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else b", ".join(values)
+        return _joined([v for n, v in pairs if n.lower() == name])
 
     return lookup
 
 
 def _headersLookup(headers: Headers) -> RespLookup:
     def lookup(name: bytes) -> bytes | None:
-        values = headers.getRawHeaders(name)
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else b", ".join(values)
+        return _joined(headers.getRawHeaders(name))
 
     return lookup
 

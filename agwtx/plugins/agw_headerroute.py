@@ -37,10 +37,9 @@ from agwtx.interfaces import (
     RedirectRef,
     RoutingRequest,
 )
-from agwtx.plugin import checkOptionKeys
+from agwtx.plugin import boolOption, checkOptionKeys
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -77,13 +76,7 @@ class HeaderRoute:
         for key, value in (("header", header), ("cookie", cookie)):
             if value is not None and not _TOKEN_RE.fullmatch(value):
                 raise PluginConfigError(key, f"expected a {key} name, got {value!r}")
-        ignoreCase = False
-        if get("ignoreCase") is not None:
-            text = get("ignoreCase")
-            assert text is not None
-            if text.lower() not in _BOOLS:
-                raise PluginConfigError("ignoreCase", f"expected true or false, got {text!r}")
-            ignoreCase = _BOOLS[text.lower()]
+        ignoreCase = boolOption(options, "ignoreCase", False)
         pattern = options["match"]
         try:
             regex = re.compile(pattern, re.IGNORECASE if ignoreCase else 0)

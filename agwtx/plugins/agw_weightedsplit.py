@@ -39,11 +39,10 @@ from agwtx.interfaces import (
     PluginRuleConfig,
     RoutingRequest,
 )
-from agwtx.plugin import checkOptionKeys
+from agwtx.plugin import boolOption, checkOptionKeys
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ITEM_RE = re.compile(r"(?P<pool>[^/:\s]+)\s*/\s*(?P<settings>[^/:\s]+)\s*:\s*(?P<weight>[0-9]+)")
-_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -94,12 +93,7 @@ class WeightedSplit:
                 cumulative.append(total)
         if total == 0:
             raise PluginConfigError("targets", "expected at least one target with a weight above 0")
-        sticky = True
-        text = (options.get("sticky") or "").strip()
-        if text:
-            if text.lower() not in _BOOLS:
-                raise PluginConfigError("sticky", f"expected true or false, got {text!r}")
-            sticky = _BOOLS[text.lower()]
+        sticky = boolOption(options, "sticky", True)
         cookieName = (options.get("cookieName") or "").strip() or "AGWSplit"
         if not _TOKEN_RE.fullmatch(cookieName):
             raise PluginConfigError("cookieName", f"expected a cookie name, got {cookieName!r}")
