@@ -78,7 +78,7 @@ class _RequestCollector(Collector):
             labels=["listener", "rule"],
         )
         bounds = [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]
-        for key, (counts, total) in sorted(m.latencyCounts.items(), key=lambda kv: kv[0]):
+        for key, (counts, total) in sorted(m.latencyCounts.items()):
             cumulative, running = [], 0
             for bound, n in zip(bounds, counts, strict=True):
                 running += n

@@ -369,7 +369,6 @@ class _Exchange:
         """Connecting failed: passive health, then one retry elsewhere for safe requests."""
         member = self.member
         if member is not None:
-            member.inflight -= 1
             detail = str(reason.value if isinstance(reason, Failure) else reason)
             self.ctx.passiveFailure(self.state, member, kind, detail)
         if self._failover():
@@ -383,11 +382,13 @@ class _Exchange:
         """
         if self.request.method not in SAFE_RETRY or self.stream is not None:
             return False
-        if len(set(map(id, self.tried))) >= 2:
+        if len(self.tried) >= 2:  # distinct members: a retry on the same one replaces its entry
             return False
         other = self.state.pick(exclude=self.tried)
         if other is None:
             return False
+        if self.member is not None:
+            self.member.inflight -= 1  # left for other; otherwise _cleanup takes it off
         self.setAffinity = self.setAffinity or self.pinned is not None
         self.conn = None
         self._connect(other)
@@ -456,10 +457,8 @@ class _Exchange:
                 return
             if err.kind == "reset" and self.member is not None:
                 self.ctx.passiveFailure(self.state, self.member, "reset", err.detail)
-                self.member.inflight -= 1
                 if self._failover():
                     return
-                self.member.inflight += 1  # _cleanup below takes it off again
         log.warn(
             "backend {member} failed: {error}", member=self.member.key if self.member else "-", error=str(err)
         )

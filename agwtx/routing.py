@@ -282,7 +282,7 @@ class PortRouter:
     def route(self, host: str) -> ListenerRoute | None:
         """The first route serving C{host}, found by index (L{agwtx.routeindex}), not by a scan."""
         index = self._index
-        if index is None or len(index.routes) != len(self.routes):
+        if index is None:  # built on first use: buildRouters has finished the table
             from agwtx.routeindex import HostIndex
 
             index = self._index = HostIndex(self.routes)

@@ -68,7 +68,6 @@ class GatewayRequest(server.Request):
         self._counted = True
         self.agwStart = site.ctx.reactor.seconds()
         self.clientIP = getattr(self.client, "host", "-")
-        self._secure = site.secure
         self.listenerPort = site.listenerPort or getattr(self.host, "port", 0)
 
     _counted = False
@@ -103,12 +102,10 @@ class GatewayRequest(server.Request):
         """
         self._done(None)
 
-    _secure = False
-
     def isSecure(self) -> bool:
         """Whether the listener is HTTPS: known per port, no interface lookup per request."""
         if self._prepared:
-            return self._secure
+            return self.site.secure
         return bool(super().isSecure())
 
     def gotLength(self, length: int | None) -> None:
@@ -168,22 +165,20 @@ class GatewayChannel(http.HTTPChannel):
     _peer: Any = None
     _local: Any = None
     _idleCall: Any = None
-    _idlePaused = False
 
     # TimeoutMixin's API with the same behaviour, cheaper per request:
     # twisted.web suspends the idle timeout while each request is handled
     # (setTimeout(None)) and restores it afterwards, which with TimeoutMixin
     # cancels one DelayedCall and schedules a new one per request.  Here the
     # call stays scheduled and is re-armed with reset(); if it fires while
-    # suspended it does nothing, and the restore schedules a new one.
+    # suspended (timeOut None) it does nothing, and the restore schedules a
+    # new one.
 
     def setTimeout(self, period: float | None) -> float | None:
         previous = self.timeOut
         self.timeOut = period
         if period is None:
-            self._idlePaused = True
             return previous
-        self._idlePaused = False
         call = self._idleCall
         if call is not None and call.active():
             call.reset(period)
@@ -193,12 +188,12 @@ class GatewayChannel(http.HTTPChannel):
 
     def resetTimeout(self) -> None:
         call = self._idleCall
-        if call is not None and self.timeOut is not None and not self._idlePaused:
+        if call is not None and self.timeOut is not None:
             call.reset(self.timeOut)
 
     def _idleTimedOut(self) -> None:
         self._idleCall = None
-        if not self._idlePaused and self.timeOut is not None:
+        if self.timeOut is not None:
             self.timeoutConnection()
 
     def connectionLost(self, reason: Any) -> None:

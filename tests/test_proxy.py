@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -410,3 +410,67 @@ def test_curl_keepalive_reuses_connection(gateway: tuple[int, Proc]) -> None:
     )
     assert out.returncode == 0
     assert "Re-using existing connection" in out.stderr or "Reusing existing connection" in out.stderr
+
+
+class _RefusingUpstream:
+    """An upstream pool whose every connect attempt is refused at once."""
+
+    def __init__(self) -> None:
+        self.dialled: list[int] = []
+
+    def getConnection(self, host: str, port: int, callback: Any, **kwargs: Any) -> Any:
+        from twisted.internet.error import ConnectionRefusedError
+        from twisted.python.failure import Failure
+
+        self.dialled.append(port)
+        callback(None, Failure(ConnectionRefusedError()))
+        return lambda: None
+
+
+@pytest.mark.parametrize(
+    "method, ports, dialled",
+    [
+        (b"GET", (9,), [9]),  # nothing to fail over to
+        (b"GET", (9, 10), [9, 10]),  # failed over, then failed again
+        (b"POST", (9, 10), [9]),  # not safe to repeat
+    ],
+)
+def test_refused_connects_leave_no_request_counted_in_flight(
+    method: bytes, ports: tuple[int, ...], dialled: list[int]
+) -> None:
+    """Each member's inflight count is back to 0 after a 502 (it once went to -1)."""
+    from types import SimpleNamespace
+
+    from twisted.internet.task import Clock
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from agwtx.affinity import AffinityCodec
+    from agwtx.model import BackendAddress, BackendAddressPool, BackendHttpSettings
+    from agwtx.pool import PoolState
+    from agwtx.proxy import proxy
+    from agwtx.routing import GatewayContext
+
+    upstream = _RefusingUpstream()
+    ctx = GatewayContext(Clock(), upstream, AffinityCodec(b"k" * 32))
+    settings = BackendHttpSettings(name="s")
+    pool = BackendAddressPool("p", tuple(BackendAddress("127.0.0.1", p) for p in ports))
+    state = PoolState(pool, settings)
+    target = SimpleNamespace(
+        settings=settings,
+        state=state,
+        scope="p/s",
+        rewrite=None,
+        connector=None,
+        tlsKey="",
+        hostHeader=None,
+        backendPath=lambda request: request.uri,
+    )
+    request: Any = DummyRequest([b""])
+    request.method, request.uri, request.content = method, b"/", None
+    request.clientIP, request.listenerPort, request.isSecure = "192.0.2.1", 80, lambda: False
+    request.agwStream = request.agwOnLost = None
+    request._disconnected, request.startedWriting = False, False
+    proxy(ctx, request, target)  # type: ignore[arg-type]
+    assert upstream.dialled == dialled
+    assert request.responseCode == 502
+    assert [m.inflight for m in state.members] == [0] * len(ports)

@@ -74,15 +74,18 @@ def test_a_request_in_progress_is_not_timed_out_and_the_timer_restarts_after_it(
     closesAfter(clock, transport, IDLE)
 
 
-def test_many_requests_leave_one_timer_per_connection() -> None:
+def test_many_requests_reuse_one_timer_per_connection() -> None:
     HeldRequest.held.clear()
     clock, proto, transport = channel()
+    [timer] = clock.getDelayedCalls()
     for _ in range(50):
         proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         request = HeldRequest.held.pop()
         request.setHeader(b"content-length", b"0")
         request.finish()
-    assert len(clock.getDelayedCalls()) == 1
+    # The same DelayedCall, re-armed: not one cancelled and one scheduled per
+    # request as with TimeoutMixin (which would also leave exactly one).
+    assert clock.getDelayedCalls() == [timer]
     assert not transport.disconnecting
 
 
