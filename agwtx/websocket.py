@@ -110,7 +110,7 @@ from zope.interface import implementer
 
 from agwtx.affinity import affinityCookies
 from agwtx.pool import Member, PoolState
-from agwtx.proxy import HOP_BY_HOP, backendRequestHeaders, connectionTokens, errorPage
+from agwtx.proxy import _chooseMember, backendRequestHeaders, connectionTokens, errorPage, responseHeaders
 
 if TYPE_CHECKING:
     from agwtx.routing import BackendTarget, GatewayContext
@@ -161,17 +161,19 @@ _NOT_FORWARDED = frozenset(
     }
 )
 
-# Backend 101 headers that are not the backend's to pass on: the client
-# leg's handshake writes its own.
-_NOT_RETURNED = HOP_BY_HOP | {
-    b"sec-websocket-accept",
-    b"sec-websocket-protocol",
-    b"sec-websocket-extensions",
-    b"sec-websocket-version",
-    b"content-length",
-    b"server",
-    b"date",
-}
+# Backend 101 headers that are not the backend's to pass on (besides
+# hop-by-hop ones): the client leg's handshake writes its own.
+_NOT_RETURNED = frozenset(
+    {
+        b"sec-websocket-accept",
+        b"sec-websocket-protocol",
+        b"sec-websocket-extensions",
+        b"sec-websocket-version",
+        b"content-length",
+        b"server",
+        b"date",
+    }
+)
 
 # Refusal headers passed on with a backend's non-101 status.
 _REFUSAL_HEADERS = frozenset({b"location", b"www-authenticate", b"retry-after", b"set-cookie"})
@@ -299,20 +301,17 @@ def checkHandshake(method: bytes, version: bytes, headers: Headers) -> ClientHan
     return ClientHandshake(key, subprotocols, deflate)
 
 
-def _returnedHeaders(head: bytes) -> list[tuple[bytes, bytes]]:
-    """The end-to-end headers of a backend's response head, in order."""
-    lines = head.split(b"\r\n")[1:]
+def _returnedHeaders(head: bytes) -> Headers:
+    """The end-to-end headers of a backend's response head that are the backend's to pass on."""
     pairs: list[tuple[bytes, bytes]] = []
-    named: frozenset[bytes] = frozenset()
-    for line in lines:
+    for line in head.split(b"\r\n")[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not name or name[-1:] in (b" ", b"\t"):
-            continue
-        value = value.strip(b" \t")
-        if name.lower() == b"connection":
-            named = named | connectionTokens([value])
-        pairs.append((name, value))
-    return [(n, v) for n, v in pairs if n.lower() not in _NOT_RETURNED and n.lower() not in named]
+        if sep and name and name[-1:] not in (b" ", b"\t"):
+            pairs.append((name, value.strip(b" \t")))
+    headers = responseHeaders(pairs)
+    for name in _NOT_RETURNED:
+        headers.removeHeader(name)
+    return headers
 
 
 def _statusOf(statusLine: str | None) -> int | None:
@@ -590,6 +589,10 @@ class _Leg:
         self._piecesSent = True
         self.rxBytes += len(data)
         self.session.lastActivity = self._now()
+        self._sendFrame(data)
+
+    def _sendFrame(self, data: bytes) -> None:
+        """A frame of the current message on the other leg, which begins it there first."""
         other = self.peerLeg
         if not self._begun:
             self._begun = True
@@ -619,10 +622,7 @@ class _Leg:
             # With a limit, autobahn's sendMessage refuses compressed output
             # a few bytes over it (after compressing, so the deflate context
             # would already be ahead of the peer's): stream it instead.
-        if not self._begun:
-            self._begun = True
-            other.beginMessage(self._binary)
-        other.sendMessageFrame(data)
+        self._sendFrame(data)
 
     def onMessageEnd(self) -> None:
         if self.failedByMe:  # type: ignore[attr-defined]
@@ -643,6 +643,11 @@ class _Leg:
         else:
             frame = frameHead(2 if binary else 1, len(data), None) + data
         self.transport.write(frame)  # type: ignore[attr-defined]
+
+    def _max_message_size_exceeded(self, msg_size: int, max_msg_size: int, reason: str) -> None:
+        # autobahn's own checks (a compressed frame inflating past the limit)
+        # end here too: same close, and the other leg goes at once.
+        self._tooBig(msg_size, max_msg_size)
 
     def _tooBig(self, total: int, limit: int) -> None:
         self.wasMaxMessagePayloadSizeExceeded = True
@@ -693,9 +698,6 @@ class _Leg:
                 reason.encode("utf-8") if reason else None,  # type: ignore[attr-defined]
             )
         return result
-
-    def onOpen(self) -> None:
-        self.opened = True
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.session.legClosed(self, wasClean, code, reason)
@@ -794,9 +796,6 @@ class _BackendFactory(WebSocketClientFactory):
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
         self.session.backendConnectFailed(self, reason)  # type: ignore[attr-defined]
 
-    def clientConnectionLost(self, connector: Any, reason: Failure) -> None:
-        pass
-
 
 def _acceptDeflate(offers: list[Any]) -> Any:
     for offer in offers:
@@ -872,7 +871,6 @@ class WebSocketSession:
         self.clientHeaders = {}
         self._waiters: list[Deferred[None]] = []
         self._counted = False
-        self._headCache: tuple[bytes, bytes] | None = None
         self._flushed = (0, 0, 0, 0)
         self.throttles: list[_Throttle] = []
 
@@ -892,7 +890,6 @@ class WebSocketSession:
         self.tried.append(member)
         member.inflight += 1
         self._counted = True
-        self._headCache = None
         factory = self.bridge.backendFactory(self, member)
         self.factory = factory
         self.backendLeg = None
@@ -911,8 +908,6 @@ class WebSocketSession:
         The backend handshake around the key line: the request line, Host
         and the WebSocket headers, then the client's forwarded headers.
         """
-        if self._headCache is not None:
-            return self._headCache
         request = self.request
         target = self.target
         fwd = backendRequestHeaders(request, target, member, _NOT_FORWARDED)
@@ -937,8 +932,7 @@ class WebSocketSession:
             lines.append(
                 b"Sec-WebSocket-Protocol: " + ", ".join(self.handshake.subprotocols).encode("ascii") + b"\r\n"
             )
-        self._headCache = (b"".join(lines), b"".join(rest))
-        return self._headCache
+        return b"".join(lines), b"".join(rest)
 
     def configureLeg(self, leg: _Leg) -> None:
         """Per-connection protocol options (autobahn copies the rest from the factory)."""
@@ -1013,7 +1007,12 @@ class WebSocketSession:
         if leg.refusal is not None:
             status, head = leg.refusal
             if 200 <= status <= 599:
-                extra = [(n, v) for n, v in _returnedHeaders(head) if n.lower() in _REFUSAL_HEADERS]
+                extra = [
+                    (name, value)
+                    for name, values in _returnedHeaders(head).getAllRawHeaders()
+                    if name.lower() in _REFUSAL_HEADERS
+                    for value in values
+                ]
                 log.info(
                     "WebSocket backend {member} refused the handshake with {status}",
                     member=self.member.key,
@@ -1043,9 +1042,7 @@ class WebSocketSession:
         request = self.request
         self.subprotocol = leg.websocket_protocol_in_use
         headers: dict[str, list[str]] = {}
-        returned = Headers()
-        for name, value in _returnedHeaders(getattr(leg, "http_response_data", b"") or b""):
-            returned.addRawHeader(name, value)
+        returned = _returnedHeaders(getattr(leg, "http_response_data", b"") or b"")
         settings = self.settings
         if settings.cookieBasedAffinity and self.pinned is not self.member:
             value = self.ctx.affinity.encode(self.target.scope, self.member.key)
@@ -1180,7 +1177,7 @@ class WebSocketSession:
             # The server drops the TCP connection; autobahn's own timer
             # drops it if the backend does not.
             if leg.serverConnectionDropTimeout > 0:  # type: ignore[attr-defined]
-                leg.serverConnectionDropTimeoutCall = self.bridge.callLater(  # type: ignore[attr-defined]
+                leg.serverConnectionDropTimeoutCall = self.clock.callLater(  # type: ignore[attr-defined]
                     leg.serverConnectionDropTimeout,  # type: ignore[attr-defined]
                     leg.onServerConnectionDropTimeout,  # type: ignore[attr-defined]
                 )
@@ -1361,9 +1358,7 @@ class WebSocketSession:
             return
         counts = (client.rxMessages, client.rxBytes, backend.rxMessages, backend.rxBytes)
         last, self._flushed = self._flushed, counts
-        metrics = getattr(self.ctx, "metrics", None)
-        if metrics is None:
-            return
+        metrics = self.ctx.metrics
         for counter, now, before in zip(  # noqa: B905 (equal lengths by construction)
             (metrics.messagesUp, metrics.bytesUp, metrics.messagesDown, metrics.bytesDown),
             counts,
@@ -1373,11 +1368,10 @@ class WebSocketSession:
                 counter.inc(now - before)
 
     def close(self, code: int = GOING_AWAY, reason: str = "gateway shutting down") -> None:
-        """Close both legs with C{code} (C{GatewayContext.closeWebSockets})."""
-        self.shutdown(code, reason)
-
-    def shutdown(self, code: int, reason: str) -> None:
-        """Graceful stop: open ones get C{code}, handshakes in progress a 503."""
+        """
+        Graceful stop (C{GatewayContext.closeWebSockets}, L{WebSocketBridge.closeAll}):
+        both legs of an open one get C{code}, a handshake in progress a 503.
+        """
         if self.phase == DIALING:
             self._abortDial()
             self._fail(503, "Service Unavailable: the gateway is shutting down")
@@ -1401,10 +1395,7 @@ class WebSocketBridge:
         self.ctx = ctx
         self.sessions: set[WebSocketSession] = set()
         """Every session, handshakes in progress included."""
-        openSet = getattr(ctx, "openWebSockets", None)
-        if openSet is None:
-            openSet = ctx.openWebSockets = set()  # type: ignore[attr-defined]
-        self.open: set[WebSocketSession] = openSet
+        self.open: set[WebSocketSession] = ctx.openWebSockets
         """Open WebSockets: the context's registry, for drains and graceful stop."""
         self._metricsCall: IDelayedCall | None = None
         factory = WebSocketServerFactory(reactor=ctx.reactor, server=None)
@@ -1421,9 +1412,7 @@ class WebSocketBridge:
 
     def opened(self, session: WebSocketSession) -> None:
         self.open.add(session)
-        metrics = getattr(self.ctx, "metrics", None)
-        if metrics is not None:
-            metrics.webSocketOpened()
+        self.ctx.metrics.webSocketOpened()
         if self._metricsCall is None:
             self._metricsCall = self.ctx.reactor.callLater(self.metricsInterval, self._flushMetrics)
 
@@ -1432,9 +1421,7 @@ class WebSocketBridge:
         if session in self.open:
             self.open.discard(session)
             session.flushMetrics()
-            metrics = getattr(self.ctx, "metrics", None)
-            if metrics is not None:
-                metrics.webSocketClosed()
+            self.ctx.metrics.webSocketClosed()
         if not self.open and self._metricsCall is not None:
             if self._metricsCall.active():
                 self._metricsCall.cancel()
@@ -1449,9 +1436,6 @@ class WebSocketBridge:
                 log.failure("flushing WebSocket metrics")
         if self.open:
             self._metricsCall = self.ctx.reactor.callLater(self.metricsInterval, self._flushMetrics)
-
-    def callLater(self, delay: float, f: Callable[..., Any], *args: Any) -> IDelayedCall:
-        return self.ctx.reactor.callLater(delay, f, *args)  # type: ignore[no-any-return]
 
     def backendFactory(self, session: WebSocketSession, member: Member) -> _BackendFactory:
         """
@@ -1481,20 +1465,7 @@ class WebSocketBridge:
             handshake = checkHandshake(request.method, request.clientproto, request.requestHeaders)
         except HandshakeError as e:
             return errorPage(request, e.code, e.message, e.headers)
-        state = target.state
-        settings = target.settings
-        member: Member | None = None
-        pinned: Member | None = None
-        if settings.cookieBasedAffinity:
-            raw = request.received_cookies.get(settings.affinityCookieName.encode("ascii"))
-            if raw:
-                key = self.ctx.affinity.decode(target.scope, raw)
-                if key is not None:
-                    candidate = state.member(key)
-                    if candidate is not None and candidate.available:
-                        member = pinned = candidate
-        if member is None:
-            member = state.pick()
+        member, pinned = _chooseMember(self.ctx, request, target)
         if member is None:
             return errorPage(request, 502, "Bad Gateway: no healthy backend is available")
         WebSocketSession(self, request, target, handshake, member, pinned).start()
@@ -1508,22 +1479,5 @@ class WebSocketBridge:
         sessions = list(self.sessions)
         waits = [s.whenEnded() for s in sessions]
         for s in sessions:
-            s.shutdown(code, reason)
+            s.close(code, reason)
         return DeferredList(waits)
-
-    def status(self) -> list[dict[str, Any]]:
-        """Open WebSockets, for an admin page."""
-        now = self.ctx.reactor.seconds()
-        out = []
-        for s in self.sessions:
-            out.append(
-                {
-                    "client": s.request.clientIP,
-                    "member": s.member.key,
-                    "pool": s.state.name,
-                    "phase": s.phase,
-                    "subprotocol": s.subprotocol,
-                    "seconds": round(now - s.openedAt, 1) if s.phase == OPEN else 0,
-                }
-            )
-        return out

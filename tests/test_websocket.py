@@ -15,12 +15,14 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from autobahn.websocket.compress import PerMessageDeflateOffer
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -28,7 +30,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from agwtx.affinity import AffinityCodec
 from agwtx.model import BackendAddress, BackendAddressPool, BackendHttpSettings
-from agwtx.pool import Member, PoolState
+from agwtx.pool import PoolState
 from agwtx.routing import GatewayContext
 from agwtx.websocket import (
     HandshakeError,
@@ -62,10 +64,19 @@ def backend(tmpdir_module: Path) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def gateway(tmpdir_module: Path, backend: int) -> Iterator[tuple[int, Proc]]:
+    with ownGateway(tmpdir_module, [backend]) as gw:
+        yield gw
+
+
+@contextmanager
+def ownGateway(tmp: Path, backends: list[int], **ini: str) -> Iterator[tuple[int, Proc]]:
+    """A gateway of the test's own (C{ini}: L{basicIni}'s keywords), stopped after it."""
     port = freePort()
-    gw = startGateway(tmpdir_module, basicIni(port, [backend]), port)
-    yield port, gw
-    gw.stop()
+    gw = startGateway(tmp, basicIni(port, backends, **ini), port)
+    try:
+        yield port, gw
+    finally:
+        gw.stop()
 
 
 def wsConnect(port: int, path: str = "/", **kw: Any) -> ClientConnection:
@@ -346,10 +357,8 @@ def test_client_vanishes_backend_gets_1001(gateway: tuple[int, Proc], backend: i
 
 def test_backend_killed_mid_stream_client_gets_1011(tmpdir_module: Path) -> None:
     proc, bport = startScriptedBackend(tmpdir_module, "victim")
-    gport = freePort()
-    gw = startGateway(tmpdir_module, basicIni(gport, [bport]), gport)
     try:
-        with wsConnect(gport, "/echo") as ws:
+        with ownGateway(tmpdir_module, [bport]) as (gport, _), wsConnect(gport, "/echo") as ws:
             ws.send("alive?")
             assert ws.recv(timeout=10) == "alive?"
             os.kill(proc.pid, signal.SIGKILL)
@@ -358,7 +367,6 @@ def test_backend_killed_mid_stream_client_gets_1011(tmpdir_module: Path) -> None
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 1011
     finally:
-        gw.stop()
         proc.stop()
 
 
@@ -378,22 +386,16 @@ def test_backend_refusal_status_passed_to_client(gateway: tuple[int, Proc]) -> N
 
 def test_backend_unreachable_is_502(tmpdir_module: Path) -> None:
     dead = freePort()
-    gport = freePort()
-    gw = startGateway(tmpdir_module, basicIni(gport, [dead]), gport)
-    try:
+    with ownGateway(tmpdir_module, [dead]) as (gport, _):
         sock, head, rest = rawHandshake(gport, upgradeLines(gport, "/echo"))
         sock.close()
         assert head.startswith(b"HTTP/1.1 502")
         assert b"text/plain" in head
         assert b"Bad Gateway" in rest
-    finally:
-        gw.stop()
 
 
 def test_backend_too_slow_is_504(tmpdir_module: Path, backend: int) -> None:
-    gport = freePort()
-    gw = startGateway(tmpdir_module, basicIni(gport, [backend], settings="requestTimeout = 1"), gport)
-    try:
+    with ownGateway(tmpdir_module, [backend], settings="requestTimeout = 1") as (gport, _):
         started = time.monotonic()
         sock, head, rest = rawHandshake(gport, upgradeLines(gport, "/slow?delay=5"))
         sock.close()
@@ -408,8 +410,6 @@ def test_backend_too_slow_is_504(tmpdir_module: Path, backend: int) -> None:
             time.sleep(2.5)
             ws.send("still open")
             assert ws.recv(timeout=10) == "still open"
-    finally:
-        gw.stop()
 
 
 @pytest.mark.parametrize(
@@ -530,17 +530,14 @@ def test_slow_reader_pauses_backend(gateway: tuple[int, Proc]) -> None:
 
 @pytest.fixture(scope="module")
 def limitedGateway(tmpdir_module: Path, backend: int) -> Iterator[int]:
-    gport = freePort()
-    gw = startGateway(
-        tmpdir_module, basicIni(gport, [backend], settings="webSocketMaxMessageSize = 64K"), gport
-    )
-    yield gport
-    gw.stop()
+    with ownGateway(tmpdir_module, [backend], settings="webSocketMaxMessageSize = 64K") as (gport, _):
+        yield gport
 
 
 @pytest.mark.parametrize("compression", [None, "deflate"])
+@pytest.mark.parametrize("size", [65537, 1_000_000])
 def test_message_over_limit_closes_with_1009(
-    limitedGateway: int, backend: int, compression: str | None
+    limitedGateway: int, backend: int, compression: str | None, size: int
 ) -> None:
     gport = limitedGateway
     cid = connId()
@@ -550,12 +547,12 @@ def test_message_over_limit_closes_with_1009(
         exact = os.urandom(65536)
         ws.send(exact)
         assert ws.recv(timeout=10) == exact
-        ws.send(b"a" * 65537)
+        ws.send(b"a" * size)  # compressed, 1 MB inflates past what autobahn allows
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=10)
-    assert info.value.rcvd is not None and info.value.rcvd.code == 1009
-    code, _, _ = backendClose(backend, cid)
-    assert code == 1001
+    assert info.value.rcvd is not None
+    assert (info.value.rcvd.code, info.value.rcvd.reason) == (1009, "message too big")
+    assert backendClose(backend, cid)[:2] == [1001, "client connection lost"]
 
 
 # -- affinity, idle timeout, shutdown ------------------------------------------------
@@ -563,33 +560,26 @@ def test_message_over_limit_closes_with_1009(
 
 def test_affinity_cookie_on_101_and_honoured(tmpdir_module: Path) -> None:
     procs = [startScriptedBackend(tmpdir_module, n) for n in ("a1", "a2")]
-    gport = freePort()
-    gw = startGateway(
-        tmpdir_module,
-        basicIni(gport, [p for _, p in procs], settings="cookieBasedAffinity = Enabled"),
-        gport,
-    )
+    ini = {"settings": "cookieBasedAffinity = Enabled"}
     try:
-        with wsConnect(gport, "/headers") as ws:
-            cookies = response(ws).headers.get_all("Set-Cookie")
-            first = json.loads(ws.recv(timeout=10))["backend"]
-        assert any(c.startswith("ApplicationGatewayAffinity=") for c in cookies)
-        value = next(c for c in cookies if c.startswith("ApplicationGatewayAffinity=")).split(";")[0]
-        for _ in range(3):
-            with wsConnect(gport, "/headers", additional_headers={"Cookie": value}) as ws:
-                assert "Set-Cookie" not in response(ws).headers
-                assert json.loads(ws.recv(timeout=10))["backend"] == first
+        with ownGateway(tmpdir_module, [p for _, p in procs], **ini) as (gport, _):
+            with wsConnect(gport, "/headers") as ws:
+                cookies = response(ws).headers.get_all("Set-Cookie")
+                first = json.loads(ws.recv(timeout=10))["backend"]
+            assert any(c.startswith("ApplicationGatewayAffinity=") for c in cookies)
+            value = next(c for c in cookies if c.startswith("ApplicationGatewayAffinity=")).split(";")[0]
+            for _ in range(3):
+                with wsConnect(gport, "/headers", additional_headers={"Cookie": value}) as ws:
+                    assert "Set-Cookie" not in response(ws).headers
+                    assert json.loads(ws.recv(timeout=10))["backend"] == first
     finally:
-        gw.stop()
         for p, _ in procs:
             p.stop()
 
 
 def test_idle_timeout_end_to_end(tmpdir_module: Path, backend: int) -> None:
-    gport = freePort()
-    gw = startGateway(tmpdir_module, basicIni(gport, [backend], settings="webSocketIdleTimeout = 1"), gport)
     cid = connId()
-    try:
+    with ownGateway(tmpdir_module, [backend], settings="webSocketIdleTimeout = 1") as (gport, _):
         with wsConnect(gport, f"/echo?id={cid}") as ws:
             for _ in range(4):  # traffic keeps it open past the timeout
                 ws.send("tick")
@@ -600,14 +590,10 @@ def test_idle_timeout_end_to_end(tmpdir_module: Path, backend: int) -> None:
         assert info.value.rcvd is not None
         assert (info.value.rcvd.code, info.value.rcvd.reason) == (1001, "idle timeout")
         assert backendClose(backend, cid)[:2] == [1001, "idle timeout"]
-    finally:
-        gw.stop()
 
 
 def test_gateway_pings_when_configured(tmpdir_module: Path, backend: int) -> None:
-    gport = freePort()
-    gw = startGateway(tmpdir_module, basicIni(gport, [backend], settings="webSocketPingInterval = 1"), gport)
-    try:
+    with ownGateway(tmpdir_module, [backend], settings="webSocketPingInterval = 1") as (gport, _):
         sock, head, rest = rawHandshake(gport, upgradeLines(gport, "/echo"))
         assert head.startswith(b"HTTP/1.1 101")
         reader = FrameReader(sock, rest)
@@ -621,14 +607,10 @@ def test_gateway_pings_when_configured(tmpdir_module: Path, backend: int) -> Non
                 break
         assert (opcode, data) == (0x1, b"after the ping")
         sock.close()
-    finally:
-        gw.stop()
 
 
 def test_graceful_stop_closes_with_1001(tmpdir_module: Path, backend: int) -> None:
-    gport = freePort()
-    gw = startGateway(tmpdir_module, basicIni(gport, [backend], gateway="shutdownGracePeriod = 0"), gport)
-    try:
+    with ownGateway(tmpdir_module, [backend], gateway="shutdownGracePeriod = 0") as (gport, gw):
         with wsConnect(gport, "/echo") as ws:
             ws.send("x")
             ws.recv(timeout=10)
@@ -636,8 +618,6 @@ def test_graceful_stop_closes_with_1001(tmpdir_module: Path, backend: int) -> No
             with pytest.raises(ConnectionClosed) as info:
                 ws.recv(timeout=10)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1001
-    finally:
-        gw.stop()
 
 
 # -- unit tests: pure helpers --------------------------------------------------------
@@ -789,17 +769,32 @@ class FakeLeg:
         self.state = 0
 
 
-def openSession(clock: Clock, **settings: Any) -> tuple[WebSocketBridge, WebSocketSession, FakeLeg, FakeLeg]:
+def newBridge(
+    clock: Clock, members: int = 1, **settings: Any
+) -> tuple[WebSocketBridge, Any, Any, list[tuple[str, int]]]:
+    """A bridge, a target of C{members} members and a handshake request; dials are recorded, not made."""
     ctx = GatewayContext(clock, None, AffinityCodec(b"k" * 32))
     bridge = WebSocketBridge(ctx)
     s = BackendHttpSettings(name="s", **settings)
-    state = PoolState(BackendAddressPool("p", (BackendAddress("127.0.0.1", 9),)), s)
-    target = SimpleNamespace(settings=s, state=state, scope="p/s", rewrite=None, connector=None)
+    addresses = tuple(BackendAddress("127.0.0.1", 9 + i) for i in range(members))
+    state = PoolState(BackendAddressPool("p", addresses), s)
+    dialed: list[tuple[str, int]] = []
+    target = SimpleNamespace(
+        settings=s,
+        state=state,
+        scope="p/s",
+        rewrite=None,
+        connector=lambda host, port, factory, timeout: dialed.append((host, port)),
+    )
     request = SimpleNamespace(
         clientIP="192.0.2.1",
         path=b"/chat",
         uri=b"/chat",
         method=b"GET",
+        clientproto=b"HTTP/1.1",
+        requestHeaders=_headers(),
+        received_cookies={},
+        notifyFinish=Deferred,
         code=101,
         sentLength=0,
         agwStart=0.0,
@@ -809,25 +804,33 @@ def openSession(clock: Clock, **settings: Any) -> tuple[WebSocketBridge, WebSock
         agwMember=None,
         agwError=None,
     )
-    member: Member = state.members[0]
-    session = WebSocketSession(
-        bridge,
-        request,  # type: ignore[arg-type]
-        target,  # type: ignore[arg-type]
-        checkHandshake(b"GET", b"HTTP/1.1", _headers()),
-        member,
-        None,
-    )
-    bridge.sessions.add(session)
-    member.inflight += 1
-    session._counted = True
+    return bridge, target, request, dialed
+
+
+def openSession(clock: Clock, **settings: Any) -> tuple[WebSocketBridge, WebSocketSession, FakeLeg, FakeLeg]:
+    """A session through the bridge's entry point, with fake legs opened on both sides."""
+    bridge, target, request, dialed = newBridge(clock, **settings)
+    bridge(request, target)
+    assert len(dialed) == 1
+    (session,) = bridge.sessions
     client, backend = FakeLeg(False), FakeLeg(True)
     session.clientLeg, session.backendLeg = client, backend  # type: ignore[assignment]
     client.peerLeg, backend.peerLeg = backend, client
-    backend.peerLeg = client
-    session.backendLeg = backend  # type: ignore[assignment]
     session.clientOpened(client)  # type: ignore[arg-type]
     return bridge, session, client, backend
+
+
+def test_affinity_cookie_followed_while_its_member_drains() -> None:
+    """As for HTTP requests: a pinned client keeps its member while it drains (README, Reload)."""
+    clock = Clock()
+    bridge, target, request, dialed = newBridge(clock, members=2, cookieBasedAffinity=True)
+    pinned = target.state.members[1]
+    pinned.draining = True
+    request.received_cookies = {
+        b"ApplicationGatewayAffinity": bridge.ctx.affinity.encode(target.scope, pinned.key)
+    }
+    bridge(request, target)
+    assert dialed == [(pinned.host, pinned.port)]
 
 
 def test_idle_timeout_on_fake_clock() -> None:
