@@ -653,7 +653,7 @@ class HealthService(Service):
                 # connector): no probe could ever bring the member back.
                 return
             probe = prober.probe
-            if kind == "connect" and "refused" in detail.lower():
+            if kind == "refused":
                 member.consecutiveFailures += 1
                 state.setHealth(member, UNHEALTHY, "passive: connection refused", self.clock.seconds())
                 return

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable
 
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,6 +51,17 @@ STREAM_BUFFER = 256 * 1024
 BODY_BLOCK = 64 * 1024
 
 log = Logger(namespace="agw.proxy")
+
+
+def connectFailureKind(reason: Failure | None) -> str:
+    """
+    The passive-health kind of a failed backend connect: C{"refused"} when
+    the member actively refused it (it is down: out of rotation at once),
+    C{"connect"} for anything else (counts towards the probe threshold).
+    """
+    if reason is not None and reason.check(ConnectionRefusedError):
+        return "refused"
+    return "connect"
 
 
 def connectionTokens(values: list[bytes] | None) -> frozenset[bytes]:
@@ -341,7 +353,7 @@ class _Exchange:
                 conn.abort()
             return
         if conn is None:
-            self._memberFailed("connect", reason)
+            self._memberFailed(connectFailureKind(reason), reason)
             return
         self.conn = conn
         assert self.member is not None

@@ -110,7 +110,14 @@ from zope.interface import implementer
 
 from agwtx.affinity import affinityCookies
 from agwtx.pool import Member, PoolState
-from agwtx.proxy import _chooseMember, backendRequestHeaders, connectionTokens, errorPage, responseHeaders
+from agwtx.proxy import (
+    _chooseMember,
+    backendRequestHeaders,
+    connectFailureKind,
+    connectionTokens,
+    errorPage,
+    responseHeaders,
+)
 
 if TYPE_CHECKING:
     from agwtx.routing import BackendTarget, GatewayContext
@@ -951,7 +958,7 @@ class WebSocketSession:
         if factory is not self.factory or self.phase != DIALING:
             return
         detail = str(reason.value)
-        self.ctx.passiveFailure(self.state, self.member, "connect", detail)
+        self.ctx.passiveFailure(self.state, self.member, connectFailureKind(reason), detail)
         if len(self.tried) < 2:
             other = self.state.pick(exclude=self.tried)
             if other is not None:

@@ -371,7 +371,7 @@ def test_passiveConnectionRefusedIsImmediate() -> None:
     w.fake.answer(8081, True)
     w.fake.answer(8082, True)
     w.ctx.passiveFailure(
-        w.state, b, "connect", "Connection was refused by other side: 111: Connection refused."
+        w.state, b, "refused", "Connection was refused by other side: 111: Connection refused."
     )
     assert (b.health, b.lastReason) == (UNHEALTHY, "passive: connection refused")
     assert w.state.pick() is a and w.state.pick() is a
@@ -399,7 +399,7 @@ def test_passiveIgnoredWhenNothingProbes() -> None:
     w = makeWorld(P3, ports=(8081,))
     (m,) = w.state.members
     w.ctx.passiveListeners.append(w.service.passiveFailure)  # registered, never started
-    w.ctx.passiveFailure(w.state, m, "connect", "Connection refused")
+    w.ctx.passiveFailure(w.state, m, "refused", "Connection refused")
     assert m.health == UNKNOWN and m.available
 
 
@@ -804,6 +804,25 @@ def test_backendLeavesRotationAndComesBack(tmp_path: Path, procs: list[Any]) -> 
     seen = {get(gw.port)[2]["x-demo-backend"] for _ in range(6)}
     assert seen == {"b1", "b2"}
     assert "Unhealthy -> Healthy" in gw.proc.output()
+
+
+def test_refusedConnectTakesMemberOutBeforeTheNextProbe(tmp_path: Path, procs: list[Any]) -> None:
+    """Passive detection end to end: a real refused connect, classified by exception type."""
+    b1, p1 = startBackend(tmp_path, "b1")
+    b2, p2 = startBackend(tmp_path, "b2")
+    procs += [b1, b2]
+    # One probe per minute and a threshold of 5: only the proxy can take b2 out in this test.
+    gw = Gateway(tmp_path, [p1, p2], probe="interval = 60\ntimeout = 5\nunhealthyThreshold = 5")
+    procs.append(gw)
+    gw.waitHealth(p1, "Healthy")
+    gw.waitHealth(p2, "Healthy")
+    b2.proc.kill()
+    b2.proc.wait(5)
+    for _ in range(6):  # GETs fail over: every answer comes from b1
+        status, _, headers = get(gw.port)
+        assert (status, headers["x-demo-backend"]) == (200, "b1")
+    s2 = servers(gw.admin)[f"127.0.0.1:{p2}"]
+    assert (s2["health"], s2["healthProbeLog"]) == ("Unhealthy", "passive: connection refused")
 
 
 def test_allMembersDownIs502(tmp_path: Path, procs: list[Any]) -> None:

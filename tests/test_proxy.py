@@ -474,3 +474,16 @@ def test_refused_connects_leave_no_request_counted_in_flight(
     assert upstream.dialled == dialled
     assert request.responseCode == 502
     assert [m.inflight for m in state.members] == [0] * len(ports)
+
+
+def test_connect_failure_kind_comes_from_the_exception_type() -> None:
+    """Passive health takes a member out at once only for a refused connect, decided by type, not message text."""
+    from twisted.internet import error
+    from twisted.python.failure import Failure
+
+    from agwtx.proxy import connectFailureKind
+
+    assert connectFailureKind(Failure(error.ConnectionRefusedError("any text"))) == "refused"
+    assert connectFailureKind(Failure(error.TimeoutError("connection refused? no: a timeout"))) == "connect"
+    assert connectFailureKind(Failure(error.ConnectError("refused"))) == "connect"
+    assert connectFailureKind(None) == "connect"
