@@ -40,6 +40,17 @@ def waitFor(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "co
         time.sleep(0.02)
 
 
+def stubResult(treq: Any, d: Any) -> Any:
+    """The result of a treq.testing.StubTreq Deferred, after flushing it (never a Failure)."""
+    from twisted.python.failure import Failure
+
+    out: list[Any] = []
+    d.addBoth(out.append)
+    treq.flush()
+    assert len(out) == 1 and not isinstance(out[0], Failure), out
+    return out[0]
+
+
 def waitForPort(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -53,7 +53,7 @@ from agwtx.model import (
 )
 from agwtx.pool import HEALTHY, UNHEALTHY, UNKNOWN, PoolState
 from agwtx.routing import GatewayContext
-from tests.support import ROOT, Proc, basicIni, freePort, startBackend, startGateway, waitForPort
+from tests.support import ROOT, Proc, basicIni, freePort, startBackend, startGateway, stubResult, waitForPort
 
 # -- deterministic: fixtures ----------------------------------------------------------
 
@@ -646,22 +646,15 @@ def test_adminResourceServesHealth() -> None:
     root = adminResource(w.ctx, w.service.config, w.clock)
     treq = StubTreq(root)
 
-    def resultOf(d: Deferred[Any]) -> Any:
-        out: list[Any] = []
-        d.addBoth(out.append)
-        treq.flush()
-        assert len(out) == 1 and not isinstance(out[0], Failure), out
-        return out[0]
-
-    response = resultOf(treq.get("http://admin/health"))
+    response = stubResult(treq, treq.get("http://admin/health"))
     assert response.code == 200
     assert response.headers.getRawHeaders(b"content-type") == [b"application/json"]
-    body = json.loads(resultOf(response.content()))
+    body = json.loads(stubResult(treq, response.content()))
     assert body == backendHealth(w.ctx.pools)
-    index = resultOf(treq.get("http://admin/"))
+    index = stubResult(treq, treq.get("http://admin/"))
     assert index.code == 200
-    assert b"/health" in resultOf(index.content())
-    missing = resultOf(treq.get("http://admin/nope"))
+    assert b"/health" in stubResult(treq, index.content())
+    missing = stubResult(treq, treq.get("http://admin/nope"))
     assert missing.code == 404
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tests.rawbackend import RawBackend
-from tests.support import Proc, basicIni, freePort, startBackend, startGateway
+from tests.support import Proc, basicIni, freePort, startBackend, startGateway, waitFor
 
 
 def get(port: int, path: str = "/") -> tuple[int, bytes]:
@@ -24,15 +24,6 @@ def get(port: int, path: str = "/") -> tuple[int, bytes]:
     body = r.read()
     conn.close()
     return r.status, body
-
-
-def waitFor(predicate, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_reload_swaps_routing_and_rejects_invalid_files(tmp_path: Path) -> None:
@@ -46,11 +37,11 @@ def test_reload_swaps_routing_and_rejects_invalid_files(tmp_path: Path) -> None:
         # a valid change goes live on SIGHUP
         cfg.write_text(basicIni(port, [pb]))
         os.kill(gw.pid, signal.SIGHUP)
-        assert waitFor(lambda: get(port)[1] == b"Hello from agw demo backend B\n")
+        waitFor(lambda: get(port)[1] == b"Hello from agw demo backend B\n")
         # an invalid file changes nothing, and says why
         cfg.write_text(basicIni(port, [pa]) + "\n[probe:p1]\ninterval = 0\n")
         os.kill(gw.pid, signal.SIGHUP)
-        assert waitFor(lambda: "reload rejected" in gw.output())
+        waitFor(lambda: "reload rejected" in gw.output())
         assert "[probe:p1] interval: expected 1..86400" in gw.output()
         for _ in range(5):
             assert get(port)[1] == b"Hello from agw demo backend B\n"
@@ -82,7 +73,7 @@ def test_sigterm_lets_inflight_request_finish_and_exits_0(tmp_path: Path) -> Non
 
         t = threading.Thread(target=client)
         t.start()
-        assert waitFor(lambda: backend.requests >= 1)
+        waitFor(lambda: backend.requests >= 1)
         gw.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         # no longer accepting new connections
@@ -182,7 +173,7 @@ def test_workers_share_ports_restart_reload_and_affinity(tmp_path: Path) -> None
     )
     cfg = tmp_path / f"gw-{port}.ini"
     try:
-        assert waitFor(lambda: len(_workerPids(cfg)) == 1)
+        waitFor(lambda: len(_workerPids(cfg)) == 1)
         first = _workerPids(cfg)[0]
         # a cookie minted by whichever process answered pins the member in every process
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -198,15 +189,15 @@ def test_workers_share_ports_restart_reload_and_affinity(tmp_path: Path) -> None
             c.close()
         # a worker that dies is restarted
         os.kill(first, signal.SIGKILL)
-        assert waitFor(lambda: _workerPids(cfg) not in ([], [first]), timeout=20)
+        waitFor(lambda: _workerPids(cfg) not in ([], [first]), timeout=20)
         # reload reaches every worker
         cfg.write_text(basicIni(port, [pb], gateway="workers = 2"))
         os.kill(gw.pid, signal.SIGHUP)
         time.sleep(1.0)
-        assert waitFor(lambda: all(get(port)[1] == b"Hello from agw demo backend B\n" for _ in range(20)))
+        waitFor(lambda: all(get(port)[1] == b"Hello from agw demo backend B\n" for _ in range(20)))
         gw.proc.send_signal(signal.SIGTERM)
         assert gw.proc.wait(20) == 0
-        assert waitFor(lambda: _workerPids(cfg) == [], timeout=10)
+        waitFor(lambda: _workerPids(cfg) == [], timeout=10)
     finally:
         gw.stop()
         for pid in _workerPids(cfg):
@@ -243,9 +234,10 @@ def test_socket_activation_systemd_endpoint(tmp_path: Path) -> None:
     )
     sock.close()  # only the gateway holds it now
     try:
-        assert waitFor(lambda: _tryGet(port) == b"Hello from agw demo backend A\n", timeout=20), (
-            tmp_path / "gw.log"
-        ).read_text()
+        try:
+            waitFor(lambda: _tryGet(port) == b"Hello from agw demo backend A\n", timeout=20)
+        except TimeoutError:
+            raise AssertionError((tmp_path / "gw.log").read_text()) from None
     finally:
         proc.terminate()
         proc.wait(15)

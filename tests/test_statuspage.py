@@ -29,10 +29,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogPublisher, globalLogPublisher
-from twisted.python.failure import Failure
 
 from agwtx.admin import adminResource
 from agwtx.affinity import AffinityCodec
@@ -58,7 +56,7 @@ from agwtx.statuspage import (
     renderStatusPage,
     statusDocument,
 )
-from tests.support import Proc, basicIni, freePort, startBackend, startGateway, waitForPort
+from tests.support import Proc, basicIni, freePort, startBackend, startGateway, stubResult, waitForPort
 
 EVIL = "<script>alert('x')</script>&\""
 
@@ -343,40 +341,33 @@ def test_adminRoutes() -> None:
     try:
         treq: Any = StubTreq(root)  # its verbs are added at runtime
 
-        def resultOf(d: Deferred[Any]) -> Any:
-            out: list[Any] = []
-            d.addBoth(out.append)
-            treq.flush()
-            assert len(out) == 1 and not isinstance(out[0], Failure), out
-            return out[0]
-
-        page = resultOf(treq.get("http://admin/status"))
+        page = stubResult(treq, treq.get("http://admin/status"))
         assert page.code == 200
         assert page.headers.getRawHeaders(b"content-type") == [b"text/html; charset=utf-8"]
         assert page.headers.getRawHeaders(b"content-security-policy") == [CONTENT_SECURITY_POLICY.encode()]
         assert page.headers.getRawHeaders(b"cache-control") == [b"no-store"]
-        assert b"<h1>agw status</h1>" in resultOf(page.content())
+        assert b"<h1>agw status</h1>" in stubResult(treq, page.content())
 
-        js = resultOf(treq.get("http://admin/status.json"))
+        js = stubResult(treq, treq.get("http://admin/status.json"))
         assert js.headers.getRawHeaders(b"content-type") == [b"application/json"]
-        assert json.loads(resultOf(js.content())) == json.loads(
+        assert json.loads(stubResult(treq, js.content())) == json.loads(
             json.dumps(statusDocument(ctx, config, clock.seconds()))
         )
 
-        browser = resultOf(
-            treq.get("http://admin/", headers={b"accept": [b"text/html,*/*"]}, allow_redirects=False)
+        browser = stubResult(
+            treq, treq.get("http://admin/", headers={b"accept": [b"text/html,*/*"]}, allow_redirects=False)
         )
         assert (browser.code, browser.headers.getRawHeaders(b"location")) == (302, [b"status"])
         assert browser.headers.getRawHeaders(b"vary") == [b"accept"]
-        plain = resultOf(treq.get("http://admin/"))
+        plain = stubResult(treq, treq.get("http://admin/"))
         assert plain.code == 200
-        listing = resultOf(plain.content()).decode()
+        listing = stubResult(treq, plain.content()).decode()
         assert "/status\n" in listing and "/status.json\n" in listing and "/health\n" in listing
 
-        slash = resultOf(treq.get("http://admin/status/", allow_redirects=False))
+        slash = stubResult(treq, treq.get("http://admin/status/", allow_redirects=False))
         assert (slash.code, slash.headers.getRawHeaders(b"location")) == (302, [b"../status"])
-        assert resultOf(treq.get("http://admin/status/x")).code == 404
-        assert resultOf(treq.get("http://admin/status.json/x")).code == 404
+        assert stubResult(treq, treq.get("http://admin/status/x")).code == 404
+        assert stubResult(treq, treq.get("http://admin/status.json/x")).code == 404
     finally:
         globalLogPublisher.removeObserver(ctx.healthHistory)  # type: ignore[attr-defined]
 

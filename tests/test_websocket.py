@@ -41,7 +41,7 @@ from agwtx.websocket import (
     parseExtensionOffers,
     xorMask,
 )
-from tests.support import Proc, basicIni, freePort, startGateway
+from tests.support import Proc, basicIni, freePort, startGateway, waitFor
 from tests.ws_helpers import closesOf, startScriptedBackend
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
@@ -94,17 +94,6 @@ def response(ws: ClientConnection) -> Any:
 
 def connId() -> str:
     return base64.urlsafe_b64encode(os.urandom(6)).decode()
-
-
-def waitFor(predicate: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.05)
 
 
 def backendClose(port: int, cid: str) -> list[Any]:
