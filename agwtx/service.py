@@ -76,7 +76,7 @@ class GatewayService(MultiService):
         self.stopping = False
         for name, router in self.routers.items():
             self._addListener(config, name, router)
-        # --- health probes + admin endpoint (issue 3) ---
+        # Health probes and the admin endpoint.
         from agwtx.health import HealthService
 
         self.health = HealthService(
@@ -90,7 +90,6 @@ class GatewayService(MultiService):
             from agwtx.admin import adminService
 
             adminService(self.ctx, config, reactor).setServiceParent(self)
-        # --- end issue 3 ---
         self.ctx.reloadHandler = self.reload
         self.ctx.config = config
 
@@ -123,7 +122,7 @@ class GatewayService(MultiService):
             connectorFor=self._tlsFor(config).connectorFor,  # agw-tls (issue 5)
         )
 
-    # --- TLS: listeners and end-to-end (issue 5) ---
+    # TLS: listeners and end-to-end.
     def _tlsFor(self, config: GatewayConfig) -> Any:
         """The TLS objects (certificates loaded) of C{config}; built once per config."""
         from agwtx.tls import GatewayTls
@@ -140,8 +139,6 @@ class GatewayService(MultiService):
     def _siteFactory(self, config: GatewayConfig, name: str, site: GatewaySite) -> Any:
         """The protocol factory a port listens with (TLS wraps the Site here)."""
         return self._tlsFor(config).wrap(name, site)
-
-    # --- end issue 5 ---
 
     def _addListener(
         self, config: GatewayConfig, name: str, router: PortRouter

@@ -50,8 +50,12 @@ class Options(usage.Options):
             # The demo config's HTTPS listener uses a self-signed certificate made on first run.
             from agwtx.democert import ensureDemoCertificate
 
-            configDir = os.path.dirname(os.path.abspath(self["config"]))
-            ensureDemoCertificate(os.path.join(configDir, "demo-tls"))
+            certDir = os.path.join(os.path.dirname(os.path.abspath(self["config"])), "demo-tls")
+            try:
+                ensureDemoCertificate(certDir)
+            except OSError as e:
+                sys.stderr.write(f"agw: --demo: cannot create the demo certificate in {certDir}: {e}\n")
+                raise SystemExit(1)
         try:
             self.gatewayConfig = loadConfig(self["config"])
             checkPlugins(self.gatewayConfig)

@@ -103,6 +103,20 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert "nope.ini" in out.stderr
 
 
+def test_demo_certificate_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the config directory should be\n")
+    out = subprocess.run(
+        [TWISTD, "agw", "--demo", "--config", str(blocker / "gw.ini"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert f"agw: --demo: cannot create the demo certificate in {blocker / 'demo-tls'}" in out.stderr
+
+
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     import socket
 
