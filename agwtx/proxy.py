@@ -553,6 +553,11 @@ def _chooseMember(
     return state.pick(), None
 
 
+def _picksHost(target: "BackendTarget") -> bool:
+    """Whether the Host line is each member's own name (C{pickHostNameFromBackendAddress}, no C{hostName})."""
+    return bool(target.settings.pickHostNameFromBackendAddress and target.hostHeader is None)
+
+
 def backendRequestHeaders(
     request: "GatewayRequest",
     target: "BackendTarget",
@@ -567,9 +572,8 @@ def backendRequestHeaders(
     C{pickHostNameFromBackendAddress}, C{member}'s name (C{member} None: no
     Host line, the caller writes one per member); else the client's.
     """
-    hostOverride = target.hostHeader
-    pickHost = target.settings.pickHostNameFromBackendAddress and hostOverride is None
-    host = hostOverride
+    pickHost = _picksHost(target)
+    host = target.hostHeader
     if pickHost:
         host = member.host.encode("idna") if member is not None else b""
     fwd = forwardedRequestHeaders(
@@ -597,8 +601,7 @@ def _begin(
     bodyLength: int,
     stream: _StreamedBody | None,
 ) -> None:
-    pickHost = target.settings.pickHostNameFromBackendAddress and target.hostHeader is None
-    # With pickHost the per-member Host line is written by head() below.
+    pickHost = _picksHost(target)  # then head() writes each member's Host line
     fwd = backendRequestHeaders(request, target, None, _CONTENT_LENGTH)
     if framing is not None:
         fwd.append(framing)

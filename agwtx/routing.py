@@ -265,8 +265,6 @@ class ListenerRoute:
     listener: HttpListener
     rule: RequestRoutingRule
     target: Any
-    matches: Callable[[str], bool] | None
-    """None for a basic listener (no host names)."""
     order: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
@@ -508,7 +506,6 @@ def buildRouters(
                 listener=listener,
                 rule=rule,
                 target=target,
-                matches=hostMatcher(hostNames) if hostNames else None,
                 order=order,
             )
         )

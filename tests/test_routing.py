@@ -57,7 +57,7 @@ from agwtx.plugin import (
     routingRequest,
 )
 from agwtx.rewrite import compileRewriteSet, rewriteCompiler
-from agwtx.routing import BackendTarget, PathMapTarget, RedirectTarget, buildRouters
+from agwtx.routing import BackendTarget, PathMapTarget, RedirectTarget, buildRouters, hostMatcher
 from agwtx.web import GatewaySite
 from tests.support import TWISTD, Proc, freePort, startBackend, waitForPort
 
@@ -289,8 +289,10 @@ def test_non_path_request_target_is_400(sites: dict[str, GatewaySite]) -> None:
 
 
 def _linearRoute(router: Any, host: str) -> Any:
+    """The specification the index must agree with: each listener in order, host names matched one by one."""
     for r in router.routes:
-        if r.matches is None or r.matches(host):
+        names = r.listener.hostNames
+        if not names or hostMatcher(names)(host):
             return r
     return None
 
