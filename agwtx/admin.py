@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -43,7 +43,11 @@ def isoTime(seconds: float | None) -> str | None:
     """A reactor time (POSIX seconds) as ISO 8601 in UTC, or None."""
     if seconds is None:
         return None
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.fromtimestamp(seconds, timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def jsonBody(request: Request, document: Any) -> bytes:

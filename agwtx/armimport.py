@@ -65,7 +65,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Union
 
 from agwtx.config import (
     REWRITE_VARIABLES,
@@ -879,7 +879,7 @@ class _Ref:
     azure: str
 
 
-Part = str | _Ref
+Part = Union[str, _Ref]  # not str | _Ref: Python 3.9 (PyPy) evaluates this at import
 
 
 @dataclass

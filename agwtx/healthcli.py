@@ -84,7 +84,7 @@ def formatTable(document: dict[str, Any]) -> str:
     """The table C{agw-health} prints (columns L{COLUMNS})."""
     table = [COLUMNS, *rows(document)]
     widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)).rstrip() for r in table]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
     if len(table) == 1:
         lines.append("(no backend pools in use)")
     return "\n".join(lines) + "\n"

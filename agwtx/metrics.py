@@ -80,7 +80,7 @@ class _RequestCollector(Collector):
         bounds = [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]
         for key, (counts, total) in sorted(m.latencyCounts.items()):
             cumulative, running = [], 0
-            for bound, n in zip(bounds, counts, strict=True):
+            for bound, n in zip(bounds, counts):  # one count per bound, by construction
                 running += n
                 cumulative.append((bound, float(running)))
             latency.add_metric(list(key), cumulative, sum_value=total[0])

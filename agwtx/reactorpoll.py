@@ -107,6 +107,8 @@ def installLeanPoll(reactor: Any) -> bool:
     def handle(selectable: Any, method: Any, isRead: bool) -> None:
         # What _doReadOrWrite does for a plain read or write event, minus its
         # event-mask bookkeeping: log any exception, disconnect on a reason.
+        # An exception from the disconnect itself is logged too (Twisted's
+        # callWithLogger does that), so it never leaves the pass early.
         try:
             why = method()
         except KeyboardInterrupt:
@@ -115,7 +117,20 @@ def installLeanPoll(reactor: Any) -> bool:
             why = sys.exc_info()[1]
             log.err()
         if why:
-            disconnect(selectable, why, isRead)
+            try:
+                disconnect(selectable, why, isRead)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                log.err()
+
+    def readOrWrite(selectable: Any, fd: int, event: int) -> None:
+        try:
+            doReadOrWrite(selectable, fd, event)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
+            log.err()
 
     def flush() -> None:
         # Bounded: a writer re-noted while flushing (a producer resumed by
@@ -129,7 +144,7 @@ def installLeanPoll(reactor: Any) -> bool:
             fd = writer.fileno()
             current[0], current[1] = writer, None
             if fd < 0:
-                doReadOrWrite(writer, fd, EPOLLOUT)  # reports the lost descriptor as usual
+                readOrWrite(writer, fd, EPOLLOUT)  # reports the lost descriptor as usual
             else:
                 handle(writer, writer.doWrite, False)
             stopped = current[1] is _STOPPED
@@ -163,12 +178,7 @@ def installLeanPoll(reactor: Any) -> bool:
                 # The common case (a closed descriptor fails in recv).
                 handle(selectable, selectable.doRead, True)
             else:
-                try:
-                    doReadOrWrite(selectable, fd, event)
-                except KeyboardInterrupt:
-                    raise
-                except BaseException:
-                    log.err()
+                readOrWrite(selectable, fd, event)
             handled += 1
             if handled == FLUSH_EVERY:
                 handled = 0

@@ -551,6 +551,11 @@ class _AfterHandshake(Protocol):
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def handshakeCompleted(self) -> None:
+        if getattr(self.transport, "disconnecting", False):
+            # Twisted before 26 checks the host name after OpenSSL's handshake
+            # and aborts (failVerification) before telling us it completed: a
+            # failed handshake, reported by connectionLost with that reason.
+            return
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
@@ -636,7 +641,9 @@ class _Unverified:
         self.serverName = serverName
 
     def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
-        conn = self.options.clientConnectionForTLS(tlsProtocol)
+        # Not options.clientConnectionForTLS: CertificateOptions has it only
+        # from Twisted 26 on. The TLS factory puts the connection in connect state.
+        conn = SSL.Connection(self.options.getContext(), None)
         if self.serverName is not None:
             conn.set_tlsext_host_name(self.serverName)
         return conn

@@ -241,6 +241,14 @@ class GatewaySite(server.Site):
         self.secure = False
         """Set by the gateway service when this port is wrapped in TLS."""
 
+    def acceptableProtocols(self) -> list[bytes]:
+        # None to hand to Twisted's TLS wrapper: ALPN is answered by the
+        # listener's own context (tls._selectHttp11: http/1.1, or no protocol
+        # when the client offers only others). Twisted before 26 would put its
+        # own selection on that context, which answers an h2-only client with
+        # an internal_error alert instead of no protocol.
+        return []
+
     def resolve(self, request: GatewayRequest) -> tuple[Any, int, str]:
         """(target, 0, "") for a routable request, else (None, status, message)."""
         hosts = request.requestHeaders.getRawHeaders(b"host")

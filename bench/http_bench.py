@@ -30,6 +30,11 @@ after an unreported warm-up run (``--warmup``, 2 s) against the same target:
     are printed. Its RSS (VmRSS, and peak VmHWM) is read after its run.
 ``agw-w2``
     The same with ``[gateway] workers = 2``.
+``agw-pypy``
+    The ``agw`` row's gateway and config, one process, run by PyPy: the
+    ``twistd`` of ``--pypy-twistd`` (default ``.venv-pypy/bin/twistd``, made
+    by ``make setup-pypy`` from Debian's ``pypy3``). Without it the row fails
+    with that hint and the other rows still run.
 ``nginx-tls``
     The ``nginx`` row's proxy (same upstream keepalive) behind an HTTPS
     server block: ``listen 127.0.0.1:PORT ssl``, ``ssl_protocols TLSv1.2
@@ -75,12 +80,14 @@ Output: a table (req/s, p50 and p99 in ms, non-2xx/3xx responses, socket
 errors), then::
 
     agw/nginx req/s ratio: X.XXX
-    added p50 over direct: agw X.XX ms, nginx Y.YY ms
+    agw-pypy/nginx req/s ratio: X.XXX
+    added p50 over direct: agw X.XX ms, agw-pypy Z.ZZ ms, nginx Y.YY ms
 
 then the paced pass's table (req/s, p50, p99) and::
 
-    paced: added p50 over direct: agw X.XX ms, nginx Y.YY ms
+    paced: added p50 over direct: agw X.XX ms, agw-pypy Z.ZZ ms, nginx Y.YY ms
     agw RSS after run: N.N MiB (peak N.N MiB)
+    agw-pypy RSS after run: N.N MiB (peak N.N MiB)
 
 (figures that need a row that was skipped or failed print as ``n/a``).
 When a TLS row runs, an HTTPS part follows: the keep-alive table of the TLS
@@ -106,6 +113,7 @@ Options:
     --skip ROWS         comma list of rows to leave out
     --twistd PATH       twistd to run agw with (default: next to
                         sys.executable, else on PATH)
+    --pypy-twistd PATH  twistd of the agw-pypy row (default: .venv-pypy/bin/twistd)
     --nginx PATH / --wrk PATH   tool paths (default: found on PATH / /usr/sbin)
     --start-timeout S   bound for a server to come up (default 15)
     --json PATH         also write all figures as JSON
@@ -132,7 +140,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h  # noqa: E402
 
-PLAIN_ROWS = ("direct", "nginx", "agw", "agw-w2")
+PLAIN_ROWS = ("direct", "nginx", "agw", "agw-w2", "agw-pypy")
+AGW_ROWS = ("agw", "agw-w2", "agw-pypy", "agw-tls")
 TLS_ROWS = ("nginx-tls", "agw-tls")
 ROWS = PLAIN_ROWS + TLS_ROWS
 BODY = "hello\n"
@@ -162,6 +171,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", type=h.rows_arg(ROWS), help="rows to run, e.g. agw,direct")
     parser.add_argument("--skip", type=h.rows_arg(ROWS), default=[], help="rows to leave out")
     parser.add_argument("--twistd", help="twistd executable for the agw row")
+    parser.add_argument(
+        "--pypy-twistd",
+        default=str(h.repo_root() / ".venv-pypy" / "bin" / "twistd"),
+        help="twistd executable (under PyPy) for the agw-pypy row",
+    )
     parser.add_argument("--nginx", help="nginx executable")
     parser.add_argument("--wrk", help="wrk executable")
     parser.add_argument("--start-timeout", type=h.positive_seconds, default=15.0)
@@ -259,8 +273,13 @@ class Bench:
                 tls=tls,
             )
             return port, proc
-        assert row in ("agw", "agw-w2", "agw-tls")
-        twistd = self.args.twistd or h.find_twistd()
+        assert row in AGW_ROWS
+        if row == "agw-pypy":
+            twistd = self.args.pypy_twistd
+            if not Path(twistd).exists():
+                raise h.HarnessError(f"no PyPy twistd at {twistd}: run 'make setup-pypy'")
+        else:
+            twistd = self.args.twistd or h.find_twistd()
         if not twistd:
             raise h.HarnessError(
                 "no twistd found (none next to sys.executable, none on PATH): "
@@ -323,7 +342,7 @@ class Bench:
                 row_data["handshake"] = self.measure_handshakes(row, port, proc, warnings)
             if proc is not None and not proc.alive:
                 warnings.append(f"{proc.name} exited during the run ({proc.returncode})")
-            if row in ("agw", "agw-tls") and proc is not None:
+            if row in ("agw", "agw-pypy", "agw-tls") and proc is not None:
                 row_data["rss_kb"] = h.read_proc_status_kb(proc.pid, "VmRSS")
                 row_data["hwm_kb"] = h.read_proc_status_kb(proc.pid, "VmHWM")
             row_data["warnings"] = warnings
@@ -377,8 +396,10 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         data = results.get(row)
         return data if data and data.get("ok") else None
 
-    direct, nginx, agw = ok("direct"), ok("nginx"), ok("agw")
-    ratio = agw["requests_per_sec"] / nginx["requests_per_sec"] if agw and nginx else None
+    direct, nginx, agw, pypy = ok("direct"), ok("nginx"), ok("agw"), ok("agw-pypy")
+
+    def ratio(row: dict[str, Any] | None) -> float | None:
+        return float(row["requests_per_sec"] / nginx["requests_per_sec"]) if row and nginx else None
 
     def added(row: dict[str, Any] | None) -> float | None:
         if row is None or direct is None or row["p50_ms"] is None or direct["p50_ms"] is None:
@@ -401,11 +422,18 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return a / b if a is not None and b else None
 
     return {
-        "agw_nginx_rps_ratio": ratio,
-        "added_p50_ms": {"agw": added(agw), "nginx": added(nginx)},
-        "paced_added_p50_ms": {"agw": paced_added(agw), "nginx": paced_added(nginx)},
+        "agw_nginx_rps_ratio": ratio(agw),
+        "agw_pypy_nginx_rps_ratio": ratio(pypy),
+        "added_p50_ms": {"agw": added(agw), "agw-pypy": added(pypy), "nginx": added(nginx)},
+        "paced_added_p50_ms": {
+            "agw": paced_added(agw),
+            "agw-pypy": paced_added(pypy),
+            "nginx": paced_added(nginx),
+        },
         "agw_rss_kb": agw.get("rss_kb") if agw else None,
         "agw_hwm_kb": agw.get("hwm_kb") if agw else None,
+        "agw_pypy_rss_kb": pypy.get("rss_kb") if pypy else None,
+        "agw_pypy_hwm_kb": pypy.get("hwm_kb") if pypy else None,
         "tls": {
             "keepalive_rps_ratio": div(
                 agw_tls["requests_per_sec"] if agw_tls else None,
@@ -500,10 +528,9 @@ def print_plain_report(rows: list[str], results: dict[str, dict[str, Any]], summ
     _print_wrk_table(rows, results, 8)
     print()
     print(f"agw/nginx req/s ratio: {h.fmt(summary['agw_nginx_rps_ratio'], '.3f')}")
-    added = summary["added_p50_ms"]
-    print(
-        f"added p50 over direct: agw {h.fmt(added['agw'], '.2f')} ms, nginx {h.fmt(added['nginx'], '.2f')} ms"
-    )
+    if "agw-pypy" in rows:
+        print(f"agw-pypy/nginx req/s ratio: {h.fmt(summary['agw_pypy_nginx_rps_ratio'], '.3f')}")
+    print(f"added p50 over direct: {_added(summary['added_p50_ms'], rows)}")
     paced = [row for row in rows if "paced" in results.get(row, {})]
     if paced:
         print()
@@ -515,15 +542,22 @@ def print_plain_report(rows: list[str], results: dict[str, dict[str, Any]], summ
                 f"{row:<8} {data['requests_per_sec']:>10.1f} {h.fmt(data['latency_ms'].get('50'), '.3f'):>9} "
                 f"{h.fmt(data['latency_ms'].get('99'), '.3f'):>9}"
             )
-        padded = summary["paced_added_p50_ms"]
-        print(
-            f"paced: added p50 over direct: agw {h.fmt(padded['agw'], '.2f')} ms, "
-            f"nginx {h.fmt(padded['nginx'], '.2f')} ms"
-        )
+        print(f"paced: added p50 over direct: {_added(summary['paced_added_p50_ms'], rows)}")
     if "agw" in rows:
         print(
             f"agw RSS after run: {_mib(summary['agw_rss_kb'])} MiB (peak {_mib(summary['agw_hwm_kb'])} MiB)"
         )
+    if "agw-pypy" in rows:
+        print(
+            f"agw-pypy RSS after run: {_mib(summary['agw_pypy_rss_kb'])} MiB "
+            f"(peak {_mib(summary['agw_pypy_hwm_kb'])} MiB)"
+        )
+
+
+def _added(added: dict[str, float | None], rows: list[str]) -> str:
+    """'agw X ms, [agw-pypy Z ms, ]nginx Y ms' (agw-pypy only when that row ran)."""
+    names = ["agw", "agw-pypy", "nginx"] if "agw-pypy" in rows else ["agw", "nginx"]
+    return ", ".join(f"{name} {h.fmt(added[name], '.2f')} ms" for name in names)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -578,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
                 "nginx": h.tool_version([nginx, "-v"]),
                 "wrk": h.tool_version([wrk, "-v"]),
                 "python": sys.version.split()[0],
+                "pypy_twistd": args.pypy_twistd if "agw-pypy" in args.rows else None,
             },
             "rows": bench.results,
             **summary,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -664,7 +665,8 @@ def test_findGateways() -> None:
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("this is not json\n", "not valid JSON: Expecting value at line 1 column 1"),
+        # The decoder's own words differ between CPython and PyPy; the place does not.
+        ("this is not json\n", r"not valid JSON: .+ at line 1 column [12]\n"),
         ("", "the input is empty"),
         (
             '{"resources": [{"type": "Microsoft.Storage/storageAccounts", "name": "s"}]}',
@@ -685,7 +687,7 @@ def test_badInput(capsys: pytest.CaptureFixture[str], tmp_path: Path, content: s
     assert rc == 1
     assert out == ""
     assert err.startswith(f"agw-import-arm: error: {path}: ")
-    assert message in err
+    assert re.search(message, err), err
     assert "Traceback" not in err
     assert err.count("\n") == 1
 

@@ -869,7 +869,7 @@ def test_healthEndpointShape(tmp_path: Path, procs: list[Any]) -> None:
     for s in (ok, bad):
         assert s["draining"] is False and s["inflight"] == 0
         for key in ("lastChange", "lastProbe"):
-            when = datetime.fromisoformat(s[key])
+            when = datetime.fromisoformat(s[key].replace("Z", "+00:00"))  # 3.9 does not read "Z"
             assert abs(when.timestamp() - time.time()) < 60
 
 

@@ -158,6 +158,41 @@ def test_application_error_drops_only_that_connection() -> None:
     assert any("application error" in str(e.get("failure", "")) for e in errors)
 
 
+class FailTwice(Protocol):
+    """Fails in dataReceived, then again in connectionLost."""
+
+    def dataReceived(self, data: bytes) -> None:
+        raise RuntimeError("application error")
+
+    def connectionLost(self, reason: Any) -> None:
+        raise RuntimeError("error while closing")
+
+
+def test_error_while_disconnecting_is_logged_and_stays_in_the_loop() -> None:
+    # Stock Twisted logs an exception from connectionLost (callWithLogger);
+    # it must not escape the pass into the reactor's "Unexpected error in
+    # main loop", which would skip the rest of that pass's events.
+    reactor = leanReactor()
+    badPort = listen(reactor, FailTwice)
+    goodPort = listen(reactor, Echo)
+    bad = Collect(send=b"anything")
+    good = Collect(send=b"fine")
+    events: list[dict[str, Any]] = []
+    log.addObserver(events.append)
+    connect(reactor, badPort, bad)
+    connect(reactor, goodPort, good)
+    try:
+        runUntil(reactor, lambda: bad.lost is not None and good.size == 4)
+    finally:
+        log.removeObserver(events.append)
+    failures = [str(e.get("failure", "")) for e in events if e.get("isError")]
+    assert any("application error" in f for f in failures)
+    assert any("error while closing" in f for f in failures)
+    loopErrors = [e for e in events if "main loop" in str(e.get("log_format", "")) + str(e.get("why", ""))]
+    assert loopErrors == []
+    assert b"".join(good.got) == b"FINE"
+
+
 def test_only_epoll_reactors_are_changed_and_only_once() -> None:
     assert installLeanPoll(SelectReactor()) is False
     reactor = epollreactor.EPollReactor()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import inspect
 import os
 import random
 import re
@@ -58,6 +59,11 @@ def backendOf(port: int) -> str:
     return m.group(1).decode()
 
 
+# websockets >= 17.1 wants legacy=True for a connection used outside a with
+# block; older releases (the last for Python 3.9 is 15) have no such argument.
+_DIRECT = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+
+
 def wsConnect(port: int, path: str) -> ClientConnection:
     return connect(
         f"ws://127.0.0.1:{port}{path}",
@@ -65,7 +71,7 @@ def wsConnect(port: int, path: str) -> ClientConnection:
         close_timeout=5,
         proxy=None,
         ping_interval=None,
-        legacy=True,
+        **_DIRECT,
     )
 
 
