@@ -78,6 +78,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import os
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -90,6 +91,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.websocket.compress import (
+    PerMessageDeflate,
     PerMessageDeflateOffer,
     PerMessageDeflateOfferAccept,
     PerMessageDeflateResponse,
@@ -123,8 +125,19 @@ if TYPE_CHECKING:
     from agwtx.routing import BackendTarget, GatewayContext
     from agwtx.web import GatewayRequest
 
+DEFLATE = "max_output_len" in inspect.signature(PerMessageDeflate.decompress_message_data).parameters
+"""
+Whether permessage-deflate is negotiated: only with an autobahn that bounds a
+compressed frame's inflation by the message limit (the fix for advisory
+GHSA-hxp9-w8x3-p566, 2026). Older releases (24.4, the last for Python 3.9 and
+so for Debian's PyPy) inflate a whole frame first and do not count what it
+inflates to, so the gateway declines every offer there and both legs run
+uncompressed, which RFC 7692 allows.
+"""
+
 __all__ = [
     "BUFFER_FRAME",
+    "DEFLATE",
     "PIECE",
     "ClientHandshake",
     "HandshakeError",
@@ -304,7 +317,9 @@ def checkHandshake(method: bytes, version: bytes, headers: Headers) -> ClientHan
     if origins is not None and len(origins) > 1:
         raise HandshakeError(400, "Bad Request: more than one Origin header")
     extensions = headers.getRawHeaders(b"sec-websocket-extensions")
-    deflate = _deflateOffers(b", ".join(extensions).decode("latin-1") if extensions else None)
+    deflate = (
+        _deflateOffers(b", ".join(extensions).decode("latin-1") if extensions else None) if DEFLATE else []
+    )
     return ClientHandshake(key, subprotocols, deflate)
 
 
@@ -1405,6 +1420,11 @@ class WebSocketBridge:
         self.open: set[WebSocketSession] = ctx.openWebSockets
         """Open WebSockets: the context's registry, for drains and graceful stop."""
         self._metricsCall: IDelayedCall | None = None
+        if not DEFLATE:
+            log.warn(
+                "permessage-deflate is not negotiated: this autobahn cannot bound a compressed "
+                "message's inflation (advisory GHSA-hxp9-w8x3-p566); WebSockets run uncompressed"
+            )
         factory = WebSocketServerFactory(reactor=ctx.reactor, server=None)
         factory.protocol = _ClientLeg
         factory.noisy = False
