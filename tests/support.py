@@ -22,10 +22,21 @@ BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd") if (BIN / "twistd").exists() else "twistd"
 
 
+_GIVEN: set[int] = set()
+
+
 def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port, never one this process was given before: the
+    kernel may hand the same port to two binds in a row once the first is
+    closed (seen: one gateway given the same port for two listeners)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise RuntimeError("no fresh free port after 100 tries")
 
 
 def waitFor(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
