@@ -13,7 +13,8 @@ is missing the script prints the ``apt-get install -y ...`` line and exits 2.
 
 Rows, run one after the other (never at the same time), each for the same
 ``--duration`` with ``wrk -t1 -c<--connections> --latency`` (keep-alive),
-after an unreported warm-up run (``--warmup``, 2 s) against the same target:
+after an unreported warm-up run (``--warmup``, 5 s: PyPy's JIT is still
+compiling agw's hot path for the first seconds) against the same target:
 
 ``direct``
     The backend alone: nginx, 1 worker, ``return 200 "hello\\n";``. It is
@@ -33,8 +34,12 @@ after an unreported warm-up run (``--warmup``, 2 s) against the same target:
 ``agw-pypy``
     The ``agw`` row's gateway and config, one process, run by PyPy: the
     ``twistd`` of ``--pypy-twistd`` (default ``.venv-pypy/bin/twistd``, made
-    by ``make setup-pypy`` from Debian's ``pypy3``). Without it the row fails
-    with that hint and the other rows still run.
+    by ``make setup-pypy`` from Debian's ``pypy3``), with the environment
+    that ``make run-pypy`` and ``etc/agw.service`` give it:
+    ``PYPY_GC_NURSERY=32MB`` (``--pypy-gc-nursery``; ``default`` leaves
+    PyPy's own, half the L2 cache; README, PyPy, for what that buys and
+    costs). Without that twistd the row fails with a hint and the other
+    rows still run.
 ``nginx-tls``
     The ``nginx`` row's proxy (same upstream keepalive) behind an HTTPS
     server block: ``listen 127.0.0.1:PORT ssl``, ``ssl_protocols TLSv1.2
@@ -103,7 +108,7 @@ Only the parts whose rows run are printed.
 
 Options:
     --duration S        seconds per measured row (default 10)
-    --warmup S          warm-up seconds per row, not reported (default 2; 0 = none)
+    --warmup S          warm-up seconds per row, not reported (default 5; 0 = none)
     --connections N     wrk connections (default 50)
     --paced-delay MS    wait per connection before each request in the paced
                         pass (default 20; 0 = no paced pass)
@@ -114,6 +119,9 @@ Options:
     --twistd PATH       twistd to run agw with (default: next to
                         sys.executable, else on PATH)
     --pypy-twistd PATH  twistd of the agw-pypy row (default: .venv-pypy/bin/twistd)
+    --pypy-gc-nursery SIZE
+                        PYPY_GC_NURSERY for the agw-pypy row (default 32MB;
+                        "default": not set, PyPy's own choice)
     --nginx PATH / --wrk PATH   tool paths (default: found on PATH / /usr/sbin)
     --start-timeout S   bound for a server to come up (default 15)
     --json PATH         also write all figures as JSON
@@ -145,6 +153,8 @@ AGW_ROWS = ("agw", "agw-w2", "agw-pypy", "agw-tls")
 TLS_ROWS = ("nginx-tls", "agw-tls")
 ROWS = PLAIN_ROWS + TLS_ROWS
 BODY = "hello\n"
+PYPY_GC_NURSERY = "32MB"
+"""What make run-pypy and etc/agw.service give the gateway under PyPy."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -153,7 +163,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--duration", type=h.positive_seconds, default=10.0, help="seconds per row")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per row")
+    parser.add_argument("--warmup", type=float, default=5.0, help="warm-up seconds per row")
     parser.add_argument("--connections", type=int, default=50, help="wrk connections")
     parser.add_argument(
         "--paced-delay",
@@ -175,6 +185,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--pypy-twistd",
         default=str(h.repo_root() / ".venv-pypy" / "bin" / "twistd"),
         help="twistd executable (under PyPy) for the agw-pypy row",
+    )
+    parser.add_argument(
+        "--pypy-gc-nursery",
+        default=PYPY_GC_NURSERY,
+        help="PYPY_GC_NURSERY for the agw-pypy row ('default': leave it unset)",
     )
     parser.add_argument("--nginx", help="nginx executable")
     parser.add_argument("--wrk", help="wrk executable")
@@ -290,6 +305,11 @@ class Bench:
             self.workdir / f"{row}.ini", port, [self.backend_port], extra=extra, tls=tls
         )
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if row == "agw-pypy":
+            env.pop("PYPY_GC_NURSERY", None)
+            if self.args.pypy_gc_nursery != "default":
+                env["PYPY_GC_NURSERY"] = self.args.pypy_gc_nursery
+            h.log(f"agw-pypy: PYPY_GC_NURSERY={env.get('PYPY_GC_NURSERY', '(PyPy default)')}")
         proc = h.ManagedProcess(
             row,
             h.agw_argv(twistd, config),
@@ -613,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
                 "wrk": h.tool_version([wrk, "-v"]),
                 "python": sys.version.split()[0],
                 "pypy_twistd": args.pypy_twistd if "agw-pypy" in args.rows else None,
+                "pypy_gc_nursery": args.pypy_gc_nursery if "agw-pypy" in args.rows else None,
             },
             "rows": bench.results,
             **summary,
