@@ -110,6 +110,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from agwtx import xormask
 from agwtx.affinity import affinityCookies
 from agwtx.pool import Member, PoolState
 from agwtx.proxy import (
@@ -353,6 +354,8 @@ small frames that is several times cheaper than setting up autobahn's NVX
 masker, which wins for bigger ones."""
 
 _getrandbits = random.getrandbits
+_WORDS = xormask.install()
+"""PyPy with an autobahn before 26: masking through L{xormask} (its docstring)."""
 
 
 def xorMask(mask: bytes, offset: int, data: bytes) -> bytes:
@@ -366,6 +369,8 @@ def xorMask(mask: bytes, offset: int, data: bytes) -> bytes:
     if n <= SMALL_MASK:
         key = (mask * ((n >> 2) + 1))[:n]
         return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+    if _WORDS:
+        return xormask.maskWords(mask, 0, data)
     result: bytes = create_xor_masker(mask, n).process(data)
     return result
 

@@ -32,6 +32,7 @@ from agwtx.affinity import AffinityCodec
 from agwtx.model import BackendAddress, BackendAddressPool, BackendHttpSettings
 from agwtx.pool import PoolState
 from agwtx.routing import GatewayContext
+from agwtx import xormask
 from agwtx.websocket import (
     DEFLATE,
     HandshakeError,
@@ -705,6 +706,32 @@ def test_xorMask_matches_the_definition(size: int, offset: int) -> None:
     data = os.urandom(size)
     expected = bytes(b ^ mask[(offset + i) % 4] for i, b in enumerate(data))
     assert xorMask(mask, offset, data) == expected
+
+
+@pytest.mark.parametrize("sizes", [[0], [7], [8, 9], [1, 2, 3, 100_001], [4096, 13, 65536]])
+def test_word_masker_matches_the_definition_across_process_calls(sizes: list[int]) -> None:
+    # agwtx.xormask replaces autobahn's masker on PyPy before autobahn 26;
+    # it is checked here on every runtime (cffi is there on both).
+    mask = b"\x9c\x01\xff\x42"
+    masker = xormask.createMasker(mask)
+    done = 0
+    for size in sizes:
+        data = os.urandom(size)
+        expected = bytes(b ^ mask[(done + i) % 4] for i, b in enumerate(data))
+        assert masker.process(data) == expected
+        done += size
+        assert masker.pointer() == done
+    masker.reset()
+    assert masker.pointer() == 0
+
+
+def test_word_masker_installed_only_on_pypy_without_autobahn_nvx() -> None:
+    import platform
+
+    import autobahn.websocket.protocol as protocol
+
+    expected = platform.python_implementation() == "PyPy" and not xormask._NVX
+    assert (protocol.create_xor_masker is xormask.createMasker) == expected
 
 
 @pytest.mark.parametrize(
