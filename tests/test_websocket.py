@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import platform
 import signal
 import socket
 import struct
@@ -504,7 +505,11 @@ def test_60mb_message_memory_bounded(gateway: tuple[int, Proc]) -> None:
         after = gw.rssKiB()
     assert echoed == payload
     growth = (after - before) * 1024
-    assert growth < 10 * 1024 * 1024, f"gateway RSS grew by {growth / 2**20:.1f} MiB"
+    # CPython: no growth at all here. PyPy: its JIT and GC went on growing by
+    # 0-16 MiB in full-suite runs. Either bound fails a gateway that holds
+    # the 60 MiB message whole.
+    bound = 24 if platform.python_implementation() == "PyPy" else 10
+    assert growth < bound * 1024 * 1024, f"gateway RSS grew by {growth / 2**20:.1f} MiB"
 
 
 def test_slow_reader_pauses_backend(gateway: tuple[int, Proc]) -> None:
@@ -726,8 +731,6 @@ def test_word_masker_matches_the_definition_across_process_calls(sizes: list[int
 
 
 def test_word_masker_installed_only_on_pypy_without_autobahn_nvx() -> None:
-    import platform
-
     import autobahn.websocket.protocol as protocol
 
     expected = platform.python_implementation() == "PyPy" and not xormask._NVX
