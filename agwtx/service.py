@@ -65,7 +65,8 @@ class GatewayService(MultiService):
         self.ctx = GatewayContext(reactor, self.upstream, AffinityCodec(secret))
         self.accessWriter: Any = None
         self._setAccessLog(config.gateway.accessLog)
-        self.ctx.webSocketHandler = WebSocketBridge(self.ctx)
+        self.webSockets = WebSocketBridge(self.ctx)
+        self.ctx.webSocketHandler = self.webSockets
         self.routers = self._buildRouters(config, self.ctx.pools, None)
         self.sites: dict[str, GatewaySite] = {}
         self.listeners: dict[str, StreamServerEndpointService] = {}
@@ -200,6 +201,11 @@ class GatewayService(MultiService):
                     ws=len(self.ctx.openWebSockets),
                     req=self.ctx.activeRequests,
                 )
+            # A WebSocket handshake still dialing its backend counts as a
+            # request in flight; past the grace period its client gets a 503.
+            aborted = self.webSockets.abortHandshakes()
+            if aborted:
+                self.log.info("grace period over: {n} WebSocket handshake(s) answered 503", n=aborted)
             closing = self.ctx.closeWebSockets(1001, "gateway shutting down")
             self.upstream.closeAll()
             self.ctx.deadlines.stop()

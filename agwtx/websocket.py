@@ -100,7 +100,6 @@ from autobahn.websocket.compress import (
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
 from autobahn.websocket.xormasker import create_xor_masker
-from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
@@ -896,7 +895,6 @@ class WebSocketSession:
         self.openedAt = 0.0
         self.closedBy: str | None = None
         self.clientHeaders = {}
-        self._waiters: list[Deferred[None]] = []
         self._counted = False
         self._flushed = (0, 0, 0, 0)
         self.throttles: list[_Throttle] = []
@@ -1336,16 +1334,6 @@ class WebSocketSession:
             self._counted = False
             self.member.inflight -= 1
         self.bridge.ended(self)
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(None)
-
-    def whenEnded(self) -> Deferred[None]:
-        if self.phase == ENDED:
-            return succeed(None)
-        d: Deferred[None] = Deferred()
-        self._waiters.append(d)
-        return d
 
     # -- idle timeout and shutdown
 
@@ -1396,7 +1384,7 @@ class WebSocketSession:
 
     def close(self, code: int = GOING_AWAY, reason: str = "gateway shutting down") -> None:
         """
-        Graceful stop (C{GatewayContext.closeWebSockets}, L{WebSocketBridge.closeAll}):
+        Graceful stop (C{GatewayContext.closeWebSockets}, L{WebSocketBridge.abortHandshakes}):
         both legs of an open one get C{code}, a handshake in progress a 503.
         """
         if self.phase == DIALING:
@@ -1412,7 +1400,7 @@ class WebSocketBridge:
     """
     C{GatewayContext.webSocketHandler}: handles every C{Upgrade: websocket}
     request routed to a backend target, and keeps the open ones so a
-    graceful shutdown can close them (L{closeAll}).
+    graceful shutdown can close them (L{abortHandshakes} for those still dialing).
     """
 
     metricsInterval = 5.0
@@ -1503,13 +1491,13 @@ class WebSocketBridge:
         WebSocketSession(self, request, target, handshake, member, pinned).start()
         return NOT_DONE_YET
 
-    def closeAll(self, code: int = GOING_AWAY, reason: str = "gateway shutting down") -> Deferred[Any]:
+    def abortHandshakes(self) -> int:
         """
-        Close every WebSocket (handshakes in progress get a 503); the result
-        fires when all of them have ended.
+        Answer every handshake still dialing its backend with 503 (graceful
+        stop, at the end of the grace period; the open WebSockets are closed
+        through C{GatewayContext.closeWebSockets}). Returns how many.
         """
-        sessions = list(self.sessions)
-        waits = [s.whenEnded() for s in sessions]
-        for s in sessions:
-            s.close(code, reason)
-        return DeferredList(waits)
+        dialing = [s for s in self.sessions if s.phase == DIALING]
+        for s in dialing:
+            s.close()
+        return len(dialing)

@@ -25,6 +25,7 @@ import os
 import random
 import re
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -544,3 +545,61 @@ def test_sigterm_closes_websockets_with_1001_after_grace_and_exits_0(tmp_path: P
             ws.close()
         gw.stop()
         proc.stop()
+
+
+def test_sigterm_answers_a_handshake_still_dialing_with_503_after_grace(tmp_path: Path) -> None:
+    # A backend that accepts TCP and never answers the WebSocket handshake:
+    # the gateway is still dialing when it is told to stop.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    silent.settimeout(10)
+    port = freePort()
+    ini = basicIni(
+        port,
+        [silent.getsockname()[1]],
+        settings="requestTimeout = 60",
+        gateway="shutdownGracePeriod = 1",
+    )
+    gw = startGateway(tmp_path, ini, port)
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    held: list[socket.socket] = []
+    try:
+        client.sendall(
+            b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        # Wait for the gateway's dial (probes may connect too: keep them all).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            conn, _ = silent.accept()
+            held.append(conn)
+            conn.settimeout(2)
+            try:
+                first = conn.recv(4096)
+            except socket.timeout:
+                continue
+            if b"upgrade: websocket" in first.lower():
+                break
+        else:
+            raise AssertionError("the gateway never dialed the backend")
+        sent = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = client.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        answeredAt = time.monotonic() - sent
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+        assert b"shutting down" in answer.lower() or b"shutting down" in client.recv(4096).lower()
+        assert 0.8 <= answeredAt <= 5.0, answeredAt
+        assert gw.proc.wait(10) == 0
+        assert "1 WebSocket handshake(s) answered 503" in gw.output()
+    finally:
+        client.close()
+        for conn in held:
+            conn.close()
+        silent.close()
+        gw.stop()

@@ -891,21 +891,6 @@ def test_http_request_timeout_does_not_cut_open_websocket() -> None:
     assert client.sent == [(1001, b"idle timeout", False)]
 
 
-def test_closeAll_closes_both_legs_and_waits() -> None:
-    clock = Clock()
-    bridge, session, client, backend = openSession(clock)
-    done = bridge.closeAll()
-    assert client.sent == [(1001, b"gateway shutting down", False)]
-    assert backend.sent == [(1001, b"gateway shutting down", False)]
-    fired: list[Any] = []
-    done.addCallback(fired.append)
-    assert not fired
-    for leg in (client, backend):
-        leg.state = 0
-        session.legClosed(leg, True, 1001, None)  # type: ignore[arg-type]
-    assert fired
-
-
 def test_lost_backend_closes_client_with_1011() -> None:
     clock = Clock()
     _, session, client, backend = openSession(clock)
