@@ -68,7 +68,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 from agwtx.config import (
+    HEADER_TOKEN_RE,
+    NAME_RE,
+    PORT_RANGE,
+    REDIRECT_TYPES,
     REWRITE_VARIABLES,
+    RULE_NAME_RE,
+    RULE_TYPES,
+    SECONDS_MAX,
+    UNHEALTHY_THRESHOLD_MAX,
     UNREWRITABLE_HEADERS,
     InvalidValue,
     parseProtocol,
@@ -867,9 +875,6 @@ def _atIndex(gateway: FoundGateway, index: int) -> FoundGateway:
 # The intermediate form: sections of lines, with references resolved late
 # ---------------------------------------------------------------------------
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,80}")
-_REWRITE_RULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")
-
 
 @dataclass(frozen=True)
 class _Ref:
@@ -1082,10 +1087,9 @@ _GATEWAY_METADATA = frozenset(
     }
 )
 
-_REDIRECT_TYPES = {t.lower(): t for t in ("Permanent", "Found", "SeeOther", "Temporary")}
-_RULE_TYPES = {"basic": "Basic", "pathbasedrouting": "PathBasedRouting"}
-
-_HEADER_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_REDIRECT_TYPES = {t.lower(): t for t in REDIRECT_TYPES}
+# Plugin is agw's own rule type: an Azure rule is never one.
+_RULE_TYPES = {t.lower(): t for t in RULE_TYPES if t != "Plugin"}
 
 
 def _variableProblem(name: str, inResponse: bool) -> str | None:
@@ -1097,7 +1101,7 @@ def _variableProblem(name: str, inResponse: bool) -> str | None:
             header = name[len(prefix) :]
             if re.search(r"_[0-9]+$", header):
                 return f"{{{name}}} is a regular expression capture, which agw does not have"
-            if not _HEADER_TOKEN_RE.fullmatch(header):
+            if not HEADER_TOKEN_RE.fullmatch(header):
                 return f"{{{name}}} does not name a header"
             if prefix == "http_resp_" and not inResponse:
                 return f"{{{name}}} (a response header) cannot be used for a request"
@@ -1213,7 +1217,7 @@ class _Converter:
         if azure is None:
             azure = f"{kind}{index + 1}"
             note = "the input gives no name"
-        candidate = _sanitise(azure, _NAME_RE, "A-Za-z0-9_.-")
+        candidate = _sanitise(azure, NAME_RE, "A-Za-z0-9_.-")
         name = _unique(candidate, self.taken[kind])
         item = _Item(kind, azure, name)
         if note:
@@ -1389,7 +1393,7 @@ class _Converter:
     # -- section kinds ---------------------------------------------------------
 
     def _frontendPort(self, item: _Item, view: _View) -> None:
-        port = self.number(item, view, "port", 1, 65535)
+        port = self.number(item, view, "port", *PORT_RANGE)
         if port is None:
             item.fail("it has no usable port")
             return
@@ -1537,13 +1541,13 @@ class _Converter:
         path = self.text(item, view, "path")
         if path:
             item.add("path", path)
-        port = self.number(item, view, "port", 1, 65535)
+        port = self.number(item, view, "port", *PORT_RANGE)
         if port is not None:
             item.add("port", str(port))
         for key, lo, hi in (
-            ("interval", 1, 86400),
-            ("timeout", 1, 86400),
-            ("unhealthyThreshold", 1, 20),
+            ("interval", 1, SECONDS_MAX),
+            ("timeout", 1, SECONDS_MAX),
+            ("unhealthyThreshold", 1, UNHEALTHY_THRESHOLD_MAX),
         ):
             number = self.number(item, view, key, lo, hi)
             if number is not None:
@@ -1568,7 +1572,7 @@ class _Converter:
             item.notConverted(f"match = {_brief(match)}", "expected an object")
 
     def _backendHttpSettings(self, item: _Item, view: _View) -> None:
-        port = self.number(item, view, "port", 1, 65535)
+        port = self.number(item, view, "port", *PORT_RANGE)
         if port is not None:
             item.add("port", str(port))
         protocol = self.protocol(item, view)
@@ -1581,7 +1585,7 @@ class _Converter:
         cookie = self.text(item, view, "affinityCookieName")
         if cookie:
             item.add("affinityCookieName", cookie)
-        timeout = self.number(item, view, "requestTimeout", 1, 86400)
+        timeout = self.number(item, view, "requestTimeout", 1, SECONDS_MAX)
         if timeout is not None:
             item.add("requestTimeout", str(timeout))
         probeEnabled = self.flag(item, view, "probeEnabled")
@@ -1703,7 +1707,7 @@ class _Converter:
         ruleView = _View(rule)
         azure, _ = self.nameOf(ruleView.get("name"))
         azure = azure or f"rule{index + 1}"
-        name = _unique(_sanitise(azure, _REWRITE_RULE_NAME_RE, "A-Za-z0-9_-"), taken)
+        name = _unique(_sanitise(azure, RULE_NAME_RE, "A-Za-z0-9_-"), taken)
         ruleView.get("ruleSequence")
         label = f"rewrite rule {azure!r}"
         lines: list[tuple[str, str]] = []
@@ -1761,7 +1765,7 @@ class _Converter:
                     problem = _why(header)
                 elif not isinstance(headerValue, str):
                     problem = "expected a string value"
-                elif not _HEADER_TOKEN_RE.fullmatch(headerName):
+                elif not HEADER_TOKEN_RE.fullmatch(headerName):
                     problem = "not a header name"
                 elif headerName.lower() in UNREWRITABLE_HEADERS:
                     problem = "agw manages this header itself; it cannot be rewritten"
@@ -1857,7 +1861,7 @@ class _Converter:
             ruleView = _View(props if isinstance(props, dict) else rule)
             azure, note = self.nameOf(_get(rule, "name"))
             azure = azure or f"rule{index + 1}"
-            name = _unique(_sanitise(azure, _NAME_RE, "A-Za-z0-9_.-"), taken)
+            name = _unique(_sanitise(azure, NAME_RE, "A-Za-z0-9_.-"), taken)
             label = f"pathRule.{name}"
             if note:
                 item.comment(f"{label}: {note}")

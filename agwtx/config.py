@@ -117,6 +117,14 @@ from agwtx.model import (
 )
 
 __all__ = [
+    "HEADER_TOKEN_RE",
+    "NAME_RE",
+    "PORT_RANGE",
+    "REDIRECT_TYPES",
+    "RULE_NAME_RE",
+    "RULE_TYPES",
+    "SECONDS_MAX",
+    "UNHEALTHY_THRESHOLD_MAX",
     "ConfigError",
     "EndpointInfo",
     "InvalidValue",
@@ -213,7 +221,7 @@ def parseInt(text: str, lo: int, hi: int, unit: str = "") -> int:
 
 
 def _parsePort(text: str) -> int:
-    return parseInt(text, 1, 65535)
+    return parseInt(text, *PORT_RANGE)
 
 
 _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?", re.IGNORECASE)
@@ -280,13 +288,20 @@ def _orList(items: Sequence[str]) -> str:
     return f"{', '.join(items[:-1])} or {items[-1]}"
 
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,80}")
-_RULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")
+# What the loader accepts, shared with agwtx.armimport so that the importer
+# writes only what loads.
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,80}")
+RULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")
+PORT_RANGE = (1, 65535)
+SECONDS_MAX = 86400
+UNHEALTHY_THRESHOLD_MAX = 20
+REDIRECT_TYPES = ("Permanent", "Found", "SeeOther", "Temporary")
+RULE_TYPES = ("Basic", "PathBasedRouting", "Plugin")
 
 
 def parseName(text: str) -> str:
     """A resource name: 1..80 letters, digits, C{_}, C{.} or C{-} (Azure's rule)."""
-    if not _NAME_RE.fullmatch(text):
+    if not NAME_RE.fullmatch(text):
         raise InvalidValue(f"expected a name of 1..80 letters, digits, '_', '.' or '-', got {_got(text)}")
     return text
 
@@ -547,7 +562,7 @@ def parseEndpoint(text: str) -> EndpointInfo:
     return EndpointInfo(kind=kind)
 
 
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+HEADER_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VARIABLES = (
     "var_client_ip",
     "var_client_port",
@@ -579,7 +594,7 @@ def _checkVariable(name: str) -> None:
     if name in _VARIABLES:
         return
     for prefix in ("http_req_", "http_resp_"):
-        if name.startswith(prefix) and _TOKEN_RE.fullmatch(name[len(prefix) :]):
+        if name.startswith(prefix) and HEADER_TOKEN_RE.fullmatch(name[len(prefix) :]):
             return
     raise InvalidValue(f"unknown variable {_got(name)}; expected one of: {_VARIABLES_EXPECTED}")
 
@@ -620,7 +635,7 @@ def parseRewriteValue(text: str, response: bool) -> str:
 
 
 def _parseHeaderName(text: str, response: bool) -> str:
-    if not _TOKEN_RE.fullmatch(text):
+    if not HEADER_TOKEN_RE.fullmatch(text):
         raise InvalidValue(f"expected a header name, got {_got(text)}")
     lowered = text.lower()
     if lowered in _HOP_BY_HOP:
@@ -638,7 +653,7 @@ UNREWRITABLE_HEADERS = _HOP_BY_HOP | {"content-length"}
 
 def _parseCookieName(text: str) -> str:
     stripped = text.strip()
-    if not _TOKEN_RE.fullmatch(stripped):
+    if not HEADER_TOKEN_RE.fullmatch(stripped):
         raise InvalidValue(f"expected a cookie name (letters, digits and !#$%&'*+-.^_`|~), got {_got(text)}")
     return stripped
 
@@ -1255,9 +1270,11 @@ class _Loader:
             pickHostNameFromBackendHttpSettings=pick,
             path=sec.get("path", _parsePath),
             port=sec.get("port", _parsePort),
-            interval=sec.get("interval", lambda t: parseDuration(t, 1, 86400)),
-            timeout=sec.get("timeout", lambda t: parseDuration(t, 1, 86400)),
-            unhealthyThreshold=sec.get("unhealthyThreshold", lambda t: parseInt(t, 1, 20)),
+            interval=sec.get("interval", lambda t: parseDuration(t, 1, SECONDS_MAX)),
+            timeout=sec.get("timeout", lambda t: parseDuration(t, 1, SECONDS_MAX)),
+            unhealthyThreshold=sec.get(
+                "unhealthyThreshold", lambda t: parseInt(t, 1, UNHEALTHY_THRESHOLD_MAX)
+            ),
             statusCodes=sec.get("match.statusCodes", parseStatusRanges),
             body=sec.raw("match.body"),
         )
@@ -1284,7 +1301,7 @@ class _Loader:
                 protocol=sec.get("protocol", parseProtocol),
                 cookieBasedAffinity=sec.get("cookieBasedAffinity", _parseEnabled),
                 affinityCookieName=sec.get("affinityCookieName", _parseCookieName),
-                requestTimeout=sec.get("requestTimeout", lambda t: parseDuration(t, 1, 86400)),
+                requestTimeout=sec.get("requestTimeout", lambda t: parseDuration(t, 1, SECONDS_MAX)),
                 probe=self.ref(sec, "probe", "probe"),
                 hostName=sec.get("hostName", parseDnsName),
                 pickHostNameFromBackendAddress=pick,
@@ -1292,8 +1309,12 @@ class _Loader:
                 path=sec.get("path", _parsePath),
                 trustedRootCertificates=tuple(roots),
                 verifyCertificate=sec.get("verifyCertificate", parseBool),
-                webSocketIdleTimeout=sec.get("webSocketIdleTimeout", lambda t: parseDuration(t, 1, 86400)),
-                webSocketPingInterval=sec.get("webSocketPingInterval", lambda t: parseDuration(t, 0, 86400)),
+                webSocketIdleTimeout=sec.get(
+                    "webSocketIdleTimeout", lambda t: parseDuration(t, 1, SECONDS_MAX)
+                ),
+                webSocketPingInterval=sec.get(
+                    "webSocketPingInterval", lambda t: parseDuration(t, 0, SECONDS_MAX)
+                ),
                 webSocketMaxMessageSize=sec.get("webSocketMaxMessageSize", parseByteSize),
             )
         )
@@ -1312,7 +1333,7 @@ class _Loader:
                 name=sec.name,
                 redirectType=sec.get(
                     "redirectType",
-                    lambda t: _choice(t, ("Permanent", "Found", "SeeOther", "Temporary")),
+                    lambda t: _choice(t, REDIRECT_TYPES),
                 ),
                 targetListener=self.ref(sec, "targetListener", "httpListener"),
                 targetUrl=sec.get("targetUrl", _parseUrl),
@@ -1383,7 +1404,7 @@ class _Loader:
             if match is None:
                 continue
             ruleName = match.group("rule")
-            if not _RULE_NAME_RE.fullmatch(ruleName):
+            if not RULE_NAME_RE.fullmatch(ruleName):
                 sec.error(
                     entry.key,
                     f"expected a rule name of 1..80 letters, digits, '_' or '-', got {_got(ruleName)}",
@@ -1439,7 +1460,7 @@ class _Loader:
     def _requestRoutingRule(self, sec: _Section) -> RequestRoutingRule | None:
         assert sec.name is not None
         refs = {key: self.ref(sec, key, kind) for key, kind in _RULE_REFS.items()}
-        ruleType = sec.get("ruleType", lambda t: _choice(t, ("Basic", "PathBasedRouting", "Plugin")))
+        ruleType = sec.get("ruleType", lambda t: _choice(t, RULE_TYPES))
         if ruleType is None:
             if sec.given("ruleType"):
                 sec.get("priority", lambda t: parseInt(t, 1, 20000))
