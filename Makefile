@@ -75,6 +75,7 @@ conformance-full: setup
 	bash conformance/setup-wstest.sh >/dev/null
 	$(PY) conformance/run_autobahn.py --timeout 3600 --cases '1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*,12.*,13.*'
 
-bench: setup
+# http_bench's agw-pypy row needs .venv-pypy (setup-pypy).
+bench: setup setup-pypy
 	$(PY) bench/http_bench.py
 	npm ci --prefix bench --silent && $(PY) bench/ws_bench.py --idle 9000
