@@ -36,6 +36,7 @@ from websockets.asyncio.client import connect as asyncConnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from tests.rawbackend import readHead
 from tests.support import Proc, basicIni, freePort, startBackend, startGateway, waitFor
 
 RELOADED = "configuration reloaded from"
@@ -585,15 +586,10 @@ def test_sigterm_answers_a_handshake_still_dialing_with_503_after_grace(tmp_path
             raise AssertionError("the gateway never dialed the backend")
         sent = time.monotonic()
         gw.proc.send_signal(signal.SIGTERM)
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = client.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
+        head, body = readHead(client)
         answeredAt = time.monotonic() - sent
-        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
-        assert b"shutting down" in answer.lower() or b"shutting down" in client.recv(4096).lower()
+        assert head.startswith(b"HTTP/1.1 503 "), head[:200]
+        assert b"shutting down" in (body if b"shutting down" in body else client.recv(4096)).lower()
         assert 0.8 <= answeredAt <= 5.0, answeredAt
         assert gw.proc.wait(10) == 0
         assert "1 WebSocket handshake(s) answered 503" in gw.output()

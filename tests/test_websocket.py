@@ -44,6 +44,7 @@ from agwtx.websocket import (
     parseExtensionOffers,
     xorMask,
 )
+from tests.rawbackend import readHead
 from tests.support import Proc, basicIni, freePort, startGateway, waitFor
 from tests.ws_helpers import closesOf, startScriptedBackend
 
@@ -111,13 +112,7 @@ def rawHandshake(port: int, lines: list[str], extra: bytes = b"") -> tuple[socke
     """Send a handshake; return the socket, the response head and what followed it."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + extra)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
+    head, rest = readHead(sock)
     return sock, head, rest
 
 
