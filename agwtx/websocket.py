@@ -99,7 +99,7 @@ from autobahn.websocket.compress import (
 )
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionRequest
-from autobahn.websocket.xormasker import create_xor_masker
+from autobahn.websocket import protocol as _autobahnProtocol
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
@@ -353,8 +353,7 @@ small frames that is several times cheaper than setting up autobahn's NVX
 masker, which wins for bigger ones."""
 
 _getrandbits = random.getrandbits
-_WORDS = xormask.install()
-"""PyPy with an autobahn before 26: masking through L{xormask} (its docstring)."""
+xormask.install()  # PyPy with an autobahn before 26 (see agwtx.xormask)
 
 
 def xorMask(mask: bytes, offset: int, data: bytes) -> bytes:
@@ -368,9 +367,8 @@ def xorMask(mask: bytes, offset: int, data: bytes) -> bytes:
     if n <= SMALL_MASK:
         key = (mask * ((n >> 2) + 1))[:n]
         return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
-    if _WORDS:
-        return xormask.maskWords(mask, 0, data)
-    result: bytes = create_xor_masker(mask, n).process(data)
+    # autobahn's masker, whichever it is (xormask.install may have replaced it).
+    result: bytes = _autobahnProtocol.create_xor_masker(mask, n).process(data)
     return result
 
 
