@@ -7,11 +7,16 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup run test lint check bench conformance conformance-full setup-pypy run-pypy test-pypy conformance-pypy
 
+# $(call venv,PYTHON,DIR,PIP-OPTIONS): DIR as a venv of PYTHON with agw and its test extras.
+define venv
+	$(1) -m venv $(2)
+	$(2)/bin/python -m pip install -q --upgrade pip
+	$(2)/bin/python -m pip install -q $(3) -e '.[test]'
+	touch $(2)/.installed
+endef
+
 $(VENV)/.installed: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	touch $@
+	$(call venv,$(PYTHON),$(VENV),)
 
 setup: $(VENV)/.installed
 
@@ -40,10 +45,7 @@ PYPY_VENV ?= .venv-pypy
 $(PYPY_VENV)/.installed: setup.cfg pyproject.toml
 	command -v $(PYPY) >/dev/null 2>&1 || { apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q pypy3 pypy3-venv; }
-	$(PYPY) -m venv $(PYPY_VENV)
-	$(PYPY_VENV)/bin/python -m pip install -q --upgrade pip
-	$(PYPY_VENV)/bin/python -m pip install -q --only-binary cryptography -e '.[test]'
-	touch $@
+	$(call venv,$(PYPY),$(PYPY_VENV),--only-binary cryptography)
 
 setup-pypy: $(PYPY_VENV)/.installed
 
