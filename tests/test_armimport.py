@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -360,19 +361,24 @@ def test_fullCertificates(capsys: pytest.CaptureFixture[str]) -> None:
     assert "MIIBszCC" not in out
 
 
+def runImport(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """C{python -m agwtx.armimport ARGS} in its own process (the real command)."""
+    return subprocess.run(
+        [sys.executable, "-m", "agwtx.armimport", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **kwargs,
+    )
+
+
 def test_fullIsDeterministic(capsys: pytest.CaptureFixture[str]) -> None:
     """The same output in processes with different string hashing (set and dict order)."""
     expected = imported(capsys, FULL)
     assert expected.endswith("\n") and not expected.endswith("\n\n")
     for seed in ("1", "2"):
-        result = subprocess.run(
-            [sys.executable, "-m", "agwtx.armimport", str(FULL)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, "PYTHONHASHSEED": seed},
-        )
+        result = runImport(str(FULL), env={**os.environ, "PYTHONHASHSEED": seed})
         assert (result.returncode, result.stderr) == (0, "")
         assert result.stdout == expected
 
@@ -705,26 +711,13 @@ def test_badInputInAProcess(tmp_path: Path) -> None:
     """The real command: no traceback reaches the terminal."""
     path = tmp_path / "template.json"
     path.write_text("<html>not json</html>")
-    result = subprocess.run(
-        [sys.executable, "-m", "agwtx.armimport", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = runImport(str(path))
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.startswith("agw-import-arm: error: ")
     assert "Traceback" not in result.stderr
 
-    ok = subprocess.run(
-        [sys.executable, "-m", "agwtx.armimport", "-"],
-        input=AZ_SHOW.read_text(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    ok = runImport("-", input=AZ_SHOW.read_text())
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("; agw configuration imported by agw-import-arm from <stdin>\n")
 
