@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test lint check bench conformance conformance-full setup-pypy run-pypy test-pypy conformance-pypy
+.PHONY: setup run test lint check bench bench-tools conformance conformance-full setup-pypy run-pypy test-pypy conformance-pypy
 
 # $(call venv,PYTHON,DIR,PIP-OPTIONS): DIR as a venv of PYTHON with agw and its test extras.
 define venv
@@ -78,6 +78,14 @@ conformance-full: setup
 	$(PY) conformance/run_autobahn.py --timeout 3600 --cases '1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*,12.*,13.*'
 
 # http_bench's agw-pypy row needs .venv-pypy (setup-pypy).
-bench: setup setup-pypy
+# The benches compare with Debian's nginx under wrk; the WebSocket one's
+# client is node (bench/package.json).  Installed when missing, as above.
+bench-tools:
+	@need=""; for t in nginx:nginx wrk:wrk npm:npm; do \
+	    command -v $${t%%:*} >/dev/null 2>&1 || need="$$need $${t#*:}"; done; \
+	if [ -n "$$need" ]; then set -x; apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$need; fi
+
+bench: setup setup-pypy bench-tools
 	$(PY) bench/http_bench.py
 	npm ci --prefix bench --silent && $(PY) bench/ws_bench.py --idle 9000

@@ -35,6 +35,7 @@ import dataclasses
 import http.client
 import multiprocessing
 import os
+import platform
 import re
 import shutil
 import signal
@@ -447,6 +448,34 @@ def find_twistd() -> str | None:
 def missing_apt_packages(tools: Mapping[str, str | None]) -> list[str]:
     """Debian packages to install for the tools (name -> path) not found."""
     return [APT_PACKAGES.get(name, name) for name, path in tools.items() if path is None]
+
+
+def machine() -> dict[str, Any]:
+    """
+    What the figures were measured on: CPU model, cores, load average and
+    kernel, printed at the start of a run and kept in its JSON (figures
+    from different machines differ by more than the noise).
+    """
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "kernel": platform.release(),
+    }
+
+
+def describe_machine(info: Mapping[str, Any]) -> str:
+    load = ", ".join(f"{x:.2f}" for x in info["loadavg"])
+    return f"machine: {info['cpu']}, {info['cores']} cores, kernel {info['kernel']}, load average {load}"
 
 
 def tool_version(argv: Sequence[str], timeout: float = 5.0) -> str:

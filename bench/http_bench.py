@@ -594,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     assert nginx and wrk
     h.install_sigterm_handler()
 
+    measuredOn = h.machine()
+    h.log(h.describe_machine(measuredOn))
     workdir = Path(tempfile.mkdtemp(prefix="agw-http-bench-"))
     started = time.time()
     bench = Bench(args, nginx, wrk, workdir)
@@ -632,9 +634,11 @@ def main(argv: list[str] | None = None) -> int:
                 "nginx": h.tool_version([nginx, "-v"]),
                 "wrk": h.tool_version([wrk, "-v"]),
                 "python": sys.version.split()[0],
+                "twistd": h.tool_version([args.twistd or h.find_twistd() or "twistd", "--version"]),
                 "pypy_twistd": args.pypy_twistd if "agw-pypy" in args.rows else None,
                 "pypy_gc_nursery": args.pypy_gc_nursery if "agw-pypy" in args.rows else None,
             },
+            "machine": measuredOn,
             "rows": bench.results,
             **summary,
         }

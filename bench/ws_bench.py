@@ -806,6 +806,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="agw-ws-bench-"))
     os.chmod(workdir, 0o755)
     started = time.time()
+    measuredOn = h.machine()
+    h.log(h.describe_machine(measuredOn))
     bench = Bench(args, tools, workdir)
     interrupted = False
     failed_early: str | None = None
@@ -856,6 +858,7 @@ def main(argv: list[str] | None = None) -> int:
                 "nginx": h.tool_version([tools["nginx"], "-v"]) if "nginx" in tools else None,
                 "python": sys.version.split()[0],
             },
+            "machine": measuredOn,
             "error": failed_early,
             "round_trips": bench.rtt,
             "agw_rss_after_round_trips": bench.agw_rss,
