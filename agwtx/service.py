@@ -235,20 +235,26 @@ class GatewayService(MultiService):
         empty list (the new config is live).
         """
         from agwtx.config import ConfigError, loadConfig
+        from agwtx.tls import TlsError
 
         from agwtx.plugin import checkPlugins
 
         try:
             new = loadConfig(self.config.path)
             checkPlugins(new)
-        except ConfigError as e:
-            for line in e.errors:
+            # The loader checked the certificate files; they are read again
+            # here to be used, and may have changed in between: a failure
+            # now is a config error too, reported before anything changes.
+            self._tlsFor(new)
+        except (ConfigError, TlsError) as e:
+            errors = e.errors if isinstance(e, ConfigError) else e.lines(self.config.path)
+            for line in errors:
                 self.log.error("reload rejected: {error}", error=line)
             self.log.error(
-                "reload rejected: {n} error(s); still running the previous configuration", n=len(e.errors)
+                "reload rejected: {n} error(s); still running the previous configuration", n=len(errors)
             )
             self.ctx.metrics.reloads.labels("failed").inc()
-            return list(e.errors)
+            return list(errors)
         notify("RELOADING=1")
         try:
             self.apply(new)

@@ -87,11 +87,21 @@ def makeService(options: Options) -> IService:
     if worker:
         # A worker started by the first process: same ports, same affinity secret, no admin.
         secret = bytes.fromhex(os.environ.get(SECRET_ENV, "")) or None
-        gateway = makeGatewayService(config, reactor, reusePort=True, serveAdmin=False, affinitySecret=secret)
+        gateway = _build(
+            options["config"],
+            makeGatewayService,
+            config,
+            reactor,
+            reusePort=True,
+            serveAdmin=False,
+            affinitySecret=secret,
+        )
         _reloadOnSighup(reactor, gateway)
         return gateway
     secret = config.gateway.affinitySecret or os.urandom(32)
-    gateway = makeGatewayService(config, reactor, reusePort=count > 1, affinitySecret=secret)
+    gateway = _build(
+        options["config"], makeGatewayService, config, reactor, reusePort=count > 1, affinitySecret=secret
+    )
     top = MultiService()
     supervisor = None
     if count > 1:
@@ -110,6 +120,22 @@ def makeService(options: Options) -> IService:
             demo.setServiceParent(top)
     gateway.setServiceParent(top)
     return top
+
+
+def _build(path: str, make: Any, *args: Any, **kw: Any) -> Any:
+    """
+    C{make(*args, **kw)}, with a certificate file that changed for the worse
+    since L{Options.postOptions} checked it reported like any config error
+    (still before twistd daemonises) rather than as a traceback.
+    """
+    from agwtx.tls import TlsError
+
+    try:
+        return make(*args, **kw)
+    except TlsError as e:
+        lines = e.lines(path)
+        sys.stderr.write(f"agw: configuration has {len(lines)} error(s):\n" + "\n".join(lines) + "\n")
+        raise SystemExit(1)
 
 
 def _reloadOnSighup(reactor: Any, gateway: Any, supervisor: Any = None) -> None:

@@ -153,6 +153,10 @@ class TlsError(Exception):
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 
+    def lines(self, path: str) -> list[str]:
+        """The problems as config errors of the file at C{path}: file, section, key, message."""
+        return [f"{path}: [{p.section}] {p.key}: {p.message}" for p in self.problems]
+
 
 class TlsHandshakeError(ConnectError):
     """The TCP connection to a backend was made but TLS could not be set up."""

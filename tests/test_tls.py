@@ -699,6 +699,65 @@ def test_reload_picks_up_renewed_certificate(tmp_path: Path, pki: Pki) -> None:
         backend.stop()
 
 
+def spoilAfterCheck(cert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Make the certificate file go bad after the config loader checked it: the
+    file is overwritten, and the loader's check is made to see the file as it
+    was (a renewal script writing it between the two reads).
+    """
+    from agwtx import tls
+
+    cert.write_text("renewal in progress\n")
+    monkeypatch.setattr(tls, "certificateProblems", lambda obj, now=None: [])
+
+
+def test_reload_reports_a_certificate_spoiled_after_the_check(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A reload reads the certificate files twice: the loader checks them, the
+    service loads them.  A file that goes bad in between is a config error
+    (file, section, key) and the running configuration stays, as for any
+    other reload error; before, it was "internal error while applying".
+    """
+    from agwtx.config import loadConfig
+    from agwtx.service import GatewayService
+
+    cert, key = pki.inter.issue(["localhost"]).write(tmp_path, "live")
+    ini = tmp_path / "gw.ini"
+    ini.write_text(httpsIni(1, cert, key))
+    gw = GatewayService(loadConfig(ini), MemoryReactorClock(), serveAdmin=False)
+    running = gw.config
+    spoilAfterCheck(cert, monkeypatch)
+    assert gw.reload() == [f"{ini}: [sslCertificate:main] certificate: no PEM certificate found ({cert})"]
+    assert gw.config is running
+    assert gw.ctx.metrics.reloads.labels("failed")._value.get() == 1
+
+
+def test_startup_reports_a_certificate_spoiled_after_the_check(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same between twistd's option check and makeService: exit 1 with the error, no traceback."""
+    from agwtx import reactorpoll, tap
+
+    cert, key = pki.inter.issue(["localhost"]).write(tmp_path, "live")
+    ini = tmp_path / "gw.ini"
+    ini.write_text(httpsIni(1, cert, key))
+    options = tap.Options()
+    options.parseOptions(["--config", str(ini)])
+    spoilAfterCheck(cert, monkeypatch)
+    monkeypatch.setattr(
+        reactorpoll, "installLeanPoll", lambda reactor: None
+    )  # leave the test's reactor alone
+    with pytest.raises(SystemExit) as exit:
+        tap.makeService(options)
+    assert exit.value.code == 1
+    assert capsys.readouterr().err == (
+        "agw: configuration has 1 error(s):\n"
+        f"{ini}: [sslCertificate:main] certificate: no PEM certificate found ({cert})\n"
+    )
+
+
 def test_check_accepts_good_certificates(tmp_path: Path, pki: Pki) -> None:
     result = checkConfig(tmp_path, pki.cert("basic"), pki.key("basic"))
     assert result.returncode == 0, result.stderr
