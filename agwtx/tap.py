@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
@@ -60,10 +60,7 @@ class Options(usage.Options):
             self.gatewayConfig = loadConfig(self["config"])
             checkPlugins(self.gatewayConfig)
         except ConfigError as e:
-            # Not a UsageError: twistd would print the whole option help first
-            # and bury the errors.  Still at option-parse time, before daemonising.
-            sys.stderr.write(f"agw: configuration has {len(e.errors)} error(s):\n{e}\n")
-            raise SystemExit(1)
+            _configErrors(list(e.errors))  # at option-parse time, before daemonising
         if self["check"]:
             sys.stdout.write("configuration OK\n")
             for line in summarize(self.gatewayConfig):
@@ -75,7 +72,6 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    from agwtx.service import makeGatewayService
     from agwtx.workers import SECRET_ENV, WorkerSupervisor
 
     from agwtx.reactorpoll import installLeanPoll
@@ -87,21 +83,11 @@ def makeService(options: Options) -> IService:
     if worker:
         # A worker started by the first process: same ports, same affinity secret, no admin.
         secret = bytes.fromhex(os.environ.get(SECRET_ENV, "")) or None
-        gateway = _build(
-            options["config"],
-            makeGatewayService,
-            config,
-            reactor,
-            reusePort=True,
-            serveAdmin=False,
-            affinitySecret=secret,
-        )
+        gateway = _gatewayService(options, reactor, reusePort=True, serveAdmin=False, affinitySecret=secret)
         _reloadOnSighup(reactor, gateway)
         return gateway
     secret = config.gateway.affinitySecret or os.urandom(32)
-    gateway = _build(
-        options["config"], makeGatewayService, config, reactor, reusePort=count > 1, affinitySecret=secret
-    )
+    gateway = _gatewayService(options, reactor, reusePort=count > 1, affinitySecret=secret)
     top = MultiService()
     supervisor = None
     if count > 1:
@@ -122,20 +108,26 @@ def makeService(options: Options) -> IService:
     return top
 
 
-def _build(path: str, make: Any, *args: Any, **kw: Any) -> Any:
+def _gatewayService(options: Options, reactor: Any, **kw: Any) -> Any:
     """
-    C{make(*args, **kw)}, with a certificate file that changed for the worse
-    since L{Options.postOptions} checked it reported like any config error
-    (still before twistd daemonises) rather than as a traceback.
+    The gateway service of C{options}' config.  A certificate file that went
+    bad after L{Options.postOptions} checked it is reported like any config
+    error (still before twistd daemonises), not as a traceback.
     """
+    from agwtx.service import makeGatewayService
     from agwtx.tls import TlsError
 
     try:
-        return make(*args, **kw)
+        return makeGatewayService(options.gatewayConfig, reactor, **kw)
     except TlsError as e:
-        lines = e.lines(path)
-        sys.stderr.write(f"agw: configuration has {len(lines)} error(s):\n" + "\n".join(lines) + "\n")
-        raise SystemExit(1)
+        _configErrors(e.lines(options["config"]))
+
+
+def _configErrors(lines: list[str]) -> NoReturn:
+    # Not a UsageError: twistd would print the whole option help first and
+    # bury the errors.
+    sys.stderr.write(f"agw: configuration has {len(lines)} error(s):\n" + "".join(f"{x}\n" for x in lines))
+    raise SystemExit(1)
 
 
 def _reloadOnSighup(reactor: Any, gateway: Any, supervisor: Any = None) -> None:
