@@ -11,12 +11,14 @@ reached is a 502 and one that does not answer within C{requestTimeout} a
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable
 
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -131,6 +133,25 @@ def responseHeaders(headers: list[tuple[bytes, bytes]]) -> Headers:
     return out
 
 
+def _reasonPhrases() -> dict[int, bytes]:
+    phrases = {int(status): status.phrase.encode("ascii") for status in HTTPStatus}
+    phrases.update(RESPONSES)
+    return phrases
+
+
+_REASONS = _reasonPhrases()
+
+
+def reasonPhrase(code: int) -> bytes:
+    """
+    The reason phrase for C{code}. Twisted's table lacks some registered
+    codes (421, 426, 429, 431, 451, ...) and would write "Unknown Status";
+    those get the standard phrase, and an unregistered code gets an empty
+    one (RFC 9112 section 4 allows it).
+    """
+    return _REASONS.get(code, b"")
+
+
 def errorPage(
     request: "GatewayRequest", code: int, message: str, extra: Iterable[tuple[bytes, bytes]] = ()
 ) -> int:
@@ -146,7 +167,7 @@ def errorPage(
             transport.abortConnection()
         return NOT_DONE_YET
     body = f"{code} {message}\n".encode("utf-8")
-    request.setResponseCode(code)
+    request.setResponseCode(code, reasonPhrase(code))
     request.responseHeaders = Headers(
         {
             b"content-type": [b"text/plain; charset=utf-8"],
@@ -416,7 +437,7 @@ class _Exchange:
             return
         self.headSent = True
         self.lastActivity = self.ctx.reactor.seconds()
-        request.setResponseCode(status, reason or None)
+        request.setResponseCode(status, reason or reasonPhrase(status))
         out = responseHeaders(headers)
         if self.setAffinity or (self.target.settings.cookieBasedAffinity and self.pinned is not self.member):
             assert self.member is not None

@@ -181,6 +181,40 @@ def test_chunked_response_is_relayed(tmp_path: Path) -> None:
         backend.close()
 
 
+@pytest.mark.parametrize(
+    "backendLine, expected",
+    [
+        # The backend's own phrase is relayed as it is.
+        (b"HTTP/1.1 200 Fine Thanks", b"HTTP/1.1 200 Fine Thanks"),
+        # An empty phrase gets the standard one, also for codes Twisted's
+        # table lacks (it would write "Unknown Status").
+        (b"HTTP/1.1 429 ", b"HTTP/1.1 429 Too Many Requests"),
+        (b"HTTP/1.1 451", b"HTTP/1.1 451 Unavailable For Legal Reasons"),
+        (b"HTTP/1.1 404 ", b"HTTP/1.1 404 Not Found"),
+        # An unregistered code keeps an empty phrase (RFC 9112 allows it).
+        (b"HTTP/1.1 599 ", b"HTTP/1.1 599 "),
+    ],
+)
+def test_status_line_reason_phrase(tmp_path: Path, backendLine: bytes, expected: bytes) -> None:
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        conn.sendall(backendLine + b"\r\nContent-Length: 2\r\n\r\nok")
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.split(b"\r\n")[0] == expected
+        assert data.endswith(b"\r\n\r\nok")
+    finally:
+        gw.stop()
+        backend.close()
+
+
 def test_backend_down_is_502(tmp_path: Path) -> None:
     dead = freePort()  # nothing listens here
     port = freePort()
