@@ -46,6 +46,7 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+_NEVER_NAMED = frozenset({b"host"})
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 SAFE_RETRY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 INLINE_BODY = 64 * 1024
@@ -86,7 +87,11 @@ def forwardedRequestHeaders(
     when C{host} is given, and the X-Forwarded-* set.  A pure function so that
     the proxy and the WebSocket bridge forward exactly the same set.
     """
+    # Host is never hop-by-hop: a client that names it in Connection must not
+    # make the backend request lose it (HTTP/1.1 requires it).
     named = connectionTokens(raw.getRawHeaders(b"connection"))
+    if b"host" in named:
+        named = named - _NEVER_NAMED
     out: list[tuple[bytes, bytes]] = []
     xff: list[bytes] = []
     originalHost: bytes | None = None

@@ -123,6 +123,8 @@ class GatewayRequest(server.Request):
         self.uri = channel._path
         self.clientproto = channel._version
         self.path = self.uri.split(b"?", 1)[0]
+        if self.uri[:1] != b"/":
+            self._originForm()
         self._prepare()
         try:
             if self.site.startStreaming(self, length):
@@ -139,7 +141,41 @@ class GatewayRequest(server.Request):
         else:
             self.content.write(data)
 
+    def _originForm(self) -> None:
+        """
+        Accept the absolute-form of request target (C{GET http://host/path},
+        what clients send to a proxy), as RFC 9112 section 3.2.2 requires of
+        every server: its authority replaces any Host header and the target
+        becomes the path and query.  Anything else that is not a path (and an
+        authority that is empty or has user information) is left for
+        L{GatewaySite.resolve} to answer with 400.
+        """
+        uri = self.uri
+        scheme = uri[:8].lower()
+        if scheme.startswith(b"http://"):
+            start = 7
+        elif scheme.startswith(b"https://"):
+            start = 8
+        else:
+            return
+        end = len(uri)
+        for separator in (b"/", b"?"):
+            found = uri.find(separator, start)
+            if 0 <= found < end:
+                end = found
+        authority = uri[start:end]
+        if not authority or b"@" in authority:
+            return
+        target = uri[end:]
+        if not target.startswith(b"/"):
+            target = b"/" + target
+        self.uri = target
+        self.path = target.split(b"?", 1)[0]
+        self.requestHeaders.setRawHeaders(b"host", [authority])
+
     def process(self) -> None:
+        if self.uri[:1] != b"/":
+            self._originForm()
         self._prepare()
         site: GatewaySite = self.site
         self.prepath = []

@@ -107,6 +107,61 @@ def test_hop_by_hop_headers_removed_and_repeats_kept(gateway: tuple[int, Proc]) 
     assert [v for k, v in doc["headers"] if k.lower() == "x-multi"] == ["one", "two"]
 
 
+def rawExchange(port: int, raw: bytes) -> tuple[int, bytes]:
+    """Send C{raw} (which must ask for Connection: close); the status and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(raw)
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        return resp.status, resp.read()
+
+
+def test_host_named_in_connection_is_still_sent(gateway: tuple[int, Proc]) -> None:
+    port, _ = gateway
+    status, body = rawExchange(
+        port,
+        b"GET /headers HTTP/1.1\r\nHost: app.example\r\n"
+        b"Connection: close, Host, X-Secret\r\nX-Secret: drop-me\r\n\r\n",
+    )
+    assert status == 200
+    headers = json.loads(body)["headers"]
+    assert [v for k, v in headers if k.lower() == "host"] == ["app.example"]
+    assert "x-secret" not in [k.lower() for k, _ in headers]
+
+
+@pytest.mark.parametrize("method, body", [(b"GET", b""), (b"POST", b"hello")])
+def test_absolute_form_target_is_accepted(gateway: tuple[int, Proc], method: bytes, body: bytes) -> None:
+    # RFC 9112 section 3.2.2: the authority replaces the Host header, the
+    # backend gets the origin-form path and query.
+    port, _ = gateway
+    status, data = rawExchange(
+        port,
+        method + b" HTTP://app.example:8443/headers?a=1 HTTP/1.1\r\nHost: ignored.example\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+    )
+    assert status == 200, data
+    doc = json.loads(data)
+    assert doc["method"] == method.decode()
+    assert doc["uri"] == "/headers?a=1"
+    hosts = [v for k, v in doc["headers"] if k.lower() == "host"]
+    assert hosts == ["app.example:8443"]
+    # Without a path the target is "/"; a query alone keeps it.
+    status, data = rawExchange(port, b"GET http://app.example?x=2 HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert status == 200
+    assert data.startswith(b"Hello from")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"http:///headers", b"http://user@app.example/headers", b"ftp://app.example/headers"],
+)
+def test_bad_absolute_form_is_400(gateway: tuple[int, Proc], target: bytes) -> None:
+    port, _ = gateway
+    status, data = rawExchange(port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status == 400
+    assert b"request target" in data
+
+
 def test_host_override(tmp_path: Path, backends: list[int]) -> None:
     port = freePort()
     gw = startGateway(tmp_path, basicIni(port, backends[:1], settings="hostName = backend.internal"), port)

@@ -284,8 +284,18 @@ def test_path_map_uses_the_same_rule_for_every_path(sites: dict[str, GatewaySite
     assert (request.agwListener, request.agwRule) == ("siteA", "rA")
 
 
-def test_non_path_request_target_is_400(sites: dict[str, GatewaySite]) -> None:
-    assert decide(sites["fp1"], FakeRequest(uri=b"http://evil.example/")) == "400"
+@pytest.mark.parametrize(
+    "uri",
+    [
+        b"ftp://evil.example/",  # an absolute-form the gateway does not take
+        b"evil.example:443",  # authority-form (CONNECT's)
+        b"*",  # asterisk-form with GET
+        b"images/x",
+    ],
+)
+def test_non_path_request_target_is_400(sites: dict[str, GatewaySite], uri: bytes) -> None:
+    # http(s) absolute-form becomes a path before routing (test_proxy.py).
+    assert decide(sites["fp1"], FakeRequest(uri=uri)) == "400"
 
 
 def _linearRoute(router: Any, host: str) -> Any:
