@@ -41,6 +41,9 @@ class _NoBody:
 
 _NO_BODY = _NoBody()
 
+MAX_CONTENT_LENGTH = 2**63 - 1
+"""The largest request Content-Length taken (a signed 64-bit length)."""
+
 
 class GatewayRequest(server.Request):
     """A request on a gateway listener; carries what the access log reports."""
@@ -201,6 +204,19 @@ class GatewayChannel(http.HTTPChannel):
     _peer: Any = None
     _local: Any = None
     _idleCall: Any = None
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        # A Content-Length past 2**63 - 1 is refused with 400, as nginx does:
+        # the gateway forwards the length it was given, and a backend that
+        # parses it into 64 bits would wrap it and read the body as requests.
+        if (
+            header == b"Content-Length"
+            and len(data) > 18
+            and data.isdigit()
+            and int(data) > MAX_CONTENT_LENGTH
+        ):
+            return bool(self._failChooseTransferDecoder())
+        return bool(super()._maybeChooseTransferDecoder(header, data))
 
     # TimeoutMixin's API with the same behaviour, cheaper per request:
     # twisted.web suspends the idle timeout while each request is handled

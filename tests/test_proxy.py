@@ -489,6 +489,40 @@ def test_bad_requests_get_400(gateway: tuple[int, Proc]) -> None:
     assert get(port)[0] == 200
 
 
+def test_content_length_past_64_bits_is_400_and_not_forwarded(tmp_path: Path) -> None:
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        for length in (
+            b"9223372036854775808",
+            b"99999999999999999999999",
+            b"0" * 30 + b"99999999999999999999",
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\nabc")
+                data = b""
+                while chunk := s.recv(4096):  # the gateway closes after the 400
+                    data += chunk
+            assert data.startswith(b"HTTP/1.1 400"), (length, data[:100])
+        assert backend.requests == 0
+        # A leading-zero length that fits is taken.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0000000000000000000003\r\n\r\nabc"
+            )
+            resp = http.client.HTTPResponse(s)
+            resp.begin()
+            assert (resp.status, resp.read()) == (200, b"ok")
+        assert backend.requests == 1
+    finally:
+        gw.stop()
+        backend.close()
+
+
 def test_curl_keepalive_reuses_connection(gateway: tuple[int, Proc]) -> None:
     port, _ = gateway
     out = subprocess.run(
