@@ -838,7 +838,14 @@ _KINDS = (
 _KIND_BY_LOWER = {kind.lower(): kind for kind in _KINDS}
 
 _KEYS: Mapping[str, tuple[str, ...]] = {
-    "gateway": ("accessLog", "admin", "affinitySecret", "workers", "shutdownGracePeriod"),
+    "gateway": (
+        "accessLog",
+        "admin",
+        "affinitySecret",
+        "workers",
+        "shutdownGracePeriod",
+        "requestHeaderTimeout",
+    ),
     "frontendPort": ("port", "interface", "endpoint"),
     "sslCertificate": ("certificate", "privateKey", "password"),
     "trustedRootCertificate": ("certificate",),
@@ -1157,6 +1164,7 @@ class _Loader:
                 affinitySecret=sec.get("affinitySecret", _parseSecret),
                 workers=sec.get("workers", _parseWorkers),
                 shutdownGracePeriod=sec.get("shutdownGracePeriod", lambda t: parseDuration(t, 0, 3600)),
+                requestHeaderTimeout=sec.get("requestHeaderTimeout", lambda t: parseDuration(t, 1, 3600)),
             )
         )
 

@@ -55,6 +55,8 @@ class GatewaySettings:
     """HMAC key for affinity cookies; None means generated per process."""
     workers: int = 1
     shutdownGracePeriod: float = 30.0
+    requestHeaderTimeout: float = 60.0
+    """Seconds a client has from the first byte of a request head to its end (then 408)."""
     accessLog: str = "-"
     """Where access-log lines go: C{-} (standard output), an absolute path,
     C{log} (the twistd log, formatted by it: slower) or C{off}."""

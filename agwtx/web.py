@@ -44,6 +44,18 @@ _NO_BODY = _NoBody()
 MAX_CONTENT_LENGTH = 2**63 - 1
 """The largest request Content-Length taken (a signed 64-bit length)."""
 
+HEADER_TIMEOUT = 60.0
+"""Default C{[gateway] requestHeaderTimeout}: seconds from the first byte of a
+request head to its blank line (nginx's client_header_timeout default)."""
+
+_408 = b"Request Timeout: the request head was not received in time\n"
+_408_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n\r\n%s" % (len(_408), _408)
+)
+
 
 class GatewayRequest(server.Request):
     """A request on a gateway listener; carries what the access log reports."""
@@ -204,6 +216,42 @@ class GatewayChannel(http.HTTPChannel):
     _peer: Any = None
     _local: Any = None
     _idleCall: Any = None
+    _headCall: Any = None
+
+    # A deadline for the request head, against clients that send it a byte at
+    # a time (the idle timer restarts on every byte, so alone it never fires).
+    # It is armed only when a read leaves a head begun but unfinished, which
+    # a request arriving whole never does, and it ends at the blank line.
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if (
+            not self._handlingRequest
+            and self.line_mode
+            and self._headCall is None
+            and (self._buffer or not self._HTTPChannel__first_line)  # type: ignore[attr-defined]
+            and self.transport is not None
+            and not self.transport.disconnecting
+        ):
+            self._headCall = self.callLater(self.site.headerTimeout, self._headTimedOut)
+
+    def allHeadersReceived(self) -> None:
+        call, self._headCall = self._headCall, None
+        if call is not None and call.active():
+            call.cancel()
+        super().allHeadersReceived()
+
+    def _headTimedOut(self) -> None:
+        self._headCall = None
+        if self._handlingRequest or not self.line_mode:
+            return
+        log.info(
+            "Request head from {peer} not received within {seconds} s: 408",
+            peer=str(self.getPeer()),
+            seconds=self.site.headerTimeout,
+        )
+        self.transport.write(_408_RESPONSE)  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
     def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
         # A Content-Length past 2**63 - 1 is refused with 400, as nginx does:
@@ -249,9 +297,11 @@ class GatewayChannel(http.HTTPChannel):
             self.timeoutConnection()
 
     def connectionLost(self, reason: Any) -> None:
-        call, self._idleCall = self._idleCall, None
-        if call is not None and call.active():
-            call.cancel()
+        for name in ("_idleCall", "_headCall"):
+            call = getattr(self, name)
+            setattr(self, name, None)
+            if call is not None and call.active():
+                call.cancel()
         super().connectionLost(reason)
 
     def getPeer(self) -> Any:
@@ -300,6 +350,12 @@ class GatewaySite(server.Site):
         # own selection on that context, which answers an h2-only client with
         # an internal_error alert instead of no protocol.
         return []
+
+    @property
+    def headerTimeout(self) -> float:
+        """C{[gateway] requestHeaderTimeout} of the configuration in force."""
+        config = getattr(self.ctx, "config", None)
+        return config.gateway.requestHeaderTimeout if config is not None else HEADER_TIMEOUT
 
     def resolve(self, request: GatewayRequest) -> tuple[Any, int, str]:
         """(target, 0, "") for a routable request, else (None, status, message)."""

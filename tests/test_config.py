@@ -791,6 +791,11 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         "[gateway]\nshutdownGracePeriod = 2h\n",
         ["@2: [gateway] shutdownGracePeriod: expected 0..3600 seconds, got 2h"],
     ),
+    (
+        "requestHeaderTimeout",
+        "[gateway]\nrequestHeaderTimeout = 0\n",
+        ["@2: [gateway] requestHeaderTimeout: expected 1..3600 seconds, got 0"],
+    ),
     # --- [frontendPort]
     (
         "port range",
@@ -1871,6 +1876,7 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         affinitySecret = 0123456789abcdef
         workers = auto
         shutdownGracePeriod = 2m
+        requestHeaderTimeout = 15s
 
         [frontendPort:web]
         port = 8080
@@ -1997,6 +2003,7 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert gateway.affinitySecret == b"0123456789abcdef"
     assert gateway.workers == 6
     assert gateway.shutdownGracePeriod == 120.0
+    assert gateway.requestHeaderTimeout == 15.0
 
     assert {n: (p.endpoint, p.port) for n, p in config.frontendPorts.items()} == {
         "web": ("tcp:8080:interface=\\:\\:1", 8080),

@@ -280,3 +280,44 @@ def test_admin_post_reload(tmp_path: Path) -> None:
         gw.stop()
         a.stop()
         b.stop()
+
+
+def test_slow_request_head_gets_408_from_the_real_gateway(tmp_path: Path) -> None:
+    """
+    A client that sends its head a few bytes at a time is answered 408 and
+    closed at C{requestHeaderTimeout} (1 s here), long before the 60 s idle
+    timeout; a keep-alive connection idle longer than that is not, and a
+    head finished in time is proxied.
+    """
+    b, pb = startBackend(tmp_path, "A")
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [pb], gateway="requestHeaderTimeout = 1"), port)
+    try:
+        # idle keep-alive: the deadline counts from a head's first byte only
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            time.sleep(1.5)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+        # a head trickled for longer than the deadline: 408 (the 60 s idle
+        # timer, restarted by every byte, would close without an answer)
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            received = b""
+            for _ in range(100):  # at most 20 s of trickling
+                try:
+                    s.sendall(b"X")
+                    time.sleep(0.2)
+                    chunk = s.recv(4096, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue
+                except OSError:  # reset: the gateway closed before this byte
+                    break
+                received += chunk
+                if not chunk:
+                    break
+            assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), received
+        assert get(port)[0] == 200
+        assert gw.proc.poll() is None
+    finally:
+        gw.stop()
+        b.stop()

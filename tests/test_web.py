@@ -1,7 +1,8 @@
 """
-The listener channel's client idle timeout (agwtx.web.GatewayChannel keeps
-TimeoutMixin's behaviour with one DelayedCall per connection).  A controlled
-clock: the timeout is 60 s.
+The listener channel's client timeouts, on a controlled clock: the idle
+timeout (agwtx.web.GatewayChannel keeps TimeoutMixin's behaviour with one
+DelayedCall per connection; 60 s) and the request-head deadline
+(C{[gateway] requestHeaderTimeout}, 60 s by default).
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ class HeldRequest(server.Request):
         HeldRequest.held.append(self)
 
 
-def channel() -> tuple[Clock, GatewayChannel, StringTransport]:
+def channel(headerTimeout: float | None = None) -> tuple[Clock, GatewayChannel, StringTransport]:
     clock = Clock()
-    site = GatewaySite(SimpleNamespace(accessLog=lambda request: None), None, 8080, timeout=IDLE)  # type: ignore[arg-type]
+    ctx = SimpleNamespace(accessLog=lambda request: None)
+    if headerTimeout is not None:
+        ctx.config = SimpleNamespace(gateway=SimpleNamespace(requestHeaderTimeout=headerTimeout))
+    site = GatewaySite(ctx, None, 8080, timeout=IDLE)  # type: ignore[arg-type]
     site.reactor = clock
     site.requestFactory = HeldRequest
     proto = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
@@ -91,6 +95,76 @@ def test_many_requests_reuse_one_timer_per_connection() -> None:
 
 def test_closed_connection_cancels_its_timer() -> None:
     clock, proto, transport = channel()
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
+
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert clock.getDelayedCalls() == []
+
+
+HEAD_PIECES = [
+    b"GET / HTTP/1.1\r\n",
+    b"Host: a\r\n",
+    b"X-A: 1\r\n",
+    b"X-B: 2\r\n",
+    b"X-C: 3\r\n",
+    b"X-D: 4\r\n",
+]
+
+
+def test_a_head_sent_slowly_gets_408_at_the_deadline_though_bytes_keep_coming() -> None:
+    HeldRequest.held.clear()
+    clock, proto, transport = channel()
+    clock.advance(30)  # idle before the head: not counted
+    proto.dataReceived(HEAD_PIECES[0])
+    for piece in HEAD_PIECES[1:]:  # a piece every 10 s: the idle timer alone never fires
+        clock.advance(10)
+        proto.dataReceived(piece)
+    clock.advance(9)
+    assert not transport.disconnecting  # 59 s after the first byte
+    proto.dataReceived(b"X-E: 5\r\n")
+    clock.advance(2)
+    assert transport.disconnecting
+    assert transport.value().startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"Connection: close\r\n" in transport.value()
+    assert HeldRequest.held == []
+
+
+def test_the_head_deadline_is_the_configured_one_and_ends_with_the_head() -> None:
+    HeldRequest.held.clear()
+    clock, proto, transport = channel(headerTimeout=5)
+    proto.dataReceived(HEAD_PIECES[0])
+    clock.advance(4)
+    proto.dataReceived(b"Host: a\r\n\r\n")  # the head ends in time
+    assert len(HeldRequest.held) == 1
+    clock.advance(30)  # a slow response is not the client's head
+    assert not transport.disconnecting
+    request = HeldRequest.held.pop()
+    request.setHeader(b"content-length", b"0")
+    request.finish()
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+    # the next request's head starts its own deadline
+    proto.dataReceived(HEAD_PIECES[0])
+    clock.advance(4)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.disconnecting
+    assert b"HTTP/1.1 408 Request Timeout\r\n" in transport.value()
+
+
+def test_a_request_arriving_whole_arms_no_head_deadline() -> None:
+    HeldRequest.held.clear()
+    clock, proto, transport = channel()
+    [idle] = clock.getDelayedCalls()
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(HeldRequest.held) == 1
+    assert clock.getDelayedCalls() == [idle]
+
+
+def test_closing_mid_head_cancels_the_head_deadline() -> None:
+    clock, proto, transport = channel()
+    proto.dataReceived(b"GET / HT")
+    assert len([c for c in clock.getDelayedCalls() if c.active()]) == 2
     from twisted.internet.error import ConnectionDone
     from twisted.python.failure import Failure
 
