@@ -48,6 +48,7 @@ __all__ = [
     "normalizePath",
     "pathMatcher",
     "requestHost",
+    "validHost",
 ]
 
 log = Logger(namespace="agw.routing")
@@ -59,6 +60,27 @@ ACCESS_FORMAT = (
 
 
 # -- pure helpers ---------------------------------------------------------
+
+
+# RFC 3986 section 3.2.2 and 3.2.3: a reg-name (unreserved, sub-delims and
+# %-escapes) or a bracketed IPv6 literal, then an optional port of digits.
+_HOST_SYNTAX = re.compile(rb"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{0,5}))?\Z")
+
+
+def validHost(host: bytes) -> bool:
+    """
+    Whether a Host header value is a syntactically valid authority.  Empty
+    is allowed (RFC 9110 section 7.2: a target without an authority).  Like
+    nginx, a name that starts with a dot or holds two dots together is
+    refused, and so is a port past 65535.
+    """
+    if not host:
+        return True
+    m = _HOST_SYNTAX.match(host)
+    if m is None or host[:1] == b"." or b".." in host:
+        return False
+    port = m.group(1)
+    return not port or int(port) <= 65535
 
 
 def requestHost(host: bytes | None) -> str:

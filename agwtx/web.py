@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from agwtx.routing import PortRouter, requestHost
+from agwtx.routing import PortRouter, requestHost, validHost
 
 if TYPE_CHECKING:
     from agwtx.routing import GatewayContext
@@ -364,6 +364,8 @@ class GatewaySite(server.Site):
             return None, 400, "Bad Request: missing Host header"
         if hosts is not None and len(hosts) > 1:
             return None, 400, "Bad Request: more than one Host header"
+        if hosts and not validHost(hosts[0]):
+            return None, 400, "Bad Request: invalid Host header"
         if not request.uri.startswith(b"/") and not (request.uri == b"*" and request.method == b"OPTIONS"):
             return None, 400, "Bad Request: the request target must be a path"
         route = self.router.route(requestHost(hosts[0] if hosts else None))

@@ -478,6 +478,10 @@ def test_bad_requests_get_400(gateway: tuple[int, Proc]) -> None:
     for raw in (
         b"GET / HTTP/1.1\r\n\r\n",  # no Host
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n",  # invalid Host values
+        b"GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: ../etc\r\n\r\n",
         b"BLAH\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
     ):

@@ -232,6 +232,11 @@ HOST_TABLE = [
     ("fp1", b"unknown.org", "default"),  # basic listener last, despite priority 10
     ("fp1", b"[::1]:80", "default"),
     ("fp1", None, "400"),  # HTTP/1.1 without Host
+    ("fp1", b"", "default"),  # empty Host: no authority, the basic listener
+    ("fp1", b"\xff\xfe", "400"),  # not an authority
+    ("fp1", b"www.contoso.com/x", "400"),
+    ("fp1", b"www.contoso.com:99999", "400"),  # port past 65535
+    ("fp1", b"[::1", "400"),  # unclosed IPv6 literal
     ("fp2", b"app.example.com", "app"),  # exact before wildcard without priorities
     ("fp2", b"APP.example.com", "app"),
     ("fp2", b"x.example.com", "wild2"),
@@ -243,6 +248,38 @@ HOST_TABLE = [
 @pytest.mark.parametrize("port,host,expected", HOST_TABLE)
 def test_host_routing(sites: dict[str, GatewaySite], port: str, host: bytes | None, expected: str) -> None:
     assert decide(sites[port], FakeRequest(host=host, uri=b"/")) == expected
+
+
+@pytest.mark.parametrize(
+    "host,valid",
+    [
+        (b"", True),
+        (b"app.example", True),
+        (b"app.example:8080", True),
+        (b"app.example:", True),  # RFC 3986: port = *DIGIT
+        (b"app.example:65535", True),
+        (b"xn--bcher-kva.example", True),
+        (b"under_score.example", True),
+        (b"127.0.0.1:80", True),
+        (b"[::1]", True),
+        (b"[2001:db8::1]:443", True),
+        (b"app.example:65536", False),
+        (b"app.example:8x", False),
+        (b"app.example:123456", False),
+        (b"app example", False),
+        (b"user@app.example", False),
+        (b"app.example/path", False),
+        (b".app.example", False),
+        (b"app..example", False),
+        (b"[::1", False),
+        (b"[::1]x", False),
+        (b"\xc3\xa9.example", False),  # raw UTF-8: IDNs arrive as xn-- labels
+    ],
+)
+def test_valid_host(host: bytes, valid: bool) -> None:
+    from agwtx.routing import validHost
+
+    assert validHost(host) is valid
 
 
 PATH_TABLE = [
@@ -343,7 +380,7 @@ def test_host_index_agrees_with_trying_each_listener_in_order() -> None:
         assert router.route(host) is _linearRoute(router, host), host
     for port, r in buildRouters(routingConfig(), {}).items():
         for _, rawHost, _ in HOST_TABLE:
-            h = (rawHost or b"").decode()
+            h = (rawHost or b"").decode("latin-1")
             assert r.route(h) is _linearRoute(r, h), (port, h)
 
 
