@@ -48,12 +48,35 @@ HEADER_TIMEOUT = 60.0
 """Default C{[gateway] requestHeaderTimeout}: seconds from the first byte of a
 request head to its blank line (nginx's client_header_timeout default)."""
 
-_408 = b"Request Timeout: the request head was not received in time\n"
-_408_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: %d\r\n"
-    b"Connection: close\r\n\r\n%s" % (len(_408), _408)
+LINGER_TIMEOUT = 5.0
+"""Seconds a connection refused in its request head stays open, reading and
+discarding what the client still sends, after the answer (nginx's
+lingering_timeout): closing at once with unread input would reset the
+connection, and the client could lose the answer."""
+
+LINGER_BYTES = 1 << 20
+"""At most this much is read and discarded after such an answer."""
+
+
+def _canned(status: int, phrase: bytes, text: bytes) -> bytes:
+    """A complete response that closes the connection, for a request that cannot be read."""
+    body = b"%d %s: %s\n" % (status, phrase, text)
+    return (
+        b"HTTP/1.1 %d %s\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (status, phrase, len(body), body)
+    )
+
+
+_400_RESPONSE = _canned(400, b"Bad Request", b"the request could not be parsed")
+_400_LF_RESPONSE = _canned(400, b"Bad Request", b"request head lines must end with CRLF")
+_408_RESPONSE = _canned(408, b"Request Timeout", b"the request head was not received in time")
+_414_RESPONSE = _canned(414, b"URI Too Long", b"the request line is longer than 16384 bytes")
+_431_RESPONSE = _canned(
+    431,
+    b"Request Header Fields Too Large",
+    b"the request head is over 16384 bytes or 500 header fields",
 )
 
 
@@ -217,6 +240,8 @@ class GatewayChannel(http.HTTPChannel):
     _local: Any = None
     _idleCall: Any = None
     _headCall: Any = None
+    _lingerCall: Any = None
+    _lingerBytes = 0
 
     # A deadline for the request head, against clients that send it a byte at
     # a time (the idle timer restarts on every byte, so alone it never fires).
@@ -225,10 +250,17 @@ class GatewayChannel(http.HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
+        if not self._handlingRequest and self.line_mode and b"\n" in self._buffer:
+            # A bare LF in a head line (the parser splits at CRLF only, so the
+            # line would wait for the deadline): refused at once (RFC 9112
+            # section 2.2 lets a server take or refuse it; nginx takes it).
+            self._refuse(_400_LF_RESPONSE)
+            return
         if (
             not self._handlingRequest
             and self.line_mode
             and self._headCall is None
+            and self._lingerCall is None
             and (self._buffer or not self._HTTPChannel__first_line)  # type: ignore[attr-defined]
             and self.transport is not None
             and not self.transport.disconnecting
@@ -250,8 +282,62 @@ class GatewayChannel(http.HTTPChannel):
             peer=str(self.getPeer()),
             seconds=self.site.headerTimeout,
         )
-        self.transport.write(_408_RESPONSE)  # type: ignore[union-attr]
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self._refuse(_408_RESPONSE)
+
+    # Requests refused while their head is read get a complete answer (414 for
+    # a request line over MAX_LENGTH, 431 for a head over the line, size or
+    # field-count limits, 400 for the rest), then the connection is closed the
+    # way nginx does it: the write side first where the transport can (TCP),
+    # then whatever the client is still sending is read and dropped until it
+    # closes, LINGER_BYTES or LINGER_TIMEOUT.  twisted.web closes at once,
+    # which loses the answer when input is left unread (the kernel resets the
+    # connection) and says nothing at all for an over-long line.
+    # A malformed body (raw mode: the request may already be streaming to a
+    # backend) keeps twisted.web's immediate close.
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if b"\n" in line.partition(b"\r\n")[0]:  # not one long line: bare LFs
+            self._refuse(_400_LF_RESPONSE)
+        elif self._HTTPChannel__first_line:  # type: ignore[attr-defined]
+            self._refuse(_414_RESPONSE)
+        else:
+            self._refuse(_431_RESPONSE)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        if not self.line_mode or self._handlingRequest:
+            super()._respondToBadRequestAndDisconnect()
+            return
+        tooLarge = (
+            self._receivedHeaderSize > self.totalHeadersSize or self._receivedHeaderCount > self.maxHeaders
+        )
+        self._refuse(_431_RESPONSE if tooLarge else _400_RESPONSE)
+
+    def _refuse(self, response: bytes) -> None:
+        transport = self.transport
+        if self._lingerCall is not None or transport is None or transport.disconnecting:
+            return
+        call, self._headCall = self._headCall, None
+        if call is not None and call.active():
+            call.cancel()
+        # The parser reads nothing more: instance attributes shadow its methods,
+        # including for the rest of the read being parsed now.
+        self.dataReceived = self.rawDataReceived = self._discard  # type: ignore[method-assign]
+        self.lineReceived = self._discard  # type: ignore[method-assign]
+        self._lingerCall = self.callLater(LINGER_TIMEOUT, self._lingerEnd)
+        transport.write(response)
+        # A TCP socket's own method only: TLS (a protocol wrapper) would hand
+        # the call through to the TCP socket under it and cut the TLS stream.
+        if hasattr(type(transport), "loseWriteConnection"):
+            transport.loseWriteConnection()
+
+    def _discard(self, data: bytes) -> None:
+        self._lingerBytes += len(data)
+        if self._lingerBytes > LINGER_BYTES:
+            self._lingerEnd()
+
+    def _lingerEnd(self) -> None:
+        # _lingerCall stays set: it marks the connection as refused.
+        self.loseConnection()
 
     def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
         # A Content-Length past 2**63 - 1 is refused with 400, as nginx does:
@@ -297,7 +383,7 @@ class GatewayChannel(http.HTTPChannel):
             self.timeoutConnection()
 
     def connectionLost(self, reason: Any) -> None:
-        for name in ("_idleCall", "_headCall"):
+        for name in ("_idleCall", "_headCall", "_lingerCall"):
             call = getattr(self, name)
             setattr(self, name, None)
             if call is not None and call.active():

@@ -382,6 +382,20 @@ def test_https_get_through_an_https_listener(gw: Gw, pki: Pki) -> None:
     assert sent["host"] == f"localhost:{gw.main}"
 
 
+def test_an_over_long_request_line_over_tls_is_414(gw: Gw, pki: Pki) -> None:
+    # TLS has no write-side shutdown here: the answer is complete (Content-Length,
+    # Connection: close) and the gateway reads and drops the rest until the
+    # client closes.
+    with tlsConnect(gw.main, "localhost", clientContext(pki)) as s:
+        s.sendall(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        resp = http.client.HTTPResponse(s)  # type: ignore[arg-type]
+        resp.begin()
+        assert resp.status == 414
+        assert resp.getheader("Connection") == "close"
+        assert resp.read().startswith(b"414 URI Too Long")
+    assert httpsGet(gw.main, "/headers", "localhost", clientContext(pki))[0] == 200
+
+
 def test_full_chain_is_sent_and_ip_address_verifies(gw: Gw, pki: Pki) -> None:
     # The client trusts only the root: the intermediate must come from the server.
     # Connecting to 127.0.0.1 sends no SNI and checks the IP address SAN.

@@ -2,7 +2,8 @@
 The listener channel's client timeouts, on a controlled clock: the idle
 timeout (agwtx.web.GatewayChannel keeps TimeoutMixin's behaviour with one
 DelayedCall per connection; 60 s) and the request-head deadline
-(C{[gateway] requestHeaderTimeout}, 60 s by default).
+(C{[gateway] requestHeaderTimeout}, 60 s by default); and the answer to a
+head that cannot be read (400, 408, 414, 431), followed by a lingering close.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web import server
 
-from agwtx.web import GatewayChannel, GatewaySite
+from agwtx.web import LINGER_BYTES, LINGER_TIMEOUT, GatewayChannel, GatewaySite
 
 IDLE = 60.0
 
@@ -49,6 +50,25 @@ def closesAfter(clock: Clock, transport: StringTransport, seconds: float) -> Non
     assert not transport.disconnecting
     clock.advance(2)
     assert transport.disconnecting
+
+
+def refusedWith(clock: Clock, proto: GatewayChannel, transport: StringTransport, status: bytes) -> None:
+    """
+    The connection got one complete C{status} answer and reads nothing more:
+    what the client still sends is dropped, and it closes LINGER_TIMEOUT
+    after the answer.
+    """
+    answer = transport.value()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status + b" "), answer
+    assert b"\r\nConnection: close" in head
+    assert b"\r\nContent-Length: %d" % len(body) in head
+    assert body.startswith(status + b" ")
+    assert not transport.disconnecting
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # never parsed
+    assert transport.value() == answer
+    assert HeldRequest.held == []
+    closesAfter(clock, transport, LINGER_TIMEOUT)
 
 
 def test_idle_connection_is_closed_after_the_timeout() -> None:
@@ -124,10 +144,8 @@ def test_a_head_sent_slowly_gets_408_at_the_deadline_though_bytes_keep_coming() 
     assert not transport.disconnecting  # 59 s after the first byte
     proto.dataReceived(b"X-E: 5\r\n")
     clock.advance(2)
-    assert transport.disconnecting
     assert transport.value().startswith(b"HTTP/1.1 408 Request Timeout\r\n")
-    assert b"Connection: close\r\n" in transport.value()
-    assert HeldRequest.held == []
+    refusedWith(clock, proto, transport, b"408")
 
 
 def test_the_head_deadline_is_the_configured_one_and_ends_with_the_head() -> None:
@@ -146,10 +164,10 @@ def test_the_head_deadline_is_the_configured_one_and_ends_with_the_head() -> Non
     # the next request's head starts its own deadline
     proto.dataReceived(HEAD_PIECES[0])
     clock.advance(4)
-    assert not transport.disconnecting
+    assert transport.value().endswith(b"\r\n\r\n")  # only the 200 so far
     clock.advance(2)
-    assert transport.disconnecting
     assert b"HTTP/1.1 408 Request Timeout\r\n" in transport.value()
+    closesAfter(clock, transport, LINGER_TIMEOUT)
 
 
 def test_a_request_arriving_whole_arms_no_head_deadline() -> None:
@@ -170,3 +188,88 @@ def test_closing_mid_head_cancels_the_head_deadline() -> None:
 
     proto.connectionLost(Failure(ConnectionDone()))
     assert clock.getDelayedCalls() == []
+
+
+def test_a_request_line_over_the_line_limit_is_414() -> None:
+    HeldRequest.held.clear()
+    clock, proto, transport = channel()
+    proto.dataReceived(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    refusedWith(clock, proto, transport, b"414")
+
+
+def test_a_long_request_line_sent_slowly_is_414_too() -> None:
+    HeldRequest.held.clear()
+    clock, proto, transport = channel()
+    for _ in range(20):  # 20 KB and still no line end
+        proto.dataReceived(b"GET /" + b"a" * 1000)
+    refusedWith(clock, proto, transport, b"414")
+
+
+def test_a_header_line_over_the_line_limit_is_431() -> None:
+    HeldRequest.held.clear()
+    clock, proto, transport = channel()
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nCookie: " + b"c" * 20000 + b"\r\n\r\n")
+    refusedWith(clock, proto, transport, b"431")
+
+
+def test_a_head_over_the_size_or_field_limit_is_431() -> None:
+    for extra in (
+        b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(20)),  # 20 KB in short lines
+        b"".join(b"X-%d: 1\r\n" % i for i in range(501)),  # 501 fields in 4.5 KB
+    ):
+        HeldRequest.held.clear()
+        clock, proto, transport = channel()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n" + extra + b"\r\n")
+        refusedWith(clock, proto, transport, b"431")
+
+
+def test_a_malformed_head_is_400_with_a_body() -> None:
+    for raw in (
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\nhello",  # space before colon
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ):
+        HeldRequest.held.clear()
+        clock, proto, transport = channel()
+        proto.dataReceived(raw)
+        refusedWith(clock, proto, transport, b"400")
+
+
+def test_a_bare_lf_head_is_400_at_once_not_at_the_deadline() -> None:
+    HeldRequest.held.clear()
+    clock, proto, transport = channel()
+    proto.dataReceived(b"GET / HTTP/1.1\nHost: a\n\n")
+    assert b"must end with CRLF" in transport.value()
+    refusedWith(clock, proto, transport, b"400")
+
+
+def test_a_cr_and_lf_split_across_reads_is_still_crlf() -> None:
+    HeldRequest.held.clear()
+    clock, proto, transport = channel()
+    proto.dataReceived(b"GET / HTTP/1.1\r")
+    proto.dataReceived(b"\nHost: a\r")
+    proto.dataReceived(b"\n\r\n")
+    assert len(HeldRequest.held) == 1
+    assert transport.value() == b""
+
+
+def test_lingering_ends_early_after_too_much_input() -> None:
+    HeldRequest.held.clear()
+    clock, proto, transport = channel()
+    proto.dataReceived(b"GET /" + b"a" * 20000)
+    assert transport.value().startswith(b"HTTP/1.1 414 ")
+    for _ in range(LINGER_BYTES // 65536):
+        proto.dataReceived(b"x" * 65536)
+    assert not transport.disconnecting
+    proto.dataReceived(b"x")
+    assert transport.disconnecting
+
+
+def test_a_malformed_body_still_closes_at_once() -> None:
+    # The request may be streaming to a backend by then: twisted.web's
+    # immediate close, which also tells the request it is gone.
+    HeldRequest.held.clear()
+    clock, proto, transport = channel()
+    proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 400 ")
+    assert transport.disconnecting
