@@ -18,6 +18,7 @@ backend socket's own producer interface.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Protocol as TypingProtocol
 
 from twisted.internet import error as ierror
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 MAX_HEAD_SIZE = 64 * 1024
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A header field name (RFC 9110 section 5.6.2)."""
 NO_BODY_STATUS = frozenset((204, 304))
 
 
@@ -225,6 +228,13 @@ class UpstreamConnection(Protocol):
                 continue
             break
         self.buffer = b""
+        # NUL, or a CR or LF that is not a line end (RFC 9110 section 5.5):
+        # relayed, they would corrupt or split the response to the client.
+        head = buf[:end]
+        ends = len(lines) - 1
+        if b"\x00" in head or head.count(b"\r") != ends or head.count(b"\n") != ends:
+            self._fail("NUL, CR or LF inside the response head")
+            return
         reason = statusLine[2] if len(statusLine) > 2 else b""
         headers: list[tuple[bytes, bytes]] = []
         length = -1
@@ -232,27 +242,24 @@ class UpstreamConnection(Protocol):
         keepAlive = statusLine[0] == b"HTTP/1.1"
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
-            if not sep or not name or name[-1:] in (b" ", b"\t"):
+            if not sep or _TOKEN.fullmatch(name) is None:
                 self._fail("malformed header line")
                 return
             value = value.strip(b" \t")
             lname = name.lower()
             if lname == b"content-length":
-                try:
-                    newLength = int(value)
-                except ValueError:
+                # Digits only: int() would also take "+5", " 5" and "1_0".
+                if not value.isdigit() or (length >= 0 and int(value) != length):
                     self._fail("bad Content-Length")
                     return
-                if newLength < 0 or (length >= 0 and newLength != length):
-                    self._fail("bad Content-Length")
-                    return
-                length = newLength
+                length = int(value)
             elif lname == b"transfer-encoding":
-                if value.lower().endswith(b"chunked"):
-                    chunked = True
-                else:
+                # Only "chunked", once: another coding would reach the client
+                # still encoded with nothing saying so.
+                if chunked or value.lower() != b"chunked":
                     self._fail("unsupported Transfer-Encoding")
                     return
+                chunked = True
             elif lname == b"connection":
                 tokens = value.lower()
                 if b"close" in tokens:
@@ -260,6 +267,11 @@ class UpstreamConnection(Protocol):
                 elif b"keep-alive" in tokens:
                     keepAlive = True
             headers.append((name, value))
+        if chunked and length >= 0:
+            # RFC 9112 section 6.3: "ought to be handled as an error" (a
+            # smuggling or splitting attempt); relaying either length is wrong.
+            self._fail("both Content-Length and Transfer-Encoding")
+            return
         self.keepAlive = keepAlive
         handler = self.handler
         if handler is None:

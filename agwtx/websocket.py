@@ -328,7 +328,9 @@ def _returnedHeaders(head: bytes) -> Headers:
     pairs: list[tuple[bytes, bytes]] = []
     for line in head.split(b"\r\n")[1:]:
         name, sep, value = line.partition(b":")
-        if sep and name and name[-1:] not in (b" ", b"\t"):
+        # A malformed field (name not a token; NUL, CR or LF in the value) is
+        # not passed on: it could corrupt or split the 101 to the client.
+        if sep and _isToken(name) and value.translate(None, b"\x00\r\n") == value:
             pairs.append((name, value.strip(b" \t")))
     headers = responseHeaders(pairs)
     for name in _NOT_RETURNED:

@@ -270,6 +270,60 @@ def test_status_line_reason_phrase(tmp_path: Path, backendLine: bytes, expected:
         backend.close()
 
 
+def test_an_ambiguous_or_corrupt_backend_head_is_502(tmp_path: Path) -> None:
+    # Relayed, each of these would wedge or split the client's response.
+    answers = {
+        b"/clte": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n",
+        b"/nul": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\nok",
+        b"/lf": b"HTTP/1.1 200 OK\r\nX-A: a\nSet-Cookie: injected=1\r\nContent-Length: 2\r\n\r\nok",
+    }
+
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        conn.sendall(answers.get(head.split(b" ")[1], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        for path in answers:
+            status, data = rawExchange(
+                port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert status == 502, (path, data)
+            assert b"backend response failed" in data
+        assert get(port, "/fine")[2] == b"ok"
+    finally:
+        gw.stop()
+        backend.close()
+
+
+def test_a_backend_breaking_off_mid_body_aborts_the_client_connection(tmp_path: Path) -> None:
+    # The 200 has gone out: the client must see a broken response (not a
+    # short one that looks complete, and not a connection kept for reuse).
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        if head.startswith(b"GET /broken "):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-this")
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/broken")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            resp.read()
+        conn.close()
+        assert get(port)[0] == 200
+    finally:
+        gw.stop()
+        backend.close()
+
+
 def test_backend_down_is_502(tmp_path: Path) -> None:
     dead = freePort()  # nothing listens here
     port = freePort()

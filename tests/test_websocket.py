@@ -916,3 +916,19 @@ def test_held_close_answered_with_far_end_code() -> None:
     session.answerHeld(client, 4001, b"see you")  # type: ignore[arg-type]
     assert client.sent == [(4001, b"see you", True)]
     assert client.state == 0  # the server side drops the TCP connection after answering
+
+
+def test_malformed_backend_handshake_fields_are_not_passed_on() -> None:
+    from agwtx.websocket import _returnedHeaders
+
+    headers = _returnedHeaders(
+        b"HTTP/1.1 101 Switching Protocols\r\n"
+        b"Upgrade: websocket\r\n"
+        b"X-Good: yes\r\n"
+        b"X-Nul: a\x00b\r\n"
+        b"X-Bare: a\nInjected: 1\r\n"
+        b"Bad Name: x\r\n"
+        b"Set-Cookie: s=1"
+    )
+    names = sorted(name.lower() for name, _ in headers.getAllRawHeaders())
+    assert names == [b"set-cookie", b"x-good"]
