@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
+from agwtx.proxy import connectionTokens
 from agwtx.routing import PortRouter, requestHost, validHost
 
 if TYPE_CHECKING:
@@ -351,6 +352,44 @@ class GatewayChannel(http.HTTPChannel):
         ):
             return bool(self._failChooseTransferDecoder())
         return bool(super()._maybeChooseTransferDecoder(header, data))
+
+    # Persistence.  twisted.web's rule, with three changes: every Connection
+    # header and comma-separated token counts (it reads the first header's
+    # space-separated words, so "close,TE" kept the connection); the
+    # "Connection: close" it puts on the response survives the proxy, which
+    # replaces the response headers with the backend's; and HTTP/1.0
+    # keep-alive (RFC 9112 appendix C.2.2), which it never grants, is granted
+    # as nginx and HAProxy do when the response has a length (Content-Length,
+    # or no body); a response delimited by the close still closes.  Only
+    # such connections get the writeHeaders hook: the common one pays nothing.
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        connection = request.requestHeaders.getRawHeaders(b"connection")
+        if version == b"HTTP/1.1":
+            if connection and b"close" in connectionTokens(connection):
+                self.writeHeaders = self._writeConnectionHeader  # type: ignore[method-assign]
+                return False
+            return True
+        if version == b"HTTP/1.0" and connection and b"keep-alive" in connectionTokens(connection):
+            self.writeHeaders = self._writeConnectionHeader  # type: ignore[method-assign]
+            return True
+        return False
+
+    def _writeConnectionHeader(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        if version != b"HTTP/1.0":
+            if not self.persistent:
+                headers.setRawHeaders(b"Connection", [b"close"])
+        elif self.persistent:
+            request = self.requests[0] if self.requests else None
+            if (
+                headers.hasHeader(b"content-length")
+                or int(code) in http.NO_BODY_CODES
+                or (request is not None and request.method == b"HEAD")
+            ):
+                headers.setRawHeaders(b"Connection", [b"keep-alive"])
+            else:
+                self.persistent = False
+        http.HTTPChannel.writeHeaders(self, version, code, reason, headers)
 
     # TimeoutMixin's API with the same behaviour, cheaper per request:
     # twisted.web suspends the idle timeout while each request is handled

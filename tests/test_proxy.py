@@ -324,6 +324,71 @@ def test_a_backend_breaking_off_mid_body_aborts_the_client_connection(tmp_path: 
         backend.close()
 
 
+def readResponse(s: socket.socket, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One response from a socket left open: status, headers (lowercased names), body."""
+    resp = http.client.HTTPResponse(s, method=method)
+    resp.begin()
+    body = resp.read()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+
+def closedAfter(s: socket.socket) -> bool:
+    """Whether the gateway closes the connection (EOF) rather than waiting for more."""
+    s.settimeout(10)
+    try:
+        return s.recv(1) == b""
+    except socket.timeout:
+        return False
+
+
+def test_http10_keep_alive_is_granted_when_the_response_has_a_length(tmp_path: Path) -> None:
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        if head.startswith(b"GET /chunked "):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    keepAlive = b"Host: x\r\nConnection: keep-alive\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            for method in ("GET", "HEAD", "GET"):
+                s.sendall(method.encode() + b" / HTTP/1.0\r\n" + keepAlive)
+                status, headers, body = readResponse(s, method)
+                assert (status, headers.get("connection")) == (200, "keep-alive"), method
+                assert body == (b"" if method == "HEAD" else b"ok")
+            # A 1.0 request without keep-alive ends the connection.
+            s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+            status, headers, body = readResponse(s)
+            assert (status, body) == (200, b"ok") and "connection" not in headers
+            assert closedAfter(s)
+        # A response without a length (chunked from the backend: 1.0 has no
+        # chunked coding) is delimited by the close, keep-alive or not.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"GET /chunked HTTP/1.0\r\n" + keepAlive)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.0 200") and body == b"ok"
+            assert b"keep-alive" not in head.lower() and b"content-length" not in head.lower()
+    finally:
+        gw.stop()
+        backend.close()
+
+
+@pytest.mark.parametrize("connection", [b"close", b"close,TE", b"TE, Close"])
+def test_connection_close_is_announced_and_done(gateway: tuple[int, Proc], connection: bytes) -> None:
+    port, _ = gateway
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: " + connection + b"\r\n\r\n")
+        status, headers, _ = readResponse(s)
+        assert (status, headers.get("connection")) == (200, "close")
+        assert closedAfter(s)
+
+
 def test_backend_down_is_502(tmp_path: Path) -> None:
     dead = freePort()  # nothing listens here
     port = freePort()
