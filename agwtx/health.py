@@ -82,6 +82,7 @@ __all__ = [
     "ProbeFunction",
     "ProbeRequest",
     "ProbeResult",
+    "ProbeSkipped",
     "formatStatusRanges",
     "probeFor",
     "probeRequestFor",
@@ -95,6 +96,14 @@ TIMEOUT_SLACK = 0.05
 """A probe due to time out this close to a tick is expired at the tick."""
 
 ConnectorFor = Callable[[BackendHttpSettings], "tuple[Callable[..., Any] | None, str]"]
+
+
+class ProbeSkipped(Exception):
+    """
+    A probe function's failure for a probe that could not be made at all for
+    a reason of the gateway's own (no socket: out of file descriptors): it
+    says nothing about the member, whose health is left as it is.
+    """
 
 
 class ProbeResult(NamedTuple):
@@ -280,6 +289,10 @@ class _ProbeAttempt:
                 conn.abort()
             return
         if conn is None:
+            if reason is not None and reason.check(ierror.ConnectBindError):
+                self.finished = True
+                self.deferred.errback(ProbeSkipped(reason.getErrorMessage()))
+                return
             self._result(False, _connectFailureReason(reason, self.probe.timeout))
             return
         self.conn = conn
@@ -518,6 +531,11 @@ class _PoolProber:
                     service.record(self.state, mp.member, False, reason, self.probe)
                 # else: stopped; nothing learned
                 return
+            if failure.check(ProbeSkipped):
+                service.log.warn(
+                    "health probe of {member} not made: {why}", member=mp.member.key, why=failure.value
+                )
+                return
             service.log.failure("health probe of {member} raised", failure, member=mp.member.key)
             reason = f"probe error: {failure.getErrorMessage()}"
             service.record(self.state, mp.member, False, reason, self.probe)
@@ -653,6 +671,8 @@ class HealthService(Service):
                 # connector): no probe could ever bring the member back.
                 return
             probe = prober.probe
+            if kind == "local":  # the gateway's own shortage, not the member's
+                return
             if kind == "refused":
                 member.consecutiveFailures += 1
                 state.setHealth(member, UNHEALTHY, "passive: connection refused", self.clock.seconds())

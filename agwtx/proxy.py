@@ -14,7 +14,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable
 
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectBindError, ConnectionRefusedError
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -60,10 +60,15 @@ def connectFailureKind(reason: Failure | None) -> str:
     """
     The passive-health kind of a failed backend connect: C{"refused"} when
     the member actively refused it (it is down: out of rotation at once),
+    C{"local"} when the gateway could not make a socket at all (out of file
+    descriptors or buffers: no fault of the member, which keeps its health),
     C{"connect"} for anything else (counts towards the probe threshold).
     """
-    if reason is not None and reason.check(ConnectionRefusedError):
-        return "refused"
+    if reason is not None:
+        if reason.check(ConnectionRefusedError):
+            return "refused"
+        if reason.check(ConnectBindError):
+            return "local"
     return "connect"
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from agwtx.routing import hostMatcher
+import agwtx.routing  # hostMatcher, looked up when an index is built (the modules import each other)
 
 __all__ = ["HostIndex", "PathIndex"]
 
@@ -52,7 +52,7 @@ class HostIndex:
                 elif name.startswith("*.") and "*" not in name[1:] and "?" not in name:
                     self.suffix.setdefault(name[1:], index)
                 else:
-                    self.generic.append((index, hostMatcher([name])))
+                    self.generic.append((index, agwtx.routing.hostMatcher([name])))
         self.generic.sort(key=lambda item: item[0])
 
     def route(self, host: str) -> Any:

@@ -270,9 +270,7 @@ class PathMapTarget:
             return None
         index = self._index
         if index is None:
-            from agwtx.routeindex import PathIndex
-
-            index = self._index = PathIndex(self.entries)
+            index = self._index = _routeindex.PathIndex(self.entries)
         return index.lookup(path, self.default)
 
     def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
@@ -303,9 +301,7 @@ class PortRouter:
         """The first route serving C{host}, found by index (L{agwtx.routeindex}), not by a scan."""
         index = self._index
         if index is None:  # built on first use: buildRouters has finished the table
-            from agwtx.routeindex import HostIndex
-
-            index = self._index = HostIndex(self.routes)
+            index = self._index = _routeindex.HostIndex(self.routes)
         return index.route(host)  # type: ignore[no-any-return]
 
 
@@ -545,3 +541,9 @@ def _attachRewrite(target: Any, rewrite: Any) -> None:
         _attachRewrite(target.default, rewrite)
     elif hasattr(target, "attachRewrite"):  # e.g. agwtx.plugin.PluginTarget
         target.attachRewrite(rewrite)
+
+
+# At the end: agwtx.routeindex uses hostMatcher from this module.  Imported at
+# start-up, not on a request's path: a process out of file descriptors cannot
+# import a module (it must open the file), and its requests must still route.
+from agwtx import routeindex as _routeindex  # noqa: E402

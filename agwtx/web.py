@@ -13,8 +13,8 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from agwtx.proxy import connectionTokens
-from agwtx.routing import PortRouter, requestHost, validHost
+from agwtx.proxy import connectionTokens, errorPage, startStreaming
+from agwtx.routing import BackendTarget, PortRouter, isWebSocketUpgrade, requestHost, validHost
 
 if TYPE_CHECKING:
     from agwtx.routing import GatewayContext
@@ -223,8 +223,6 @@ class GatewayRequest(server.Request):
             site.dispatch(self)
         except Exception:
             log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
-            from agwtx.proxy import errorPage
-
             if not self.finished and not self._disconnected:
                 errorPage(self, 500, "Internal Server Error")
 
@@ -503,23 +501,17 @@ class GatewaySite(server.Site):
     def dispatch(self, request: GatewayRequest) -> Any:
         target, code, message = self.resolve(request)
         if target is None:
-            from agwtx.proxy import errorPage
-
             return errorPage(request, code, message)
         return target.render(self.ctx, request)
 
     def startStreaming(self, request: GatewayRequest, length: int | None) -> bool:
         """Begin a backend exchange for a request whose body is still arriving, if it has one."""
-        from agwtx.routing import BackendTarget, isWebSocketUpgrade
-
         target, _, _ = self.resolve(request)
         resolveTarget = getattr(target, "resolve", None)  # PathMapTarget, PluginTarget: the concrete target
         if resolveTarget is not None:
             target = resolveTarget(request)
         if not isinstance(target, BackendTarget) or isWebSocketUpgrade(request):
             return False
-        from agwtx.proxy import startStreaming
-
         request.agwPool = target.state.name
         return startStreaming(self.ctx, request, target, length)
 

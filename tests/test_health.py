@@ -39,6 +39,7 @@ from agwtx.health import (
     HttpProber,
     ProbeRequest,
     ProbeResult,
+    ProbeSkipped,
     probeRequestFor,
 )
 from agwtx.healthcli import COLUMNS, formatTable
@@ -395,6 +396,19 @@ def test_passiveResetCountsTowardsThreshold() -> None:
     w.service.stopService()
 
 
+def test_passiveLocalShortageLeavesTheMemberAlone() -> None:
+    # The gateway out of file descriptors: every member would go out of
+    # rotation for a fault of the gateway's own.
+    w = makeWorld(P3, ports=(8081,))
+    (m,) = w.state.members
+    w.service.startService()
+    w.fake.answer(8081, True)
+    for _ in range(5):
+        w.ctx.passiveFailure(w.state, m, "local", "Couldn't bind: 24: Too many open files.")
+    assert (m.health, m.consecutiveFailures) == (HEALTHY, 0)
+    w.service.stopService()
+
+
 def test_passiveIgnoredWhenNothingProbes() -> None:
     w = makeWorld(P3, ports=(8081,))
     (m,) = w.state.members
@@ -539,6 +553,30 @@ def test_httpProbeConnectFailed(probe: Probe, error: Exception, expected: str) -
     w = Wire(probe)
     w.factory.clientConnectionFailed(w.reactor.connectors[-1], Failure(error))
     assert w.result == ProbeResult(False, expected)
+
+
+def test_httpProbeWithoutASocketIsSkippedNotFailed() -> None:
+    # socket() failed in the gateway (EMFILE): nothing is known about the member.
+    w = Wire(DEFAULT_PROBE)
+    w.factory.clientConnectionFailed(
+        w.reactor.connectors[-1], Failure(ierror.ConnectBindError(24, "Too many open files"))
+    )
+    (result,) = w.results
+    assert isinstance(result, Failure) and result.check(ProbeSkipped)
+    assert "Too many open files" in str(result.value)
+
+
+def test_skippedProbeLeavesTheMemberAlone() -> None:
+    w = makeWorld(P3, ports=(8081,))
+    (m,) = w.state.members
+    w.service.startService()
+    w.fake.answer(8081, True)
+    for _ in range(4):  # past unhealthyThreshold (3) if they counted
+        w.clock.advance(10)
+        [(_, d)] = w.fake.pending()
+        d.errback(ProbeSkipped("Couldn't bind: 24: Too many open files."))
+    assert (m.health, m.consecutiveFailures, m.lastReason) == (HEALTHY, 0, "200 OK")
+    w.service.stopService()
 
 
 def test_httpProbeClosedBeforeResponse() -> None:

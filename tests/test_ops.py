@@ -321,3 +321,58 @@ def test_slow_request_head_gets_408_from_the_real_gateway(tmp_path: Path) -> Non
     finally:
         gw.stop()
         b.stop()
+
+
+def test_out_of_file_descriptors_is_502_and_leaves_backends_healthy(tmp_path: Path) -> None:
+    # The gateway's own descriptor limit reached (RLIMIT_NOFILE lowered on the
+    # running process): requests on connections it did accept are answered
+    # 502 (no socket for the backend), not 500 with a traceback, and neither
+    # those failures nor skipped probes put the healthy backend out of
+    # rotation: once descriptors are free it serves at once.
+    import resource
+
+    backend, backendPort = startBackend(tmp_path)
+    port = freePort()
+    # One probe a minute, threshold 3: only the proxy's failures could mark it.
+    gw = startGateway(
+        tmp_path,
+        basicIni(port, [backendPort], probe="interval = 60\ntimeout = 5\nunhealthyThreshold = 3"),
+        port,
+    )
+    clients: list[socket.socket] = []
+    try:
+        fds = lambda: len(os.listdir(f"/proc/{gw.pid}/fd"))  # noqa: E731
+        hard = resource.prlimit(gw.pid, resource.RLIMIT_NOFILE)[1]
+        limit = fds() + 5
+        resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (limit, hard))
+        # Connect until every descriptor the gateway may have is in use (a
+        # probe's socket may still be closing): bounded at 40 connections.
+        for _ in range(40):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            time.sleep(0.05)
+            if len(clients) >= 8 and fds() >= limit:
+                break
+        assert fds() >= limit
+        answers = []
+        for s in clients:
+            try:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                resp = http.client.HTTPResponse(s)
+                resp.begin()
+                answers.append((resp.status, resp.read()))
+            except (OSError, http.client.HTTPException):
+                answers.append(None)  # closed by Twisted's EMFILE recovery: never accepted
+        answered = [a for a in answers if a is not None]
+        assert len(answered) >= 3, answers
+        assert all(status == 502 for status, _ in answered), answered
+        assert all(b"could not be reached" in body for _, body in answered), answered
+    finally:
+        for s in clients:
+            s.close()
+    try:
+        waitFor(lambda: get(port)[0] == 200, 10, "a 200 once descriptors are free")
+        assert "Traceback" not in gw.output()
+        assert "Unhealthy" not in gw.output()
+    finally:
+        gw.stop()
+        backend.stop()

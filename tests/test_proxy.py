@@ -761,3 +761,5 @@ def test_connect_failure_kind_comes_from_the_exception_type() -> None:
     assert connectFailureKind(Failure(error.TimeoutError("connection refused? no: a timeout"))) == "connect"
     assert connectFailureKind(Failure(error.ConnectError("refused"))) == "connect"
     assert connectFailureKind(None) == "connect"
+    # socket() failing in the gateway (EMFILE): the member is not at fault
+    assert connectFailureKind(Failure(error.ConnectBindError(24, "Too many open files"))) == "local"

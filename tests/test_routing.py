@@ -1276,7 +1276,7 @@ def test_streamed_uploads_resolve_plugin_and_path_map_targets_early(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """GatewaySite.startStreaming asks the rule's target for the concrete one, headers in hand."""
-    import agwtx.proxy
+    import agwtx.web
 
     started: list[str] = []
 
@@ -1284,7 +1284,7 @@ def test_streamed_uploads_resolve_plugin_and_path_map_targets_early(
         started.append(target.state.name)
         return True
 
-    monkeypatch.setattr(agwtx.proxy, "startStreaming", startStreaming)
+    monkeypatch.setattr(agwtx.web, "startStreaming", startStreaming)  # the proxy's, as web calls it
     ctx: Any = SimpleNamespace()
     site = GatewaySite(ctx, buildRouters(pluginConfig("headerRoute", CANARY_OPTIONS), {})["fp"], 80)
     canary = FakeRequest(uri=b"/up", method=b"POST", headers=((b"X-Canary", b"1"),))
