@@ -412,6 +412,35 @@ class GatewayContext:
             request.agwListener or "-", request.agwRule or "-", request.agwPool or "-", status, duration
         )
 
+    def refusedLog(self, client: str, status: int, sent: int, error: str) -> None:
+        """
+        The access event of a request refused while its head was read (400,
+        408, 414, 431): no method, target or route is known, so they are "-"
+        and None, as for other requests refused before routing.
+        """
+        self.accessObserver(
+            {
+                "log_format": ACCESS_FORMAT,
+                "log_level": LogLevel.info,
+                "log_namespace": "agw.access",
+                "log_source": None,
+                "log_time": self.reactor.seconds(),
+                "client": client,
+                "method": "-",
+                "uri": "-",
+                "status": status,
+                "bytes": sent,
+                "duration_ms": 0.0,
+                "listener": None,
+                "rule": None,
+                "pool": None,
+                "member": None,
+                "error": error,
+                "event": "access",
+            }
+        )
+        self.metrics.request("-", "-", "-", status, 0.0)
+
 
 def buildRouters(
     config: GatewayConfig,

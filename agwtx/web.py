@@ -7,7 +7,7 @@ instead of traversing a resource tree.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.logger import Logger
 from twisted.web import http, server
@@ -59,22 +59,33 @@ LINGER_BYTES = 1 << 20
 """At most this much is read and discarded after such an answer."""
 
 
-def _canned(status: int, phrase: bytes, text: bytes) -> bytes:
+class _Refusal(NamedTuple):
+    """A canned answer to a request head that cannot be read."""
+
+    status: int
+    message: str
+    """For the access log's error field."""
+    response: bytes
+    bodyLength: int
+
+
+def _canned(status: int, phrase: bytes, text: bytes) -> _Refusal:
     """A complete response that closes the connection, for a request that cannot be read."""
     body = b"%d %s: %s\n" % (status, phrase, text)
-    return (
+    response = (
         b"HTTP/1.1 %d %s\r\n"
         b"Content-Type: text/plain; charset=utf-8\r\n"
         b"Content-Length: %d\r\n"
         b"Connection: close\r\n\r\n%s" % (status, phrase, len(body), body)
     )
+    return _Refusal(status, (phrase + b": " + text).decode("ascii"), response, len(body))
 
 
-_400_RESPONSE = _canned(400, b"Bad Request", b"the request could not be parsed")
-_400_LF_RESPONSE = _canned(400, b"Bad Request", b"request head lines must end with CRLF")
-_408_RESPONSE = _canned(408, b"Request Timeout", b"the request head was not received in time")
-_414_RESPONSE = _canned(414, b"URI Too Long", b"the request line is longer than 16384 bytes")
-_431_RESPONSE = _canned(
+_400 = _canned(400, b"Bad Request", b"the request could not be parsed")
+_400_LF = _canned(400, b"Bad Request", b"request head lines must end with CRLF")
+_408 = _canned(408, b"Request Timeout", b"the request head was not received in time")
+_414 = _canned(414, b"URI Too Long", b"the request line is longer than 16384 bytes")
+_431 = _canned(
     431,
     b"Request Header Fields Too Large",
     b"the request head is over 16384 bytes or 500 header fields",
@@ -253,7 +264,7 @@ class GatewayChannel(http.HTTPChannel):
             # A bare LF in a head line (the parser splits at CRLF only, so the
             # line would wait for the deadline): refused at once (RFC 9112
             # section 2.2 lets a server take or refuse it; nginx takes it).
-            self._refuse(_400_LF_RESPONSE)
+            self._refuse(_400_LF)
             return
         if (
             not self._handlingRequest
@@ -281,7 +292,7 @@ class GatewayChannel(http.HTTPChannel):
             peer=str(self.getPeer()),
             seconds=self.site.headerTimeout,
         )
-        self._refuse(_408_RESPONSE)
+        self._refuse(_408)
 
     # Requests refused while their head is read get a complete answer (414 for
     # a request line over MAX_LENGTH, 431 for a head over the line, size or
@@ -296,11 +307,11 @@ class GatewayChannel(http.HTTPChannel):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         if b"\n" in line.partition(b"\r\n")[0]:  # not one long line: bare LFs
-            self._refuse(_400_LF_RESPONSE)
+            self._refuse(_400_LF)
         elif self._HTTPChannel__first_line:  # type: ignore[attr-defined]
-            self._refuse(_414_RESPONSE)
+            self._refuse(_414)
         else:
-            self._refuse(_431_RESPONSE)
+            self._refuse(_431)
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         if not self.line_mode or self._handlingRequest:
@@ -309,12 +320,15 @@ class GatewayChannel(http.HTTPChannel):
         tooLarge = (
             self._receivedHeaderSize > self.totalHeadersSize or self._receivedHeaderCount > self.maxHeaders
         )
-        self._refuse(_431_RESPONSE if tooLarge else _400_RESPONSE)
+        self._refuse(_431 if tooLarge else _400)
 
-    def _refuse(self, response: bytes) -> None:
+    def _refuse(self, refusal: _Refusal) -> None:
         transport = self.transport
         if self._lingerCall is not None or transport is None or transport.disconnecting:
             return
+        refused = getattr(self.site.ctx, "refusedLog", None)
+        if refused is not None:
+            refused(getattr(self.getPeer(), "host", "-"), refusal.status, refusal.bodyLength, refusal.message)
         call, self._headCall = self._headCall, None
         if call is not None and call.active():
             call.cancel()
@@ -323,7 +337,7 @@ class GatewayChannel(http.HTTPChannel):
         self.dataReceived = self.rawDataReceived = self._discard  # type: ignore[method-assign]
         self.lineReceived = self._discard  # type: ignore[method-assign]
         self._lingerCall = self.callLater(LINGER_TIMEOUT, self._lingerEnd)
-        transport.write(response)
+        transport.write(refusal.response)
         # A TCP socket's own method only: TLS (a protocol wrapper) would hand
         # the call through to the TCP socket under it and cut the TLS stream.
         if hasattr(type(transport), "loseWriteConnection"):

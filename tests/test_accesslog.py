@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import time
 from pathlib import Path
 
@@ -85,14 +86,21 @@ def test_gateway_writes_access_lines_to_file(tmp_path: Path) -> None:
             c.request("GET", path)
             c.getresponse().read()
             c.close()
+        # A request refused while its head is read is logged too, as nginx does.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            while s.recv(65536):
+                pass
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and log.read_text().count("\n") < 2:
+        while time.monotonic() < deadline and log.read_text().count("\n") < 3:
             time.sleep(0.1)
         lines = log.read_text().splitlines()
-        assert len(lines) == 2
+        assert len(lines) == 3
         assert '127.0.0.1 "GET /" 200 30 ' in lines[0]
         assert f"listener=l1 rule=r1 pool=pool member=127.0.0.1:{pb}" in lines[0]
         assert '"GET /status/404" 404 0 ' in lines[1]
+        assert '127.0.0.1 "- -" 414 62 0.0ms listener=None rule=None pool=None member=None' in lines[2]
+        assert lines[2].endswith('error="URI Too Long: the request line is longer than 16384 bytes"')
         assert "[agw.access" not in gw.output()  # not duplicated into the twistd log
     finally:
         gw.stop()

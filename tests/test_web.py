@@ -18,6 +18,8 @@ from twisted.web import server
 from agwtx.web import LINGER_BYTES, LINGER_TIMEOUT, GatewayChannel, GatewaySite
 
 IDLE = 60.0
+REFUSED: list[tuple[str, int, int, str]] = []
+"""What the channel logged as refused: (client, status, body bytes, error)."""
 
 
 class HeldRequest(server.Request):
@@ -31,7 +33,8 @@ class HeldRequest(server.Request):
 
 def channel(headerTimeout: float | None = None) -> tuple[Clock, GatewayChannel, StringTransport]:
     clock = Clock()
-    ctx = SimpleNamespace(accessLog=lambda request: None)
+    REFUSED.clear()
+    ctx = SimpleNamespace(accessLog=lambda request: None, refusedLog=lambda *event: REFUSED.append(event))
     if headerTimeout is not None:
         ctx.config = SimpleNamespace(gateway=SimpleNamespace(requestHeaderTimeout=headerTimeout))
     site = GatewaySite(ctx, None, 8080, timeout=IDLE)  # type: ignore[arg-type]
@@ -60,6 +63,8 @@ def refusedWith(clock: Clock, proto: GatewayChannel, transport: StringTransport,
     """
     answer = transport.value()
     head, _, body = answer.partition(b"\r\n\r\n")
+    [(client, logged, sent, _)] = REFUSED  # one event for the one refusal
+    assert (client, logged, sent) == (transport.getPeer().host, int(status), len(body))
     assert head.startswith(b"HTTP/1.1 " + status + b" "), answer
     assert b"\r\nConnection: close" in head
     assert b"\r\nContent-Length: %d" % len(body) in head
