@@ -11,6 +11,7 @@ reached is a 502 and one that does not answer within C{requestTimeout} a
 
 from __future__ import annotations
 
+import time
 from http import HTTPStatus
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable
 
@@ -18,7 +19,7 @@ from twisted.internet.error import ConnectBindError, ConnectionRefusedError
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES
+from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
@@ -127,19 +128,40 @@ def forwardedRequestHeaders(
     return out
 
 
+_date: list[Any] = [-1, b""]
+
+
+def httpDate() -> bytes:
+    """The current time as an HTTP Date value (IMF-fixdate), made once per second."""
+    second = int(time.time())
+    if second != _date[0]:
+        _date[1] = datetimeToString(second)
+        _date[0] = second
+    return _date[1]  # type: ignore[no-any-return]
+
+
 def responseHeaders(headers: list[tuple[bytes, bytes]]) -> Headers:
-    """Backend response headers minus hop-by-hop ones, order kept."""
+    """
+    Backend response headers minus hop-by-hop ones, order kept; a Date added
+    when the backend sent none (RFC 9110 section 6.6.1: a recipient with a
+    clock forwarding such a response must add one).
+    """
     named: frozenset[bytes] = frozenset()
     for name, value in headers:
         if name.lower() == b"connection":
             named = named | connectionTokens([value])
     out = Headers()
     add = out.addRawHeader
+    dated = False
     for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP or lname in named:
             continue
+        if lname == b"date":
+            dated = True
         add(name, value)
+    if not dated:
+        add(b"Date", httpDate())
     return out
 
 
@@ -180,6 +202,7 @@ def errorPage(
     request.setResponseCode(code, reasonPhrase(code))
     request.responseHeaders = Headers(
         {
+            b"date": [httpDate()],
             b"content-type": [b"text/plain; charset=utf-8"],
             b"content-length": [b"%d" % len(body)],
             b"cache-control": [b"no-store"],

@@ -33,7 +33,7 @@ from agwtx.model import (
     RequestRoutingRule,
 )
 from agwtx.pool import Member, PoolState
-from agwtx.proxy import errorPage, proxy
+from agwtx.proxy import errorPage, httpDate, proxy
 
 if TYPE_CHECKING:
     from agwtx.web import GatewayRequest
@@ -246,6 +246,7 @@ class RedirectTarget:
         code = REDIRECT_STATUS[self.config.redirectType]
         location = self.location(request)
         request.setResponseCode(code)
+        request.responseHeaders.setRawHeaders(b"date", [httpDate()])
         request.responseHeaders.setRawHeaders(b"location", [location])
         request.responseHeaders.setRawHeaders(b"content-length", [b"0"])
         request.agwStatus = code

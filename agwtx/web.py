@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from agwtx.proxy import connectionTokens, errorPage, startStreaming
+from agwtx.proxy import connectionTokens, errorPage, httpDate, startStreaming
 from agwtx.routing import BackendTarget, PortRouter, isWebSocketUpgrade, requestHost, validHost
 
 if TYPE_CHECKING:
@@ -65,20 +65,21 @@ class _Refusal(NamedTuple):
     status: int
     message: str
     """For the access log's error field."""
-    response: bytes
-    bodyLength: int
+    head: bytes
+    """Status line and headers, without Date and the blank line."""
+    body: bytes
 
 
 def _canned(status: int, phrase: bytes, text: bytes) -> _Refusal:
     """A complete response that closes the connection, for a request that cannot be read."""
     body = b"%d %s: %s\n" % (status, phrase, text)
-    response = (
+    head = (
         b"HTTP/1.1 %d %s\r\n"
         b"Content-Type: text/plain; charset=utf-8\r\n"
         b"Content-Length: %d\r\n"
-        b"Connection: close\r\n\r\n%s" % (status, phrase, len(body), body)
+        b"Connection: close\r\n" % (status, phrase, len(body))
     )
-    return _Refusal(status, (phrase + b": " + text).decode("ascii"), response, len(body))
+    return _Refusal(status, (phrase + b": " + text).decode("ascii"), head, body)
 
 
 _400 = _canned(400, b"Bad Request", b"the request could not be parsed")
@@ -328,7 +329,7 @@ class GatewayChannel(http.HTTPChannel):
             return
         refused = getattr(self.site.ctx, "refusedLog", None)
         if refused is not None:
-            refused(getattr(self.getPeer(), "host", "-"), refusal.status, refusal.bodyLength, refusal.message)
+            refused(getattr(self.getPeer(), "host", "-"), refusal.status, len(refusal.body), refusal.message)
         call, self._headCall = self._headCall, None
         if call is not None and call.active():
             call.cancel()
@@ -337,7 +338,7 @@ class GatewayChannel(http.HTTPChannel):
         self.dataReceived = self.rawDataReceived = self._discard  # type: ignore[method-assign]
         self.lineReceived = self._discard  # type: ignore[method-assign]
         self._lingerCall = self.callLater(LINGER_TIMEOUT, self._lingerEnd)
-        transport.write(refusal.response)
+        transport.write(refusal.head + b"Date: " + httpDate() + b"\r\n\r\n" + refusal.body)
         # A TCP socket's own method only: TLS (a protocol wrapper) would hand
         # the call through to the TCP socket under it and cut the TLS stream.
         if hasattr(type(transport), "loseWriteConnection"):

@@ -5,6 +5,7 @@ real backends on loopback, real clients (http.client, raw sockets, curl).
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import http.client
 import json
@@ -387,6 +388,33 @@ def test_connection_close_is_announced_and_done(gateway: tuple[int, Proc], conne
         status, headers, _ = readResponse(s)
         assert (status, headers.get("connection")) == (200, "close")
         assert closedAfter(s)
+
+
+def test_date_is_added_when_the_backend_sends_none(tmp_path: Path) -> None:
+    # RFC 9110 section 6.6.1; a backend's own Date passes unchanged, once.
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        date = b"Date: Mon, 01 Jan 2024 00:00:00 GMT\r\n" if head.startswith(b"GET /dated ") else b""
+        conn.sendall(b"HTTP/1.1 200 OK\r\n" + date + b"Content-Length: 2\r\n\r\nok")
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        _, _, _, resp = get(port, "/undated")
+        [date] = resp.headers.get_all("Date")
+        assert abs(email.utils.parsedate_to_datetime(date).timestamp() - time.time()) < 300
+        _, _, _, resp = get(port, "/dated")
+        assert resp.headers.get_all("Date") == ["Mon, 01 Jan 2024 00:00:00 GMT"]
+    finally:
+        gw.stop()
+        backend.close()
+    # and on the gateway's own answers (the backend is gone now: 502)
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        status, headers, _, _ = get(port)
+        assert status == 502 and email.utils.parsedate_to_datetime(headers["date"])
+    finally:
+        gw.stop()
 
 
 def test_backend_down_is_502(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ certificate, the connector's handshake-first contract) are tested in-process.
 from __future__ import annotations
 
 import datetime
+import email.utils
 import http.client
 import json
 import asyncio
@@ -548,6 +549,9 @@ def test_redirect_http_to_https_listener(gw: Gw, pki: Pki) -> None:
     assert resp.status == 301
     location = resp.getheader("location")
     assert location == f"https://localhost:{gw.main}/some/path?q=1&b=two"
+    assert (
+        email.utils.parsedate_to_datetime(resp.getheader("date")).tzinfo is not None
+    )  # the gateway's own answer
     status, _, body = httpsGet(gw.main, "/some/path?q=1&b=two", "localhost", clientContext(pki))
     assert status == 200 and body == b"Hello from agw demo backend plainBasic\n"
 

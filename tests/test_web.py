@@ -8,6 +8,7 @@ head that cannot be read (400, 408, 414, 431), followed by a lingering close.
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 from twisted.internet.address import IPv4Address
@@ -68,6 +69,7 @@ def refusedWith(clock: Clock, proto: GatewayChannel, transport: StringTransport,
     assert head.startswith(b"HTTP/1.1 " + status + b" "), answer
     assert b"\r\nConnection: close" in head
     assert b"\r\nContent-Length: %d" % len(body) in head
+    assert re.search(rb"\r\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT(\r\n|$)", head), head
     assert body.startswith(status + b" ")
     assert not transport.disconnecting
     proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # never parsed
