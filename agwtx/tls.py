@@ -87,12 +87,14 @@ from agwtx.model import (
     SslCertificate,
     TrustedRootCertificate,
 )
+from agwtx.proxy import httpDate
 from agwtx.routing import hostMatcher
 
 __all__ = [
     "MODERN_CIPHERS",
     "BackendTls",
     "GatewayTls",
+    "HttpsServerProtocol",
     "LoadedCertificate",
     "ServerTls",
     "TlsError",
@@ -493,12 +495,55 @@ def buildServerTls(config: GatewayConfig, now: datetime.datetime | None = None) 
     return {port: ServerTls(port, listeners, loaded) for port, listeners in byPort.items()}
 
 
+_PLAIN_HTTP = b"400 Bad Request: a plain HTTP request was sent to an HTTPS port\n"
+
+
+class HttpsServerProtocol(TLSMemoryBIOFactory.protocol):  # type: ignore[misc, name-defined]
+    """
+    TLS for an HTTPS listener that answers a plain HTTP request sent to it
+    with a readable 400, as nginx does, instead of a TLS failure the client
+    reports as an empty reply.  Only the first read is looked at: a TLS
+    record starts with 0x16 (0x80 and up for an SSLv2-style hello), an HTTP
+    request with a method in capitals.  Later reads go straight to TLS.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        tls = super().dataReceived
+        self.dataReceived = tls  # type: ignore[method-assign]
+        if data[:1].isupper():
+            self._plainHttp()
+            return
+        tls(data)
+
+    def _plainHttp(self) -> None:
+        transport = self.transport
+        ctx = getattr(self.factory.wrappedFactory, "ctx", None)
+        refused = getattr(ctx, "refusedLog", None)
+        if refused is not None:
+            refused(
+                getattr(transport.getPeer(), "host", "-"), 400, len(_PLAIN_HTTP), _PLAIN_HTTP[4:-1].decode()
+            )
+        transport.write(
+            b"HTTP/1.1 400 Bad Request\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (httpDate(), len(_PLAIN_HTTP), _PLAIN_HTTP)
+        )
+        # What the client still sends is dropped; the write side is shut so
+        # it sees the end (it closes, or the listener's idle timeout does).
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]
+        if hasattr(type(transport), "loseWriteConnection"):
+            transport.loseWriteConnection()
+        else:
+            transport.loseConnection()
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class TlsServerFactory(TLSMemoryBIOFactory):
     """
     TLS around a listener's Site.  C{serverTls} may be replaced at any time
     (reload); each new connection uses the current one.
     """
+
+    protocol = HttpsServerProtocol
 
     def __init__(self, serverTls: ServerTls, wrappedFactory: IProtocolFactory, clock: Any = None) -> None:
         self.serverTls = serverTls

@@ -397,6 +397,26 @@ def test_an_over_long_request_line_over_tls_is_414(gw: Gw, pki: Pki) -> None:
     assert httpsGet(gw.main, "/headers", "localhost", clientContext(pki))[0] == 200
 
 
+def test_plain_http_to_the_https_port_gets_a_readable_400(gw: Gw, pki: Pki) -> None:
+    # As nginx: an answer the client can show, not an empty reply.
+    with socket.create_connection(("127.0.0.1", gw.main), timeout=20) as s:
+        s.sendall(b"GET /headers HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):  # the gateway shuts its side after the answer
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"\r\nConnection: close" in head and b"\r\nContent-Length: %d" % len(body) in head
+    assert body == b"400 Bad Request: a plain HTTP request was sent to an HTTPS port\n"
+    out = subprocess.run(
+        ["curl", "-s", "-m", "20", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{gw.main}/"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert out.stdout == b"400"
+    assert httpsGet(gw.main, "/headers", "localhost", clientContext(pki))[0] == 200
+
+
 def test_full_chain_is_sent_and_ip_address_verifies(gw: Gw, pki: Pki) -> None:
     # The client trusts only the root: the intermediate must come from the server.
     # Connecting to 127.0.0.1 sends no SNI and checks the IP address SAN.
