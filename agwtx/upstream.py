@@ -29,6 +29,8 @@ from twisted.python.failure import Failure
 from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from zope.interface import implementer
 
+from agwtx.config import HEADER_TOKEN_RE
+
 __all__ = [
     "ResponseHandler",
     "UpstreamConnection",
@@ -37,8 +39,11 @@ __all__ = [
 ]
 
 MAX_HEAD_SIZE = 64 * 1024
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-"""A header field name (RFC 9110 section 5.6.2)."""
+_RELAYABLE_HEAD = re.compile(rb"[^\x00\r\n]*(?:\r\n(?:%s):[^\x00\r\n]*)*" % HEADER_TOKEN_RE.pattern.encode())
+"""A response head the gateway relays: a status line, then fields whose name
+is a token (RFC 9110 section 5.6.2), with no NUL and no CR or LF but the line
+ends anywhere (section 5.5): relayed, those would corrupt or split the
+response to the client."""
 NO_BODY_STATUS = frozenset((204, 304))
 
 
@@ -228,12 +233,8 @@ class UpstreamConnection(Protocol):
                 continue
             break
         self.buffer = b""
-        # NUL, or a CR or LF that is not a line end (RFC 9110 section 5.5):
-        # relayed, they would corrupt or split the response to the client.
-        head = buf[:end]
-        ends = len(lines) - 1
-        if b"\x00" in head or head.count(b"\r") != ends or head.count(b"\n") != ends:
-            self._fail("NUL, CR or LF inside the response head")
+        if _RELAYABLE_HEAD.fullmatch(buf, 0, end) is None:
+            self._fail("malformed header line")
             return
         reason = statusLine[2] if len(statusLine) > 2 else b""
         headers: list[tuple[bytes, bytes]] = []
@@ -241,10 +242,7 @@ class UpstreamConnection(Protocol):
         chunked = False
         keepAlive = statusLine[0] == b"HTTP/1.1"
         for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or _TOKEN.fullmatch(name) is None:
-                self._fail("malformed header line")
-                return
+            name, _, value = line.partition(b":")
             value = value.strip(b" \t")
             lname = name.lower()
             if lname == b"content-length":
