@@ -20,11 +20,10 @@ Both are built once from an immutable routing table and never change.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Sequence
 
-import agwtx.routing  # hostMatcher, looked up when an index is built (the modules import each other)
-
-__all__ = ["HostIndex", "PathIndex"]
+__all__ = ["HostIndex", "PathIndex", "hostMatcher"]
 
 _NONE = 1 << 62
 
@@ -52,7 +51,7 @@ class HostIndex:
                 elif name.startswith("*.") and "*" not in name[1:] and "?" not in name:
                     self.suffix.setdefault(name[1:], index)
                 else:
-                    self.generic.append((index, agwtx.routing.hostMatcher([name])))
+                    self.generic.append((index, hostMatcher([name])))
         self.generic.sort(key=lambda item: item[0])
 
     def route(self, host: str) -> Any:
@@ -119,3 +118,22 @@ class PathIndex:
                 best = index
                 break
         return self.targets[best] if best != _NONE else default
+
+
+def hostMatcher(patterns: Sequence[str]) -> Callable[[str], bool]:
+    """Match a host against names with C{*} and C{?} wildcards, case-insensitively."""
+    exact = {p.lower() for p in patterns if "*" not in p and "?" not in p}
+    wild = [
+        re.compile(
+            "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in p.lower()) + r"\Z"
+        )
+        for p in patterns
+        if "*" in p or "?" in p
+    ]
+
+    def match(host: str) -> bool:
+        if host in exact:
+            return True
+        return any(w.match(host) for w in wild)
+
+    return match

@@ -34,6 +34,7 @@ from agwtx.model import (
 )
 from agwtx.pool import Member, PoolState
 from agwtx.proxy import errorPage, httpDate, proxy
+from agwtx.routeindex import HostIndex, PathIndex, hostMatcher
 
 if TYPE_CHECKING:
     from agwtx.web import GatewayRequest
@@ -93,25 +94,6 @@ def requestHost(host: bytes | None) -> str:
         return h[1:end] if end > 0 else h
     name, _, _ = h.partition(":")
     return name.rstrip(".")
-
-
-def hostMatcher(patterns: Sequence[str]) -> Callable[[str], bool]:
-    """Match a host against names with C{*} and C{?} wildcards, case-insensitively."""
-    exact = {p.lower() for p in patterns if "*" not in p and "?" not in p}
-    wild = [
-        re.compile(
-            "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in p.lower()) + r"\Z"
-        )
-        for p in patterns
-        if "*" in p or "?" in p
-    ]
-
-    def match(host: str) -> bool:
-        if host in exact:
-            return True
-        return any(w.match(host) for w in wild)
-
-    return match
 
 
 def normalizePath(path: bytes) -> str | None:
@@ -271,7 +253,7 @@ class PathMapTarget:
             return None
         index = self._index
         if index is None:
-            index = self._index = _routeindex.PathIndex(self.entries)
+            index = self._index = PathIndex(self.entries)
         return index.lookup(path, self.default)
 
     def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
@@ -302,7 +284,7 @@ class PortRouter:
         """The first route serving C{host}, found by index (L{agwtx.routeindex}), not by a scan."""
         index = self._index
         if index is None:  # built on first use: buildRouters has finished the table
-            index = self._index = _routeindex.HostIndex(self.routes)
+            index = self._index = HostIndex(self.routes)
         return index.route(host)  # type: ignore[no-any-return]
 
 
@@ -571,9 +553,3 @@ def _attachRewrite(target: Any, rewrite: Any) -> None:
         _attachRewrite(target.default, rewrite)
     elif hasattr(target, "attachRewrite"):  # e.g. agwtx.plugin.PluginTarget
         target.attachRewrite(rewrite)
-
-
-# At the end: agwtx.routeindex uses hostMatcher from this module.  Imported at
-# start-up, not on a request's path: a process out of file descriptors cannot
-# import a module (it must open the file), and its requests must still route.
-from agwtx import routeindex as _routeindex  # noqa: E402
