@@ -362,37 +362,21 @@ class GatewayContext:
             listener(state, member, kind, detail)
 
     def accessLog(self, request: "GatewayRequest", aborted: bool = False) -> None:
-        """
-        Emit the request's access event: a twisted.logger event (namespace
-        C{agw.access}) handed straight to the access observer, without
-        L{Logger}'s per-call work (it is on every request's path).
-        """
+        """The access event of an answered (or, C{aborted}, abandoned) request."""
         now = self.reactor.seconds()
-        duration = now - request.agwStart
-        status = 499 if aborted else request.code
-        self.accessObserver(
-            {
-                "log_format": ACCESS_FORMAT,
-                "log_level": LogLevel.info,
-                "log_namespace": "agw.access",
-                "log_source": None,
-                "log_time": now,
-                "client": request.clientIP,
-                "method": request.method.decode("latin-1"),
-                "uri": request.uri.decode("latin-1"),
-                "status": status,
-                "bytes": request.sentLength,
-                "duration_ms": duration * 1000,
-                "listener": request.agwListener,
-                "rule": request.agwRule,
-                "pool": request.agwPool,
-                "member": request.agwMember,
-                "error": request.agwError,
-                "event": "access",
-            }
-        )
-        self.metrics.request(
-            request.agwListener or "-", request.agwRule or "-", request.agwPool or "-", status, duration
+        self._access(
+            now,
+            now - request.agwStart,
+            request.clientIP,
+            request.method.decode("latin-1"),
+            request.uri.decode("latin-1"),
+            499 if aborted else request.code,
+            request.sentLength,
+            request.agwListener,
+            request.agwRule,
+            request.agwPool,
+            request.agwMember,
+            request.agwError,
         )
 
     def refusedLog(self, client: str, status: int, sent: int, error: str) -> None:
@@ -401,28 +385,52 @@ class GatewayContext:
         408, 414, 431): no method, target or route is known, so they are "-"
         and None, as for other requests refused before routing.
         """
+        self._access(
+            self.reactor.seconds(), 0.0, client, "-", "-", status, sent, None, None, None, None, error
+        )
+
+    def _access(
+        self,
+        now: float,
+        duration: float,
+        client: str,
+        method: str,
+        uri: str,
+        status: int,
+        sent: int,
+        listener: str | None,
+        rule: str | None,
+        pool: str | None,
+        member: str | None,
+        error: str | None,
+    ) -> None:
+        """
+        Emit an access event: a twisted.logger event (namespace C{agw.access})
+        handed straight to the access observer, without L{Logger}'s per-call
+        work (it is on every request's path); and count it in the metrics.
+        """
         self.accessObserver(
             {
                 "log_format": ACCESS_FORMAT,
                 "log_level": LogLevel.info,
                 "log_namespace": "agw.access",
                 "log_source": None,
-                "log_time": self.reactor.seconds(),
+                "log_time": now,
                 "client": client,
-                "method": "-",
-                "uri": "-",
+                "method": method,
+                "uri": uri,
                 "status": status,
                 "bytes": sent,
-                "duration_ms": 0.0,
-                "listener": None,
-                "rule": None,
-                "pool": None,
-                "member": None,
+                "duration_ms": duration * 1000,
+                "listener": listener,
+                "rule": rule,
+                "pool": pool,
+                "member": member,
                 "error": error,
                 "event": "access",
             }
         )
-        self.metrics.request("-", "-", "-", status, 0.0)
+        self.metrics.request(listener or "-", rule or "-", pool or "-", status, duration)
 
 
 def buildRouters(

@@ -87,8 +87,8 @@ from agwtx.model import (
     SslCertificate,
     TrustedRootCertificate,
 )
-from agwtx.proxy import httpDate
 from agwtx.routing import hostMatcher
+from agwtx.web import PLAIN_HTTP_ON_HTTPS, sendRefusal
 
 __all__ = [
     "MODERN_CIPHERS",
@@ -495,9 +495,6 @@ def buildServerTls(config: GatewayConfig, now: datetime.datetime | None = None) 
     return {port: ServerTls(port, listeners, loaded) for port, listeners in byPort.items()}
 
 
-_PLAIN_HTTP = b"400 Bad Request: a plain HTTP request was sent to an HTTPS port\n"
-
-
 class HttpsServerProtocol(TLSMemoryBIOFactory.protocol):  # type: ignore[misc, name-defined]
     """
     TLS for an HTTPS listener that answers a plain HTTP request sent to it
@@ -516,24 +513,10 @@ class HttpsServerProtocol(TLSMemoryBIOFactory.protocol):  # type: ignore[misc, n
         tls(data)
 
     def _plainHttp(self) -> None:
-        transport = self.transport
-        ctx = getattr(self.factory.wrappedFactory, "ctx", None)
-        refused = getattr(ctx, "refusedLog", None)
-        if refused is not None:
-            refused(
-                getattr(transport.getPeer(), "host", "-"), 400, len(_PLAIN_HTTP), _PLAIN_HTTP[4:-1].decode()
-            )
-        transport.write(
-            b"HTTP/1.1 400 Bad Request\r\nDate: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (httpDate(), len(_PLAIN_HTTP), _PLAIN_HTTP)
-        )
-        # What the client still sends is dropped; the write side is shut so
-        # it sees the end (it closes, or the listener's idle timeout does).
+        sendRefusal(self.factory.wrappedFactory.ctx, self.transport, PLAIN_HTTP_ON_HTTPS)
+        # What the client still sends is dropped until it closes or the
+        # listener's idle timeout closes the connection.
         self.dataReceived = lambda data: None  # type: ignore[method-assign]
-        if hasattr(type(transport), "loseWriteConnection"):
-            transport.loseWriteConnection()
-        else:
-            transport.loseConnection()
 
 
 @implementer(IOpenSSLServerConnectionCreator)

@@ -19,7 +19,7 @@ from agwtx.routing import BackendTarget, PortRouter, isWebSocketUpgrade, request
 if TYPE_CHECKING:
     from agwtx.routing import GatewayContext
 
-__all__ = ["GatewayRequest", "GatewaySite"]
+__all__ = ["PLAIN_HTTP_ON_HTTPS", "GatewayRequest", "GatewaySite", "sendRefusal"]
 
 log = Logger(namespace="agw.web")
 
@@ -45,10 +45,6 @@ _NO_BODY = _NoBody()
 MAX_CONTENT_LENGTH = 2**63 - 1
 """The largest request Content-Length taken (a signed 64-bit length)."""
 
-HEADER_TIMEOUT = 60.0
-"""Default C{[gateway] requestHeaderTimeout}: seconds from the first byte of a
-request head to its blank line (nginx's client_header_timeout default)."""
-
 LINGER_TIMEOUT = 5.0
 """Seconds a connection refused in its request head stays open, reading and
 discarding what the client still sends, after the answer (nginx's
@@ -68,6 +64,9 @@ class _Refusal(NamedTuple):
     head: bytes
     """Status line and headers, without Date and the blank line."""
     body: bytes
+
+    def response(self) -> bytes:
+        return self.head + b"Date: " + httpDate() + b"\r\n\r\n" + self.body
 
 
 def _canned(status: int, phrase: bytes, text: bytes) -> _Refusal:
@@ -91,6 +90,22 @@ _431 = _canned(
     b"Request Header Fields Too Large",
     b"the request head is over 16384 bytes or 500 header fields",
 )
+PLAIN_HTTP_ON_HTTPS = _canned(400, b"Bad Request", b"a plain HTTP request was sent to an HTTPS port")
+
+
+def sendRefusal(ctx: GatewayContext, transport: Any, refusal: _Refusal) -> None:
+    """
+    Log and send C{refusal} on a connection whose request could not be read,
+    then shut the write side where the transport has one of its own (plain
+    TCP; a TLS wrapper would pass the call on to the TCP socket under it and
+    cut the TLS stream).  The caller drops what the client still sends.
+    """
+    ctx.refusedLog(
+        getattr(transport.getPeer(), "host", "-"), refusal.status, len(refusal.body), refusal.message
+    )
+    transport.write(refusal.response())
+    if hasattr(type(transport), "loseWriteConnection"):
+        transport.loseWriteConnection()
 
 
 class GatewayRequest(server.Request):
@@ -327,9 +342,6 @@ class GatewayChannel(http.HTTPChannel):
         transport = self.transport
         if self._lingerCall is not None or transport is None or transport.disconnecting:
             return
-        refused = getattr(self.site.ctx, "refusedLog", None)
-        if refused is not None:
-            refused(getattr(self.getPeer(), "host", "-"), refusal.status, len(refusal.body), refusal.message)
         call, self._headCall = self._headCall, None
         if call is not None and call.active():
             call.cancel()
@@ -338,11 +350,7 @@ class GatewayChannel(http.HTTPChannel):
         self.dataReceived = self.rawDataReceived = self._discard  # type: ignore[method-assign]
         self.lineReceived = self._discard  # type: ignore[method-assign]
         self._lingerCall = self.callLater(LINGER_TIMEOUT, self._lingerEnd)
-        transport.write(refusal.head + b"Date: " + httpDate() + b"\r\n\r\n" + refusal.body)
-        # A TCP socket's own method only: TLS (a protocol wrapper) would hand
-        # the call through to the TCP socket under it and cut the TLS stream.
-        if hasattr(type(transport), "loseWriteConnection"):
-            transport.loseWriteConnection()
+        sendRefusal(self.site.ctx, transport, refusal)
 
     def _discard(self, data: bytes) -> None:
         self._lingerBytes += len(data)
@@ -492,8 +500,7 @@ class GatewaySite(server.Site):
     @property
     def headerTimeout(self) -> float:
         """C{[gateway] requestHeaderTimeout} of the configuration in force."""
-        config = getattr(self.ctx, "config", None)
-        return config.gateway.requestHeaderTimeout if config is not None else HEADER_TIMEOUT
+        return self.ctx.config.gateway.requestHeaderTimeout  # type: ignore[no-any-return]
 
     def resolve(self, request: GatewayRequest) -> tuple[Any, int, str]:
         """(target, 0, "") for a routable request, else (None, status, message)."""

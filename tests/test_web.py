@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web import server
 
+from agwtx.model import GatewaySettings
 from agwtx.web import LINGER_BYTES, LINGER_TIMEOUT, GatewayChannel, GatewaySite
 
 IDLE = 60.0
@@ -35,9 +36,14 @@ class HeldRequest(server.Request):
 def channel(headerTimeout: float | None = None) -> tuple[Clock, GatewayChannel, StringTransport]:
     clock = Clock()
     REFUSED.clear()
-    ctx = SimpleNamespace(accessLog=lambda request: None, refusedLog=lambda *event: REFUSED.append(event))
-    if headerTimeout is not None:
-        ctx.config = SimpleNamespace(gateway=SimpleNamespace(requestHeaderTimeout=headerTimeout))
+    gateway = (
+        GatewaySettings() if headerTimeout is None else GatewaySettings(requestHeaderTimeout=headerTimeout)
+    )
+    ctx = SimpleNamespace(
+        accessLog=lambda request: None,
+        refusedLog=lambda *event: REFUSED.append(event),
+        config=SimpleNamespace(gateway=gateway),
+    )
     site = GatewaySite(ctx, None, 8080, timeout=IDLE)  # type: ignore[arg-type]
     site.reactor = clock
     site.requestFactory = HeldRequest
