@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -271,6 +272,26 @@ def test_status_line_reason_phrase(tmp_path: Path, backendLine: bytes, expected:
         backend.close()
 
 
+OK_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@contextmanager
+def gatewayOverRawBackend(tmp_path: Path, answers: dict[bytes, bytes]) -> Iterator[int]:
+    """A gateway (its port) before a raw backend that sends C{answers[path]}, else OK_ANSWER."""
+
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        conn.sendall(answers.get(head.split(b" ")[1], OK_ANSWER))
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        yield port
+    finally:
+        gw.stop()
+        backend.close()
+
+
 def test_an_ambiguous_or_corrupt_backend_head_is_502(tmp_path: Path) -> None:
     # Relayed, each of these would wedge or split the client's response.
     answers = {
@@ -279,14 +300,7 @@ def test_an_ambiguous_or_corrupt_backend_head_is_502(tmp_path: Path) -> None:
         b"/nul": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\nok",
         b"/lf": b"HTTP/1.1 200 OK\r\nX-A: a\nSet-Cookie: injected=1\r\nContent-Length: 2\r\n\r\nok",
     }
-
-    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
-        conn.sendall(answers.get(head.split(b" ")[1], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-
-    backend = RawBackend(handler)
-    port = freePort()
-    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
-    try:
+    with gatewayOverRawBackend(tmp_path, answers) as port:
         for path in answers:
             status, data = rawExchange(
                 port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -294,24 +308,13 @@ def test_an_ambiguous_or_corrupt_backend_head_is_502(tmp_path: Path) -> None:
             assert status == 502, (path, data)
             assert b"backend response failed" in data
         assert get(port, "/fine")[2] == b"ok"
-    finally:
-        gw.stop()
-        backend.close()
 
 
 def test_a_backend_breaking_off_mid_body_aborts_the_client_connection(tmp_path: Path) -> None:
     # The 200 has gone out: the client must see a broken response (not a
     # short one that looks complete, and not a connection kept for reuse).
-    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
-        if head.startswith(b"GET /broken "):
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-this")
-        else:
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-    backend = RawBackend(handler)
-    port = freePort()
-    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
-    try:
+    broken = {b"/broken": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-this"}
+    with gatewayOverRawBackend(tmp_path, broken) as port:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/broken")
         resp = conn.getresponse()
@@ -320,9 +323,6 @@ def test_a_backend_breaking_off_mid_body_aborts_the_client_connection(tmp_path: 
             resp.read()
         conn.close()
         assert get(port)[0] == 200
-    finally:
-        gw.stop()
-        backend.close()
 
 
 def readResponse(s: socket.socket, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
@@ -343,17 +343,9 @@ def closedAfter(s: socket.socket) -> bool:
 
 
 def test_http10_keep_alive_is_granted_when_the_response_has_a_length(tmp_path: Path) -> None:
-    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
-        if head.startswith(b"GET /chunked "):
-            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
-        else:
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-
-    backend = RawBackend(handler)
-    port = freePort()
-    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    chunked = {b"/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"}
     keepAlive = b"Host: x\r\nConnection: keep-alive\r\n\r\n"
-    try:
+    with gatewayOverRawBackend(tmp_path, chunked) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             for method in ("GET", "HEAD", "GET"):
                 s.sendall(method.encode() + b" / HTTP/1.0\r\n" + keepAlive)
@@ -375,9 +367,6 @@ def test_http10_keep_alive_is_granted_when_the_response_has_a_length(tmp_path: P
             head, _, body = data.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.0 200") and body == b"ok"
             assert b"keep-alive" not in head.lower() and b"content-length" not in head.lower()
-    finally:
-        gw.stop()
-        backend.close()
 
 
 @pytest.mark.parametrize("connection", [b"close", b"close,TE", b"TE, Close"])
@@ -392,24 +381,18 @@ def test_connection_close_is_announced_and_done(gateway: tuple[int, Proc], conne
 
 def test_date_is_added_when_the_backend_sends_none(tmp_path: Path) -> None:
     # RFC 9110 section 6.6.1; a backend's own Date passes unchanged, once.
-    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
-        date = b"Date: Mon, 01 Jan 2024 00:00:00 GMT\r\n" if head.startswith(b"GET /dated ") else b""
-        conn.sendall(b"HTTP/1.1 200 OK\r\n" + date + b"Content-Length: 2\r\n\r\nok")
-
-    backend = RawBackend(handler)
-    port = freePort()
-    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
-    try:
+    dated = {
+        b"/dated": b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"
+    }
+    with gatewayOverRawBackend(tmp_path, dated) as port:
         _, _, _, resp = get(port, "/undated")
         [date] = resp.headers.get_all("Date")
         assert abs(email.utils.parsedate_to_datetime(date).timestamp() - time.time()) < 300
         _, _, _, resp = get(port, "/dated")
         assert resp.headers.get_all("Date") == ["Mon, 01 Jan 2024 00:00:00 GMT"]
-    finally:
-        gw.stop()
-        backend.close()
-    # and on the gateway's own answers (the backend is gone now: 502)
-    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    # and on the gateway's own answers (nothing listens on the backend port: 502)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [freePort()]), port)
     try:
         status, headers, _, _ = get(port)
         assert status == 502 and email.utils.parsedate_to_datetime(headers["date"])

@@ -36,6 +36,7 @@ class HeldRequest(server.Request):
 def channel(headerTimeout: float | None = None) -> tuple[Clock, GatewayChannel, StringTransport]:
     clock = Clock()
     REFUSED.clear()
+    HeldRequest.held.clear()
     gateway = (
         GatewaySettings() if headerTimeout is None else GatewaySettings(requestHeaderTimeout=headerTimeout)
     )
@@ -52,6 +53,14 @@ def channel(headerTimeout: float | None = None) -> tuple[Clock, GatewayChannel, 
     transport = StringTransport()
     proto.makeConnection(transport)
     return clock, proto, transport
+
+
+def answerHeld(body: bytes = b"") -> None:
+    """Answer the oldest held request with C{body} (a Content-Length response)."""
+    request = HeldRequest.held.pop(0)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
 
 
 def closesAfter(clock: Clock, transport: StringTransport, seconds: float) -> None:
@@ -97,29 +106,22 @@ def test_bytes_from_the_client_restart_the_idle_timer() -> None:
 
 
 def test_a_request_in_progress_is_not_timed_out_and_the_timer_restarts_after_it() -> None:
-    HeldRequest.held.clear()
     clock, proto, transport = channel()
     proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert len(HeldRequest.held) == 1
     clock.advance(5 * IDLE)  # the response takes long: the idle timer must not fire
     assert not transport.disconnecting
-    request = HeldRequest.held[0]
-    request.setHeader(b"content-length", b"2")
-    request.write(b"ok")
-    request.finish()
+    answerHeld(b"ok")
     assert b"200" in transport.value()
     closesAfter(clock, transport, IDLE)
 
 
 def test_many_requests_reuse_one_timer_per_connection() -> None:
-    HeldRequest.held.clear()
     clock, proto, transport = channel()
     [timer] = clock.getDelayedCalls()
     for _ in range(50):
         proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        request = HeldRequest.held.pop()
-        request.setHeader(b"content-length", b"0")
-        request.finish()
+        answerHeld()
     # The same DelayedCall, re-armed: not one cancelled and one scheduled per
     # request as with TimeoutMixin (which would also leave exactly one).
     assert clock.getDelayedCalls() == [timer]
@@ -146,7 +148,6 @@ HEAD_PIECES = [
 
 
 def test_a_head_sent_slowly_gets_408_at_the_deadline_though_bytes_keep_coming() -> None:
-    HeldRequest.held.clear()
     clock, proto, transport = channel()
     clock.advance(30)  # idle before the head: not counted
     proto.dataReceived(HEAD_PIECES[0])
@@ -162,7 +163,6 @@ def test_a_head_sent_slowly_gets_408_at_the_deadline_though_bytes_keep_coming() 
 
 
 def test_the_head_deadline_is_the_configured_one_and_ends_with_the_head() -> None:
-    HeldRequest.held.clear()
     clock, proto, transport = channel(headerTimeout=5)
     proto.dataReceived(HEAD_PIECES[0])
     clock.advance(4)
@@ -170,9 +170,7 @@ def test_the_head_deadline_is_the_configured_one_and_ends_with_the_head() -> Non
     assert len(HeldRequest.held) == 1
     clock.advance(30)  # a slow response is not the client's head
     assert not transport.disconnecting
-    request = HeldRequest.held.pop()
-    request.setHeader(b"content-length", b"0")
-    request.finish()
+    answerHeld()
     assert transport.value().startswith(b"HTTP/1.1 200 ")
     # the next request's head starts its own deadline
     proto.dataReceived(HEAD_PIECES[0])
@@ -184,7 +182,6 @@ def test_the_head_deadline_is_the_configured_one_and_ends_with_the_head() -> Non
 
 
 def test_a_request_arriving_whole_arms_no_head_deadline() -> None:
-    HeldRequest.held.clear()
     clock, proto, transport = channel()
     [idle] = clock.getDelayedCalls()
     proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -204,14 +201,12 @@ def test_closing_mid_head_cancels_the_head_deadline() -> None:
 
 
 def test_a_request_line_over_the_line_limit_is_414() -> None:
-    HeldRequest.held.clear()
     clock, proto, transport = channel()
     proto.dataReceived(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
     refusedWith(clock, proto, transport, b"414")
 
 
 def test_a_long_request_line_sent_slowly_is_414_too() -> None:
-    HeldRequest.held.clear()
     clock, proto, transport = channel()
     for _ in range(20):  # 20 KB and still no line end
         proto.dataReceived(b"GET /" + b"a" * 1000)
@@ -219,7 +214,6 @@ def test_a_long_request_line_sent_slowly_is_414_too() -> None:
 
 
 def test_a_header_line_over_the_line_limit_is_431() -> None:
-    HeldRequest.held.clear()
     clock, proto, transport = channel()
     proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nCookie: " + b"c" * 20000 + b"\r\n\r\n")
     refusedWith(clock, proto, transport, b"431")
@@ -230,7 +224,6 @@ def test_a_head_over_the_size_or_field_limit_is_431() -> None:
         b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(20)),  # 20 KB in short lines
         b"".join(b"X-%d: 1\r\n" % i for i in range(501)),  # 501 fields in 4.5 KB
     ):
-        HeldRequest.held.clear()
         clock, proto, transport = channel()
         proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n" + extra + b"\r\n")
         refusedWith(clock, proto, transport, b"431")
@@ -242,14 +235,12 @@ def test_a_malformed_head_is_400_with_a_body() -> None:
         b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
     ):
-        HeldRequest.held.clear()
         clock, proto, transport = channel()
         proto.dataReceived(raw)
         refusedWith(clock, proto, transport, b"400")
 
 
 def test_a_bare_lf_head_is_400_at_once_not_at_the_deadline() -> None:
-    HeldRequest.held.clear()
     clock, proto, transport = channel()
     proto.dataReceived(b"GET / HTTP/1.1\nHost: a\n\n")
     assert b"must end with CRLF" in transport.value()
@@ -257,7 +248,6 @@ def test_a_bare_lf_head_is_400_at_once_not_at_the_deadline() -> None:
 
 
 def test_a_cr_and_lf_split_across_reads_is_still_crlf() -> None:
-    HeldRequest.held.clear()
     clock, proto, transport = channel()
     proto.dataReceived(b"GET / HTTP/1.1\r")
     proto.dataReceived(b"\nHost: a\r")
@@ -267,7 +257,6 @@ def test_a_cr_and_lf_split_across_reads_is_still_crlf() -> None:
 
 
 def test_lingering_ends_early_after_too_much_input() -> None:
-    HeldRequest.held.clear()
     clock, proto, transport = channel()
     proto.dataReceived(b"GET /" + b"a" * 20000)
     assert transport.value().startswith(b"HTTP/1.1 414 ")
@@ -281,7 +270,6 @@ def test_lingering_ends_early_after_too_much_input() -> None:
 def test_a_malformed_body_still_closes_at_once() -> None:
     # The request may be streaming to a backend by then: twisted.web's
     # immediate close, which also tells the request it is gone.
-    HeldRequest.held.clear()
     clock, proto, transport = channel()
     proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
     assert transport.value().startswith(b"HTTP/1.1 400 ")
