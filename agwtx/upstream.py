@@ -32,6 +32,7 @@ from zope.interface import implementer
 from agwtx.config import HEADER_TOKEN_RE
 
 __all__ = [
+    "relayableHead",
     "ResponseHandler",
     "UpstreamConnection",
     "UpstreamPool",
@@ -45,6 +46,11 @@ is a token (RFC 9110 section 5.6.2), with no NUL and no CR or LF but the line
 ends anywhere (section 5.5): relayed, those would corrupt or split the
 response to the client."""
 NO_BODY_STATUS = frozenset((204, 304))
+
+
+def relayableHead(head: bytes, end: int | None = None) -> bool:
+    """Whether a backend's response head (C{head[:end]}, without its blank line) may be passed on."""
+    return _RELAYABLE_HEAD.fullmatch(head, 0, len(head) if end is None else end) is not None
 
 
 class UpstreamError(Exception):
@@ -233,7 +239,7 @@ class UpstreamConnection(Protocol):
                 continue
             break
         self.buffer = b""
-        if _RELAYABLE_HEAD.fullmatch(buf, 0, end) is None:
+        if not relayableHead(buf, end):
             self._fail("malformed header line")
             return
         reason = statusLine[2] if len(statusLine) > 2 else b""

@@ -112,6 +112,7 @@ from zope.interface import implementer
 from agwtx import xormask
 from agwtx.affinity import affinityCookies
 from agwtx.pool import Member, PoolState
+from agwtx.upstream import relayableHead
 from agwtx.proxy import (
     _chooseMember,
     backendRequestHeaders,
@@ -328,9 +329,7 @@ def _returnedHeaders(head: bytes) -> Headers:
     pairs: list[tuple[bytes, bytes]] = []
     for line in head.split(b"\r\n")[1:]:
         name, sep, value = line.partition(b":")
-        # A malformed field (name not a token; NUL, CR or LF in the value) is
-        # not passed on: it could corrupt or split the 101 to the client.
-        if sep and _isToken(name) and value.translate(None, b"\x00\r\n") == value:
+        if sep and name and name[-1:] not in (b" ", b"\t"):
             pairs.append((name, value.strip(b" \t")))
     headers = responseHeaders(pairs)
     for name in _NOT_RETURNED:
@@ -1031,7 +1030,9 @@ class WebSocketSession:
             return
         if leg.refusal is not None:
             status, head = leg.refusal
-            if 200 <= status <= 599:
+            if not relayableHead(head.partition(b"\r\n\r\n")[0]):
+                leg.handshakeError = "malformed response head"  # answered as invalid below
+            elif 200 <= status <= 599:
                 extra = [
                     (name, value)
                     for name, values in _returnedHeaders(head).getAllRawHeaders()
@@ -1064,10 +1065,21 @@ class WebSocketSession:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
+        head = (getattr(leg, "http_response_data", b"") or b"").partition(b"\r\n\r\n")[0]
+        if not relayableHead(head):
+            # The proxy's rule for a response head it cannot pass on (NUL, a
+            # stray CR or LF, a field name that is not a token): 502.
+            log.warn(
+                "WebSocket backend {member} gave an invalid handshake: malformed response head",
+                member=self.member.key,
+            )
+            leg.sendCloseFrame(code=GOING_AWAY, reasonUtf8=b"invalid handshake response")
+            self._fail(502, "Bad Gateway: the backend's WebSocket handshake was invalid")
+            return
         request = self.request
         self.subprotocol = leg.websocket_protocol_in_use
         headers: dict[str, list[str]] = {}
-        returned = _returnedHeaders(getattr(leg, "http_response_data", b"") or b"")
+        returned = _returnedHeaders(head)
         settings = self.settings
         if settings.cookieBasedAffinity and self.pinned is not self.member:
             value = self.ctx.affinity.encode(self.target.scope, self.member.key)
