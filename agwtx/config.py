@@ -105,6 +105,7 @@ from agwtx.model import (
     GatewayConfig,
     GatewaySettings,
     HttpListener,
+    IPNetwork,
     PathRule,
     Probe,
     RedirectConfiguration,
@@ -140,6 +141,8 @@ __all__ = [
     "parseInt",
     "parseList",
     "parseName",
+    "parseNetwork",
+    "parseNetworks",
     "parsePathRule",
     "parseProtocol",
     "parseRewriteCondition",
@@ -412,6 +415,25 @@ def parseBackendAddress(text: str) -> BackendAddress:
         except InvalidValue:
             raise InvalidValue(f"expected a port 1..65535 after ':', got {_got(text)}") from None
     return BackendAddress(host=host, port=port)
+
+
+def parseNetwork(text: str) -> IPNetwork:
+    """An IPv4 or IPv6 address range in CIDR form (C{10.0.0.0/8}, C{::1/128}); a bare address is one host."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as e:
+        if "has host bits set" in str(e):
+            raise InvalidValue(
+                f"expected an address range in CIDR form with no host bits set, got {_got(text)}"
+            ) from None
+        raise InvalidValue(
+            f"expected an IPv4 or IPv6 address range (CIDR, e.g. 10.0.0.0/8), got {_got(text)}"
+        ) from None
+
+
+def parseNetworks(text: str) -> tuple[IPNetwork, ...]:
+    """A comma list of address ranges (L{parseNetwork}), each given once."""
+    return _parseUniqueList(text, parseNetwork, str)
 
 
 def _parseUniqueList(text: str, parse: Callable[[str], T], describe: Callable[[T], str]) -> tuple[T, ...]:
@@ -845,6 +867,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "workers",
         "shutdownGracePeriod",
         "requestHeaderTimeout",
+        "trustedProxies",
     ),
     "frontendPort": ("port", "interface", "endpoint"),
     "sslCertificate": ("certificate", "privateKey", "password"),
@@ -1052,7 +1075,9 @@ class _Section:
 
 
 # Keys whose value may go on over indented lines (comma lists).
-_MULTILINE_KEYS = frozenset({"backendaddresses", "hostnames", "trustedrootcertificates", "match.statuscodes"})
+_MULTILINE_KEYS = frozenset(
+    {"backendaddresses", "hostnames", "trustedrootcertificates", "match.statuscodes", "trustedproxies"}
+)
 # Only known kinds, so that an IPv6 list item such as [fd00::4] is not taken for one.
 _LOOKS_LIKE_SECTION = re.compile(r"\[\s*(?:" + "|".join(_KINDS) + r")\s*(?::[^\]]*)?\]", re.IGNORECASE)
 _LOOKS_LIKE_KEY = re.compile(r"[A-Za-z0-9_.-]+\s*=")
@@ -1165,6 +1190,7 @@ class _Loader:
                 workers=sec.get("workers", _parseWorkers),
                 shutdownGracePeriod=sec.get("shutdownGracePeriod", lambda t: parseDuration(t, 0, 3600)),
                 requestHeaderTimeout=sec.get("requestHeaderTimeout", lambda t: parseDuration(t, 1, 3600)),
+                trustedProxies=sec.get("trustedProxies", parseNetworks),
             )
         )
 

@@ -11,8 +11,9 @@ Azure user recognises each of them.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Union
 
 __all__ = [
     "BackendAddress",
@@ -33,6 +34,7 @@ __all__ = [
     "UrlPathMap",
 ]
 
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Protocol = Literal["Http", "Https"]
 RuleType = Literal["Basic", "PathBasedRouting", "Plugin"]
 RedirectType = Literal["Permanent", "Found", "SeeOther", "Temporary"]
@@ -60,6 +62,21 @@ class GatewaySettings:
     accessLog: str = "-"
     """Where access-log lines go: C{-} (standard output), an absolute path,
     C{log} (the twistd log, formatted by it: slower) or C{off}."""
+    trustedProxies: tuple[IPNetwork, ...] = ()
+    """Address ranges of forwarders (L7 proxies, CDNs) whose forwarding
+    headers are believed; empty means no client is trusted."""
+
+    def isTrustedProxy(self, address: str) -> bool:
+        """Whether C{address} (an IP address as text) is in L{trustedProxies}."""
+        if not self.trustedProxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.trustedProxies)
 
 
 @dataclass(frozen=True)

@@ -796,6 +796,25 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         "[gateway]\nrequestHeaderTimeout = 0\n",
         ["@2: [gateway] requestHeaderTimeout: expected 1..3600 seconds, got 0"],
     ),
+    (
+        "trustedProxies not a range",
+        "[gateway]\ntrustedProxies = 10.0.0.0/8, proxy.example\n",
+        [
+            "@2: [gateway] trustedProxies: expected an IPv4 or IPv6 address range (CIDR, e.g. 10.0.0.0/8), got 'proxy.example'"
+        ],
+    ),
+    (
+        "trustedProxies host bits",
+        "[gateway]\ntrustedProxies = 10.0.0.1/8\n",
+        [
+            "@2: [gateway] trustedProxies: expected an address range in CIDR form with no host bits set, got '10.0.0.1/8'"
+        ],
+    ),
+    (
+        "trustedProxies twice",
+        "[gateway]\ntrustedProxies = 10.0.0.0/8, 10.0.0.0/8\n",
+        ["@2: [gateway] trustedProxies: 10.0.0.0/8 is listed twice"],
+    ),
     # --- [frontendPort]
     (
         "port range",
@@ -1877,6 +1896,8 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         workers = auto
         shutdownGracePeriod = 2m
         requestHeaderTimeout = 15s
+        trustedProxies = 10.0.0.0/8,
+            2001:db8::/32, 192.0.2.7
 
         [frontendPort:web]
         port = 8080
@@ -2004,6 +2025,16 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert gateway.workers == 6
     assert gateway.shutdownGracePeriod == 120.0
     assert gateway.requestHeaderTimeout == 15.0
+    assert [str(n) for n in gateway.trustedProxies] == ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]
+    assert [
+        gateway.isTrustedProxy(a) for a in ("10.1.2.3", "::ffff:10.1.2.3", "2001:db8::9", "192.0.2.8", "junk")
+    ] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
 
     assert {n: (p.endpoint, p.port) for n, p in config.frontendPorts.items()} == {
         "web": ("tcp:8080:interface=\\:\\:1", 8080),
