@@ -72,7 +72,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from agwtx.model import DEFAULT_PROBE, BackendHttpSettings, GatewayConfig, Probe
-from agwtx.pool import HEALTHY, UNHEALTHY, UNKNOWN, Member, PoolState
+from agwtx.pool import HEALTHY, UNHEALTHY, UNKNOWN, Member, PoolState, hostForHeader
 from agwtx.upstream import UpstreamConnection, UpstreamError, UpstreamPool
 
 __all__ = [
@@ -161,12 +161,6 @@ def _probeProtocol(probe: Probe, settings: BackendHttpSettings) -> str:
     return settings.protocol if probe is DEFAULT_PROBE else probe.protocol
 
 
-def _hostHeader(host: str) -> str:
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]"
-    return host
-
-
 def probeRequestFor(
     probe: Probe,
     settings: BackendHttpSettings,
@@ -191,7 +185,7 @@ def probeRequestFor(
         address=member.host,
         port=probe.port if probe.port is not None else member.port,
         protocol=_probeProtocol(probe, settings),
-        hostHeader=_hostHeader(host),
+        hostHeader=hostForHeader(host),
         path=probe.path or "/",
         probe=probe,
         connector=connector,

@@ -17,11 +17,18 @@ from twisted.logger import Logger
 
 from agwtx.model import BackendAddressPool, BackendHttpSettings
 
-__all__ = ["Member", "PoolState", "UNKNOWN", "HEALTHY", "UNHEALTHY"]
+__all__ = ["Member", "hostForHeader", "PoolState", "UNKNOWN", "HEALTHY", "UNHEALTHY"]
 
 UNKNOWN = "Unknown"
 HEALTHY = "Healthy"
 UNHEALTHY = "Unhealthy"
+
+
+def hostForHeader(host: str) -> str:
+    """C{host} as the host part of a Host header or URL: an IPv6 literal goes in brackets (RFC 3986 3.2.2)."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
 
 
 @dataclass(eq=False)
@@ -44,6 +51,11 @@ class Member:
         if ":" in self.host:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+    @property
+    def hostHeader(self) -> bytes:
+        """The member's name as a Host value (no port): IPv6 literals in brackets, names in IDNA."""
+        return hostForHeader(self.host).encode("idna")
 
     @property
     def available(self) -> bool:

@@ -629,7 +629,7 @@ def backendRequestHeaders(
     pickHost = _picksHost(target)
     host = target.hostHeader
     if pickHost:
-        host = member.host.encode("idna") if member is not None else b""
+        host = member.hostHeader if member is not None else b""
     fwd = forwardedRequestHeaders(
         request.requestHeaders,
         request.clientIP,
@@ -664,7 +664,7 @@ def _begin(
 
     def head(m: Member) -> bytes:
         if pickHost:
-            return prefix + b"Host: " + m.host.encode("idna") + b"\r\n" + lines + b"\r\n"
+            return prefix + b"Host: " + m.hostHeader + b"\r\n" + lines + b"\r\n"
         return prefix + lines + b"\r\n"
 
     exchange = _Exchange(ctx, request, target, head, bodyLength)

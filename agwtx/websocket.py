@@ -944,7 +944,7 @@ class WebSocketSession:
                 rest.append(name + b": " + value + b"\r\n")
         if not host:
             port = member.port
-            host = member.host.encode("idna") + (b"" if port == 80 else b":%d" % port)
+            host = member.hostHeader + (b"" if port == 80 else b":%d" % port)
         lines = [
             b"GET " + target.backendPath(request) + b" HTTP/1.1\r\n",
             b"Host: " + host + b"\r\n",
