@@ -127,7 +127,7 @@ def test_ipv6_member_is_proxied_probed_pinned_and_bridged_with_a_bracketed_host(
         waitFor(lambda: v6backend.hosts(b"GET /probe "), what="a probe of the ::1 member")
         assert set(v6backend.hosts(b"GET /probe ")) == {b"[::1]"}
 
-        waitFor(lambda: b'"Healthy"' in _health(adminPort), what="the ::1 member healthy")
+        waitFor(lambda: b'"Healthy"' in _admin(adminPort, "/health"), what="the ::1 member healthy")
 
         # Proxied, with pickHostNameFromBackendAddress: Host is [::1].
         resp = _get(gw, "/app", {"Host": "site.example"})
@@ -154,23 +154,15 @@ def test_ipv6_member_is_proxied_probed_pinned_and_bridged_with_a_bracketed_host(
         assert v6backend.hosts(b"GET /ws ") == [b"[::1]"]
 
         # The status page names the member as [::1]:port.
-        status = json.loads(_status(adminPort))
+        status = json.loads(_admin(adminPort, "/status.json"))
         assert member in json.dumps(status)
     finally:
         proc.stop()
 
 
-def _health(adminPort: int) -> bytes:
+def _admin(adminPort: int, path: str) -> bytes:
     conn = http.client.HTTPConnection("127.0.0.1", adminPort, timeout=10)
-    conn.request("GET", "/health")
-    body = conn.getresponse().read()
-    conn.close()
-    return body
-
-
-def _status(adminPort: int) -> bytes:
-    conn = http.client.HTTPConnection("127.0.0.1", adminPort, timeout=10)
-    conn.request("GET", "/status.json")
+    conn.request("GET", path)
     body = conn.getresponse().read()
     conn.close()
     return body
