@@ -158,6 +158,8 @@ class BackendHttpSettings:
     cookieBasedAffinity: bool = False
     affinityCookieName: str = "ApplicationGatewayAffinity"
     requestTimeout: float = 20.0
+    connectTimeout: float = 10.0
+    """Seconds to establish a backend connection (TCP, and TLS for Https), capped by requestTimeout."""
     probe: str | None = None
     hostName: str | None = None
     pickHostNameFromBackendAddress: bool = False

@@ -395,7 +395,7 @@ class _Exchange:
             member.host,
             member.port,
             self._connected,
-            connectTimeout=min(self.target.settings.requestTimeout, self.ctx.connectTimeout),
+            connectTimeout=min(self.target.settings.requestTimeout, self.target.settings.connectTimeout),
             connector=self.target.connector,
             tlsKey=self.target.tlsKey,
         )

@@ -301,7 +301,6 @@ class GatewayContext:
         self.reactor = reactor
         self.upstream = upstream
         self.affinity = affinity
-        self.connectTimeout = 10.0
         self.pools: dict[tuple[str, str], PoolState] = {}
         self.webSocketHandler: Callable[["GatewayRequest", BackendTarget], Any] | None = None
         self.passiveListeners: list[Callable[[PoolState, Member, str, str], None]] = []

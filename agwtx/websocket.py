@@ -917,7 +917,7 @@ class WebSocketSession:
         factory = self.bridge.backendFactory(self, member)
         self.factory = factory
         self.backendLeg = None
-        timeout = min(self.settings.requestTimeout, self.ctx.connectTimeout)
+        timeout = min(self.settings.requestTimeout, self.settings.connectTimeout)
         try:
             if self.target.connector is not None:
                 self.connector = self.target.connector(member.host, member.port, factory, timeout)

@@ -1081,6 +1081,11 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         ["@2: [backendHttpSettings:s2] requestTimeout: expected 1..86400 seconds, got 0"],
     ),
     (
+        "settings connectTimeout",
+        "[backendHttpSettings:s2]\nconnectTimeout = 10ms\n",
+        ["@2: [backendHttpSettings:s2] connectTimeout: expected 0.1..3600 seconds, got 10ms"],
+    ),
+    (
         "settings dangling probe",
         "[backendHttpSettings:s2]\nprobe = nope\n",
         ["@2: [backendHttpSettings:s2] probe: refers to probe 'nope', which is not defined"],
