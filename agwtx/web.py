@@ -268,6 +268,8 @@ class GatewayChannel(http.HTTPChannel):
     _headCall: Any = None
     _lingerCall: Any = None
     _lingerBytes = 0
+    agwSlot: Any = None
+    """The L{agwtx.limits.ConnectionSlot} this connection holds (handed to a WebSocket bridge)."""
 
     # A deadline for the request head, against clients that send it a byte at
     # a time (the idle timer restarts on every byte, so alone it never fires).
@@ -443,6 +445,9 @@ class GatewayChannel(http.HTTPChannel):
             self.timeoutConnection()
 
     def connectionLost(self, reason: Any) -> None:
+        slot, self.agwSlot = self.agwSlot, None
+        if slot is not None:
+            slot.release()
         for name in ("_idleCall", "_headCall", "_lingerCall"):
             call = getattr(self, name)
             setattr(self, name, None)
@@ -488,6 +493,19 @@ class GatewaySite(server.Site):
         self.listenerPort = listenerPort or 0
         self.secure = False
         """Set by the gateway service when this port is wrapped in TLS."""
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        A channel for a new connection, or None (the listener closes the
+        socket at once, unread) when C{[gateway] maxConnections} or
+        C{maxConnectionsPerClient} is reached: see L{agwtx.limits}.
+        """
+        slot = self.ctx.connections.acquire(getattr(addr, "host", None))
+        if slot is None:
+            return None
+        channel = super().buildProtocol(addr)
+        channel.agwSlot = slot
+        return channel
 
     def acceptableProtocols(self) -> list[bytes]:
         # None to hand to Twisted's TLS wrapper: ALPN is answered by the

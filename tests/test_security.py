@@ -91,3 +91,87 @@ def test_admin_refuses_rebinding_hosts_cross_site_posts_and_missing_tokens(tmp_p
     finally:
         gw.stop()
         b.stop()
+
+
+def _exchange(source: str, port: int) -> socket.socket | None:
+    """
+    Connect from C{source} and send a GET: the open socket when it was
+    answered 200 (kept alive), None when the gateway closed it unanswered.
+    """
+    s = socket.socket()
+    s.settimeout(10)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    try:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = s.recv(65536)
+    except ConnectionError:
+        data = b""
+    if not data:
+        s.close()
+        return None
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+    return s
+
+
+def _metric(admin: int, line: str) -> float:
+    body = adminRequest(admin, "GET", "/metrics")[2].decode()
+    for row in body.splitlines():
+        if row.startswith(line + " "):
+            return float(row.split()[-1])
+    return 0.0
+
+
+def test_connection_limits_hold_under_a_loopback_flood(tmp_path: Path) -> None:
+    """
+    maxConnectionsPerClient = 4 and maxConnections = 10: a fifth connection
+    from one address and an eleventh in all are closed unanswered, the others
+    are served; a flood of 300 connections is refused, counted by reason and
+    logged in a line or two, not 300; once the holders close, new
+    connections are served again (the counts were released).
+    """
+    b, pb = startBackend(tmp_path, "A")
+    port, admin = freePort(), freePort()
+    gateway = f"admin = tcp:{admin}:interface=127.0.0.1\nmaxConnections = 10\nmaxConnectionsPerClient = 4"
+    gw = startGateway(tmp_path, basicIni(port, [pb], gateway=gateway), port)
+    held: list[socket.socket] = []
+    try:
+        first = [_exchange("127.0.0.1", port) for _ in range(5)]
+        assert [s is not None for s in first] == [True] * 4 + [False]
+        second = [_exchange("127.0.0.2", port) for _ in range(5)]
+        assert [s is not None for s in second] == [True] * 4 + [False]
+        third = [_exchange("127.0.0.3", port) for _ in range(3)]
+        assert [s is not None for s in third] == [True, True, False]  # 10 in all
+        held = [s for s in first + second + third if s is not None]
+        flood = []
+        for i in range(300):
+            s = socket.socket()
+            s.bind((f"127.0.1.{i % 200 + 1}", 0))
+            s.settimeout(10)
+            s.connect(("127.0.0.1", port))
+            flood.append(s)
+        for s in flood:
+            try:
+                assert s.recv(1) == b""  # closed at once, nothing read or answered
+            except ConnectionResetError:
+                pass
+            s.close()
+        refused = 'agw_connections_refused_total{reason="maxConnections"}'
+        perClient = 'agw_connections_refused_total{reason="maxConnectionsPerClient"}'
+        waitFor(lambda: _metric(admin, refused) == 301, what="refusals counted")
+        assert _metric(admin, perClient) == 2
+        lines = [ln for ln in gw.output().splitlines() if "refused: [gateway] max" in ln]
+        assert 1 <= len(lines) <= 3, lines
+        for s in held:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")  # still served
+            s.close()
+        held = []
+        again = waitFor(lambda: _exchange("127.0.0.1", port), what="a connection served after the holders left")
+        held.append(again)
+        assert gw.proc.poll() is None
+    finally:
+        for s in held:
+            s.close()
+        gw.stop()
+        b.stop()
