@@ -307,9 +307,11 @@ class AdminGuard:
                 challenge = b'Bearer realm="agw admin"'
                 if request.getHeader(b"authorization") is not None:
                     challenge += b', error="invalid_token"'
-                return 401, "Unauthorized: a valid admin bearer token is required", [
-                    (b"WWW-Authenticate", challenge)
-                ]
+                return (
+                    401,
+                    "Unauthorized: a valid admin bearer token is required",
+                    [(b"WWW-Authenticate", challenge)],
+                )
         return None
 
 

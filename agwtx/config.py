@@ -732,7 +732,9 @@ def _parseSecrets(text: str) -> tuple[bytes, ...]:
     for number, item in enumerate(parseList(text), 1):
         if len(item) < 16:
             # Never echo a secret back: say which one by position.
-            raise InvalidValue(f"expected at least 16 characters in each secret, got {len(item)} in secret {number}")
+            raise InvalidValue(
+                f"expected at least 16 characters in each secret, got {len(item)} in secret {number}"
+            )
         secret = item.encode("utf-8")
         if secret in secrets:
             raise InvalidValue(f"secret {number} repeats secret {secrets.index(secret) + 1}")
@@ -1119,7 +1121,14 @@ class _Section:
 
 # Keys whose value may go on over indented lines (comma lists).
 _MULTILINE_KEYS = frozenset(
-    {"backendaddresses", "hostnames", "trustedrootcertificates", "match.statuscodes", "trustedproxies", "affinitysecrets"}
+    {
+        "backendaddresses",
+        "hostnames",
+        "trustedrootcertificates",
+        "match.statuscodes",
+        "trustedproxies",
+        "affinitysecrets",
+    }
 )
 # Only known kinds, so that an IPv6 list item such as [fd00::4] is not taken for one.
 _LOOKS_LIKE_SECTION = re.compile(r"\[\s*(?:" + "|".join(_KINDS) + r")\s*(?::[^\]]*)?\]", re.IGNORECASE)
@@ -1227,7 +1236,12 @@ class _Loader:
         if adminInfo is None:
             admin = None
         adminToken = self._adminToken(sec)
-        if adminInfo is not None and adminToken is None and sec.given("admin") and not sec.given("adminToken"):
+        if (
+            adminInfo is not None
+            and adminToken is None
+            and sec.given("admin")
+            and not sec.given("adminToken")
+        ):
             reach = adminReach(adminInfo)
             if reach is not None:
                 sec.error(
@@ -1260,7 +1274,9 @@ class _Loader:
                 requestHeaderTimeout=sec.get("requestHeaderTimeout", lambda t: parseDuration(t, 1, 3600)),
                 requestBodyTimeout=sec.get("requestBodyTimeout", lambda t: parseDuration(t, 1, 3600)),
                 maxConnections=sec.get("maxConnections", lambda t: parseInt(t, 1, 1_000_000)),
-                maxConnectionsPerClient=sec.get("maxConnectionsPerClient", lambda t: parseInt(t, 0, 1_000_000)),
+                maxConnectionsPerClient=sec.get(
+                    "maxConnectionsPerClient", lambda t: parseInt(t, 0, 1_000_000)
+                ),
                 trustedProxies=sec.get("trustedProxies", parseNetworks),
             )
         )

@@ -263,6 +263,7 @@ class _StreamedBody:
         self.ended = False
         self.clientPaused = False
         self.onEnd: Callable[[], None] | None = None
+        self.exchange: _Exchange | None = None
 
     def _encode(self, data: bytes) -> bytes:
         return b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data
@@ -581,6 +582,17 @@ class _Exchange:
         if self.conn is not None:
             self.conn.abort()
 
+    def bodyTimedOut(self) -> None:
+        """
+        The client's body stalled past C{requestBodyTimeout}: the backend
+        exchange is aborted (its connection closed, not reused); the caller
+        answers the client.
+        """
+        if self.done:
+            return
+        self._abortUpstream()
+        self._cleanup()
+
     def _clientGone(self, reason: Failure) -> None:
         if self.done:
             return
@@ -670,6 +682,8 @@ def _begin(
     exchange = _Exchange(ctx, request, target, head, bodyLength)
     exchange.pinned = pinned
     exchange.stream = stream
+    if stream is not None:
+        stream.exchange = exchange
     exchange.start(member)
 
 
@@ -681,7 +695,8 @@ def proxy(ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarg
         stream.end()
         return NOT_DONE_YET
     member, pinned = _chooseMember(ctx, request, target)
-    if member is None:
+    if member is None or getattr(request, "agwDiscarded", False):
+        # Discarded: no member when the body began, so it was not kept to send.
         return errorPage(request, 502, "Bad Gateway: no healthy backend is available")
     content = request.content
     bodyLength = 0

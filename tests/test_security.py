@@ -167,7 +167,9 @@ def test_connection_limits_hold_under_a_loopback_flood(tmp_path: Path) -> None:
             assert s.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")  # still served
             s.close()
         held = []
-        again = waitFor(lambda: _exchange("127.0.0.1", port), what="a connection served after the holders left")
+        again = waitFor(
+            lambda: _exchange("127.0.0.1", port), what="a connection served after the holders left"
+        )
         held.append(again)
         assert gw.proc.poll() is None
     finally:
@@ -175,3 +177,134 @@ def test_connection_limits_hold_under_a_loopback_flood(tmp_path: Path) -> None:
             s.close()
         gw.stop()
         b.stop()
+
+
+def _readResponse(s: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_stalled_request_body_gets_408_and_closes_its_backend_connection(tmp_path: Path) -> None:
+    """
+    requestBodyTimeout = 1: a body that stops after 10 of 100 bytes is
+    answered 408 and the connection closed, and the backend, which was
+    receiving that body, sees its connection closed (not left waiting for the
+    other 90 bytes); a body that keeps coming, a byte every 0.3 s, is not.
+    """
+    from tests.rawbackend import RawBackend, readHead
+
+    seen: list[bytes] = []
+
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        length = int(
+            next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length"))
+        )
+        body = rest
+        try:
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    seen.append(b"closed after %d" % len(body))
+                    return
+                body += chunk
+        except ConnectionError:
+            seen.append(b"reset after %d" % len(body))
+            return
+        seen.append(b"complete")
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    assert readHead  # the handler gets the head already read
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port], gateway="requestBodyTimeout = 1"), port)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"a" * 10)
+            answer = _readResponse(s)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert answer.endswith(b"408 Request Timeout: the request body stalled for more than 1 s\n")
+        waitFor(lambda: seen, what="the backend's connection closed")
+        assert seen[0] in (b"closed after 10", b"reset after 10"), seen
+        # a slow body that keeps coming is not cut
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n")
+            for _ in range(8):
+                time.sleep(0.3)
+                s.sendall(b"b")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+        assert seen[1:] == [b"complete"]
+        assert gw.proc.poll() is None
+    finally:
+        gw.stop()
+        backend.close()
+
+
+def _redirectIni(port: int) -> str:
+    return f"""
+[frontendPort:fp]
+port = {port}
+interface = 127.0.0.1
+
+[httpListener:l1]
+frontendPort = fp
+
+[redirectConfiguration:toHttps]
+redirectType = Permanent
+targetUrl = https://example.test/
+
+[requestRoutingRule:r1]
+ruleType = Basic
+priority = 100
+httpListener = l1
+redirectConfiguration = toHttps
+"""
+
+
+def _deletedFiles(pid: int) -> list[str]:
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith("(deleted)"):  # a spooled body: an unlinked temporary file
+            out.append(target)
+    return out
+
+
+def test_body_of_a_redirected_post_is_discarded_not_spooled(tmp_path: Path) -> None:
+    """
+    A 200 MB POST (generated as it is sent, never held) to a redirect
+    listener: the gateway reads and drops it (no temporary file open at any
+    point, its resident memory stays within 50 MB of where it started) and
+    answers 301.
+    """
+    port = freePort()
+    gw = startGateway(tmp_path, _redirectIni(port), port)
+    try:
+        size = 200 * 1024 * 1024
+        block = b"x" * 65536
+        rssBefore = gw.rssKiB()
+        peak, deleted = rssBefore, []
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+            for i in range(size // len(block)):
+                s.sendall(block)
+                if i % 256 == 0:  # every 16 MB
+                    peak = max(peak, gw.rssKiB())
+                    deleted += _deletedFiles(gw.pid)
+            answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 301 Moved Permanently\r\n"), answer
+        assert b"\r\nLocation: https://example.test/upload\r\n" in answer
+        assert deleted == []
+        assert peak - rssBefore < 50 * 1024, (rssBefore, peak)
+    finally:
+        gw.stop()
