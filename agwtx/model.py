@@ -79,6 +79,12 @@ class GatewaySettings:
     """Address ranges of forwarders (L7 proxies, CDNs) whose forwarding
     headers are believed; empty means no client is trusted."""
 
+    def affinityKeys(self) -> tuple[bytes, ...]:
+        """The affinity keys, the signing one first (empty: none configured)."""
+        if self.affinitySecrets:
+            return self.affinitySecrets
+        return (self.affinitySecret,) if self.affinitySecret else ()
+
     def isTrustedProxy(self, address: str) -> bool:
         """Whether C{address} (an IP address as text) is in L{trustedProxies}."""
         if not self.trustedProxies:

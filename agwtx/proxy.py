@@ -476,7 +476,7 @@ class _Exchange:
         if self.setAffinity or (self.target.settings.cookieBasedAffinity and self.pinned is not self.member):
             assert self.member is not None
             settings = self.target.settings
-            value = self.ctx.affinity.encode(self.target.scope, self.member.key)
+            value = self.ctx.affinity.memberToken(self.target.scope, self.member.key)
             for cookie in affinityCookies(settings.affinityCookieName, value, request.isSecure()):
                 out.addRawHeader(b"Set-Cookie", cookie)
         if self.target.rewrite is not None:
@@ -611,11 +611,13 @@ def _chooseMember(
     if settings.cookieBasedAffinity:
         raw = request.received_cookies.get(settings.affinityCookieName.encode("ascii"))
         if raw:
-            key = ctx.affinity.decode(target.scope, raw)
-            if key is not None:
-                candidate = state.member(key)
+            found = ctx.affinity.findMember(target.scope, raw, (m.key for m in state.members))
+            if found is not None:
+                candidate = state.member(found[0])
                 if candidate is not None and candidate.pinnable:
-                    return candidate, candidate
+                    # Pinned by a former key: served by the same member, and
+                    # (pinned None) given a cookie of the signing key.
+                    return candidate, candidate if found[1] else None
     return state.pick(), None
 
 

@@ -1091,7 +1091,7 @@ class WebSocketSession:
         returned = _returnedHeaders(head)
         settings = self.settings
         if settings.cookieBasedAffinity and self.pinned is not self.member:
-            value = self.ctx.affinity.encode(self.target.scope, self.member.key)
+            value = self.ctx.affinity.memberToken(self.target.scope, self.member.key)
             for cookie in affinityCookies(settings.affinityCookieName, value, request.isSecure()):
                 returned.addRawHeader(b"Set-Cookie", cookie)
         if self.target.rewrite is not None:

@@ -308,3 +308,74 @@ def test_body_of_a_redirected_post_is_discarded_not_spooled(tmp_path: Path) -> N
         assert peak - rssBefore < 50 * 1024, (rssBefore, peak)
     finally:
         gw.stop()
+
+
+def _cookie(resp: http.client.HTTPResponse) -> str | None:
+    for name, value in resp.getheaders():
+        if name.lower() == "set-cookie" and value.startswith("ApplicationGatewayAffinity="):
+            return value.split(";")[0].split("=", 1)[1]
+    return None
+
+
+def _get(port: int, cookie: str | None = None) -> tuple[bytes, str | None]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/", headers={"Cookie": f"ApplicationGatewayAffinity={cookie}"} if cookie else {})
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200
+        return body, _cookie(r)
+    finally:
+        conn.close()
+
+
+def test_affinity_keys_rotate_on_reload_and_cookies_are_opaque(tmp_path: Path) -> None:
+    """
+    The affinity cookie holds no member address (not even base64 of one);
+    a changed affinitySecret applies on reload (the old cookie re-pins);
+    affinitySecrets = new, old keeps old cookies on their member while new
+    cookies are signed with the new key; dropping the old key ends them.
+    """
+    import base64
+
+    a, pa = startBackend(tmp_path, "A")
+    b, pb = startBackend(tmp_path, "B")
+    port, admin = freePort(), freePort()
+    old, new, other = "old-key-0123456789abcdef", "new-key-0123456789abcdef", "other-key-0123456789abc"
+
+    def ini(keys: str) -> str:
+        gateway = f"admin = tcp:{admin}:interface=127.0.0.1\n{keys}"
+        return basicIni(port, [pa, pb], settings="cookieBasedAffinity = Enabled", gateway=gateway)
+
+    def reload(keys: str) -> None:
+        (tmp_path / f"gw-{port}.ini").write_text(ini(keys))
+        assert adminRequest(admin, "POST", "/reload")[0] == 200
+
+    gw = startGateway(tmp_path, ini(f"affinitySecret = {old}"), port)
+    try:
+        body, cookie = _get(port)
+        assert cookie is not None and len(cookie) == 22
+        decoded = base64.urlsafe_b64decode(cookie + "==")
+        for address in (pa, pb):
+            for text in (f"127.0.0.1:{address}", str(address), "127.0.0.1"):
+                assert text not in cookie and text.encode() not in decoded
+        assert _get(port, cookie) == (body, None)  # pinned: no new cookie
+        # a changed affinitySecret applies on reload: the old cookie no longer pins
+        reload(f"affinitySecret = {other}")
+        assert _get(port, cookie)[1] is not None
+        # rotation: the old key verifies (same member), the new one signs
+        reload(f"affinitySecret = {old}")
+        assert _get(port, cookie) == (body, None)
+        reload(f"affinitySecrets = {new}, {old}")
+        again, renewed = _get(port, cookie)
+        assert again == body and renewed is not None and renewed != cookie
+        assert _get(port, renewed) == (body, None)
+        # the old key dropped: old cookies are balanced and re-pinned, new ones stay
+        reload(f"affinitySecrets = {new}")
+        assert _get(port, cookie)[1] is not None
+        assert _get(port, renewed) == (body, None)
+        assert gw.proc.poll() is None
+    finally:
+        gw.stop()
+        a.stop()
+        b.stop()
