@@ -48,6 +48,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 _NEVER_NAMED = frozenset({b"host"})
+SPOOFABLE = frozenset({b"forwarded", b"x-forwarded-host", b"x-real-ip"})
+"""Forwarding headers believed only from C{[gateway] trustedProxies}."""
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 SAFE_RETRY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 INLINE_BODY = 64 * 1024
@@ -87,11 +89,19 @@ def forwardedRequestHeaders(
     port: int,
     host: bytes | None,
     dropExtra: frozenset[bytes] = frozenset(),
+    trusted: bool = False,
 ) -> list[tuple[bytes, bytes]]:
     """
     The headers a backend receives: end-to-end ones in order, Host replaced
     when C{host} is given, and the X-Forwarded-* set.  A pure function so that
     the proxy and the WebSocket bridge forward exactly the same set.
+
+    C{Forwarded}, C{X-Forwarded-Host} and C{X-Real-IP} pass only when the
+    sender is C{trusted} (in C{[gateway] trustedProxies}); from anyone else
+    they are dropped, so a backend framework that believes them cannot be
+    lied to.  C{X-Forwarded-Host} is then the client's Host (as Caddy and
+    Traefik set it), what frameworks read to build absolute URLs when
+    C{hostName} rewrites Host.
     """
     # Host is never hop-by-hop: a client that names it in Connection must not
     # make the backend request lose it (HTTP/1.1 requires it).
@@ -101,10 +111,15 @@ def forwardedRequestHeaders(
     out: list[tuple[bytes, bytes]] = []
     xff: list[bytes] = []
     originalHost: bytes | None = None
+    forwardedHost = False
     for name, values in raw.getAllRawHeaders():
         lname = name.lower()
         if lname in HOP_BY_HOP or lname in named or lname in dropExtra:
             continue
+        if lname in SPOOFABLE:
+            if not trusted:
+                continue
+            forwardedHost = forwardedHost or lname == b"x-forwarded-host"
         if lname == b"host":
             originalHost = values[0]
             if host is None:
@@ -125,6 +140,8 @@ def forwardedRequestHeaders(
     out.append((b"X-Forwarded-Port", b"%d" % port))
     if originalHost is not None:
         out.append((b"X-Original-Host", originalHost))
+        if not forwardedHost:
+            out.append((b"X-Forwarded-Host", originalHost))
     return out
 
 
@@ -626,6 +643,12 @@ def _picksHost(target: "BackendTarget") -> bool:
     return bool(target.settings.pickHostNameFromBackendAddress and target.hostHeader is None)
 
 
+def _fromTrustedProxy(request: "GatewayRequest") -> bool:
+    """Whether the client is a forwarder in C{[gateway] trustedProxies}."""
+    config = getattr(getattr(getattr(request, "site", None), "ctx", None), "config", None)
+    return config is not None and bool(config.gateway.isTrustedProxy(request.clientIP))
+
+
 def backendRequestHeaders(
     request: "GatewayRequest",
     target: "BackendTarget",
@@ -651,6 +674,7 @@ def backendRequestHeaders(
         request.listenerPort,
         host,
         dropExtra=dropExtra,
+        trusted=_fromTrustedProxy(request),
     )
     if pickHost and member is None:
         del fwd[0]

@@ -379,3 +379,84 @@ def test_affinity_keys_rotate_on_reload_and_cookies_are_opaque(tmp_path: Path) -
         gw.stop()
         a.stop()
         b.stop()
+
+
+SPOOFED = (
+    b"Forwarded: for=198.51.100.1;host=evil.example\r\n"
+    b"X-Forwarded-Host: evil.example\r\n"
+    b"X-Real-IP: 198.51.100.1\r\n"
+)
+
+
+def test_forwarding_headers_believed_only_from_trusted_proxies(tmp_path: Path) -> None:
+    """
+    Forwarded, X-Forwarded-Host and X-Real-IP from a client reach no backend
+    (plain requests and WebSocket handshakes), and X-Forwarded-Host is the
+    client's Host; from an address in trustedProxies they pass unchanged.
+    """
+    import base64
+    import hashlib
+
+    from tests.rawbackend import RawBackend, headerValue
+
+    heads: list[bytes] = []
+
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        heads.append(head)
+        key = headerValue(head, b"sec-websocket-key")
+        if key is None:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            return
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        conn.recv(1024)  # until the gateway closes
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port], gateway="trustedProxies = 127.0.0.2/32"), port)
+    http = b"GET / HTTP/1.1\r\nHost: app.example\r\n" + SPOOFED + b"\r\n"
+    ws = (
+        b"GET /chat HTTP/1.1\r\nHost: app.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" + SPOOFED + b"\r\n"
+    )
+    try:
+        for source, trusted in (("127.0.0.1", False), ("127.0.0.2", True)):
+            for request, status in ((http, b"200"), (ws, b"101")):
+                heads.clear()
+                with socket.socket() as s:
+                    s.settimeout(10)
+                    s.bind((source, 0))
+                    s.connect(("127.0.0.1", port))
+                    s.sendall(request)
+                    assert s.recv(65536).startswith(b"HTTP/1.1 " + status), (source, request)
+                waitFor(lambda: heads, what="the backend's request")
+                head = heads[0]
+                values = {
+                    name: [
+                        ln.split(b":", 1)[1].strip()
+                        for ln in head.split(b"\r\n")[1:]
+                        if ln.split(b":", 1)[0].lower() == name
+                    ]
+                    for name in (b"forwarded", b"x-forwarded-host", b"x-real-ip", b"x-original-host")
+                }
+                if trusted:
+                    assert values == {
+                        b"forwarded": [b"for=198.51.100.1;host=evil.example"],
+                        b"x-forwarded-host": [b"evil.example"],
+                        b"x-real-ip": [b"198.51.100.1"],
+                        b"x-original-host": [b"app.example"],
+                    }, (source, head)
+                else:
+                    assert values == {
+                        b"forwarded": [],
+                        b"x-forwarded-host": [b"app.example"],
+                        b"x-real-ip": [],
+                        b"x-original-host": [b"app.example"],
+                    }, (source, head)
+        assert gw.proc.poll() is None
+    finally:
+        gw.stop()
+        backend.close()
