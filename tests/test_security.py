@@ -460,3 +460,36 @@ def test_forwarding_headers_believed_only_from_trusted_proxies(tmp_path: Path) -
     finally:
         gw.stop()
         backend.close()
+
+
+def test_service_unit_scores_at_most_2_in_systemd_analyze_security() -> None:
+    """
+    etc/agw.service as systemd rates it offline: an exposure of at most 2.0
+    ("OK"), with the settings the unit relies on present.
+    """
+    import re
+    import shutil
+    import subprocess
+
+    import pytest
+
+    from tests.support import ROOT
+
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (.ci/run installs systemd)")
+    unit = ROOT / "etc" / "agw.service"
+    result = subprocess.run(
+        [tool, "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for agw\.service: ([0-9.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0, result.stdout
+    text = unit.read_text()
+    for setting in ("User=agw", "UMask=0077", "LogsDirectory=agw", "SystemCallFilter=@system-service"):
+        assert f"\n{setting}\n" in text, setting
+    assert "\nMemoryDenyWriteExecute=yes" not in text  # PyPy's JIT needs W+X memory
