@@ -9,10 +9,17 @@ server endpoint string, loopback by default).
 The root is an ordinary L{Resource} with children: further pages (metrics,
 a status page) are added with C{adminResource(...).putChild(b"metrics", ...)}
 or by passing C{children} to L{AdminSite}/L{adminResource}.
+
+Every request passes L{AdminGuard} first (see docs/security.rst): a Host
+that does not name the admin listener itself is a 421 (DNS rebinding), a
+state-changing request a browser could send cross-site is a 403 (CSRF),
+and with C{[gateway] adminToken} a missing or wrong bearer token is a 401.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -24,10 +31,13 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
+from agwtx.config import InvalidValue, parseEndpoint
 from agwtx.model import GatewayConfig
 from agwtx.pool import Member, PoolState
+from agwtx.proxy import errorPage
 
 __all__ = [
+    "AdminGuard",
     "AdminRoot",
     "AdminSite",
     "HealthResource",
@@ -168,6 +178,158 @@ def adminResource(
     return root
 
 
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+"""Host names every admin endpoint answers to (besides its own address)."""
+
+_READS = frozenset({b"GET", b"HEAD"})
+_SAME_ORIGIN_FETCH = frozenset({b"same-origin", b"none"})
+
+
+def _splitHost(value: bytes) -> tuple[str, int | None] | None:
+    """C{(name, port)} from a Host value (name lowercased, IPv6 without brackets), or None."""
+    try:
+        text = value.decode("ascii").strip().lower()
+    except UnicodeDecodeError:
+        return None
+    port: int | None = None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        name, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                return None
+            portText = rest[1:]
+        else:
+            portText = None
+    else:
+        name, sep, portText = text.partition(":")
+        if not sep:
+            portText = None
+    if portText is not None:
+        if not portText.isdigit() or len(portText) > 5:
+            return None
+        port = int(portText)
+    if not name:
+        return None
+    return name, port
+
+
+def _sameAddress(name: str, address: str | None) -> bool:
+    if not address:
+        return False
+    try:
+        return ipaddress.ip_address(name) == ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+
+
+class AdminGuard:
+    """
+    Who may use the admin endpoint: the checks every admin request passes
+    before its page is rendered.  C{settings} is read per request (a reload
+    changes the token); C{interface} is the configured listening address of
+    the endpoint, fixed while it listens.
+    """
+
+    def __init__(self, settings: Any, interface: str | None) -> None:
+        self.settings = settings
+        self.interface = interface.lower() if interface else None
+
+    @classmethod
+    def forEndpoint(cls, settings: Any, endpoint: str) -> AdminGuard:
+        try:
+            interface = parseEndpoint(endpoint).interface
+        except InvalidValue:
+            interface = None
+        return cls(settings, interface)
+
+    def hostAllowed(self, request: Request) -> bool:
+        """
+        Whether the Host header names this listener: a loopback name, the
+        configured interface, or the address the connection came in on,
+        with no port or the listener's own.  A DNS-rebinding page reaches
+        the endpoint under its attacker's name, which is none of these.
+        """
+        hosts = request.requestHeaders.getRawHeaders(b"host")
+        if not hosts or len(hosts) != 1:
+            return False
+        split = _splitHost(hosts[0])
+        if split is None:
+            return False
+        name, port = split
+        local = request.getHost()
+        localPort = getattr(local, "port", None)
+        if port is not None and localPort is not None and port != localPort:
+            return False
+        if name in LOOPBACK_NAMES or name == self.interface:
+            return True
+        return _sameAddress(name, getattr(local, "host", None)) or _sameAddress(name, self.interface)
+
+    def crossSite(self, request: Request) -> bool:
+        """
+        Whether a state-changing request comes from another site: an
+        C{Origin} other than this endpoint's own, or a C{Sec-Fetch-Site}
+        other than C{same-origin}/C{none}.  Browsers send at least one of
+        them with every cross-site POST; curl and scripts send neither.
+        """
+        site = request.getHeader(b"sec-fetch-site")
+        if site is not None and site.strip().lower() not in _SAME_ORIGIN_FETCH:
+            return True
+        origin = request.getHeader(b"origin")
+        if origin is None:
+            return False
+        scheme = b"https://" if request.isSecure() else b"http://"
+        host = request.getHeader(b"host") or b""
+        return origin.strip().lower() != scheme + host.strip().lower()
+
+    def authorized(self, request: Request) -> bool:
+        """Whether the request carries the configured bearer token (compared in constant time)."""
+        token = self.settings.adminToken
+        given = request.getHeader(b"authorization") or b""
+        scheme, _, credentials = given.strip().partition(b" ")
+        if scheme.lower() != b"bearer":
+            credentials = b""
+        # compare_digest takes as long for any wrong token of a given length.
+        return hmac.compare_digest(credentials.strip(), token)
+
+    def check(self, request: Request) -> tuple[int, str, list[tuple[bytes, bytes]]] | None:
+        """None when C{request} may proceed, else C{(status, message, extra headers)}."""
+        if not self.hostAllowed(request):
+            return 421, "Misdirected Request: this admin endpoint answers only to its own address", []
+        write = request.method not in _READS
+        if write and self.crossSite(request):
+            return 403, "Forbidden: cross-site requests may not change the gateway", []
+        settings = self.settings
+        if settings.adminToken is not None and (write or settings.adminTokenForReads):
+            if not self.authorized(request):
+                challenge = b'Bearer realm="agw admin"'
+                if request.getHeader(b"authorization") is not None:
+                    challenge += b', error="invalid_token"'
+                return (
+                    401,
+                    "Unauthorized: a valid admin bearer token is required",
+                    [(b"WWW-Authenticate", challenge)],
+                )
+        return None
+
+
+class _Refused(Resource):
+    """The answer to a request L{AdminGuard} refused."""
+
+    isLeaf = True
+
+    def __init__(self, code: int, message: str, extra: list[tuple[bytes, bytes]]) -> None:
+        super().__init__()
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def render(self, request: Any) -> Any:
+        return errorPage(request, self.code, self.message, self.extra)
+
+
 class AdminSite(Site):
     """The admin site; C{site.resource} is the L{AdminRoot} to extend."""
 
@@ -182,10 +344,31 @@ class AdminSite(Site):
         children: Mapping[bytes, Resource] | None = None,
     ) -> None:
         super().__init__(adminResource(ctx, config, reactor, children), reactor=reactor)
+        self.ctx = ctx
+        self.guard = AdminGuard.forEndpoint(_CurrentSettings(ctx, config), config.gateway.admin or "")
+
+    def getResourceFor(self, request: Any) -> Any:
+        refusal = self.guard.check(request)
+        if refusal is not None:
+            request.site = self
+            return _Refused(*refusal)
+        return super().getResourceFor(request)
 
     def log(self, request: Any) -> None:
         # Health checks and scrapes would drown the access log.
         pass
+
+
+class _CurrentSettings:
+    """C{[gateway]} of the configuration in force (a reload replaces C{ctx.config})."""
+
+    def __init__(self, ctx: Any, config: GatewayConfig) -> None:
+        self.ctx = ctx
+        self.config = config
+
+    def __getattr__(self, name: str) -> Any:
+        config = getattr(self.ctx, "config", None) or self.config
+        return getattr(config.gateway, name)
 
 
 def adminService(ctx: Any, config: GatewayConfig, reactor: Any) -> StreamServerEndpointService:

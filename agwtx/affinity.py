@@ -1,12 +1,22 @@
 """
-Cookie-based affinity: the cookie itself says which member it pins.
+Cookie-based affinity: the cookie says which member it pins, opaquely.
 
-The value is C{<member key, base64url>.<HMAC-SHA256 tag, base64url>}, the tag
-covering the pool and settings names as well, so a cookie minted for one pool
-means nothing to another.  Any gateway instance holding the same secret
-honours the same cookie, which is what lets agw scale out without shared
-state.  A forged, stale or malformed cookie is ignored: the request is
-balanced normally and re-pinned.
+The value is a member token: C{HMAC-SHA256(key, scope, member)} truncated
+to 16 bytes, base64url (22 characters).  The scope (pool and settings
+names) makes a cookie minted for one pool mean nothing to another; the
+member's address is not in it, not even encoded: the gateway finds the
+member by computing the token of each member of the pool (cached) and
+comparing.  Any gateway instance holding the same keys honours the same
+cookie, which is what lets agw scale out without shared state.
+
+Keys rotate without logging anyone out: C{[gateway] affinitySecrets = new,
+old} signs with the first key and accepts tokens of every key; a client
+pinned with the old key is re-pinned with the new one on its next response.
+A forged, stale or malformed cookie is ignored: the request is balanced
+normally and re-pinned.
+
+L{AffinityCodec.encode}/L{AffinityCodec.decode} sign arbitrary values (the
+value readable, with a tag) for routing plugins that need a sticky label.
 """
 
 from __future__ import annotations
@@ -15,10 +25,14 @@ import base64
 import hashlib
 import hmac
 import os
+from collections.abc import Iterable, Sequence
 
 __all__ = ["AffinityCodec", "affinityCookies"]
 
 _TAG_BYTES = 16
+_TOKEN_LENGTH = 22
+"""Characters of a member token: 16 bytes in unpadded base64url."""
+_CACHE_LIMIT = 8192
 
 
 def _b64(data: bytes) -> bytes:
@@ -30,29 +44,74 @@ def _unb64(data: bytes) -> bytes:
 
 
 class AffinityCodec:
-    """Signs and verifies member identities for affinity cookies."""
+    """
+    Signs and verifies affinity cookie values with one or more keys: the
+    first signs, all verify.  Without keys, a random one for this process.
+    """
 
-    def __init__(self, secret: bytes | None = None) -> None:
-        self.secret = secret if secret is not None else os.urandom(32)
+    def __init__(self, secret: bytes | None = None, secrets: Sequence[bytes] = ()) -> None:
+        keys = tuple(secrets) or ((secret,) if secret is not None else (os.urandom(32),))
+        self.secrets = keys
+        self.secret = keys[0]
+        self._tokens: dict[tuple[int, str, str], bytes] = {}
 
-    def _tag(self, scope: bytes, key: bytes) -> bytes:
-        return hmac.new(self.secret, scope + b"\0" + key, hashlib.sha256).digest()[:_TAG_BYTES]
+    # -- member tokens (affinity cookies)
 
-    def encode(self, scope: str, memberKey: str) -> bytes:
-        key = memberKey.encode("utf-8")
-        return _b64(key) + b"." + _b64(self._tag(scope.encode("utf-8"), key))
+    def _token(self, index: int, scope: str, memberKey: str) -> bytes:
+        cacheKey = (index, scope, memberKey)
+        token = self._tokens.get(cacheKey)
+        if token is None:
+            if len(self._tokens) >= _CACHE_LIMIT:
+                self._tokens.clear()
+            mac = hmac.new(
+                self.secrets[index],
+                b"member\0" + scope.encode("utf-8") + b"\0" + memberKey.encode("utf-8"),
+                hashlib.sha256,
+            )
+            token = self._tokens[cacheKey] = _b64(mac.digest()[:_TAG_BYTES])
+        return token
 
-    def decode(self, scope: str, value: bytes) -> str | None:
-        """The member key a genuine cookie names, else None."""
-        head, sep, tag = value.partition(b".")
-        if not sep or len(value) > 512:
+    def memberToken(self, scope: str, memberKey: str) -> bytes:
+        """The cookie value pinning C{memberKey} in C{scope}, with the signing key."""
+        return self._token(0, scope, memberKey)
+
+    def findMember(self, scope: str, value: bytes, memberKeys: Iterable[str]) -> tuple[str, bool] | None:
+        """
+        C{(member key, current)}: the one of C{memberKeys} that C{value}
+        pins under any of the keys, and whether that was the signing key (if
+        not, the caller pins the client again, with the signing key); else None.
+        """
+        if len(value) != _TOKEN_LENGTH:
+            return None
+        keys = list(memberKeys)
+        for index in range(len(self.secrets)):
+            for memberKey in keys:
+                if hmac.compare_digest(value, self._token(index, scope, memberKey)):
+                    return memberKey, index == 0
+        return None
+
+    # -- signed values (routing plugins)
+
+    def _tag(self, secret: bytes, scope: bytes, key: bytes) -> bytes:
+        return hmac.new(secret, scope + b"\0" + key, hashlib.sha256).digest()[:_TAG_BYTES]
+
+    def encode(self, scope: str, value: str) -> bytes:
+        """C{value} (readable) with a tag of the signing key, for a plugin's sticky cookie."""
+        key = value.encode("utf-8")
+        return _b64(key) + b"." + _b64(self._tag(self.secret, scope.encode("utf-8"), key))
+
+    def decode(self, scope: str, raw: bytes) -> str | None:
+        """The value a genuine L{encode}d cookie carries (tagged by any key), else None."""
+        head, sep, tag = raw.partition(b".")
+        if not sep or len(raw) > 512:
             return None
         try:
             key = _unb64(head)
             given = _unb64(tag)
         except (ValueError, TypeError):
             return None
-        if not hmac.compare_digest(given, self._tag(scope.encode("utf-8"), key)):
+        scoped = scope.encode("utf-8")
+        if not any(hmac.compare_digest(given, self._tag(s, scoped, key)) for s in self.secrets):
             return None
         try:
             return key.decode("utf-8")

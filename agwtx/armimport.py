@@ -62,6 +62,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -953,6 +954,17 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
+def _shellWord(text: str) -> str:
+    """
+    C{text} as one shell word (C{shlex.quote}) for a suggested command; a
+    value with a line break or other control character becomes a
+    placeholder, so that it can neither end the comment line nor the word.
+    """
+    if not text.isprintable():
+        return "VALUE-WITH-CONTROL-CHARACTERS"
+    return shlex.quote(text)
+
+
 def _brief(value: Any, limit: int = 100) -> str:
     """A short, one-line rendering of a JSON value for a comment."""
     if _isReference(value):
@@ -1408,10 +1420,11 @@ class _Converter:
                 f"keyVaultSecretId = {_brief(vault)}", "agw reads PEM files, not Key Vault secrets"
             )
             item.comment("Export the secret (a PFX) as PEM to the two paths below, e.g.")
-            shown = _readable(vault) if isinstance(vault, str) else "SECRET-ID"
-            item.comment(
-                f"  az keyvault secret download --id {shown} --encoding base64 --file {item.name}.pfx"
-            )
+            # Every value printed into a command is quoted for the shell: the
+            # template is untrusted input, and the line is meant to be pasted.
+            shown = _shellWord(_readable(vault)) if isinstance(vault, str) else "SECRET-ID"
+            pfx = _shellWord(item.name + ".pfx")
+            item.comment(f"  az keyvault secret download --id {shown} --encoding base64 --file {pfx}")
         else:
             if not _isEmpty(data):
                 what = "data (an embedded PFX)"
@@ -1425,8 +1438,9 @@ class _Converter:
                 what, reason = "the certificate", "the input holds no certificate data"
             item.notConverted(what, reason)
             item.comment("Export the certificate and key as PEM to the two paths below, e.g.")
-        item.comment(f"  openssl pkcs12 -in {item.name}.pfx -nokeys -out {certificate}")
-        item.comment(f"  openssl pkcs12 -in {item.name}.pfx -nocerts -nodes -out {key}")
+        pfx = _shellWord(item.name + ".pfx")
+        item.comment(f"  openssl pkcs12 -in {pfx} -nokeys -out {_shellWord(certificate)}")
+        item.comment(f"  openssl pkcs12 -in {pfx} -nocerts -nodes -out {_shellWord(key)}")
         item.add("certificate", certificate)
         item.add("privateKey", key)
 
@@ -1443,7 +1457,8 @@ class _Converter:
                 "agw reads PEM files; the certificate cannot be written from here",
             )
         item.comment("Save the CA certificate as PEM at the path below, e.g. from the .cer file:")
-        item.comment(f"  openssl x509 -in {item.name}.cer -out {path}   (add -inform DER if binary)")
+        cer, out = _shellWord(item.name + ".cer"), _shellWord(path)
+        item.comment(f"  openssl x509 -in {cer} -out {out}   (add -inform DER if binary)")
         item.add("certificate", path)
 
     def _httpListener(self, item: _Item, view: _View) -> None:

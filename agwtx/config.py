@@ -726,6 +726,45 @@ def _parseSecret(text: str) -> bytes:
     return text.encode("utf-8")
 
 
+def _parseSecrets(text: str) -> tuple[bytes, ...]:
+    """A comma list of secrets (the first signs, all verify), each at least 16 characters."""
+    secrets: list[bytes] = []
+    for number, item in enumerate(parseList(text), 1):
+        if len(item) < 16:
+            # Never echo a secret back: say which one by position.
+            raise InvalidValue(
+                f"expected at least 16 characters in each secret, got {len(item)} in secret {number}"
+            )
+        secret = item.encode("utf-8")
+        if secret in secrets:
+            raise InvalidValue(f"secret {number} repeats secret {secrets.index(secret) + 1}")
+        secrets.append(secret)
+    if not secrets:
+        raise InvalidValue("expected one or more secrets, separated by commas")
+    return tuple(secrets)
+
+
+def adminReach(info: EndpointInfo) -> str | None:
+    """
+    Where an admin endpoint listens beyond this machine's loopback, as words
+    for a message (C{"on all interfaces"}, C{"on 10.0.0.5"}), or None for a
+    loopback address or a C{unix:} socket (file permissions guard it).  A
+    C{systemd:} socket is the unit's business and counts as local.
+    """
+    if info.kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    if not info.interface:
+        return "on all interfaces"
+    try:
+        if ipaddress.ip_address(info.interface.split("%", 1)[0]).is_loopback:
+            return None
+    except ValueError:
+        pass
+    if info.interface in ("0.0.0.0", "::"):
+        return "on all interfaces"
+    return f"on {info.interface}"
+
+
 # ---------------------------------------------------------------------------
 # Reading the file: configparser for values, our own scan for line numbers
 # ---------------------------------------------------------------------------
@@ -863,10 +902,16 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
     "gateway": (
         "accessLog",
         "admin",
+        "adminToken",
+        "adminTokenForReads",
         "affinitySecret",
+        "affinitySecrets",
         "workers",
         "shutdownGracePeriod",
         "requestHeaderTimeout",
+        "requestBodyTimeout",
+        "maxConnections",
+        "maxConnectionsPerClient",
         "trustedProxies",
     ),
     "frontendPort": ("port", "interface", "endpoint"),
@@ -1077,7 +1122,14 @@ class _Section:
 
 # Keys whose value may go on over indented lines (comma lists).
 _MULTILINE_KEYS = frozenset(
-    {"backendaddresses", "hostnames", "trustedrootcertificates", "match.statuscodes", "trustedproxies"}
+    {
+        "backendaddresses",
+        "hostnames",
+        "trustedrootcertificates",
+        "match.statuscodes",
+        "trustedproxies",
+        "affinitysecrets",
+    }
 )
 # Only known kinds, so that an IPv6 list item such as [fd00::4] is not taken for one.
 _LOOKS_LIKE_SECTION = re.compile(r"\[\s*(?:" + "|".join(_KINDS) + r")\s*(?::[^\]]*)?\]", re.IGNORECASE)
@@ -1181,19 +1233,88 @@ class _Loader:
 
     def _gateway(self, sec: _Section) -> GatewaySettings:
         admin = sec.raw("admin")
-        if sec.get("admin", parseEndpoint) is None:
+        adminInfo = sec.get("admin", parseEndpoint)
+        if adminInfo is None:
             admin = None
+        adminToken = self._adminToken(sec)
+        if (
+            adminInfo is not None
+            and adminToken is None
+            and sec.given("admin")
+            and not sec.given("adminToken")
+        ):
+            reach = adminReach(adminInfo)
+            if reach is not None:
+                sec.error(
+                    "admin",
+                    f"the admin endpoint would be reachable {reach} without authentication; "
+                    "set adminToken = /path/to/token-file, or listen on loopback (interface=127.0.0.1) "
+                    "or a unix: socket",
+                )
+        secrets: tuple[bytes, ...] | None = None
+        if sec.given("affinitySecret") and sec.given("affinitySecrets"):
+            sec.error(
+                sec.later("affinitySecret", "affinitySecrets"),
+                "expected affinitySecret or affinitySecrets, not both",
+            )
+        elif sec.given("affinitySecrets"):
+            secrets = sec.get("affinitySecrets", _parseSecrets)
+        else:
+            one = sec.get("affinitySecret", _parseSecret)
+            secrets = (one,) if one is not None else None
         return GatewaySettings(
             **_kwargs(
                 admin=admin.strip() if admin else None,
+                adminToken=adminToken,
+                adminTokenForReads=sec.get("adminTokenForReads", parseBool),
                 accessLog=sec.get("accessLog", _parseAccessLog),
-                affinitySecret=sec.get("affinitySecret", _parseSecret),
+                affinitySecret=secrets[0] if secrets else None,
+                affinitySecrets=secrets,
                 workers=sec.get("workers", _parseWorkers),
                 shutdownGracePeriod=sec.get("shutdownGracePeriod", lambda t: parseDuration(t, 0, 3600)),
                 requestHeaderTimeout=sec.get("requestHeaderTimeout", lambda t: parseDuration(t, 1, 3600)),
+                requestBodyTimeout=sec.get("requestBodyTimeout", lambda t: parseDuration(t, 1, 3600)),
+                maxConnections=sec.get("maxConnections", lambda t: parseInt(t, 1, 1_000_000)),
+                maxConnectionsPerClient=sec.get(
+                    "maxConnectionsPerClient", lambda t: parseInt(t, 0, 1_000_000)
+                ),
                 trustedProxies=sec.get("trustedProxies", parseNetworks),
             )
         )
+
+    def _adminToken(self, sec: _Section) -> bytes | None:
+        """
+        The admin bearer token from the file C{adminToken} names, read now
+        (at every load and reload).  A file others may read is refused, as
+        PostgreSQL refuses such key files: the token is a password.
+        """
+        path = sec.path("adminToken")
+        if path is None:
+            return None
+        try:
+            mode = os.stat(path).st_mode
+            with open(path, "rb") as f:
+                data = f.read(4097)
+        except OSError as e:
+            sec.error("adminToken", f"cannot read {path!r}: {e.strerror or e}")
+            return None
+        if mode & 0o006:
+            sec.error(
+                "adminToken",
+                f"{path} is readable or writable by others (mode {mode & 0o777:04o}); "
+                f"make it readable by the service only (chmod 600, or 640 with a group of its own)",
+            )
+            return None
+        token = data.strip()
+        if len(token) < 16 or len(token) > 4096 or any(b <= 32 or b >= 127 for b in token):
+            # Never echo a secret back.
+            sec.error(
+                "adminToken",
+                f"expected the file {path} to hold one token of 16..4096 printable ASCII "
+                f"characters without spaces, got {len(token)} byte(s)",
+            )
+            return None
+        return token
 
     def _frontendPort(self, sec: _Section) -> FrontendPort | None:
         assert sec.name is not None

@@ -118,6 +118,13 @@ class GatewayMetrics:
             ["direction"],
             registry=r,
         )
+        self.connectionsRefused = Counter(
+            "agw_connections_refused",
+            "Client connections closed on accept, by the limit reached "
+            "(maxConnections, maxConnectionsPerClient).",
+            ["reason"],
+            registry=r,
+        )
         self.reloads = Counter(
             "agw_config_reloads", "Configuration reloads, by result.", ["result"], registry=r
         )

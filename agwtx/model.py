@@ -53,8 +53,15 @@ class GatewaySettings:
 
     admin: str | None = None
     """Twisted endpoint string of the admin endpoint (metrics, health), or None."""
-    affinitySecret: bytes | None = None
-    """HMAC key for affinity cookies; None means generated per process."""
+    adminToken: bytes | None = field(default=None, repr=False)
+    """The bearer token the admin endpoint requires (read from C{adminToken}'s file), or None."""
+    adminTokenForReads: bool = False
+    """Whether reads (GET, HEAD) need the token too, not only C{POST /reload}."""
+    affinitySecret: bytes | None = field(default=None, repr=False)
+    """HMAC key that signs affinity cookies (the first of L{affinitySecrets});
+    None means generated per process."""
+    affinitySecrets: tuple[bytes, ...] = field(default=(), repr=False)
+    """Every key that verifies affinity cookies, the signing one first."""
     workers: int = 1
     shutdownGracePeriod: float = 30.0
     requestHeaderTimeout: float = 60.0
@@ -62,9 +69,21 @@ class GatewaySettings:
     accessLog: str = "-"
     """Where access-log lines go: C{-} (standard output), an absolute path,
     C{log} (the twistd log, formatted by it: slower) or C{off}."""
+    requestBodyTimeout: float = 60.0
+    """Seconds a request body may stall between two reads (then 408)."""
+    maxConnections: int = 50000
+    """Client connections one gateway process holds at most; more are closed at once."""
+    maxConnectionsPerClient: int = 0
+    """Client connections from one address at most (0: no limit; trusted proxies are exempt)."""
     trustedProxies: tuple[IPNetwork, ...] = ()
     """Address ranges of forwarders (L7 proxies, CDNs) whose forwarding
     headers are believed; empty means no client is trusted."""
+
+    def affinityKeys(self) -> tuple[bytes, ...]:
+        """The affinity keys, the signing one first (empty: none configured)."""
+        if self.affinitySecrets:
+            return self.affinitySecrets
+        return (self.affinitySecret,) if self.affinitySecret else ()
 
     def isTrustedProxy(self, address: str) -> bool:
         """Whether C{address} (an IP address as text) is in L{trustedProxies}."""

@@ -636,7 +636,8 @@ def pluginTarget(
 
         locator = _Locator(config.path)
         raise ConfigError([locator.format(rule.name, key, message) for key, message in problems])
-    codec = AffinityCodec(config.gateway.affinitySecret) if config.gateway.affinitySecret else None
+    secrets = config.gateway.affinityKeys()
+    codec = AffinityCodec(secrets=secrets) if secrets else None
     backends: dict[tuple[str, str], Any] = {}
     for ref in setup.backends:
         key = (ref.pool.lower(), ref.settings.lower())

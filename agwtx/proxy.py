@@ -48,6 +48,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 _NEVER_NAMED = frozenset({b"host"})
+SPOOFABLE = frozenset({b"forwarded", b"x-forwarded-host", b"x-real-ip"})
+"""Forwarding headers believed only from C{[gateway] trustedProxies}."""
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 SAFE_RETRY = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 INLINE_BODY = 64 * 1024
@@ -87,11 +89,19 @@ def forwardedRequestHeaders(
     port: int,
     host: bytes | None,
     dropExtra: frozenset[bytes] = frozenset(),
+    trusted: bool = False,
 ) -> list[tuple[bytes, bytes]]:
     """
     The headers a backend receives: end-to-end ones in order, Host replaced
     when C{host} is given, and the X-Forwarded-* set.  A pure function so that
     the proxy and the WebSocket bridge forward exactly the same set.
+
+    C{Forwarded}, C{X-Forwarded-Host} and C{X-Real-IP} pass only when the
+    sender is C{trusted} (in C{[gateway] trustedProxies}); from anyone else
+    they are dropped, so a backend framework that believes them cannot be
+    lied to.  C{X-Forwarded-Host} is then the client's Host (as Caddy and
+    Traefik set it), what frameworks read to build absolute URLs when
+    C{hostName} rewrites Host.
     """
     # Host is never hop-by-hop: a client that names it in Connection must not
     # make the backend request lose it (HTTP/1.1 requires it).
@@ -101,10 +111,15 @@ def forwardedRequestHeaders(
     out: list[tuple[bytes, bytes]] = []
     xff: list[bytes] = []
     originalHost: bytes | None = None
+    forwardedHost = False
     for name, values in raw.getAllRawHeaders():
         lname = name.lower()
         if lname in HOP_BY_HOP or lname in named or lname in dropExtra:
             continue
+        if lname in SPOOFABLE:
+            if not trusted:
+                continue
+            forwardedHost = forwardedHost or lname == b"x-forwarded-host"
         if lname == b"host":
             originalHost = values[0]
             if host is None:
@@ -125,6 +140,8 @@ def forwardedRequestHeaders(
     out.append((b"X-Forwarded-Port", b"%d" % port))
     if originalHost is not None:
         out.append((b"X-Original-Host", originalHost))
+        if not forwardedHost:
+            out.append((b"X-Forwarded-Host", originalHost))
     return out
 
 
@@ -263,6 +280,7 @@ class _StreamedBody:
         self.ended = False
         self.clientPaused = False
         self.onEnd: Callable[[], None] | None = None
+        self.exchange: _Exchange | None = None
 
     def _encode(self, data: bytes) -> bytes:
         return b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data
@@ -475,7 +493,7 @@ class _Exchange:
         if self.setAffinity or (self.target.settings.cookieBasedAffinity and self.pinned is not self.member):
             assert self.member is not None
             settings = self.target.settings
-            value = self.ctx.affinity.encode(self.target.scope, self.member.key)
+            value = self.ctx.affinity.memberToken(self.target.scope, self.member.key)
             for cookie in affinityCookies(settings.affinityCookieName, value, request.isSecure()):
                 out.addRawHeader(b"Set-Cookie", cookie)
         if self.target.rewrite is not None:
@@ -581,6 +599,17 @@ class _Exchange:
         if self.conn is not None:
             self.conn.abort()
 
+    def bodyTimedOut(self) -> None:
+        """
+        The client's body stalled past C{requestBodyTimeout}: the backend
+        exchange is aborted (its connection closed, not reused); the caller
+        answers the client.
+        """
+        if self.done:
+            return
+        self._abortUpstream()
+        self._cleanup()
+
     def _clientGone(self, reason: Failure) -> None:
         if self.done:
             return
@@ -599,17 +628,25 @@ def _chooseMember(
     if settings.cookieBasedAffinity:
         raw = request.received_cookies.get(settings.affinityCookieName.encode("ascii"))
         if raw:
-            key = ctx.affinity.decode(target.scope, raw)
-            if key is not None:
-                candidate = state.member(key)
+            found = ctx.affinity.findMember(target.scope, raw, (m.key for m in state.members))
+            if found is not None:
+                candidate = state.member(found[0])
                 if candidate is not None and candidate.pinnable:
-                    return candidate, candidate
+                    # Pinned by a former key: served by the same member, and
+                    # (pinned None) given a cookie of the signing key.
+                    return candidate, candidate if found[1] else None
     return state.pick(), None
 
 
 def _picksHost(target: "BackendTarget") -> bool:
     """Whether the Host line is each member's own name (C{pickHostNameFromBackendAddress}, no C{hostName})."""
     return bool(target.settings.pickHostNameFromBackendAddress and target.hostHeader is None)
+
+
+def _fromTrustedProxy(request: "GatewayRequest") -> bool:
+    """Whether the client is a forwarder in C{[gateway] trustedProxies}."""
+    config = getattr(getattr(getattr(request, "site", None), "ctx", None), "config", None)
+    return config is not None and bool(config.gateway.isTrustedProxy(request.clientIP))
 
 
 def backendRequestHeaders(
@@ -637,6 +674,7 @@ def backendRequestHeaders(
         request.listenerPort,
         host,
         dropExtra=dropExtra,
+        trusted=_fromTrustedProxy(request),
     )
     if pickHost and member is None:
         del fwd[0]
@@ -670,6 +708,8 @@ def _begin(
     exchange = _Exchange(ctx, request, target, head, bodyLength)
     exchange.pinned = pinned
     exchange.stream = stream
+    if stream is not None:
+        stream.exchange = exchange
     exchange.start(member)
 
 
@@ -681,7 +721,8 @@ def proxy(ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarg
         stream.end()
         return NOT_DONE_YET
     member, pinned = _chooseMember(ctx, request, target)
-    if member is None:
+    if member is None or getattr(request, "agwDiscarded", False):
+        # Discarded: no member when the body began, so it was not kept to send.
         return errorPage(request, 502, "Bad Gateway: no healthy backend is available")
     content = request.content
     bodyLength = 0

@@ -24,6 +24,7 @@ from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.web.server import NOT_DONE_YET
 
 from agwtx.affinity import AffinityCodec
+from agwtx.limits import ConnectionLimits
 from agwtx.model import (
     REDIRECT_STATUS,
     BackendHttpSettings,
@@ -311,6 +312,8 @@ class GatewayContext:
 
         self.deadlines = Deadlines(reactor)
         """Request timeouts (a sweep, not a timer per request)."""
+        self.connections = ConnectionLimits(self)
+        """Client connections held now, against C{[gateway] maxConnections*}."""
         self.activeRequests = 0
         """HTTP requests being answered now (graceful stop waits for them)."""
         self.openWebSockets: set[Any] = set()

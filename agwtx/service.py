@@ -61,8 +61,9 @@ class GatewayService(MultiService):
         self.reactor = reactor
         self.reusePort = reusePort
         self.upstream = UpstreamPool(reactor)
-        secret = config.gateway.affinitySecret or affinitySecret
-        self.ctx = GatewayContext(reactor, self.upstream, AffinityCodec(secret))
+        self.fallbackSecret = affinitySecret
+        """The key of affinity cookies while the file gives none (shared by workers)."""
+        self.ctx = GatewayContext(reactor, self.upstream, self._affinityCodec(config))
         self.accessWriter: Any = None
         self._setAccessLog(config.gateway.accessLog)
         self.webSockets = WebSocketBridge(self.ctx)
@@ -93,6 +94,13 @@ class GatewayService(MultiService):
             adminService(self.ctx, config, reactor).setServiceParent(self)
         self.ctx.reloadHandler = self.reload
         self.ctx.config = config
+
+    def _affinityCodec(self, config: GatewayConfig) -> AffinityCodec:
+        """The affinity keys of C{config} (the first signs, all verify), else the fallback key."""
+        secrets = config.gateway.affinityKeys()
+        if secrets:
+            return AffinityCodec(secrets=secrets)
+        return AffinityCodec(self.fallbackSecret)
 
     def _setAccessLog(self, target: str) -> None:
         from agwtx.accesslog import accessPublisher
@@ -306,6 +314,11 @@ class GatewayService(MultiService):
                 self._removeListener(name)
         if new.gateway.accessLog != self.config.gateway.accessLog:
             self._setAccessLog(new.gateway.accessLog)
+        if new.gateway.affinityKeys() != self.config.gateway.affinityKeys():
+            self.ctx.affinity = self._affinityCodec(new)
+            self.log.info(
+                "affinity keys changed: {n} key(s), the first signs", n=len(self.ctx.affinity.secrets)
+            )
         self.ctx.pools = pools
         self.routers = routers
         self.config = new

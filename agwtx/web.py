@@ -42,6 +42,21 @@ class _NoBody:
 
 _NO_BODY = _NoBody()
 
+
+class _Discarded(_NoBody):
+    """
+    The body of a request no backend will receive (a redirect, an unknown
+    host, no healthy member, any answer of the gateway's own): read from the
+    client and dropped as it arrives, never spooled to memory or a file.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+
+
 MAX_CONTENT_LENGTH = 2**63 - 1
 """The largest request Content-Length taken (a signed 64-bit length)."""
 
@@ -122,7 +137,11 @@ class GatewayRequest(server.Request):
     clientIP: str = "-"
     listenerPort: int = 0
     agwStream: Any = None
+    agwDiscarded = False
+    """The body was read and dropped (see L{_Discarded}): no backend may get this request."""
     _prepared = False
+    _bodyCall: Any = None
+    _bodyLast = 0.0
 
     def _prepare(self) -> None:
         if self._prepared:
@@ -150,6 +169,7 @@ class GatewayRequest(server.Request):
     than C{notifyFinish}: two Deferreds per request are measurable here."""
 
     def connectionLost(self, reason: Any) -> None:
+        self._stopBodyTimer()
         super().connectionLost(reason)
         self._done(None)
         hook, self.agwOnLost = self.agwOnLost, None
@@ -157,6 +177,7 @@ class GatewayRequest(server.Request):
             hook(reason)
 
     def _cleanup(self) -> None:
+        self._stopBodyTimer()
         self.agwOnLost = None
         super()._cleanup()
         self._done(None)
@@ -192,20 +213,71 @@ class GatewayRequest(server.Request):
         if self.uri[:1] != b"/":
             self._originForm()
         self._prepare()
+        self._startBodyTimer()
         try:
             if self.site.startStreaming(self, length):
                 self.content = io.BytesIO()
                 return
         except Exception:
             log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
-        super().gotLength(length)
+        self.agwDiscarded = True
+        self.content = _Discarded()
 
     def handleContentChunk(self, data: bytes) -> None:
+        if self._bodyCall is not None:
+            self._bodyLast = self.site.ctx.reactor.seconds()
         stream = self.agwStream
         if stream is not None:
             stream.data(data)
         else:
             self.content.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self._stopBodyTimer()
+        super().requestReceived(command, path, version)
+
+    # The request body deadline ([gateway] requestBodyTimeout, nginx's
+    # client_body_timeout): the longest pause between two reads of a body.
+    # One timer per body, re-armed only when it fires after data came in.
+
+    def _startBodyTimer(self) -> None:
+        reactor = self.site.ctx.reactor
+        self._bodyLast = reactor.seconds()
+        self._bodyCall = reactor.callLater(self.site.bodyTimeout, self._bodyTimerFired)
+
+    def _stopBodyTimer(self) -> None:
+        call, self._bodyCall = self._bodyCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _bodyTimerFired(self) -> None:
+        reactor = self.site.ctx.reactor
+        timeout = self.site.bodyTimeout
+        idle = reactor.seconds() - self._bodyLast
+        if idle < timeout:
+            self._bodyCall = reactor.callLater(timeout - idle, self._bodyTimerFired)
+            return
+        self._bodyCall = None
+        channel = self.channel
+        if channel is None or self._disconnected:
+            return
+        log.info(
+            "Request body from {client} stalled for {seconds} s: 408",
+            client=self.clientIP,
+            seconds=timeout,
+        )
+        # Nothing more is read from this connection: it closes after the answer.
+        channel.persistent = False
+        channel.dataReceived = channel._discard  # type: ignore[method-assign]
+        message = f"Request Timeout: the request body stalled for more than {timeout:g} s"
+        stream = self.agwStream
+        exchange = getattr(stream, "exchange", None)
+        if exchange is not None:
+            exchange.bodyTimedOut()
+        if not self.finished:
+            errorPage(self, 408, message)
+        elif channel.transport is not None:
+            channel.transport.loseConnection()
 
     def _originForm(self) -> None:
         """
@@ -268,6 +340,8 @@ class GatewayChannel(http.HTTPChannel):
     _headCall: Any = None
     _lingerCall: Any = None
     _lingerBytes = 0
+    agwSlot: Any = None
+    """The L{agwtx.limits.ConnectionSlot} this connection holds (handed to a WebSocket bridge)."""
 
     # A deadline for the request head, against clients that send it a byte at
     # a time (the idle timer restarts on every byte, so alone it never fires).
@@ -443,6 +517,9 @@ class GatewayChannel(http.HTTPChannel):
             self.timeoutConnection()
 
     def connectionLost(self, reason: Any) -> None:
+        slot, self.agwSlot = self.agwSlot, None
+        if slot is not None:
+            slot.release()
         for name in ("_idleCall", "_headCall", "_lingerCall"):
             call = getattr(self, name)
             setattr(self, name, None)
@@ -489,6 +566,19 @@ class GatewaySite(server.Site):
         self.secure = False
         """Set by the gateway service when this port is wrapped in TLS."""
 
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        A channel for a new connection, or None (the listener closes the
+        socket at once, unread) when C{[gateway] maxConnections} or
+        C{maxConnectionsPerClient} is reached: see L{agwtx.limits}.
+        """
+        slot = self.ctx.connections.acquire(getattr(addr, "host", None))
+        if slot is None:
+            return None
+        channel = super().buildProtocol(addr)
+        channel.agwSlot = slot
+        return channel
+
     def acceptableProtocols(self) -> list[bytes]:
         # None to hand to Twisted's TLS wrapper: ALPN is answered by the
         # listener's own context (tls._selectHttp11: http/1.1, or no protocol
@@ -501,6 +591,11 @@ class GatewaySite(server.Site):
     def headerTimeout(self) -> float:
         """C{[gateway] requestHeaderTimeout} of the configuration in force."""
         return self.ctx.config.gateway.requestHeaderTimeout  # type: ignore[no-any-return]
+
+    @property
+    def bodyTimeout(self) -> float:
+        """C{[gateway] requestBodyTimeout} of the configuration in force."""
+        return self.ctx.config.gateway.requestBodyTimeout  # type: ignore[no-any-return]
 
     def resolve(self, request: GatewayRequest) -> tuple[Any, int, str]:
         """(target, 0, "") for a routable request, else (None, status, message)."""

@@ -745,6 +745,15 @@ class _ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]
 
     isBackend = False
 
+    agwSlot: Any = None
+    """The connection-limit slot taken over from the HTTP channel (L{agwtx.limits})."""
+
+    def connectionLost(self, reason: Any) -> None:
+        slot, self.agwSlot = self.agwSlot, None
+        if slot is not None:
+            slot.release()
+        super().connectionLost(reason)
+
     def onConnect(self, request: ConnectionRequest) -> Any:
         session = self.session
         return session.subprotocol, session.clientHeaders
@@ -1082,7 +1091,7 @@ class WebSocketSession:
         returned = _returnedHeaders(head)
         settings = self.settings
         if settings.cookieBasedAffinity and self.pinned is not self.member:
-            value = self.ctx.affinity.encode(self.target.scope, self.member.key)
+            value = self.ctx.affinity.memberToken(self.target.scope, self.member.key)
             for cookie in affinityCookies(settings.affinityCookieName, value, request.isSecure()):
                 returned.addRawHeader(b"Set-Cookie", cookie)
         if self.target.rewrite is not None:
@@ -1112,6 +1121,7 @@ class WebSocketSession:
         self.configureLeg(proto)
         self.clientLeg = proto
         channel.transport = None
+        proto.agwSlot, channel.agwSlot = getattr(channel, "agwSlot", None), None
         # HTTPChannel registered itself as the transport's producer; the
         # bridge registers its own once both legs are open.
         try:

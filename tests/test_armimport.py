@@ -786,3 +786,32 @@ def test_azShowLoads(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     gateway = _importAndLoad(capsys, tmp_path, AZ_SHOW)
     assert gateway.httpListeners["chatListener"].hostNames == ("chat.contoso.com",)
     assert len(gateway.backendAddressPools["myBackendPool"].backendAddresses) == 2
+
+
+def test_hostileKeyVaultSecretIdIsQuotedInTheSuggestedCommand(tmp_path: Path) -> None:
+    """
+    A keyVaultSecretId built to run a command when the suggested line is
+    pasted into a shell stays one argument: the line, run by sh with a
+    stand-in az, passes it verbatim and the injected command never runs.
+    """
+    import shlex
+
+    marker = tmp_path / "pwned"
+    hostile = f"https://kv.example/secrets/x$(touch {marker}); touch {marker}; `touch {marker}` '\""
+    url = "https://contoso-kv.vault.azure.net/secrets/www-contoso-com"
+    template = json.loads(FULL.read_text().replace(url, hostile.replace("\\", "\\\\").replace('"', '\\"')))
+    cert = sections(convert(template, "full.json"))["[sslCertificate:www-contoso-com]"]
+    line = next(ln for ln in cert if ln.startswith(";   az keyvault secret download"))[len(";   ") :]
+    assert shlex.split(line)[5] == hostile
+    fakeBin = tmp_path / "bin"
+    fakeBin.mkdir()
+    (fakeBin / "az").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$AZ_ARGS"\n')
+    (fakeBin / "az").chmod(0o755)
+    args = tmp_path / "args"
+    env = {"PATH": f"{fakeBin}:/usr/bin:/bin", "AZ_ARGS": str(args)}
+    subprocess.run(["sh", "-c", line], env=env, cwd=tmp_path, check=True, timeout=30)
+    assert args.read_text().splitlines()[4] == hostile
+    assert not marker.exists()
+    for ln in cert:
+        if ln.startswith(";   openssl"):
+            assert shlex.split(ln[len(";   ") :])[0] == "openssl"

@@ -797,6 +797,69 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         ["@2: [gateway] requestHeaderTimeout: expected 1..3600 seconds, got 0"],
     ),
     (
+        "admin beyond loopback without a token",
+        "[gateway]\nadmin = tcp:9901\n",
+        [
+            "@2: [gateway] admin: the admin endpoint would be reachable on all interfaces without "
+            "authentication; set adminToken = /path/to/token-file, or listen on loopback "
+            "(interface=127.0.0.1) or a unix: socket"
+        ],
+    ),
+    (
+        "admin on a public address without a token",
+        "[gateway]\nadmin = tcp:9901:interface=192.0.2.10\n",
+        [
+            "@2: [gateway] admin: the admin endpoint would be reachable on 192.0.2.10 without "
+            "authentication; set adminToken = /path/to/token-file, or listen on loopback "
+            "(interface=127.0.0.1) or a unix: socket"
+        ],
+    ),
+    (
+        "adminToken file missing",
+        "[gateway]\nadminToken = admin.token\n",
+        [
+            "@2: [gateway] adminToken: cannot read 'admin.token' ({tmp}/admin.token): No such file or directory"
+        ],
+    ),
+    (
+        "adminTokenForReads",
+        "[gateway]\nadminTokenForReads = sometimes\n",
+        [
+            "@2: [gateway] adminTokenForReads: expected true or false (or yes/no, 1/0, Enabled/Disabled), "
+            "got 'sometimes'"
+        ],
+    ),
+    (
+        "affinitySecret and affinitySecrets",
+        "[gateway]\naffinitySecret = 0123456789abcdef\naffinitySecrets = 0123456789abcdefg\n",
+        ["@3: [gateway] affinitySecrets: expected affinitySecret or affinitySecrets, not both"],
+    ),
+    (
+        "affinitySecrets item too short (and not echoed)",
+        "[gateway]\naffinitySecrets = 0123456789abcdef, hunter2\n",
+        ["@2: [gateway] affinitySecrets: expected at least 16 characters in each secret, got 7 in secret 2"],
+    ),
+    (
+        "affinitySecrets repeated",
+        "[gateway]\naffinitySecrets = 0123456789abcdef, 0123456789abcdeX, 0123456789abcdef\n",
+        ["@2: [gateway] affinitySecrets: secret 3 repeats secret 1"],
+    ),
+    (
+        "maxConnections range",
+        "[gateway]\nmaxConnections = 0\n",
+        ["@2: [gateway] maxConnections: expected 1..1000000, got 0"],
+    ),
+    (
+        "maxConnectionsPerClient word",
+        "[gateway]\nmaxConnectionsPerClient = lots\n",
+        ["@2: [gateway] maxConnectionsPerClient: expected 0..1000000, got 'lots'"],
+    ),
+    (
+        "requestBodyTimeout",
+        "[gateway]\nrequestBodyTimeout = 2h\n",
+        ["@2: [gateway] requestBodyTimeout: expected 1..3600 seconds, got 2h"],
+    ),
+    (
         "trustedProxies not a range",
         "[gateway]\ntrustedProxies = 10.0.0.0/8, proxy.example\n",
         [
@@ -2193,3 +2256,42 @@ def test_commentsAndContinuations(inTmp: Path) -> None:
     )
     assert config.probes["p"].body == "a#b"
     assert config.probes["p"].statusCodes == ((200, 200), (204, 204))
+
+
+@pytest.mark.parametrize(
+    "content, mode, expected",
+    [
+        (
+            b"0123456789abcdef0123\n",
+            0o644,
+            "[gateway] adminToken: {path} is readable or writable by others (mode 0644); "
+            "make it readable by the service only (chmod 600, or 640 with a group of its own)",
+        ),
+        (
+            b"short\n",
+            0o600,
+            "[gateway] adminToken: expected the file {path} to hold one token of 16..4096 printable "
+            "ASCII characters without spaces, got 5 byte(s)",
+        ),
+        (
+            b"two words 0123456789abcdef\n",
+            0o600,
+            "[gateway] adminToken: expected the file {path} to hold one token of 16..4096 printable "
+            "ASCII characters without spaces, got 26 byte(s)",
+        ),
+        (b"0123456789abcdef0123\n", 0o640, None),
+    ],
+)
+def test_adminTokenFile(inTmp: Path, content: bytes, mode: int, expected: str | None) -> None:
+    """The token file is read at load: others may not read it, and it holds one token (never echoed)."""
+    token = inTmp / "admin.token"
+    token.write_bytes(content)
+    token.chmod(mode)
+    ini = inTmp / "gw.ini"
+    ini.write_text(BASE + "[gateway]\nadmin = tcp:9901\nadminToken = admin.token\n")
+    if expected is None:
+        assert loadConfig(str(ini)).gateway.adminToken == content.strip()
+        return
+    with pytest.raises(ConfigError) as info:
+        loadConfig(str(ini))
+    assert info.value.errors == [f"{ini}:{BASE_LINES + 3}: " + expected.format(path=token)]

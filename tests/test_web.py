@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web import server
 
+from agwtx.limits import ConnectionLimits
 from agwtx.model import GatewaySettings
 from agwtx.web import LINGER_BYTES, LINGER_TIMEOUT, GatewayChannel, GatewaySite
 
@@ -44,7 +45,9 @@ def channel(headerTimeout: float | None = None) -> tuple[Clock, GatewayChannel, 
         accessLog=lambda request: None,
         refusedLog=lambda *event: REFUSED.append(event),
         config=SimpleNamespace(gateway=gateway),
+        reactor=clock,
     )
+    ctx.connections = ConnectionLimits(ctx)
     site = GatewaySite(ctx, None, 8080, timeout=IDLE)  # type: ignore[arg-type]
     site.reactor = clock
     site.requestFactory = HeldRequest

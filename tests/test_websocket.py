@@ -854,7 +854,7 @@ def test_affinity_cookie_followed_while_its_member_drains() -> None:
     pinned = target.state.members[1]
     pinned.draining = True
     request.received_cookies = {
-        b"ApplicationGatewayAffinity": bridge.ctx.affinity.encode(target.scope, pinned.key)
+        b"ApplicationGatewayAffinity": bridge.ctx.affinity.memberToken(target.scope, pinned.key)
     }
     bridge(request, target)
     assert dialed == [(pinned.host, pinned.port)]
