@@ -17,6 +17,8 @@ from twisted.internet.testing import StringTransport
 from twisted.web import server
 
 from agwtx.model import GatewaySettings
+from agwtx.errorpages import ErrorPages
+from agwtx.requestid import RequestTagger
 from agwtx.web import LINGER_BYTES, LINGER_TIMEOUT, GatewayChannel, GatewaySite
 
 IDLE = 60.0
@@ -42,8 +44,10 @@ def channel(headerTimeout: float | None = None) -> tuple[Clock, GatewayChannel, 
     )
     ctx = SimpleNamespace(
         accessLog=lambda request: None,
-        refusedLog=lambda *event: REFUSED.append(event),
+        refusedLog=lambda *event, **fields: REFUSED.append(event),
         config=SimpleNamespace(gateway=gateway),
+        errorPages=ErrorPages(None),
+        tagger=RequestTagger(gateway),
     )
     site = GatewaySite(ctx, None, 8080, timeout=IDLE)  # type: ignore[arg-type]
     site.reactor = clock
