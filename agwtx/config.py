@@ -1238,7 +1238,7 @@ class _Loader:
                 trustedProxies=sec.get("trustedProxies", parseNetworks),
                 accessLogFormat=sec.get("accessLogFormat", _parseAccessLogFormat),
                 requestIdHeader=sec.get("requestIdHeader", _parseRequestIdHeader),
-                trustClientRequestId=sec.get("trustClientRequestId", _parseEnabled),
+                trustClientRequestId=sec.get("trustClientRequestId", parseBool),
                 customErrorPages=self.customErrorPages(sec),
             )
         )
