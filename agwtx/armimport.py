@@ -1394,9 +1394,15 @@ class _Converter:
         for entry in value:
             status = _get(entry, "statusCode")
             url = _get(entry, "customErrorPageUrl")
-            code = status[len("HttpStatus") :] if isinstance(status, str) and status.startswith("HttpStatus") else ""
+            code = (
+                status[len("HttpStatus") :]
+                if isinstance(status, str) and status.startswith("HttpStatus")
+                else ""
+            )
             if not isinstance(entry, dict):
-                notes.append(f"NOT CONVERTED: customErrorConfigurations: expected an object, got {_brief(entry)}")
+                notes.append(
+                    f"NOT CONVERTED: customErrorConfigurations: expected an object, got {_brief(entry)}"
+                )
             elif not (code.isdigit() and int(code) in CUSTOM_ERROR_STATUSES):
                 allowed = ", ".join(f"HttpStatus{c}" for c in CUSTOM_ERROR_STATUSES)
                 notes.append(

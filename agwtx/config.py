@@ -750,7 +750,9 @@ def _parseRequestIdHeader(text: str) -> str:
     if not HEADER_TOKEN_RE.fullmatch(stripped):
         raise InvalidValue(f"expected a header name, got {_got(text)}")
     if stripped.lower() in _RESERVED_ID_HEADERS:
-        raise InvalidValue(f"header {_got(stripped)} has a meaning of its own and cannot carry the request ID")
+        raise InvalidValue(
+            f"header {_got(stripped)} has a meaning of its own and cannot carry the request ID"
+        )
     return stripped
 
 
@@ -1253,11 +1255,16 @@ class _Loader:
         pages: list[CustomErrorPage] = []
         allowed = ", ".join(str(s) for s in CUSTOM_ERROR_STATUSES)
         for entry in sec.entries:
-            if not entry.key.lower().startswith(_CUSTOM_ERROR_PREFIX) or sec.byKey.get(entry.key.lower()) is not entry:
+            if (
+                not entry.key.lower().startswith(_CUSTOM_ERROR_PREFIX)
+                or sec.byKey.get(entry.key.lower()) is not entry
+            ):
                 continue
             code = entry.key[len(_CUSTOM_ERROR_PREFIX) :]
             if not (code.isdigit() and int(code) in CUSTOM_ERROR_STATUSES):
-                sec.error(entry.key, f"expected a status of {allowed} after customErrorPage., got {_got(code)}")
+                sec.error(
+                    entry.key, f"expected a status of {allowed} after customErrorPage., got {_got(code)}"
+                )
                 continue
             resolved = sec.path(entry.key)
             if resolved is None:
@@ -1279,7 +1286,9 @@ class _Loader:
             try:
                 body.decode("utf-8")
             except UnicodeDecodeError:
-                sec.error(entry.key, f"{resolved!r} is not UTF-8 text (it is served as text/html; charset=utf-8)")
+                sec.error(
+                    entry.key, f"{resolved!r} is not UTF-8 text (it is served as text/html; charset=utf-8)"
+                )
                 continue
             pages.append(CustomErrorPage(int(code), resolved, body))
         return tuple(sorted(pages, key=lambda p: p.status)) or None

@@ -109,7 +109,12 @@ class ErrorPages:
         return pages.get(status)
 
     def body(
-        self, listener: str | None, status: int, message: str, requestId: str | None, accept: list[bytes] | None
+        self,
+        listener: str | None,
+        status: int,
+        message: str,
+        requestId: str | None,
+        accept: list[bytes] | None,
     ) -> tuple[bytes, bytes]:
         """(content type, body) of the gateway's own answer with C{status}."""
         if prefersJson(accept):

@@ -75,7 +75,9 @@ class TraceContext:
 
     __slots__ = ("traceId", "spanId", "flags", "state", "continued")
 
-    def __init__(self, traceId: bytes, spanId: bytes, flags: bytes, state: bytes | None, continued: bool) -> None:
+    def __init__(
+        self, traceId: bytes, spanId: bytes, flags: bytes, state: bytes | None, continued: bool
+    ) -> None:
         self.traceId = traceId
         self.spanId = spanId
         """The gateway's span: the parent id the backend sees."""
@@ -115,8 +117,10 @@ class RequestTagger:
     def requestId(self, headers: Any, peer: str) -> str:
         """The ID of a request from C{peer} with C{headers} (a twisted Headers)."""
         values = headers.getRawHeaders(self.lower)
-        if values and len(values) == 1 and (
-            self.trustClients or (self.hasTrusted and self.settings.isTrustedProxy(peer))
+        if (
+            values
+            and len(values) == 1
+            and (self.trustClients or (self.hasTrusted and self.settings.isTrustedProxy(peer)))
         ):
             value = values[0].strip()
             if _ID_RE.match(value):

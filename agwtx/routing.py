@@ -401,7 +401,9 @@ class GatewayContext:
         408, 414, 431): no method, target or route is known, so they are "-"
         and None, as for other requests refused before routing.
         """
-        event = self._event(self.reactor.seconds(), 0.0, client, "-", "-", status, sent, None, None, None, None, error)
+        event = self._event(
+            self.reactor.seconds(), 0.0, client, "-", "-", status, sent, None, None, None, None, error
+        )
         event.update(fields)
         self._emit(event)
 

@@ -91,11 +91,11 @@ def _canned(status: int, phrase: bytes, text: bytes) -> _Refusal:
 
 
 def _cannedBody(status: int, phrase: bytes, contentType: bytes, body: bytes, message: str) -> _Refusal:
-    head = (
-        b"HTTP/1.1 %d %s\r\n"
-        b"Content-Type: %s\r\n"
-        b"Content-Length: %d\r\n"
-        b"Connection: close\r\n" % (status, phrase, contentType, len(body))
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n" % (
+        status,
+        phrase,
+        contentType,
+        len(body),
     )
     return _Refusal(status, message, head, body)
 

@@ -821,4 +821,3 @@ def test_customErrorConfigurations(capsys: pytest.CaptureFixture[str], tmp_path:
         "; NOT CONVERTED: customErrorConfigurations HttpStatus403: customErrorPageUrl = null: expected the page's URL"
     ) in listener
     assert "agw has no custom error pages" not in out
-

@@ -835,7 +835,9 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "trustClientRequestId",
         "[gateway]\ntrustClientRequestId = maybe\n",
-        ["@2: [gateway] trustClientRequestId: expected true or false (or yes/no, 1/0, Enabled/Disabled), got 'maybe'"],
+        [
+            "@2: [gateway] trustClientRequestId: expected true or false (or yes/no, 1/0, Enabled/Disabled), got 'maybe'"
+        ],
     ),
     (
         "customErrorPage status not supported",
@@ -850,7 +852,9 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "customErrorPage missing file",
         "[gateway]\ncustomErrorPage.502 = nope.html\n",
-        ["@2: [gateway] customErrorPage.502: cannot read 'nope.html' ({tmp}/nope.html): No such file or directory"],
+        [
+            "@2: [gateway] customErrorPage.502: cannot read 'nope.html' ({tmp}/nope.html): No such file or directory"
+        ],
     ),
     (
         "customErrorPage empty value",
@@ -1624,7 +1628,9 @@ def test_custom_error_pages_read_at_load(inTmp: Path) -> None:
     writePki(inTmp)
     (inTmp / "p502.html").write_text("<p>désolé</p>", encoding="utf-8")
     (inTmp / "latin.html").write_bytes("<p>désolé</p>".encode("latin-1"))
-    config = load(BASE.replace("port = 8080\n", "port = 8080\n\n[gateway]\ncustomErrorPage.502 = p502.html\n", 1))
+    config = load(
+        BASE.replace("port = 8080\n", "port = 8080\n\n[gateway]\ncustomErrorPage.502 = p502.html\n", 1)
+    )
     (page,) = config.gateway.customErrorPages
     assert (page.status, page.path, page.body) == (502, str(inTmp / "p502.html"), "<p>désolé</p>".encode())
     assert errorsOf(BASE + "[gateway]\ncustomErrorPage.400 = latin.html\n") == [

@@ -47,7 +47,10 @@ HEX32 = re.compile(r"[0-9a-f]{32}\Z")
         ([TRACEPARENT.encode()], (TRACE.encode(), b"01")),
         ([f"00-{TRACE}-{PARENT}-00".encode()], (TRACE.encode(), b"00")),
         ([f" 00-{TRACE}-{PARENT}-01 ".encode()], (TRACE.encode(), b"01")),  # OWS around the value
-        ([f"01-{TRACE}-{PARENT}-01-future".encode()], (TRACE.encode(), b"01")),  # later version: 4 fields read
+        (
+            [f"01-{TRACE}-{PARENT}-01-future".encode()],
+            (TRACE.encode(), b"01"),
+        ),  # later version: 4 fields read
         ([f"01-{TRACE}-{PARENT}-01".encode()], (TRACE.encode(), b"01")),
         (None, None),
         ([], None),
@@ -303,7 +306,13 @@ port = 80
 requestTimeout = 1
 """
     for i, (listener, pool, settings) in enumerate(
-        (("lHttp", "rec", "s"), ("lHttps", "rec", "s"), ("lDead", "dead", "s"), ("lSlow", "rec", "quick"), ("lWs", "ws", "s"))
+        (
+            ("lHttp", "rec", "s"),
+            ("lHttps", "rec", "s"),
+            ("lDead", "dead", "s"),
+            ("lSlow", "rec", "quick"),
+            ("lWs", "ws", "s"),
+        )
     ):
         ini += f"""
 [requestRoutingRule:r{listener[1:]}]
@@ -315,7 +324,19 @@ backendHttpSettings = {settings}
     proc = startGateway(tmp, ini, ports["ws"])
     config = tmp / f"gw-{ports['ws']}.ini"
     try:
-        yield Gw(proc, ports["http"], ports["https"], ports["dead"], ports["slow"], ports["ws"], log, tmp, recorder, pages, config)
+        yield Gw(
+            proc,
+            ports["http"],
+            ports["https"],
+            ports["dead"],
+            ports["slow"],
+            ports["ws"],
+            log,
+            tmp,
+            recorder,
+            pages,
+            config,
+        )
     finally:
         proc.stop()
         recorder.release.set()
