@@ -249,7 +249,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
         "g502": tmp / "g502.html",
         "g504": tmp / "g504.html",
         "l502": tmp / "l502.html",
+        "g400": tmp / "g400.html",
     }
+    pages["g400"].write_text("<h1>gateway 400</h1>\n")
     pages["g502"].write_text("<h1>gateway 502 – sorry</h1>\n", encoding="utf-8")
     pages["g504"].write_text("<h1>gateway 504</h1>\n")
     pages["l502"].write_text("<h1>listener 502</h1>\n")
@@ -263,6 +265,7 @@ accessLogFormat = json
 trustedProxies = 127.0.0.2/32
 customErrorPage.502 = g502.html
 customErrorPage.504 = g504.html
+customErrorPage.400 = g400.html
 """
     for name, port in ports.items():
         ini += f"\n[frontendPort:{name}]\nport = {port}\ninterface = 127.0.0.1\n"
@@ -553,17 +556,29 @@ def test_a_backends_own_error_passes_through_untouched(gw: Gw) -> None:
     assert headers["content-type"] == "text/plain" and HEX32.match(headers["x-request-id"])
 
 
-def test_head_refusal_gets_the_listener_page_and_a_request_id(gw: Gw) -> None:
-    with socket.create_connection(("127.0.0.1", gw.dead), timeout=10) as s:
+def refuse(port: int) -> bytes:
+    """The answer to a head that cannot be parsed (a header line without a colon)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
         data = b""
         while True:
             chunk = s.recv(65536)
             if not chunk:
-                break
+                return data
             data += chunk
+
+
+def test_head_refusal_gets_the_port_listeners_page_and_a_request_id(gw: Gw) -> None:
+    data = refuse(gw.http)  # lHttp has no pages of its own: the gateway's 400 page
     assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-    assert b"Content-Type: text/plain" in data  # 400 has no page configured here
+    assert b"\r\nContent-Type: text/html; charset=utf-8\r\n" in data
+    assert data.endswith(b"\r\n\r\n" + gw.pages["g400"].read_bytes())
+    found = re.search(rb"\r\nX-Request-ID: ([0-9a-f]{32})\r\n", data)
+    assert found is not None
+    assert recordOf(gw.log, found.group(1).decode())["httpStatus"] == 400
+    data = refuse(gw.dead)  # lDead has pages of its own, none for 400: plain text
+    assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"\r\nContent-Type: text/plain; charset=utf-8\r\n" in data
     assert re.search(rb"\r\nX-Request-ID: [0-9a-f]{32}\r\n", data)
 
 
