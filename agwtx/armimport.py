@@ -83,6 +83,7 @@ from agwtx.config import (
     parseProtocol,
     parseRewriteCondition,
 )
+from agwtx.model import CUSTOM_ERROR_STATUSES
 
 __all__ = [
     "DEFAULT_TLS_DIR",
@@ -97,6 +98,8 @@ __all__ = [
 ]
 
 DEFAULT_TLS_DIR = "/etc/agw/tls"
+ERROR_PAGES_DIR = "/etc/agw/errorpages"
+"""Where notes for Azure's custom error pages (URLs) say to put the downloaded files."""
 PROG = "agw-import-arm"
 
 GATEWAY_TYPE = "microsoft.network/applicationgateways"
@@ -1062,7 +1065,6 @@ _GATEWAY_NOT_CONVERTED: Mapping[str, str] = {
     "enablefips": "agw has no FIPS mode",
     "privatelinkconfigurations": "agw has no private link",
     "privateendpointconnections": "agw has no private link",
-    "customerrorconfigurations": "agw has no custom error pages",
     "authenticationcertificates": "v1 authentication certificates; use trustedRootCertificates",
     "trustedclientcertificates": "agw does not verify client certificates",
     "sslprofiles": "agw has no SSL profiles",
@@ -1383,8 +1385,55 @@ class _Converter:
             getattr(self, "_" + item.kind)(item, view)
             self.leftovers(item, view)
 
+        self.top.extend(self.customErrors(propsView.get("customErrorConfigurations"), None))
         self.gatewayLeftovers(outerView, propsView)
         self.settle()
+
+    def customErrors(self, value: Any, listener: str | None) -> list[str]:
+        """
+        Notes for Azure's customErrorConfigurations (of the gateway, or of
+        C{listener}): agw serves a local file, Azure fetches a URL, so each
+        page is a note saying where to download it and the key to set.
+        """
+        if _isEmpty(value):
+            return []
+        if isinstance(value, str) and _isOpaque(value):
+            return [f"NOT CONVERTED: customErrorConfigurations = {_brief(value)}: {_why(value)}"]
+        if not isinstance(value, list):
+            return [f"NOT CONVERTED: customErrorConfigurations: expected a list, got {_brief(value)}"]
+        where = "[gateway]" if listener is None else "this section"
+        notes = []
+        for entry in value:
+            status = _get(entry, "statusCode")
+            url = _get(entry, "customErrorPageUrl")
+            code = (
+                status[len("HttpStatus") :]
+                if isinstance(status, str) and status.startswith("HttpStatus")
+                else ""
+            )
+            if not isinstance(entry, dict):
+                notes.append(
+                    f"NOT CONVERTED: customErrorConfigurations: expected an object, got {_brief(entry)}"
+                )
+            elif not (code.isdigit() and int(code) in CUSTOM_ERROR_STATUSES):
+                allowed = ", ".join(f"HttpStatus{c}" for c in CUSTOM_ERROR_STATUSES)
+                notes.append(
+                    f"NOT CONVERTED: customErrorConfigurations: statusCode = {_brief(status)}: "
+                    f"agw has custom pages for {allowed}"
+                )
+            elif not isinstance(url, str) or not url.strip() or _isOpaque(url):
+                why = _why(url) if isinstance(url, str) and _isOpaque(url) else "expected the page's URL"
+                notes.append(
+                    f"NOT CONVERTED: customErrorConfigurations {status}: customErrorPageUrl = {_brief(url)}: {why}"
+                )
+            else:
+                scope = "gateway" if listener is None else listener
+                path = f"{ERROR_PAGES_DIR}/{scope}-{code}.html"
+                notes.append(
+                    f"NOT CONVERTED: download {_oneLine(url.strip())} to {path}, "
+                    f"then set in {where}: customErrorPage.{code} = {path}"
+                )
+        return notes
 
     def gatewayLeftovers(self, outerView: _View, propsView: _View) -> None:
         views = [outerView] if outerView is propsView else [outerView, propsView]
@@ -1504,6 +1553,8 @@ class _Converter:
         sni = view.get("requireServerNameIndication")
         if sni is not None and sni is not False:
             item.comment(f"requireServerNameIndication = {_brief(sni)}: ignored, agw has no such setting")
+        for note in self.customErrors(view.get("customErrorConfigurations"), item.name):
+            item.comment(note)
 
     def _backendAddressPool(self, item: _Item, view: _View) -> None:
         addresses = view.get("backendAddresses")

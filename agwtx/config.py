@@ -101,6 +101,9 @@ from agwtx.model import (
     BackendAddress,
     BackendAddressPool,
     BackendHttpSettings,
+    CUSTOM_ERROR_PAGE_MAX,
+    CUSTOM_ERROR_STATUSES,
+    CustomErrorPage,
     FrontendPort,
     GatewayConfig,
     GatewaySettings,
@@ -719,6 +722,40 @@ def _parseAccessLog(text: str) -> str:
     return value
 
 
+def _parseAccessLogFormat(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("text", "json"):
+        raise InvalidValue(f"expected text or json, got {_got(text)}")
+    return value
+
+
+_RESERVED_ID_HEADERS = _HOP_BY_HOP | {
+    "content-length",
+    "host",
+    "traceparent",
+    "tracestate",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-original-host",
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "expect",
+}
+
+
+def _parseRequestIdHeader(text: str) -> str:
+    stripped = text.strip()
+    if not HEADER_TOKEN_RE.fullmatch(stripped):
+        raise InvalidValue(f"expected a header name, got {_got(text)}")
+    if stripped.lower() in _RESERVED_ID_HEADERS:
+        raise InvalidValue(
+            f"header {_got(stripped)} has a meaning of its own and cannot carry the request ID"
+        )
+    return stripped
+
+
 def _parseSecret(text: str) -> bytes:
     if len(text) < 16:
         # Never echo a secret back.
@@ -913,6 +950,9 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "maxConnections",
         "maxConnectionsPerClient",
         "trustedProxies",
+        "accessLogFormat",
+        "requestIdHeader",
+        "trustClientRequestId",
     ),
     "frontendPort": ("port", "interface", "endpoint"),
     "sslCertificate": ("certificate", "privateKey", "password"),
@@ -977,6 +1017,8 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
 
 # Keys that are a prefix plus a user-chosen part, as shown in messages.
 _PATTERN_KEYS: Mapping[str, tuple[str, ...]] = {
+    "gateway": ("customErrorPage.NNN",),
+    "httpListener": ("customErrorPage.NNN",),
     "urlPathMap": ("pathRule.NAME",),
     "requestRoutingRule": ("plugin.KEY",),
     "rewriteRuleSet": (
@@ -1002,7 +1044,12 @@ def _isPatternKey(kind: str, key: str) -> bool:
         return lowered.startswith("plugin.") and len(key) > len("plugin.")
     if kind == "rewriteRuleSet":
         return _REWRITE_KEY_RE.fullmatch(key) is not None
+    if kind in ("gateway", "httpListener"):
+        return lowered.startswith(_CUSTOM_ERROR_PREFIX) and len(key) > len(_CUSTOM_ERROR_PREFIX)
     return False
+
+
+_CUSTOM_ERROR_PREFIX = "customerrorpage."
 
 
 @dataclass
@@ -1279,6 +1326,10 @@ class _Loader:
                     "maxConnectionsPerClient", lambda t: parseInt(t, 0, 1_000_000)
                 ),
                 trustedProxies=sec.get("trustedProxies", parseNetworks),
+                accessLogFormat=sec.get("accessLogFormat", _parseAccessLogFormat),
+                requestIdHeader=sec.get("requestIdHeader", _parseRequestIdHeader),
+                trustClientRequestId=sec.get("trustClientRequestId", parseBool),
+                customErrorPages=self.customErrorPages(sec),
             )
         )
 
@@ -1315,6 +1366,54 @@ class _Loader:
             )
             return None
         return token
+
+    def customErrorPages(self, sec: _Section) -> tuple[CustomErrorPage, ...] | None:
+        """
+        The C{customErrorPage.NNN = PATH} lines of C{sec} (Azure's
+        customErrorConfigurations), each file read now: a page that cannot
+        be read, is empty, over L{CUSTOM_ERROR_PAGE_MAX} or not UTF-8 is an
+        error naming the key.  None when there are none (the default applies).
+        """
+        pages: list[CustomErrorPage] = []
+        allowed = ", ".join(str(s) for s in CUSTOM_ERROR_STATUSES)
+        for entry in sec.entries:
+            if (
+                not entry.key.lower().startswith(_CUSTOM_ERROR_PREFIX)
+                or sec.byKey.get(entry.key.lower()) is not entry
+            ):
+                continue
+            code = entry.key[len(_CUSTOM_ERROR_PREFIX) :]
+            if not (code.isdigit() and int(code) in CUSTOM_ERROR_STATUSES):
+                sec.error(
+                    entry.key, f"expected a status of {allowed} after customErrorPage., got {_got(code)}"
+                )
+                continue
+            resolved = sec.path(entry.key)
+            if resolved is None:
+                if not sec.given(entry.key):
+                    sec.error(entry.key, "expected the path of an HTML file")
+                continue
+            try:
+                with open(resolved, "rb") as f:
+                    body = f.read(CUSTOM_ERROR_PAGE_MAX + 1)
+            except OSError as e:
+                sec.error(entry.key, f"cannot read {resolved!r}: {e.strerror or e}")
+                continue
+            if len(body) > CUSTOM_ERROR_PAGE_MAX:
+                sec.error(entry.key, f"{resolved!r} is over {CUSTOM_ERROR_PAGE_MAX} bytes (1 MiB)")
+                continue
+            if not body:
+                sec.error(entry.key, f"{resolved!r} is empty")
+                continue
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                sec.error(
+                    entry.key, f"{resolved!r} is not UTF-8 text (it is served as text/html; charset=utf-8)"
+                )
+                continue
+            pages.append(CustomErrorPage(int(code), resolved, body))
+        return tuple(sorted(pages, key=lambda p: p.status)) or None
 
     def _frontendPort(self, sec: _Section) -> FrontendPort | None:
         assert sec.name is not None
@@ -1398,6 +1497,7 @@ class _Loader:
                 protocol=protocol,
                 hostNames=hostNames,
                 sslCertificate=sslCertificate,
+                customErrorPages=self.customErrorPages(sec),
             )
         )
 

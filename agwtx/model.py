@@ -19,6 +19,7 @@ __all__ = [
     "BackendAddress",
     "BackendAddressPool",
     "BackendHttpSettings",
+    "CustomErrorPage",
     "FrontendPort",
     "GatewayConfig",
     "GatewaySettings",
@@ -45,6 +46,22 @@ REDIRECT_STATUS: Mapping[str, int] = {
     "SeeOther": 303,
     "Temporary": 307,
 }
+
+
+CUSTOM_ERROR_STATUSES = (400, 403, 404, 405, 408, 500, 502, 503, 504)
+"""The statuses a custom error page can be given for (Azure's list, plus 404)."""
+
+CUSTOM_ERROR_PAGE_MAX = 1024 * 1024
+"""The largest custom error page read (Azure: the page must be under 1 MB)."""
+
+
+@dataclass(frozen=True)
+class CustomErrorPage:
+    """A C{customErrorPage.NNN} line: its status, the file, and the file's bytes as read at load."""
+
+    status: int
+    path: str
+    body: bytes
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,14 @@ class GatewaySettings:
     trustedProxies: tuple[IPNetwork, ...] = ()
     """Address ranges of forwarders (L7 proxies, CDNs) whose forwarding
     headers are believed; empty means no client is trusted."""
+    accessLogFormat: Literal["text", "json"] = "text"
+    """C{text}: one fixed line per request; C{json}: one JSON object per line, Azure's field names."""
+    requestIdHeader: str = "X-Request-ID"
+    """The header carrying the request ID to the backend and back to the client."""
+    trustClientRequestId: bool = False
+    """Keep an incoming request ID from any client, not only from C{trustedProxies}."""
+    customErrorPages: tuple[CustomErrorPage, ...] = ()
+    """Gateway-wide pages for the answers the gateway makes itself."""
 
     def affinityKeys(self) -> tuple[bytes, ...]:
         """The affinity keys, the signing one first (empty: none configured)."""
@@ -128,6 +153,8 @@ class HttpListener:
     protocol: Protocol = "Http"
     hostNames: tuple[str, ...] = ()
     sslCertificate: str | None = None
+    customErrorPages: tuple[CustomErrorPage, ...] = ()
+    """This listener's pages; when it has any, the gateway-wide ones do not apply to it (as in Azure)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from agwtx.affinity import affinityCookies
+from agwtx.errorpages import ErrorPages
 from agwtx.pool import Member, PoolState
 from agwtx.upstream import UpstreamConnection, UpstreamError
 
@@ -205,8 +206,11 @@ def errorPage(
     request: "GatewayRequest", code: int, message: str, extra: Iterable[tuple[bytes, bytes]] = ()
 ) -> int:
     """
-    A short plain-text error (plus C{extra} headers, e.g. a 426's
-    Sec-WebSocket-Version); the reason is also recorded for the access log.
+    The gateway's own error answer (plus C{extra} headers, e.g. a 426's
+    Sec-WebSocket-Version): the listener's or the gateway's custom page for
+    C{code} when one is configured, JSON for a client that prefers it, else
+    a line of plain text (see L{agwtx.errorpages}).  The reason is also
+    recorded for the access log; the request ID header is added on write.
     """
     request.agwError = message
     if request.startedWriting:
@@ -215,12 +219,20 @@ def errorPage(
         if transport is not None:
             transport.abortConnection()
         return NOT_DONE_YET
-    body = f"{code} {message}\n".encode("utf-8")
+    requestId = getattr(request, "agwRequestId", None)  # None: not a prepared GatewayRequest
+    pages = request.site.ctx.errorPages if requestId is not None else _NO_PAGES
+    contentType, body = pages.body(
+        getattr(request, "agwListener", None),
+        code,
+        message,
+        requestId,
+        request.requestHeaders.getRawHeaders(b"accept"),
+    )
     request.setResponseCode(code, reasonPhrase(code))
     request.responseHeaders = Headers(
         {
             b"date": [httpDate()],
-            b"content-type": [b"text/plain; charset=utf-8"],
+            b"content-type": [contentType],
             b"content-length": [b"%d" % len(body)],
             b"cache-control": [b"no-store"],
         }
@@ -231,6 +243,9 @@ def errorPage(
         request.write(body)
         request.finish()
     return NOT_DONE_YET
+
+
+_NO_PAGES = ErrorPages(None)
 
 
 @implementer(IPullProducer)
@@ -386,6 +401,7 @@ class _Exchange:
         self.setAffinity = False
         self.pump: _BodyPump | None = None
         self.stream: _StreamedBody | None = None
+        self.sentAt = 0.0
 
     # -- start
 
@@ -432,6 +448,7 @@ class _Exchange:
         body = self.bodyLength
         request = self.request
         head = self.makeHead(self.member)
+        self.sentAt = self.ctx.reactor.seconds()
         if self.stream is not None:
             conn.send(head, self, False, True)
             self.stream.attach(conn)
@@ -452,11 +469,17 @@ class _Exchange:
     def _memberFailed(self, kind: str, reason: Failure | str | None) -> None:
         """Connecting failed: passive health, then one retry elsewhere for safe requests."""
         member = self.member
+        detail = str(reason.value if isinstance(reason, Failure) else reason)
         if member is not None:
-            detail = str(reason.value if isinstance(reason, Failure) else reason)
             self.ctx.passiveFailure(self.state, member, kind, detail)
         if self._failover():
             return
+        log.warn(
+            "request={requestId}: backend {member} could not be reached: {error}",
+            requestId=self.request.agwRequestId,
+            member=member.key if member else "-",
+            error=detail,
+        )
         self._finishWithError(502, "Bad Gateway: the backend could not be reached")
 
     def _failover(self) -> bool:
@@ -471,6 +494,13 @@ class _Exchange:
         other = self.state.pick(exclude=self.tried)
         if other is None:
             return False
+        log.info(
+            "request={requestId}: retrying {method} on {other} after {member} failed",
+            requestId=self.request.agwRequestId,
+            method=self.request.method.decode("latin-1"),
+            member=self.member.key if self.member else "-",
+            other=other.key,
+        )
         if self.member is not None:
             self.member.inflight -= 1  # left for other; otherwise _cleanup takes it off
         self.setAffinity = self.setAffinity or self.pinned is not None
@@ -487,7 +517,8 @@ class _Exchange:
         if self.done:
             return
         self.headSent = True
-        self.lastActivity = self.ctx.reactor.seconds()
+        self.lastActivity = now = self.ctx.reactor.seconds()
+        request.agwServerLatency = now - self.sentAt
         request.setResponseCode(status, reason or reasonPhrase(status))
         out = responseHeaders(headers)
         if self.setAffinity or (self.target.settings.cookieBasedAffinity and self.pinned is not self.member):
@@ -535,6 +566,11 @@ class _Exchange:
         if not self.headSent:
             if retryable and self.attempts < 3 and self.member is not None and self.stream is None:
                 # A reused keep-alive connection the backend had closed: try a fresh one.
+                log.debug(
+                    "request={requestId}: backend {member} closed a reused connection: retrying",
+                    requestId=request.agwRequestId,
+                    member=self.member.key,
+                )
                 self.member.inflight -= 1
                 self.tried.remove(self.member)
                 self._connect(self.member)
@@ -544,7 +580,10 @@ class _Exchange:
                 if self._failover():
                     return
         log.warn(
-            "backend {member} failed: {error}", member=self.member.key if self.member else "-", error=str(err)
+            "request={requestId}: backend {member} failed: {error}",
+            requestId=request.agwRequestId,
+            member=self.member.key if self.member else "-",
+            error=str(err),
         )
         self._finishWithError(502, "Bad Gateway: the backend response failed")
 
@@ -583,7 +622,8 @@ class _Exchange:
         if self.member is not None:
             self.ctx.metrics.upstreamError(self.state.name, self.member.key, "timeout")
         log.warn(
-            "backend {member} timed out after {timeout}s",
+            "request={requestId}: backend {member} timed out after {timeout}s",
+            requestId=self.request.agwRequestId,
             member=self.member.key if self.member else "-",
             timeout=self.target.settings.requestTimeout,
         )
@@ -657,7 +697,8 @@ def backendRequestHeaders(
 ) -> list[tuple[bytes, bytes]]:
     """
     The headers a backend request (or WebSocket handshake) carries: the
-    forwarded set, Host as the settings decide, then the rule's rewrites.
+    forwarded set, Host as the settings decide, the request ID and trace
+    context (L{agwtx.requestid}), then the rule's rewrites.
 
     Host is the settings' C{hostName}; else, with
     C{pickHostNameFromBackendAddress}, C{member}'s name (C{member} None: no
@@ -667,17 +708,19 @@ def backendRequestHeaders(
     host = target.hostHeader
     if pickHost:
         host = member.hostHeader if member is not None else b""
+    tagger = request.site.ctx.tagger
     fwd = forwardedRequestHeaders(
         request.requestHeaders,
         request.clientIP,
         b"https" if request.isSecure() else b"http",
         request.listenerPort,
         host,
-        dropExtra=dropExtra,
+        dropExtra=tagger.dropping(dropExtra),
         trusted=_fromTrustedProxy(request),
     )
     if pickHost and member is None:
         del fwd[0]
+    fwd.extend(tagger.backendHeaders(request))
     if target.rewrite is not None:
         fwd = target.rewrite.applyRequest(request, fwd)
     return fwd

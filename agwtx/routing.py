@@ -25,16 +25,19 @@ from twisted.web.server import NOT_DONE_YET
 
 from agwtx.affinity import AffinityCodec
 from agwtx.limits import ConnectionLimits
+from agwtx.errorpages import ErrorPages
 from agwtx.model import (
     REDIRECT_STATUS,
     BackendHttpSettings,
     GatewayConfig,
+    GatewaySettings,
     HttpListener,
     RedirectConfiguration,
     RequestRoutingRule,
 )
 from agwtx.pool import Member, PoolState
 from agwtx.proxy import errorPage, httpDate, proxy
+from agwtx.requestid import RequestTagger
 from agwtx.routeindex import HostIndex, PathIndex, hostMatcher
 
 if TYPE_CHECKING:
@@ -58,6 +61,10 @@ log = Logger(namespace="agw.routing")
 ACCESS_FORMAT = (
     '{client} "{method} {uri}" {status} {bytes} {duration_ms:.1f}ms '
     "listener={listener} rule={rule} pool={pool} member={member}"
+)
+WEBSOCKET_CLOSE_FORMAT = (
+    '{client} "{method} {uri}" WebSocket closed by {closedBy}: client {clientCode} backend {backendCode} '
+    "request={requestId}"
 )
 
 
@@ -189,6 +196,7 @@ class BackendTarget:
 
     def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
         request.agwPool = self.state.name
+        request.agwSettings = self.settings.name
         if isWebSocketUpgrade(request):
             return ctx.webSocket(request, self)
         return proxy(ctx, request, self)
@@ -323,6 +331,12 @@ class GatewayContext:
         """Where access events go; the gateway service points it at the access log."""
         self.config: Any = None
         """The configuration in force (set by the gateway service, swapped on reload)."""
+        self.tagger = RequestTagger(GatewaySettings())
+        """Request IDs and trace context by the settings in force (swapped on reload)."""
+        self.errorPages = ErrorPages(None)
+        """Custom error pages of the configuration in force (swapped on reload)."""
+        self.instanceId = ""
+        """This process in the JSON access log's instanceId (host name and worker)."""
 
     def closeWebSockets(self, code: int, reason: str, members: Sequence[Member] | None = None) -> Any:
         """
@@ -366,13 +380,43 @@ class GatewayContext:
     def accessLog(self, request: "GatewayRequest", aborted: bool = False) -> None:
         """The access event of an answered (or, C{aborted}, abandoned) request."""
         now = self.reactor.seconds()
-        self._access(
+        event = self._requestEvent(request, now)
+        if aborted:
+            event["status"] = 499
+        self._emit(event)
+
+    def webSocketClosed(self, request: "GatewayRequest", fields: dict[str, Any]) -> None:
+        """
+        The access event of a WebSocket's end (C{event} C{websocket_close}):
+        the handshake's fields plus C{fields} (close codes, duration, traffic).
+        The JSON access log writes it; the text line stays one per request.
+        """
+        event = self._requestEvent(request, self.reactor.seconds())
+        event["event"] = "websocket_close"
+        event["log_format"] = WEBSOCKET_CLOSE_FORMAT
+        event.update(fields)
+        self.accessObserver(event)
+
+    def refusedLog(self, client: str, status: int, sent: int, error: str, **fields: Any) -> None:
+        """
+        The access event of a request refused while its head was read (400,
+        408, 414, 431): no method, target or route is known, so they are "-"
+        and None, as for other requests refused before routing.
+        """
+        event = self._event(
+            self.reactor.seconds(), 0.0, client, "-", "-", status, sent, None, None, None, None, error
+        )
+        event.update(fields)
+        self._emit(event)
+
+    def _requestEvent(self, request: "GatewayRequest", now: float) -> dict[str, Any]:
+        event = self._event(
             now,
             now - request.agwStart,
             request.clientIP,
             request.method.decode("latin-1"),
             request.uri.decode("latin-1"),
-            499 if aborted else request.code,
+            request.code,
             request.sentLength,
             request.agwListener,
             request.agwRule,
@@ -380,18 +424,29 @@ class GatewayContext:
             request.agwMember,
             request.agwError,
         )
-
-    def refusedLog(self, client: str, status: int, sent: int, error: str) -> None:
-        """
-        The access event of a request refused while its head was read (400,
-        408, 414, 431): no method, target or route is known, so they are "-"
-        and None, as for other requests refused before routing.
-        """
-        self._access(
-            self.reactor.seconds(), 0.0, client, "-", "-", status, sent, None, None, None, None, error
+        headers = request.requestHeaders
+        host = headers.getRawHeaders(b"host")
+        agent = headers.getRawHeaders(b"user-agent")
+        trace = request.agwTrace
+        secure = request.isSecure()
+        event.update(
+            clientPort=getattr(request.client, "port", 0),
+            requestId=request.agwRequestId,
+            traceId=trace.traceId.decode("ascii") if trace is not None else None,
+            spanId=trace.spanId.decode("ascii") if trace is not None else None,
+            host=host[0].decode("latin-1") if host else None,
+            userAgent=agent[0].decode("latin-1") if agent else None,
+            httpVersion=request.clientproto.decode("latin-1"),
+            receivedBytes=request.agwHeadBytes + request.agwBodyBytes,
+            secure=secure,
+            ssl=request.tlsInfo() if secure else None,
+            serverStatus=request.agwStatus if request.agwMember is not None else None,
+            serverLatency=request.agwServerLatency,
+            settings=request.agwSettings,
         )
+        return event
 
-    def _access(
+    def _event(
         self,
         now: float,
         duration: float,
@@ -405,34 +460,43 @@ class GatewayContext:
         pool: str | None,
         member: str | None,
         error: str | None,
-    ) -> None:
+    ) -> dict[str, Any]:
         """
-        Emit an access event: a twisted.logger event (namespace C{agw.access})
+        An access event: a twisted.logger event (namespace C{agw.access})
         handed straight to the access observer, without L{Logger}'s per-call
-        work (it is on every request's path); and count it in the metrics.
+        work (it is on every request's path).
         """
-        self.accessObserver(
-            {
-                "log_format": ACCESS_FORMAT,
-                "log_level": LogLevel.info,
-                "log_namespace": "agw.access",
-                "log_source": None,
-                "log_time": now,
-                "client": client,
-                "method": method,
-                "uri": uri,
-                "status": status,
-                "bytes": sent,
-                "duration_ms": duration * 1000,
-                "listener": listener,
-                "rule": rule,
-                "pool": pool,
-                "member": member,
-                "error": error,
-                "event": "access",
-            }
+        return {
+            "log_format": ACCESS_FORMAT,
+            "log_level": LogLevel.info,
+            "log_namespace": "agw.access",
+            "log_source": None,
+            "log_time": now,
+            "client": client,
+            "method": method,
+            "uri": uri,
+            "status": status,
+            "bytes": sent,
+            "duration_ms": duration * 1000,
+            "listener": listener,
+            "rule": rule,
+            "pool": pool,
+            "member": member,
+            "error": error,
+            "event": "access",
+            "instance": self.instanceId,
+        }
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        """Write an access event and count it in the metrics."""
+        self.accessObserver(event)
+        self.metrics.request(
+            event["listener"] or "-",
+            event["rule"] or "-",
+            event["pool"] or "-",
+            event["status"],
+            event["duration_ms"] / 1000.0,
         )
-        self.metrics.request(listener or "-", rule or "-", pool or "-", status, duration)
 
 
 def buildRouters(

@@ -22,6 +22,7 @@ the WebSockets with 1001 and exit.
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Callable
 from weakref import WeakKeyDictionary
 
@@ -55,6 +56,7 @@ class GatewayService(MultiService):
         reusePort: bool = False,
         serveAdmin: bool = True,
         affinitySecret: bytes | None = None,
+        instanceId: str = "",
     ) -> None:
         super().__init__()
         self.config = config
@@ -64,8 +66,10 @@ class GatewayService(MultiService):
         self.fallbackSecret = affinitySecret
         """The key of affinity cookies while the file gives none (shared by workers)."""
         self.ctx = GatewayContext(reactor, self.upstream, self._affinityCodec(config))
+        self.ctx.instanceId = instanceId or socket.gethostname()
         self.accessWriter: Any = None
-        self._setAccessLog(config.gateway.accessLog)
+        self._setAccessLog(config.gateway.accessLog, config.gateway.accessLogFormat)
+        self._setObservability(config)
         self.webSockets = WebSocketBridge(self.ctx)
         self.ctx.webSocketHandler = self.webSockets
         self.routers = self._buildRouters(config, self.ctx.pools, None)
@@ -102,14 +106,34 @@ class GatewayService(MultiService):
             return AffinityCodec(secrets=secrets)
         return AffinityCodec(self.fallbackSecret)
 
-    def _setAccessLog(self, target: str) -> None:
+    def _setAccessLog(self, target: str, format: str) -> None:
         from agwtx.accesslog import accessPublisher
 
-        publisher, writer = accessPublisher(self.reactor, target)
+        publisher, writer = accessPublisher(self.reactor, target, format)
         if self.accessWriter is not None:
             self.accessWriter.close()
         self.accessWriter = writer
         self.ctx.accessObserver = publisher
+
+    def _setObservability(self, config: GatewayConfig) -> None:
+        """Request IDs, trace context and custom error pages by C{config}."""
+        from agwtx.errorpages import ErrorPages
+        from agwtx.requestid import RequestTagger
+
+        self.ctx.tagger = RequestTagger(config.gateway)
+        self.ctx.errorPages = ErrorPages(config)
+
+    def reopenLogs(self) -> None:
+        """SIGUSR1 (logrotate's postrotate): reopen the access log file by name."""
+        writer = self.accessWriter
+        if writer is None:
+            return
+        try:
+            writer.reopen()
+        except OSError as e:
+            self.log.error("cannot reopen the access log {path}: {error}", path=writer.target, error=e)
+            return
+        self.log.info("access log reopened: {path}", path=writer.target)
 
     # -- building
 
@@ -312,8 +336,12 @@ class GatewayService(MultiService):
         for name in list(self.listeners):
             if name not in routers:
                 self._removeListener(name)
-        if new.gateway.accessLog != self.config.gateway.accessLog:
-            self._setAccessLog(new.gateway.accessLog)
+        if (new.gateway.accessLog, new.gateway.accessLogFormat) != (
+            self.config.gateway.accessLog,
+            self.config.gateway.accessLogFormat,
+        ):
+            self._setAccessLog(new.gateway.accessLog, new.gateway.accessLogFormat)
+        self._setObservability(new)
         if new.gateway.affinityKeys() != self.config.gateway.affinityKeys():
             self.ctx.affinity = self._affinityCodec(new)
             self.log.info(

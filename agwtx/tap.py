@@ -8,6 +8,7 @@ daemonises, as a list naming file, section and key (never a traceback).
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from typing import Any, NoReturn
 
@@ -83,11 +84,25 @@ def makeService(options: Options) -> IService:
     if worker:
         # A worker started by the first process: same ports, same affinity secret, no admin.
         secret = bytes.fromhex(os.environ.get(SECRET_ENV, "")) or None
-        gateway = _gatewayService(options, reactor, reusePort=True, serveAdmin=False, affinitySecret=secret)
+        gateway = _gatewayService(
+            options,
+            reactor,
+            reusePort=True,
+            serveAdmin=False,
+            affinitySecret=secret,
+            instanceId=f"{socket.gethostname()}/{worker}",
+        )
         _reloadOnSighup(reactor, gateway)
+        _reopenOnSigusr1(reactor, gateway)
         return gateway
     secret = config.gateway.affinitySecret or os.urandom(32)
-    gateway = _gatewayService(options, reactor, reusePort=count > 1, affinitySecret=secret)
+    gateway = _gatewayService(
+        options,
+        reactor,
+        reusePort=count > 1,
+        affinitySecret=secret,
+        instanceId=f"{socket.gethostname()}/0" if count > 1 else socket.gethostname(),
+    )
     top = MultiService()
     supervisor = None
     if count > 1:
@@ -96,6 +111,7 @@ def makeService(options: Options) -> IService:
         )
         supervisor.setServiceParent(top)
     _reloadOnSighup(reactor, gateway, supervisor)
+    _reopenOnSigusr1(reactor, gateway, supervisor)
     if not options["demo"] and supervisor is None:
         return gateway
     from agwtx.demo import demoService
@@ -146,3 +162,23 @@ def _reloadOnSighup(reactor: Any, gateway: Any, supervisor: Any = None) -> None:
     gateway.ctx.reloadHandler = reload  # POST /reload on the admin endpoint does the same
 
     signal.signal(signal.SIGHUP, onSignal)
+
+
+def _reopenOnSigusr1(reactor: Any, gateway: Any, supervisor: Any = None) -> None:
+    """
+    C{kill -USR1} (logrotate's postrotate) reopens the access log file, in
+    every worker: each writes the shared file through its own descriptor.
+    Installed before twistd sets up its log, so twistd leaves SIGUSR1 alone
+    (it would rotate its own log file on it).
+    """
+    import signal
+
+    def reopen() -> None:
+        gateway.reopenLogs()
+        if supervisor is not None:
+            supervisor.signal(signal.SIGUSR1)
+
+    def onSignal(signum: int, frame: Any) -> None:
+        reactor.callFromThread(reopen)
+
+    signal.signal(signal.SIGUSR1, onSignal)

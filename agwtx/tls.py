@@ -513,7 +513,8 @@ class HttpsServerProtocol(TLSMemoryBIOFactory.protocol):  # type: ignore[misc, n
         tls(data)
 
     def _plainHttp(self) -> None:
-        sendRefusal(self.factory.wrappedFactory.ctx, self.transport, PLAIN_HTTP_ON_HTTPS)
+        site = self.factory.wrappedFactory
+        sendRefusal(site.ctx, self.transport, PLAIN_HTTP_ON_HTTPS, site.soleListener())
         # What the client still sends is dropped until it closes or the
         # listener's idle timeout closes the connection.
         self.dataReceived = lambda data: None  # type: ignore[method-assign]

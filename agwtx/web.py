@@ -14,6 +14,7 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from agwtx.proxy import connectionTokens, errorPage, httpDate, startStreaming
+from agwtx.requestid import newRequestId
 from agwtx.routing import BackendTarget, PortRouter, isWebSocketUpgrade, requestHost, validHost
 
 if TYPE_CHECKING:
@@ -80,20 +81,38 @@ class _Refusal(NamedTuple):
     """Status line and headers, without Date and the blank line."""
     body: bytes
 
-    def response(self) -> bytes:
-        return self.head + b"Date: " + httpDate() + b"\r\n\r\n" + self.body
+    def response(self, extra: bytes = b"") -> bytes:
+        """The answer, with C{extra} header lines (each ending in CRLF) after the canned ones."""
+        return self.head + extra + b"Date: " + httpDate() + b"\r\n\r\n" + self.body
+
+    def branded(self, ctx: GatewayContext, listener: str | None) -> _Refusal:
+        """
+        This refusal as the configuration in force answers it: the custom
+        page for its status (C{listener}'s or the gateway's) instead of the
+        plain-text line, when there is one.
+        """
+        page = ctx.errorPages.page(listener, self.status)
+        if page is None:
+            return self
+        phrase = self.head.split(b"\r\n", 1)[0].split(b" ", 2)[2]
+        return _cannedBody(self.status, phrase, b"text/html; charset=utf-8", page, self.message)
 
 
 def _canned(status: int, phrase: bytes, text: bytes) -> _Refusal:
     """A complete response that closes the connection, for a request that cannot be read."""
     body = b"%d %s: %s\n" % (status, phrase, text)
-    head = (
-        b"HTTP/1.1 %d %s\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Length: %d\r\n"
-        b"Connection: close\r\n" % (status, phrase, len(body))
+    message = (phrase + b": " + text).decode("ascii")
+    return _cannedBody(status, phrase, b"text/plain; charset=utf-8", body, message)
+
+
+def _cannedBody(status: int, phrase: bytes, contentType: bytes, body: bytes, message: str) -> _Refusal:
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n" % (
+        status,
+        phrase,
+        contentType,
+        len(body),
     )
-    return _Refusal(status, (phrase + b": " + text).decode("ascii"), head, body)
+    return _Refusal(status, message, head, body)
 
 
 _400 = _canned(400, b"Bad Request", b"the request could not be parsed")
@@ -108,17 +127,30 @@ _431 = _canned(
 PLAIN_HTTP_ON_HTTPS = _canned(400, b"Bad Request", b"a plain HTTP request was sent to an HTTPS port")
 
 
-def sendRefusal(ctx: GatewayContext, transport: Any, refusal: _Refusal) -> None:
+def sendRefusal(ctx: GatewayContext, transport: Any, refusal: _Refusal, listener: str | None = None) -> None:
     """
     Log and send C{refusal} on a connection whose request could not be read,
     then shut the write side where the transport has one of its own (plain
     TCP; a TLS wrapper would pass the call on to the TCP socket under it and
     cut the TLS stream).  The caller drops what the client still sends.
+
+    The answer gets a new request ID (logged with it) and the custom page
+    for its status: C{listener}'s when the port has only that listener,
+    else the gateway's.
     """
+    requestId = newRequestId()
+    refusal = refusal.branded(ctx, listener)
+    peer = transport.getPeer()
     ctx.refusedLog(
-        getattr(transport.getPeer(), "host", "-"), refusal.status, len(refusal.body), refusal.message
+        getattr(peer, "host", "-"),
+        refusal.status,
+        len(refusal.body),
+        refusal.message,
+        requestId=requestId,
+        clientPort=getattr(peer, "port", 0),
     )
-    transport.write(refusal.response())
+    header = ctx.tagger.header
+    transport.write(refusal.response(header + b": " + requestId.encode("ascii") + b"\r\n"))
     if hasattr(type(transport), "loseWriteConnection"):
         transport.loseWriteConnection()
 
@@ -134,6 +166,15 @@ class GatewayRequest(server.Request):
     agwError: str | None = None
     agwStatus: int | None = None
     agwStart: float = 0.0
+    agwSettings: str | None = None
+    agwRequestId: str | None = None
+    """Set with the trace context (L{agwtx.requestid.RequestTagger.tag}) when the request is prepared."""
+    agwIdHeader: bytes = b"X-Request-ID"
+    agwTrace: Any = None
+    agwServerLatency: float | None = None
+    """Seconds from the backend request's head written to the backend's response head."""
+    agwHeadBytes = 0
+    agwBodyBytes = 0
     clientIP: str = "-"
     listenerPort: int = 0
     agwStream: Any = None
@@ -154,6 +195,22 @@ class GatewayRequest(server.Request):
         self.agwStart = site.ctx.reactor.seconds()
         self.clientIP = getattr(self.client, "host", "-")
         self.listenerPort = site.listenerPort or getattr(self.host, "port", 0)
+        tagger = site.ctx.tagger
+        self.agwIdHeader = tagger.header
+        tagger.tag(self)
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting and self.agwRequestId is not None:
+            # Every answer carries the request ID: proxied, redirected, the gateway's own.
+            self.responseHeaders.setRawHeaders(self.agwIdHeader, [self.agwRequestId.encode("ascii")])
+        super().write(data)
+
+    def tlsInfo(self) -> tuple[str, str] | None:
+        """(cipher, protocol) of the client's TLS connection, looked up once per connection."""
+        channel = self.channel
+        if channel is None:
+            return None
+        return channel.tlsInfo()  # type: ignore[no-any-return]
 
     _counted = False
 
@@ -226,6 +283,7 @@ class GatewayRequest(server.Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self._bodyCall is not None:
             self._bodyLast = self.site.ctx.reactor.seconds()
+        self.agwBodyBytes += len(data)
         stream = self.agwStream
         if stream is not None:
             stream.data(data)
@@ -371,7 +429,28 @@ class GatewayChannel(http.HTTPChannel):
         call, self._headCall = self._headCall, None
         if call is not None and call.active():
             call.cancel()
+        if self.requests:
+            # The head as received: its lines, with CRLF after each and the blank line.
+            self.requests[-1].agwHeadBytes = self._receivedHeaderSize + 2 * (self._receivedHeaderCount + 2)
         super().allHeadersReceived()
+
+    _tlsInfo: Any = False
+
+    def tlsInfo(self) -> tuple[str, str] | None:
+        """(cipher, protocol) of this connection's TLS session, or None on plain TCP."""
+        info = self._tlsInfo
+        if info is False:
+            info = None
+            handle = getattr(self.transport, "getHandle", None)
+            connection = handle() if handle is not None else None
+            cipher = getattr(connection, "get_cipher_name", None)
+            if cipher is not None:
+                try:
+                    info = (cipher() or "", connection.get_protocol_version_name() or "")  # type: ignore[union-attr]
+                except Exception:
+                    info = None
+            self._tlsInfo = info
+        return info  # type: ignore[no-any-return]
 
     def _headTimedOut(self) -> None:
         self._headCall = None
@@ -424,7 +503,7 @@ class GatewayChannel(http.HTTPChannel):
         self.dataReceived = self.rawDataReceived = self._discard  # type: ignore[method-assign]
         self.lineReceived = self._discard  # type: ignore[method-assign]
         self._lingerCall = self.callLater(LINGER_TIMEOUT, self._lingerEnd)
-        sendRefusal(self.site.ctx, transport, refusal)
+        sendRefusal(self.site.ctx, transport, refusal, self.site.soleListener())
 
     def _discard(self, data: bytes) -> None:
         self._lingerBytes += len(data)
@@ -587,6 +666,12 @@ class GatewaySite(server.Site):
         # an internal_error alert instead of no protocol.
         return []
 
+    def soleListener(self) -> str | None:
+        """The port's listener when it has only one (a request not yet read can only be for it)."""
+        routes = self.router.routes if self.router is not None else ()
+        names = {route.listener.name for route in routes}
+        return names.pop() if len(names) == 1 else None
+
     @property
     def headerTimeout(self) -> float:
         """C{[gateway] requestHeaderTimeout} of the configuration in force."""
@@ -630,6 +715,7 @@ class GatewaySite(server.Site):
         if not isinstance(target, BackendTarget) or isWebSocketUpgrade(request):
             return False
         request.agwPool = target.state.name
+        request.agwSettings = target.settings.name
         return startStreaming(self.ctx, request, target, length)
 
     def log(self, request: Any) -> None:

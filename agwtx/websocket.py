@@ -901,6 +901,7 @@ class WebSocketSession:
         self.factory: _BackendFactory | None = None
         self.lastActivity = 0.0
         self.openedAt = 0.0
+        self.dialedAt = 0.0
         self.closedBy: str | None = None
         self.clientHeaders = {}
         self._counted = False
@@ -926,6 +927,7 @@ class WebSocketSession:
         factory = self.bridge.backendFactory(self, member)
         self.factory = factory
         self.backendLeg = None
+        self.dialedAt = self.clock.seconds()
         timeout = min(self.settings.requestTimeout, self.settings.connectTimeout)
         try:
             if self.target.connector is not None:
@@ -990,7 +992,12 @@ class WebSocketSession:
             if other is not None:
                 self._dial(other)
                 return
-        log.warn("WebSocket backend {member} unreachable: {error}", member=self.member.key, error=detail)
+        log.warn(
+            "request={requestId}: WebSocket backend {member} unreachable: {error}",
+            requestId=self.request.agwRequestId,
+            member=self.member.key,
+            error=detail,
+        )
         self._fail(502, "Bad Gateway: the backend could not be reached")
 
     def _handshakeTimedOut(self) -> None:
@@ -998,7 +1005,8 @@ class WebSocketSession:
         if self.phase != DIALING:
             return
         log.warn(
-            "WebSocket backend {member} did not complete the handshake in {timeout}s",
+            "request={requestId}: WebSocket backend {member} did not complete the handshake in {timeout}s",
+            requestId=self.request.agwRequestId,
             member=self.member.key,
             timeout=self.settings.requestTimeout,
         )
@@ -1049,7 +1057,8 @@ class WebSocketSession:
                     for value in values
                 ]
                 log.info(
-                    "WebSocket backend {member} refused the handshake with {status}",
+                    "request={requestId}: WebSocket backend {member} refused the handshake with {status}",
+                    requestId=self.request.agwRequestId,
                     member=self.member.key,
                     status=status,
                 )
@@ -1058,7 +1067,8 @@ class WebSocketSession:
                 return
         if leg.handshakeError is not None:
             log.warn(
-                "WebSocket backend {member} gave an invalid handshake: {error}",
+                "request={requestId}: WebSocket backend {member} gave an invalid handshake: {error}",
+                requestId=self.request.agwRequestId,
                 member=self.member.key,
                 error=leg.handshakeError,
             )
@@ -1079,7 +1089,8 @@ class WebSocketSession:
             # The proxy's rule for a response head it cannot pass on (NUL, a
             # stray CR or LF, a field name that is not a token): 502.
             log.warn(
-                "WebSocket backend {member} gave an invalid handshake: malformed response head",
+                "request={requestId}: WebSocket backend {member} gave an invalid handshake: malformed response head",
+                requestId=self.request.agwRequestId,
                 member=self.member.key,
             )
             leg.sendCloseFrame(code=GOING_AWAY, reasonUtf8=b"invalid handshake response")
@@ -1096,9 +1107,13 @@ class WebSocketSession:
                 returned.addRawHeader(b"Set-Cookie", cookie)
         if self.target.rewrite is not None:
             self.target.rewrite.applyResponse(request, returned)
+        if request.agwRequestId is not None:
+            # The 101 carries the request ID like every other answer (the backend's own is replaced).
+            returned.setRawHeaders(request.agwIdHeader, [request.agwRequestId.encode("ascii")])
         for name, values in returned.getAllRawHeaders():
             headers[name.decode("latin-1")] = [v.decode("latin-1") for v in values]
         self.clientHeaders = headers
+        request.agwServerLatency = self.clock.seconds() - self.dialedAt
         if not self._takeOver():
             leg.sendCloseFrame(code=GOING_AWAY, reasonUtf8=b"client went away")
             return
@@ -1188,7 +1203,8 @@ class WebSocketSession:
             self.idleTimer = self.clock.callLater(idle, self._idleCheck)
         request = self.request
         log.info(
-            "WebSocket open {client} -> {member} {path} subprotocol={subprotocol}",
+            "request={requestId}: WebSocket open {client} -> {member} {path} subprotocol={subprotocol}",
+            requestId=request.agwRequestId,
             client=request.clientIP,
             member=self.member.key,
             path=request.path.decode("latin-1"),
@@ -1325,24 +1341,31 @@ class WebSocketSession:
         assert client is not None and backend is not None
         cClean, cCode = getattr(client, "closeInfo", (False, None))
         bClean, bCode = getattr(backend, "closeInfo", (False, None))
+        fields = {
+            "closedBy": self.closedBy or "-",
+            "clientCode": cCode,
+            "backendCode": bCode,
+            "wsDuration": self.clock.seconds() - self.openedAt,
+            "upMessages": client.rxMessages,
+            "upBytes": client.rxBytes,
+            "downMessages": backend.rxMessages,
+            "downBytes": backend.rxBytes,
+        }
         log.info(
-            "WebSocket closed {client} -> {member} by {closedBy}: client {clientCode} backend {backendCode}, "
-            "{duration:.1f}s, up {upMessages} msgs/{upBytes} B, down {downMessages} msgs/{downBytes} B",
+            "request={requestId}: WebSocket closed {client} -> {member} by {closedBy}: client {clientCode} "
+            "backend {backendCode}, {wsDuration:.1f}s, up {upMessages} msgs/{upBytes} B, "
+            "down {downMessages} msgs/{downBytes} B",
+            requestId=self.request.agwRequestId,
             client=self.request.clientIP,
             member=self.member.key,
             path=self.request.path.decode("latin-1"),
-            closedBy=self.closedBy or "-",
-            clientCode=cCode,
             clientClean=cClean,
-            backendCode=bCode,
             backendClean=bClean,
-            duration=self.clock.seconds() - self.openedAt,
-            upMessages=client.rxMessages,
-            upBytes=client.rxBytes,
-            downMessages=backend.rxMessages,
-            downBytes=backend.rxBytes,
+            duration=fields["wsDuration"],
             event="websocket_close",
+            **fields,
         )
+        self.ctx.webSocketClosed(self.request, fields)
 
     def _end(self) -> None:
         if self.phase == ENDED:
@@ -1374,7 +1397,8 @@ class WebSocketSession:
             self.idleTimer = self.clock.callLater(timeout - idle, self._idleCheck)
             return
         log.info(
-            "WebSocket {client} -> {member} idle for {idle:.0f}s: closing with 1001",
+            "request={requestId}: WebSocket {client} -> {member} idle for {idle:.0f}s: closing with 1001",
+            requestId=self.request.agwRequestId,
             client=self.request.clientIP,
             member=self.member.key,
             idle=idle,

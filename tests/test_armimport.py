@@ -815,3 +815,38 @@ def test_hostileKeyVaultSecretIdIsQuotedInTheSuggestedCommand(tmp_path: Path) ->
     for ln in cert:
         if ln.startswith(";   openssl"):
             assert shlex.split(ln[len(";   ") :])[0] == "openssl"
+
+
+def test_customErrorConfigurations(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Azure fetches each page from a URL; agw reads a file: a note says where to download it and what to set."""
+    flat = json.loads(AZ_SHOW.read_text())
+    flat["customErrorConfigurations"] = [
+        {"statusCode": "HttpStatus502", "customErrorPageUrl": "https://pages.contoso.com/502.html"},
+        {"statusCode": "HttpStatus418", "customErrorPageUrl": "https://pages.contoso.com/418.html"},
+    ]
+    flat["httpListeners"][0]["customErrorConfigurations"] = [
+        {"statusCode": "HttpStatus504", "customErrorPageUrl": "https://pages.contoso.com/l504.html"},
+        {"statusCode": "HttpStatus403"},
+    ]
+    path = tmp_path / "pages.json"
+    path.write_text(json.dumps(flat))
+    out = imported(capsys, path)
+    top = topComments(out)
+    assert (
+        "; NOT CONVERTED: download https://pages.contoso.com/502.html to /etc/agw/errorpages/gateway-502.html, "
+        "then set in [gateway]: customErrorPage.502 = /etc/agw/errorpages/gateway-502.html"
+    ) in top
+    assert (
+        "; NOT CONVERTED: customErrorConfigurations: statusCode = HttpStatus418: agw has custom pages for "
+        "HttpStatus400, HttpStatus403, HttpStatus404, HttpStatus405, HttpStatus408, HttpStatus500, "
+        "HttpStatus502, HttpStatus503, HttpStatus504"
+    ) in top
+    listener = sections(out)["[httpListener:myListener]"]
+    assert (
+        "; NOT CONVERTED: download https://pages.contoso.com/l504.html to /etc/agw/errorpages/myListener-504.html, "
+        "then set in this section: customErrorPage.504 = /etc/agw/errorpages/myListener-504.html"
+    ) in listener
+    assert (
+        "; NOT CONVERTED: customErrorConfigurations HttpStatus403: customErrorPageUrl = null: expected the page's URL"
+    ) in listener
+    assert "agw has no custom error pages" not in out

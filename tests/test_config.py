@@ -878,6 +878,65 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         "[gateway]\ntrustedProxies = 10.0.0.0/8, 10.0.0.0/8\n",
         ["@2: [gateway] trustedProxies: 10.0.0.0/8 is listed twice"],
     ),
+    (
+        "accessLogFormat",
+        "[gateway]\naccessLogFormat = xml\n",
+        ["@2: [gateway] accessLogFormat: expected text or json, got 'xml'"],
+    ),
+    (
+        "requestIdHeader not a header name",
+        "[gateway]\nrequestIdHeader = X Request\n",
+        ["@2: [gateway] requestIdHeader: expected a header name, got 'X Request'"],
+    ),
+    (
+        "requestIdHeader taken",
+        "[gateway]\nrequestIdHeader = traceparent\n",
+        [
+            "@2: [gateway] requestIdHeader: header 'traceparent' has a meaning of its own and cannot carry the request ID"
+        ],
+    ),
+    (
+        "trustClientRequestId",
+        "[gateway]\ntrustClientRequestId = maybe\n",
+        [
+            "@2: [gateway] trustClientRequestId: expected true or false (or yes/no, 1/0, Enabled/Disabled), got 'maybe'"
+        ],
+    ),
+    (
+        "customErrorPage status not supported",
+        "[gateway]\ncustomErrorPage.418 = teapot.html\ncustomErrorPage.x = a.html\n",
+        [
+            "@2: [gateway] customErrorPage.418: expected a status of 400, 403, 404, 405, 408, 500, 502, 503, 504 "
+            "after customErrorPage., got '418'",
+            "@3: [gateway] customErrorPage.x: expected a status of 400, 403, 404, 405, 408, 500, 502, 503, 504 "
+            "after customErrorPage., got 'x'",
+        ],
+    ),
+    (
+        "customErrorPage missing file",
+        "[gateway]\ncustomErrorPage.502 = nope.html\n",
+        [
+            "@2: [gateway] customErrorPage.502: cannot read 'nope.html' ({tmp}/nope.html): No such file or directory"
+        ],
+    ),
+    (
+        "customErrorPage empty value",
+        "[gateway]\ncustomErrorPage.502 =\n",
+        ["@2: [gateway] customErrorPage.502: expected the path of an HTML file"],
+    ),
+    (
+        "customErrorPage oversized, on a listener",
+        "[httpListener:l2]\nfrontendPort = http\nhostNames = b.example.com\ncustomErrorPage.504 = /dev/zero\n",
+        [
+            "@1: [httpListener:l2]: no requestRoutingRule uses this listener, so its requests could not be routed",
+            "@4: [httpListener:l2] customErrorPage.504: '/dev/zero' is over 1048576 bytes (1 MiB)",
+        ],
+    ),
+    (
+        "customErrorPage empty file",
+        "[gateway]\ncustomErrorPage.503 = /dev/null\n",
+        ["@2: [gateway] customErrorPage.503: '/dev/null' is empty"],
+    ),
     # --- [frontendPort]
     (
         "port range",
@@ -1630,6 +1689,22 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         ],
     ),
 ]
+
+
+def test_custom_error_pages_read_at_load(inTmp: Path) -> None:
+    """The pages' bytes are in the model; a page that is not UTF-8 is refused."""
+    writePki(inTmp)
+    (inTmp / "p502.html").write_text("<p>désolé</p>", encoding="utf-8")
+    (inTmp / "latin.html").write_bytes("<p>désolé</p>".encode("latin-1"))
+    config = load(
+        BASE.replace("port = 8080\n", "port = 8080\n\n[gateway]\ncustomErrorPage.502 = p502.html\n", 1)
+    )
+    (page,) = config.gateway.customErrorPages
+    assert (page.status, page.path, page.body) == (502, str(inTmp / "p502.html"), "<p>désolé</p>".encode())
+    assert errorsOf(BASE + "[gateway]\ncustomErrorPage.400 = latin.html\n") == [
+        f"gw.ini:{BASE_LINES + 2}: [gateway] customErrorPage.400: {str(inTmp / 'latin.html')!r} is not UTF-8 text "
+        "(it is served as text/html; charset=utf-8)"
+    ]
 
 
 @pytest.mark.parametrize(

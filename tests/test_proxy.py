@@ -755,6 +755,8 @@ def test_refused_connects_leave_no_request_counted_in_flight(
     request.clientIP, request.listenerPort, request.isSecure = "192.0.2.1", 80, lambda: False
     request.agwStream = request.agwOnLost = None
     request._disconnected, request.startedWriting = False, False
+    request.site, request.agwListener = SimpleNamespace(ctx=ctx), None
+    ctx.tagger.tag(request)
     proxy(ctx, request, target)  # type: ignore[arg-type]
     assert upstream.dialled == dialled
     assert request.responseCode == 502

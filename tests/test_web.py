@@ -18,6 +18,8 @@ from twisted.web import server
 
 from agwtx.limits import ConnectionLimits
 from agwtx.model import GatewaySettings
+from agwtx.errorpages import ErrorPages
+from agwtx.requestid import RequestTagger
 from agwtx.web import LINGER_BYTES, LINGER_TIMEOUT, GatewayChannel, GatewaySite
 
 IDLE = 60.0
@@ -43,9 +45,11 @@ def channel(headerTimeout: float | None = None) -> tuple[Clock, GatewayChannel, 
     )
     ctx = SimpleNamespace(
         accessLog=lambda request: None,
-        refusedLog=lambda *event: REFUSED.append(event),
+        refusedLog=lambda *event, **fields: REFUSED.append(event),
         config=SimpleNamespace(gateway=gateway),
         reactor=clock,
+        errorPages=ErrorPages(None),
+        tagger=RequestTagger(gateway),
     )
     ctx.connections = ConnectionLimits(ctx)
     site = GatewaySite(ctx, None, 8080, timeout=IDLE)  # type: ignore[arg-type]

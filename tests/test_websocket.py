@@ -830,6 +830,16 @@ def newBridge(
         agwPool="p",
         agwMember=None,
         agwError=None,
+        agwRequestId="0123456789abcdef0123456789abcdef",
+        agwIdHeader=b"X-Request-ID",
+        agwTrace=None,
+        agwSettings="s",
+        agwStatus=101,
+        agwServerLatency=None,
+        agwHeadBytes=0,
+        agwBodyBytes=0,
+        client=None,
+        isSecure=lambda: False,
     )
     return bridge, target, request, dialed
 
