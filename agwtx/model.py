@@ -65,6 +65,11 @@ class GatewaySettings:
     trustedProxies: tuple[IPNetwork, ...] = ()
     """Address ranges of forwarders (L7 proxies, CDNs) whose forwarding
     headers are believed; empty means no client is trusted."""
+    lameDuckPeriod: float = 0.0
+    """Seconds a stopping instance goes on serving (and accepting) with
+    C{/ready} at 503, so load balancers take it out, before it drains."""
+    watchConfig: bool = False
+    """Reload when the config file, or a certificate file it names, changes."""
 
     def isTrustedProxy(self, address: str) -> bool:
         """Whether C{address} (an IP address as text) is in L{trustedProxies}."""
@@ -86,6 +91,10 @@ class FrontendPort:
     """A Twisted server endpoint description, e.g. C{tcp:80} or C{systemd:domain=INET:index=0}."""
     port: int | None = None
     """The port number when it was given with C{port = N} (used for X-Forwarded-Port)."""
+    proxyProtocol: bool = False
+    """Connections start with a PROXY protocol header (v1 or v2) giving the client's address."""
+    proxyProtocolSources: tuple[IPNetwork, ...] = ()
+    """The balancers allowed to send that header; connections from elsewhere are closed."""
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def connectionTokens(values: list[bytes] | None) -> frozenset[bytes]:
 
 def forwardedRequestHeaders(
     raw: Headers,
-    clientIP: str,
+    peerIP: str,
     proto: bytes,
     port: int,
     host: bytes | None,
@@ -92,6 +92,10 @@ def forwardedRequestHeaders(
     The headers a backend receives: end-to-end ones in order, Host replaced
     when C{host} is given, and the X-Forwarded-* set.  A pure function so that
     the proxy and the WebSocket bridge forward exactly the same set.
+
+    C{peerIP} is the connection's peer (the PROXY protocol's client when the
+    port has it): the hop X-Forwarded-For gains.  The client address a
+    trusted forwarder named is already in the list it sent.
     """
     # Host is never hop-by-hop: a client that names it in Connection must not
     # make the backend request lose it (HTTP/1.1 requires it).
@@ -119,7 +123,7 @@ def forwardedRequestHeaders(
             out.append((name, v))
     if host is not None:
         out.insert(0, (b"Host", host))
-    ip = clientIP.encode("ascii")
+    ip = peerIP.encode("ascii")
     out.append((b"X-Forwarded-For", b", ".join(xff + [ip]) if xff else ip))
     out.append((b"X-Forwarded-Proto", proto))
     out.append((b"X-Forwarded-Port", b"%d" % port))
@@ -632,7 +636,7 @@ def backendRequestHeaders(
         host = member.hostHeader if member is not None else b""
     fwd = forwardedRequestHeaders(
         request.requestHeaders,
-        request.clientIP,
+        request.peerIP,
         b"https" if request.isSecure() else b"http",
         request.listenerPort,
         host,

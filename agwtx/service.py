@@ -155,6 +155,12 @@ class GatewayService(MultiService):
             endpoint = serverFromString(self.reactor, fp.endpoint)
         factory = self._siteFactory(config, name, site)
         site.secure = factory is not site or fp.endpoint.startswith("ssl:")
+        if fp.proxyProtocol:
+            from agwtx.proxyprotocol import ProxyProtocolFactory
+
+            factory = ProxyProtocolFactory(
+                factory, fp.proxyProtocolSources, self.reactor, lambda: site.headerTimeout, name
+            )
         svc = StreamServerEndpointService(endpoint, factory)
         svc._raiseSynchronously = True
         svc.setName(f"frontendPort:{name}")
@@ -291,7 +297,12 @@ class GatewayService(MultiService):
         # Ports: swap tables in place, add new ports, remove old ones.
         for name, router in routers.items():
             fp = new.frontendPorts[name]
-            if name in self.sites and self.endpoints.get(name) == fp.endpoint and self._tlsInPlace(new, name):
+            if (
+                name in self.sites
+                and self.endpoints.get(name) == fp.endpoint
+                and self._proxyInPlace(fp, name)
+                and self._tlsInPlace(new, name)
+            ):
                 self.sites[name].router = router
                 self.sites[name].listenerPort = fp.port or 0
             else:
@@ -314,6 +325,29 @@ class GatewayService(MultiService):
         for state, members, drain in removed:
             self._drain(state, members, drain)
 
+    def _listenerFactory(self, name: str) -> Any:
+        """The factory port C{name} listens with, under any PROXY protocol wrapper."""
+        factory = getattr(self.listeners.get(name), "factory", None)
+        from agwtx.proxyprotocol import ProxyProtocolFactory
+
+        if isinstance(factory, ProxyProtocolFactory):
+            return factory.wrappedFactory
+        return factory
+
+    def _proxyInPlace(self, fp: Any, name: str) -> bool:
+        """
+        Give a port that keeps the PROXY protocol its new sources in place
+        and say so; False when the port turns it on or off (re-listened).
+        """
+        from agwtx.proxyprotocol import ProxyProtocolFactory
+
+        factory = getattr(self.listeners.get(name), "factory", None)
+        if isinstance(factory, ProxyProtocolFactory) != fp.proxyProtocol:
+            return False
+        if fp.proxyProtocol:
+            factory.sources = fp.proxyProtocolSources
+        return True
+
     def _tlsInPlace(self, new: GatewayConfig, name: str) -> bool:
         """
         Give a port that stays Https its new certificates in place (new
@@ -323,7 +357,7 @@ class GatewayService(MultiService):
         # agw-tls (issue 5)
         from agwtx.tls import TlsServerFactory
 
-        factory = getattr(self.listeners.get(name), "factory", None)
+        factory = self._listenerFactory(name)
         serverTls = self._tlsFor(new).server.get(name)
         if isinstance(factory, TlsServerFactory) != (serverTls is not None):
             return False

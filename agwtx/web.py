@@ -7,19 +7,29 @@ instead of traversing a resource tree.
 from __future__ import annotations
 
 import io
+import ipaddress
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
+from agwtx.model import GatewaySettings
 from agwtx.proxy import connectionTokens, errorPage, httpDate, startStreaming
 from agwtx.routing import BackendTarget, PortRouter, isWebSocketUpgrade, requestHost, validHost
 
 if TYPE_CHECKING:
     from agwtx.routing import GatewayContext
 
-__all__ = ["PLAIN_HTTP_ON_HTTPS", "GatewayRequest", "GatewaySite", "sendRefusal"]
+__all__ = [
+    "PLAIN_HTTP_ON_HTTPS",
+    "GatewayRequest",
+    "GatewaySite",
+    "clientAddress",
+    "forwardedAddress",
+    "rightmostUntrusted",
+    "sendRefusal",
+]
 
 log = Logger(namespace="agw.web")
 
@@ -108,6 +118,71 @@ def sendRefusal(ctx: GatewayContext, transport: Any, refusal: _Refusal) -> None:
         transport.loseWriteConnection()
 
 
+def clientAddress(peer: Any, headers: Any, settings: GatewaySettings) -> tuple[str, str, int | None]:
+    """
+    C{(peerIP, clientIP, clientPort)} of a request: the one place the client
+    address is decided, for X-Forwarded-For, the access log, rewrite
+    variables, plugins and WebSocket logs.
+
+    C{peer} is the channel's peer: the TCP peer, or on a port with the PROXY
+    protocol the client its header named.  When that peer is a trusted
+    forwarder (C{[gateway] trustedProxies}), the client is the right-most
+    X-Forwarded-For entry not itself trusted (nginx's real_ip_recursive,
+    Caddy's trusted_proxies); its port is unknown.  Otherwise the header is
+    not believed.
+    """
+    peerIP = getattr(peer, "host", "-")
+    port = getattr(peer, "port", None)
+    if settings.trustedProxies and settings.isTrustedProxy(peerIP):
+        chain = headers.getRawHeaders(b"x-forwarded-for")
+        if chain:
+            client = rightmostUntrusted(chain, settings)
+            if client is not None:
+                return peerIP, client, None
+    return peerIP, peerIP, port
+
+
+def rightmostUntrusted(chain: list[bytes], settings: GatewaySettings) -> str | None:
+    """
+    The right-most address in the X-Forwarded-For values C{chain} that is not
+    a trusted proxy (the left-most when all are); the walk stops at an entry
+    that is not an address (the hops to its right are the last believed).
+    None when the right-most entry is already not an address.
+    """
+    found: str | None = None
+    for item in reversed(b",".join(chain).split(b",")):
+        item = item.strip()
+        if not item:
+            continue
+        ip = forwardedAddress(item)
+        if ip is None:
+            break
+        found = ip
+        if not settings.isTrustedProxy(ip):
+            break
+    return found
+
+
+def forwardedAddress(item: bytes) -> str | None:
+    """
+    One X-Forwarded-For entry as an IP address: C{192.0.2.1},
+    C{192.0.2.1:443}, C{2001:db8::1} or C{[2001:db8::1]:443} (Azure adds the
+    port); None for anything else.
+    """
+    try:
+        text = item.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 class GatewayRequest(server.Request):
     """A request on a gateway listener; carries what the access log reports."""
 
@@ -120,6 +195,11 @@ class GatewayRequest(server.Request):
     agwStatus: int | None = None
     agwStart: float = 0.0
     clientIP: str = "-"
+    """The client's address, from the one place that decides it (L{clientAddress})."""
+    clientPort: int | None = None
+    """The client's port; None when a trusted forwarder named the client."""
+    peerIP: str = "-"
+    """The connection's peer: the TCP peer, or the PROXY protocol's client."""
     listenerPort: int = 0
     agwStream: Any = None
     _prepared = False
@@ -133,7 +213,9 @@ class GatewayRequest(server.Request):
         site.ctx.activeRequests += 1
         self._counted = True
         self.agwStart = site.ctx.reactor.seconds()
-        self.clientIP = getattr(self.client, "host", "-")
+        self.peerIP, self.clientIP, self.clientPort = clientAddress(
+            self.client, self.requestHeaders, site.ctx.config.gateway
+        )
         self.listenerPort = site.listenerPort or getattr(self.host, "port", 0)
 
     _counted = False
