@@ -22,8 +22,8 @@ early) and takes what its v1 parser returns unchecked (C{300.1.1.1}, port
   - the protocol above (TLS, then HTTP; or HTTP) is connected only once the
     header is read, so the PROXY header comes before the TLS handshake.
 
-Refusals are logged at most once per L{LOG_INTERVAL} seconds per port, with
-the count of those not logged, so a scanner cannot flood the log.
+Refusals are logged at most once per L{LOG_INTERVAL} seconds per port and
+reason, with the count of those not logged, so a scanner cannot flood the log.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ __all__ = ["LOG_INTERVAL", "ProxyProtocolFactory", "checkedSource", "inNetworks"
 
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about refused PROXY connections on one port."""
+
+log = Logger(namespace="agw.proxyprotocol")
 
 _V2_SIGNATURE = V2Parser.PREFIX
 _V1_SIGNATURE = V1Parser.PROXYSTR
@@ -181,7 +183,6 @@ class ProxyProtocolFactory(HAProxyWrappingFactory):
 
     protocol = _ProxyHeaderProtocol
     noisy = False
-    log = Logger(namespace="agw.proxyprotocol")
 
     def __init__(
         self,
@@ -198,22 +199,23 @@ class ProxyProtocolFactory(HAProxyWrappingFactory):
         self.port = port
         self.refusedCount = 0
         """Connections refused since the process started (a test and /status figure)."""
-        self._lastLog: float | None = None
-        self._unlogged = 0
+        self._lastLog: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
 
     def refused(self, peer: Any, why: str) -> None:
+        """Count and (at most once per L{LOG_INTERVAL} for each reason) log a refusal."""
         self.refusedCount += 1
         now = self.clock.seconds()
-        if self._lastLog is not None and now - self._lastLog < LOG_INTERVAL:
-            self._unlogged += 1
+        last = self._lastLog.get(why)
+        if last is not None and now - last < LOG_INTERVAL:
+            self._unlogged[why] = self._unlogged.get(why, 0) + 1
             return
-        self.log.warn(
+        log.warn(
             "frontendPort {port}: connection from {peer} closed: {why}"
             " ({unlogged} more since the last such line)",
             port=self.port,
             peer=getattr(peer, "host", str(peer)),
             why=why,
-            unlogged=self._unlogged,
+            unlogged=self._unlogged.pop(why, 0),
         )
-        self._lastLog = now
-        self._unlogged = 0
+        self._lastLog[why] = now
