@@ -5,6 +5,7 @@ server endpoint string, loopback by default).
   - C{GET /health}: backend health as JSON, shaped like Azure's
     C{az network application-gateway show-backend-health} so the same jq
     filters work on both.
+  - C{GET /ready}: 200 while taking traffic, 503 once a stop has begun.
 
 The root is an ordinary L{Resource} with children: further pages (metrics,
 a status page) are added with C{adminResource(...).putChild(b"metrics", ...)}
@@ -31,6 +32,7 @@ __all__ = [
     "AdminRoot",
     "AdminSite",
     "HealthResource",
+    "ReadyResource",
     "adminResource",
     "adminService",
     "backendHealth",
@@ -129,6 +131,26 @@ class ReloadResource(Resource):
         return jsonBody(request, {"ok": not errors, "errors": list(errors)})
 
 
+class ReadyResource(Resource):
+    """
+    C{GET /ready}: 200 while the instance takes traffic, 503 once a stop
+    has begun (the lame duck period, then the drain), for load balancers'
+    and Kubernetes' readiness checks.
+    """
+
+    isLeaf = True
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def render_GET(self, request: Request) -> bytes:
+        ready = not getattr(self.ctx, "stopping", False)
+        if not ready:
+            request.setResponseCode(503)
+        return jsonBody(request, {"ready": ready})
+
+
 class AdminRoot(Resource):
     """C{/}: lists the pages below it, so the endpoint explains itself."""
 
@@ -155,6 +177,7 @@ def adminResource(
     root = AdminRoot()
     root.putChild(b"health", HealthResource(ctx))
     root.putChild(b"reload", ReloadResource(ctx))
+    root.putChild(b"ready", ReadyResource(ctx))
     metrics = getattr(ctx, "metrics", None)
     if metrics is not None:
         from agwtx.metrics import metricsResource

@@ -314,6 +314,8 @@ class GatewayContext:
         """Request timeouts (a sweep, not a timer per request)."""
         self.activeRequests = 0
         """HTTP requests being answered now (graceful stop waits for them)."""
+        self.stopping = False
+        """A stop has begun (lame duck, then drain): the admin C{/ready} answers 503."""
         self.openWebSockets: set[Any] = set()
         """Open WebSocket bridges: objects with C{member} and C{close(code, reason)}."""
         self.reloadHandler: Callable[[], list[str]] | None = None

@@ -15,9 +15,12 @@ member put back before its drain ends is not closed; one removed again
 drains from that removal.  Connections in flight keep the objects they
 started with.
 
-Stop (SIGTERM): stop accepting, let in-flight requests finish and
-WebSockets run for up to C{[gateway] shutdownGracePeriod} seconds, then close
-the WebSockets with 1001 and exit.
+Stop (SIGTERM): first C{[gateway] lameDuckPeriod} seconds (default 0) of
+serving as usual while the admin C{/ready} answers 503, so load balancers
+stop sending; then stop accepting, let in-flight requests finish and
+WebSockets run for up to C{[gateway] shutdownGracePeriod} seconds, close
+the WebSockets with 1001 and exit.  systemd's C{TimeoutStopSec} (and a
+Kubernetes C{terminationGracePeriodSeconds}) must cover both.
 """
 
 from __future__ import annotations
@@ -182,9 +185,27 @@ class GatewayService(MultiService):
         notify("READY=1", f"STATUS=serving {len(self.routers)} port(s)")
 
     def stopService(self) -> Deferred[Any]:
-        """Stop accepting, let work in flight finish within the grace period, then close."""
+        """
+        Be a lame duck for C{lameDuckPeriod} seconds (serving and accepting,
+        C{/ready} at 503, so balancers' health checks take the instance
+        out), then stop accepting, let work in flight finish within the
+        grace period, and close.
+        """
         self.stopping = True
+        self.ctx.stopping = True
         notify("STOPPING=1")
+        lameDuck = self.config.gateway.lameDuckPeriod
+        if lameDuck <= 0:
+            return self._drainAndStop()
+        self.log.info(
+            "stopping: lame duck for {seconds:g}s (serving, /ready answers 503), then draining",
+            seconds=lameDuck,
+        )
+        waited: Deferred[None] = Deferred()
+        self.reactor.callLater(lameDuck, waited.callback, None)
+        return waited.addCallback(lambda _: self._drainAndStop())
+
+    def _drainAndStop(self) -> Deferred[Any]:
         for call in self.drains:
             if call.active():
                 call.cancel()

@@ -92,7 +92,11 @@ def makeService(options: Options) -> IService:
     supervisor = None
     if count > 1:
         supervisor = WorkerSupervisor(
-            reactor, os.path.abspath(options["config"]), count, secret, config.gateway.shutdownGracePeriod
+            reactor,
+            os.path.abspath(options["config"]),
+            count,
+            secret,
+            config.gateway.lameDuckPeriod + config.gateway.shutdownGracePeriod,
         )
         supervisor.setServiceParent(top)
     _reloadOnSighup(reactor, gateway, supervisor)
