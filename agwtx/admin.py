@@ -211,11 +211,17 @@ class AdminSite(Site):
         pass
 
 
-def adminService(ctx: Any, config: GatewayConfig, reactor: Any) -> StreamServerEndpointService:
-    """The service that serves L{AdminSite} on C{config.gateway.admin}."""
-    assert config.gateway.admin is not None
+def adminService(
+    ctx: Any, config: GatewayConfig, reactor: Any, endpoint: str | None = None
+) -> StreamServerEndpointService:
+    """
+    The service that serves L{AdminSite} on C{config.gateway.admin}, or on
+    C{endpoint} (a worker's private socket, see L{agwtx.workerview}).
+    """
+    endpoint = endpoint or config.gateway.admin
+    assert endpoint is not None
     site = AdminSite(ctx, config, reactor)
-    svc = StreamServerEndpointService(serverFromString(reactor, config.gateway.admin), site)
+    svc = StreamServerEndpointService(serverFromString(reactor, endpoint), site)
     svc._raiseSynchronously = True
     svc.setName("admin")
     return svc

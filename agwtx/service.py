@@ -91,7 +91,7 @@ class GatewayService(MultiService):
         )
         self.health.setServiceParent(self)
         if config.gateway.admin and serveAdmin:
-            from agwtx.admin import adminService
+            from agwtx.workerview import adminService
 
             adminService(self.ctx, config, reactor).setServiceParent(self)
         self.ctx.reloadHandler = self.reload

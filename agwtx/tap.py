@@ -73,6 +73,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from agwtx.workers import SECRET_ENV, WorkerSupervisor
+    from agwtx.workerview import WORKER_ADMIN_ENV
 
     from agwtx.reactorpoll import installLeanPoll
 
@@ -84,6 +85,14 @@ def makeService(options: Options) -> IService:
         # A worker started by the first process: same ports, same affinity secret, no admin.
         secret = bytes.fromhex(os.environ.get(SECRET_ENV, "")) or None
         gateway = _gatewayService(options, reactor, reusePort=True, serveAdmin=False, affinitySecret=secret)
+        private = os.environ.get(WORKER_ADMIN_ENV)
+        if private:
+            # The supervisor's admin endpoint asks this one for the worker's figures.
+            from agwtx.workerview import adminService
+
+            gateway.ctx.workerAdmin = True
+            admin = adminService(gateway.ctx, config, reactor, endpoint=f"unix:{private}:mode=600")
+            admin.setServiceParent(gateway)
         _reloadOnSighup(reactor, gateway)
         return gateway
     secret = config.gateway.affinitySecret or os.urandom(32)
@@ -99,6 +108,9 @@ def makeService(options: Options) -> IService:
             config.gateway.lameDuckPeriod + config.gateway.shutdownGracePeriod,
         )
         supervisor.setServiceParent(top)
+        from agwtx.workerview import WorkerView
+
+        gateway.ctx.workerView = WorkerView(reactor, supervisor.adminSockets)
     _reloadOnSighup(reactor, gateway, supervisor)
     if not options["demo"] and supervisor is None:
         return gateway

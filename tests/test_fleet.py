@@ -7,7 +7,6 @@ gateway.
 from __future__ import annotations
 
 import http.client
-import os
 import signal
 import socket
 from pathlib import Path
@@ -51,5 +50,67 @@ def test_ready_turns_503_on_sigterm_while_the_lame_duck_still_serves(tmp_path: P
         assert refused(port)
         assert "lame duck for 4s" in gw.output()
     finally:
+        gw.stop()
+        b.stop()
+
+
+def _metric(body: str, line: str) -> float:
+    for row in body.splitlines():
+        if row.startswith(line + " "):
+            return float(row.rsplit(" ", 1)[1])
+    raise AssertionError(f"{line} not in\n{body}")
+
+
+def test_metrics_health_and_status_with_two_workers_count_every_process(tmp_path: Path) -> None:
+    import json
+
+    b, pb = startBackend(tmp_path, "A")
+    port, admin = freePort(), freePort()
+    gw = startGateway(
+        tmp_path,
+        basicIni(port, [pb], gateway=f"workers = 2\nadmin = tcp:{admin}:interface=127.0.0.1"),
+        port,
+    )
+    try:
+        # Each process counts the requests it answered (the admin socket of
+        # a worker says whose they were): send until both have answered some.
+        sent = 0
+
+        def perProcess() -> list[int]:
+            doc = json.loads(get(admin, "/status.json")[1])
+            return [p["counters"].get("requests", {}).get("2xx", 0) for p in doc["processes"]]
+
+        def workerUp() -> bool:
+            doc = json.loads(get(admin, "/status.json")[1])
+            return [p["reachable"] for p in doc["processes"]] == [True, True]
+
+        waitFor(workerUp, timeout=20, what="the worker answers")
+        while min(perProcess()) == 0 and sent < 400:
+            for _ in range(10):
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                c.request("GET", "/")
+                assert c.getresponse().read() == b"Hello from agw demo backend A\n"
+                c.close()
+                sent += 1
+        counts = perProcess()
+        assert min(counts) > 0 and sum(counts) == sent, (counts, sent)
+        body = get(admin, "/metrics")[1].decode()
+        assert _metric(body, 'agw_requests_total{listener="l1",pool="pool",rule="r1",status="2xx"}') == sent
+        assert _metric(body, 'agw_request_duration_seconds_count{listener="l1",rule="r1"}') == sent
+        # Member health is a per-process state: one series per worker.
+        member = f'member="127.0.0.1:{pb}",pool="pool",settings="s1"'
+        assert f'agw_backend_health{{{member},worker="0"}}' in body
+        assert f'agw_backend_health{{{member},worker="1"}}' in body
+        status = json.loads(get(admin, "/status.json")[1])
+        assert status["counters"]["requests"]["2xx"] == sent
+        health = json.loads(get(admin, "/health")[1])
+        assert [w["worker"] for w in health["workers"]] == [1]
+        assert health["workers"][0]["backendAddressPools"][0]["backendAddressPool"] == {"name": "pool"}
+        assert "backendAddressPools" in health  # Azure's shape for the serving process
+        page = get(admin, "/status")[1].decode()
+        assert "<html" in page.lower()
+    finally:
+        gw.proc.send_signal(signal.SIGTERM)
+        gw.proc.wait(20)
         gw.stop()
         b.stop()
