@@ -112,6 +112,11 @@ def makeService(options: Options) -> IService:
 
         gateway.ctx.workerView = WorkerView(reactor, supervisor.adminSockets)
     _reloadOnSighup(reactor, gateway, supervisor)
+    from agwtx.watch import ConfigWatcher
+
+    # [gateway] watchConfig, looked up at each tick (a reload may turn it on or off).
+    watcher = ConfigWatcher(reactor, lambda: gateway.config, lambda: gateway.ctx.reloadHandler())
+    watcher.setServiceParent(gateway)
     if not options["demo"] and supervisor is None:
         return gateway
     from agwtx.demo import demoService

@@ -7,11 +7,12 @@ gateway.
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import socket
 from pathlib import Path
 
-from tests.support import basicIni, freePort, startBackend, startGateway, waitFor
+from tests.support import TWISTD, Proc, basicIni, freePort, startBackend, startGateway, waitFor, waitForPort
 
 
 def get(port: int, path: str = "/", timeout: float = 10) -> tuple[int, bytes]:
@@ -113,4 +114,53 @@ def test_metrics_health_and_status_with_two_workers_count_every_process(tmp_path
         gw.proc.send_signal(signal.SIGTERM)
         gw.proc.wait(20)
         gw.stop()
+        b.stop()
+
+
+def test_watch_config_follows_the_kubernetes_symlink_swap_and_ignores_invalid_files(tmp_path: Path) -> None:
+    """
+    The layout Kubernetes mounts a ConfigMap as: gw.ini -> ..data/gw.ini,
+    ..data -> ..TIMESTAMP/; an update writes a new directory and replaces
+    the ..data symlink atomically (rename).
+    """
+    a, pa = startBackend(tmp_path, "A")
+    b, pb = startBackend(tmp_path, "B")
+    port = freePort()
+    mount = tmp_path / "config"
+    mount.mkdir()
+    generation = [0]
+
+    def publish(text: str) -> None:
+        generation[0] += 1
+        version = mount / f"..v{generation[0]}"
+        version.mkdir()
+        (version / "gw.ini").write_text(text)
+        (mount / "..data_tmp").symlink_to(version.name)
+        os.replace(mount / "..data_tmp", mount / "..data")
+
+    publish(basicIni(port, [pa], gateway="watchConfig = true"))
+    (mount / "gw.ini").symlink_to("..data/gw.ini")
+    gw = Proc(
+        [TWISTD, "-n", "--pidfile=", "agw", "--config", str(mount / "gw.ini")],
+        tmp_path / "gw.log",
+    )
+    try:
+        waitForPort(port, gw.proc)
+        assert get(port)[1] == b"Hello from agw demo backend A\n"
+        publish(basicIni(port, [pb], gateway="watchConfig = true"))
+        waitFor(lambda: get(port)[1] == b"Hello from agw demo backend B\n", what="reload on the swap")
+        # An invalid file is logged and changes nothing (and is not retried).
+        publish(basicIni(port, [pa], gateway="watchConfig = true") + "\n[probe:p1]\ninterval = 0\n")
+        waitFor(lambda: "reload rejected" in gw.output(), what="the rejection")
+        assert "[probe:p1] interval: expected 1..86400" in gw.output()
+        assert get(port)[1] == b"Hello from agw demo backend B\n"
+        # An edit in place of the file the symlinks lead to is seen too.
+        target = mount / "..data" / "gw.ini"
+        target.write_text(basicIni(port, [pa], gateway="watchConfig = true"))
+        waitFor(lambda: get(port)[1] == b"Hello from agw demo backend A\n", what="reload on the edit")
+        assert gw.output().count("reload rejected: 1 error(s)") == 1
+        assert gw.proc.poll() is None
+    finally:
+        gw.stop()
+        a.stop()
         b.stop()
