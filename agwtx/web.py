@@ -467,6 +467,12 @@ class GatewayChannel(http.HTTPChannel):
     # such connections get the writeHeaders hook: the common one pays nothing.
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
+        if self.site.ctx.stopping:
+            # A stopping gateway (lame duck, drain) closes each connection
+            # after its answer, so clients reconnect through the balancer to
+            # an instance that stays.
+            self.writeHeaders = self._writeConnectionHeader  # type: ignore[method-assign]
+            return False
         connection = request.requestHeaders.getRawHeaders(b"connection")
         if version == b"HTTP/1.1":
             if connection and b"close" in connectionTokens(connection):
