@@ -16,7 +16,7 @@ on to its workers as SIGHUP does.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
@@ -31,7 +31,7 @@ WATCH_INTERVAL = 1.0
 
 log = Logger(namespace="agw.watch")
 
-FileState = tuple[str, tuple[int, int, int, int] | None]
+FileState = Tuple[str, Optional[Tuple[int, int, int, int]]]
 
 
 def watchedFiles(config: GatewayConfig) -> list[str]:
