@@ -32,6 +32,7 @@ __all__ = [
     "SslCertificate",
     "TrustedRootCertificate",
     "UrlPathMap",
+    "inNetworks",
 ]
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -73,15 +74,21 @@ class GatewaySettings:
 
     def isTrustedProxy(self, address: str) -> bool:
         """Whether C{address} (an IP address as text) is in L{trustedProxies}."""
-        if not self.trustedProxies:
-            return False
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip.version == net.version and ip in net for net in self.trustedProxies)
+        return bool(self.trustedProxies) and inNetworks(address, self.trustedProxies)
+
+
+def inNetworks(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """
+    Whether C{address} (an IP address as text; an IPv4-mapped IPv6 address
+    counts as IPv4, a zone is ignored) is in one of C{networks}.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
 
 
 @dataclass(frozen=True)

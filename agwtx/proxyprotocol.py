@@ -42,9 +42,9 @@ from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWr
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
-from agwtx.model import IPNetwork
+from agwtx.model import IPNetwork, inNetworks
 
-__all__ = ["LOG_INTERVAL", "ProxyProtocolFactory", "checkedSource", "inNetworks"]
+__all__ = ["LOG_INTERVAL", "ProxyProtocolFactory", "checkedSource"]
 
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about refused PROXY connections on one port."""
@@ -53,17 +53,6 @@ log = Logger(namespace="agw.proxyprotocol")
 
 _V2_SIGNATURE = V2Parser.PREFIX
 _V1_SIGNATURE = V1Parser.PROXYSTR
-
-
-def inNetworks(host: str, networks: tuple[IPNetwork, ...]) -> bool:
-    """Whether the IP address C{host} (IPv4-mapped IPv6 counts as IPv4) is in C{networks}."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip.version == net.version and ip in net for net in networks)
 
 
 def checkedSource(info: ProxyInfo) -> IAddress | None:
