@@ -202,8 +202,6 @@ class _Combined(Resource, Generic[T]):
     answer with every worker's; otherwise the page as it was.
     """
 
-    isLeaf = True
-
     def __init__(
         self,
         ctx: Any,
@@ -222,6 +220,12 @@ class _Combined(Resource, Generic[T]):
         self.parse = parse
         self.combine = combine
         self.renderer = render
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Any:
+        # Paths below the page are the page's own business, as before.
+        if getattr(self.local, "isLeaf", False):
+            return self.local
+        return self.local.getChildWithDefault(path, request)
 
     def render(self, request: Request) -> Any:
         view: WorkerView | None = getattr(self.ctx, "workerView", None)

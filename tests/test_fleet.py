@@ -40,6 +40,8 @@ def test_ready_turns_503_on_sigterm_while_the_lame_duck_still_serves(tmp_path: P
     gw = startGateway(tmp_path, basicIni(port, [pb], gateway=gateway), port)
     try:
         assert get(admin, "/ready") == (200, b'{\n  "ready": true\n}\n')
+        assert get(admin, "/status/")[0] == 302  # the pages below keep their paths
+        assert get(admin, "/health/")[0] == 200
         assert get(port)[0] == 200
         gw.proc.send_signal(signal.SIGTERM)
         waitFor(lambda: get(admin, "/ready")[0] == 503, what="/ready at 503")
