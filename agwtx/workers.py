@@ -115,15 +115,17 @@ class WorkerSupervisor(Service):
         self.workers: dict[int, tuple[Any, _WorkerProtocol]] = {}
         self.restarts: dict[int, int] = {}
         # Each worker's private admin socket, in a directory only this user
-        # can enter (agwtx.workerview: one view of every process).
-        self.adminDirectory = tempfile.mkdtemp(prefix="agw-workers-")
-        self.adminSockets = {
-            i: os.path.join(self.adminDirectory, f"worker-{i}.sock") for i in range(1, count)
-        }
+        # can enter (agwtx.workerview: one view of every process); made when
+        # the service starts, so a start that fails leaves nothing behind.
+        self.adminDirectory: str | None = None
+        self.adminSockets: dict[int, str] = {}
         self.stopping = False
 
     def startService(self) -> None:
         super().startService()
+        self.adminDirectory = tempfile.mkdtemp(prefix="agw-workers-")
+        for i in range(1, self.count):
+            self.adminSockets[i] = os.path.join(self.adminDirectory, f"worker-{i}.sock")
         for i in range(1, self.count):
             self._spawn(i)
 
@@ -180,13 +182,18 @@ class WorkerSupervisor(Service):
             except Exception:
                 pass
 
+    def _removeAdminDirectory(self) -> None:
+        if self.adminDirectory is not None:
+            shutil.rmtree(self.adminDirectory, ignore_errors=True)
+            self.adminDirectory = None
+
     def stopService(self) -> "defer.Deferred[Any]":
         self.stopping = True
         super().stopService()
         ended = [proto.ended for _, proto in self.workers.values()]
         self.signal(signal.SIGTERM)
         if not ended:
-            shutil.rmtree(self.adminDirectory, ignore_errors=True)
+            self._removeAdminDirectory()
             return defer.succeed(None)
         everyone = defer.DeferredList(ended)
         killer = self.reactor.callLater(self.grace + 5, self.signal, signal.SIGKILL)
@@ -194,7 +201,7 @@ class WorkerSupervisor(Service):
         def done(result: Any) -> Any:
             if killer.active():
                 killer.cancel()
-            shutil.rmtree(self.adminDirectory, ignore_errors=True)
+            self._removeAdminDirectory()
             return result
 
         return everyone.addBoth(done)
