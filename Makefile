@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test lint check bench bench-tools conformance conformance-full setup-pypy run-pypy test-pypy conformance-pypy
+.PHONY: setup run test lint check deploy-check bench bench-tools conformance conformance-full setup-pypy run-pypy test-pypy conformance-pypy
 
 # $(call venv,PYTHON,DIR,PIP-OPTIONS): DIR as a venv of PYTHON with agw and its test extras.
 define venv
@@ -25,6 +25,14 @@ run: setup
 
 check: setup
 	$(VENV)/bin/twistd agw --config etc/gw.ini --demo --check
+
+# deploy/install.sh (the Containerfile's install steps) into a scratch venv,
+# then that install checks the Kubernetes ConfigMap's gw.ini.
+deploy-check: setup
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	sh deploy/install.sh "$$tmp/venv" "$$(pwd)" && \
+	$(PY) -c 'import sys, yaml; doc = yaml.safe_load(open("deploy/kubernetes/configmap.yaml")); sys.stdout.write(doc["data"]["gw.ini"])' >"$$tmp/gw.ini" && \
+	"$$tmp/venv/bin/twistd" agw --config "$$tmp/gw.ini" --check
 
 lint: setup
 	$(VENV)/bin/ruff check agwtx twisted tests bench conformance

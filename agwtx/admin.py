@@ -5,6 +5,7 @@ server endpoint string, loopback by default).
   - C{GET /health}: backend health as JSON, shaped like Azure's
     C{az network application-gateway show-backend-health} so the same jq
     filters work on both.
+  - C{GET /ready}: 200 while taking traffic, 503 once a stop has begun.
 
 The root is an ordinary L{Resource} with children: further pages (metrics,
 a status page) are added with C{adminResource(...).putChild(b"metrics", ...)}
@@ -41,6 +42,7 @@ __all__ = [
     "AdminRoot",
     "AdminSite",
     "HealthResource",
+    "ReadyResource",
     "adminResource",
     "adminService",
     "backendHealth",
@@ -139,6 +141,26 @@ class ReloadResource(Resource):
         return jsonBody(request, {"ok": not errors, "errors": list(errors)})
 
 
+class ReadyResource(Resource):
+    """
+    C{GET /ready}: 200 while the instance takes traffic, 503 once a stop
+    has begun (the lame duck period, then the drain), for load balancers'
+    and Kubernetes' readiness checks.
+    """
+
+    isLeaf = True
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def render_GET(self, request: Request) -> bytes:
+        ready = not getattr(self.ctx, "stopping", False)
+        if not ready:
+            request.setResponseCode(503)
+        return jsonBody(request, {"ready": ready})
+
+
 class AdminRoot(Resource):
     """C{/}: lists the pages below it, so the endpoint explains itself."""
 
@@ -165,6 +187,7 @@ def adminResource(
     root = AdminRoot()
     root.putChild(b"health", HealthResource(ctx))
     root.putChild(b"reload", ReloadResource(ctx))
+    root.putChild(b"ready", ReadyResource(ctx))
     metrics = getattr(ctx, "metrics", None)
     if metrics is not None:
         from agwtx.metrics import metricsResource
@@ -348,7 +371,10 @@ class AdminSite(Site):
         self.guard = AdminGuard.forEndpoint(_CurrentSettings(ctx, config), config.gateway.admin or "")
 
     def getResourceFor(self, request: Any) -> Any:
-        refusal = self.guard.check(request)
+        # A worker's private admin site (a mode-600 UNIX socket in a 0700
+        # directory, see agwtx.workerview) is asked only by its supervisor,
+        # which has already applied the checks to the request it serves.
+        refusal = None if getattr(self.ctx, "workerAdmin", False) else self.guard.check(request)
         if refusal is not None:
             request.site = self
             return _Refused(*refusal)
@@ -371,11 +397,17 @@ class _CurrentSettings:
         return getattr(config.gateway, name)
 
 
-def adminService(ctx: Any, config: GatewayConfig, reactor: Any) -> StreamServerEndpointService:
-    """The service that serves L{AdminSite} on C{config.gateway.admin}."""
-    assert config.gateway.admin is not None
+def adminService(
+    ctx: Any, config: GatewayConfig, reactor: Any, endpoint: str | None = None
+) -> StreamServerEndpointService:
+    """
+    The service that serves L{AdminSite} on C{config.gateway.admin}, or on
+    C{endpoint} (a worker's private socket, see L{agwtx.workerview}).
+    """
+    endpoint = endpoint or config.gateway.admin
+    assert endpoint is not None
     site = AdminSite(ctx, config, reactor)
-    svc = StreamServerEndpointService(serverFromString(reactor, config.gateway.admin), site)
+    svc = StreamServerEndpointService(serverFromString(reactor, endpoint), site)
     svc._raiseSynchronously = True
     svc.setName("admin")
     return svc

@@ -953,8 +953,10 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "accessLogFormat",
         "requestIdHeader",
         "trustClientRequestId",
+        "lameDuckPeriod",
+        "watchConfig",
     ),
-    "frontendPort": ("port", "interface", "endpoint"),
+    "frontendPort": ("port", "interface", "endpoint", "proxyProtocol", "proxyProtocolSources"),
     "sslCertificate": ("certificate", "privateKey", "password"),
     "trustedRootCertificate": ("certificate",),
     "httpListener": ("frontendPort", "protocol", "hostNames", "hostName", "sslCertificate"),
@@ -1330,6 +1332,8 @@ class _Loader:
                 requestIdHeader=sec.get("requestIdHeader", _parseRequestIdHeader),
                 trustClientRequestId=sec.get("trustClientRequestId", parseBool),
                 customErrorPages=self.customErrorPages(sec),
+                lameDuckPeriod=sec.get("lameDuckPeriod", lambda t: parseDuration(t, 0, 3600)),
+                watchConfig=sec.get("watchConfig", parseBool),
             )
         )
 
@@ -1432,17 +1436,37 @@ class _Loader:
                 )
             info = sec.get("endpoint", parseEndpoint)
             endpoint = sec.raw("endpoint")
+            proxy = self._proxyProtocol(sec)
             if info is None or endpoint is None:
                 return None
-            return FrontendPort(name=sec.name, endpoint=endpoint.strip(), port=info.port)
+            return FrontendPort(name=sec.name, endpoint=endpoint.strip(), port=info.port, **proxy)
         port = sec.get("port", _parsePort)
         interface = sec.get("interface", _parseInterface)
+        proxy = self._proxyProtocol(sec)
         if port is None:
             return None
         endpoint = f"tcp:{port}"
         if interface is not None:
             endpoint += ":interface=" + interface.replace(":", "\\:")
-        return FrontendPort(name=sec.name, endpoint=endpoint, port=port)
+        return FrontendPort(name=sec.name, endpoint=endpoint, port=port, **proxy)
+
+    def _proxyProtocol(self, sec: _Section) -> dict[str, Any]:
+        """
+        C{proxyProtocol} and its C{proxyProtocolSources}: required with it
+        (there is no safe default: a header believed from anyone lets any
+        client choose its address), meaningless without it.
+        """
+        enabled = sec.get("proxyProtocol", parseBool)
+        sources = sec.get("proxyProtocolSources", parseNetworks)
+        if enabled and not sec.given("proxyProtocolSources"):
+            sec.error(
+                "proxyProtocol",
+                "proxyProtocolSources is required with proxyProtocol = true "
+                "(the balancers' address ranges, e.g. 10.0.0.0/8)",
+            )
+        elif not enabled and sec.given("proxyProtocolSources"):
+            sec.error("proxyProtocolSources", "only allowed with proxyProtocol = true")
+        return _kwargs(proxyProtocol=enabled, proxyProtocolSources=sources)
 
     def _sslCertificate(self, sec: _Section) -> SslCertificate | None:
         assert sec.name is not None

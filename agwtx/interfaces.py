@@ -143,8 +143,9 @@ class RoutingRequest(NamedTuple):
       - C{query}: the raw query string after C{?} (empty if none).
       - C{headers}: lowercased header name -> tuple of its values, in order.
       - C{cookies}: cookie name (case-sensitive) -> value.
-      - C{clientAddress}: the client's IP address (the TCP peer;
-        X-Forwarded-For is in C{headers}).
+      - C{clientAddress}: the client's IP address (the TCP peer, the
+        address a PROXY protocol header named, or the client a trusted
+        forwarder named in X-Forwarded-For; the header is in C{headers}).
       - C{secure}: whether the request arrived over TLS.
     """
 

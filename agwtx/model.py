@@ -33,6 +33,7 @@ __all__ = [
     "SslCertificate",
     "TrustedRootCertificate",
     "UrlPathMap",
+    "inNetworks",
 ]
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -110,17 +111,29 @@ class GatewaySettings:
             return self.affinitySecrets
         return (self.affinitySecret,) if self.affinitySecret else ()
 
+    lameDuckPeriod: float = 0.0
+    """Seconds a stopping instance goes on serving (and accepting) with
+    C{/ready} at 503, so load balancers take it out, before it drains."""
+    watchConfig: bool = False
+    """Reload when the config file, or a certificate file it names, changes."""
+
     def isTrustedProxy(self, address: str) -> bool:
         """Whether C{address} (an IP address as text) is in L{trustedProxies}."""
-        if not self.trustedProxies:
-            return False
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip.version == net.version and ip in net for net in self.trustedProxies)
+        return bool(self.trustedProxies) and inNetworks(address, self.trustedProxies)
+
+
+def inNetworks(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """
+    Whether C{address} (an IP address as text; an IPv4-mapped IPv6 address
+    counts as IPv4, a zone is ignored) is in one of C{networks}.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,10 @@ class FrontendPort:
     """A Twisted server endpoint description, e.g. C{tcp:80} or C{systemd:domain=INET:index=0}."""
     port: int | None = None
     """The port number when it was given with C{port = N} (used for X-Forwarded-Port)."""
+    proxyProtocol: bool = False
+    """Connections start with a PROXY protocol header (v1 or v2) giving the client's address."""
+    proxyProtocolSources: tuple[IPNetwork, ...] = ()
+    """The balancers allowed to send that header; connections from elsewhere are closed."""
 
 
 @dataclass(frozen=True)

@@ -424,9 +424,7 @@ def routingRequest(request: "GatewayRequest") -> RoutingRequest | None:
         return None
     headers = request.requestHeaders
     hosts = headers.getRawHeaders(b"host")
-    client = getattr(request, "clientIP", "-")
-    if client == "-":
-        client = getattr(request.getClientAddress(), "host", "") or ""
+    client = request.clientIP  # decided in one place: agwtx.web.clientAddress
     uri = request.uri
     return RoutingRequest(
         request.method.decode("latin-1"),

@@ -85,7 +85,7 @@ def connectionTokens(values: list[bytes] | None) -> frozenset[bytes]:
 
 def forwardedRequestHeaders(
     raw: Headers,
-    clientIP: str,
+    peerIP: str,
     proto: bytes,
     port: int,
     host: bytes | None,
@@ -103,6 +103,9 @@ def forwardedRequestHeaders(
     lied to.  C{X-Forwarded-Host} is then the client's Host (as Caddy and
     Traefik set it), what frameworks read to build absolute URLs when
     C{hostName} rewrites Host.
+    C{peerIP} is the connection's peer (the PROXY protocol's client when the
+    port has it): the hop X-Forwarded-For gains.  The client address a
+    trusted forwarder named is already in the list it sent.
     """
     # Host is never hop-by-hop: a client that names it in Connection must not
     # make the backend request lose it (HTTP/1.1 requires it).
@@ -135,7 +138,7 @@ def forwardedRequestHeaders(
             out.append((name, v))
     if host is not None:
         out.insert(0, (b"Host", host))
-    ip = clientIP.encode("ascii")
+    ip = peerIP.encode("ascii")
     out.append((b"X-Forwarded-For", b", ".join(xff + [ip]) if xff else ip))
     out.append((b"X-Forwarded-Proto", proto))
     out.append((b"X-Forwarded-Port", b"%d" % port))
@@ -684,9 +687,9 @@ def _picksHost(target: "BackendTarget") -> bool:
 
 
 def _fromTrustedProxy(request: "GatewayRequest") -> bool:
-    """Whether the client is a forwarder in C{[gateway] trustedProxies}."""
+    """Whether the peer (the PROXY protocol's client, else the TCP peer) is in C{[gateway] trustedProxies}."""
     config = getattr(getattr(getattr(request, "site", None), "ctx", None), "config", None)
-    return config is not None and bool(config.gateway.isTrustedProxy(request.clientIP))
+    return config is not None and bool(config.gateway.isTrustedProxy(request.peerIP))
 
 
 def backendRequestHeaders(
@@ -711,7 +714,7 @@ def backendRequestHeaders(
     tagger = request.site.ctx.tagger
     fwd = forwardedRequestHeaders(
         request.requestHeaders,
-        request.clientIP,
+        request.peerIP,
         b"https" if request.isSecure() else b"http",
         request.listenerPort,
         host,

@@ -141,7 +141,7 @@ class RequestTagger:
     def tag(self, request: Any) -> None:
         """Give C{request} (a GatewayRequest) its ID and trace context."""
         headers = request.requestHeaders
-        request.agwRequestId = self.requestId(headers, request.clientIP)
+        request.agwRequestId = self.requestId(headers, request.peerIP)
         request.agwTrace = self.traceContext(headers)
 
     def backendHeaders(self, request: Any) -> list[tuple[bytes, bytes]]:

@@ -63,10 +63,7 @@ def _clientIP(request: Any, resp: RespLookup | None) -> bytes:
 
 
 def _clientPort(request: Any, resp: RespLookup | None) -> bytes:
-    try:
-        port = request.getClientAddress().port
-    except AttributeError:
-        return _EMPTY
+    port = getattr(request, "clientPort", None)
     return b"%d" % port if isinstance(port, int) else _EMPTY
 
 

@@ -324,6 +324,12 @@ class GatewayContext:
         """Client connections held now, against C{[gateway] maxConnections*}."""
         self.activeRequests = 0
         """HTTP requests being answered now (graceful stop waits for them)."""
+        self.stopping = False
+        """A stop has begun (lame duck, then drain): the admin C{/ready} answers 503."""
+        self.workerView: Any = None
+        """With C{workers} > 1, in the supervisor: its L{agwtx.workerview.WorkerView}."""
+        self.workerAdmin = False
+        """In a worker: its admin site is the private one the supervisor asks."""
         self.openWebSockets: set[Any] = set()
         """Open WebSocket bridges: objects with C{member} and C{close(code, reason)}."""
         self.reloadHandler: Callable[[], list[str]] | None = None

@@ -15,9 +15,12 @@ member put back before its drain ends is not closed; one removed again
 drains from that removal.  Connections in flight keep the objects they
 started with.
 
-Stop (SIGTERM): stop accepting, let in-flight requests finish and
-WebSockets run for up to C{[gateway] shutdownGracePeriod} seconds, then close
-the WebSockets with 1001 and exit.
+Stop (SIGTERM): first C{[gateway] lameDuckPeriod} seconds (default 0) of
+serving as usual while the admin C{/ready} answers 503, so load balancers
+stop sending; then stop accepting, let in-flight requests finish and
+WebSockets run for up to C{[gateway] shutdownGracePeriod} seconds, close
+the WebSockets with 1001 and exit.  systemd's C{TimeoutStopSec} (and a
+Kubernetes C{terminationGracePeriodSeconds}) must cover both.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class GatewayService(MultiService):
         )
         self.health.setServiceParent(self)
         if config.gateway.admin and serveAdmin:
-            from agwtx.admin import adminService
+            from agwtx.workerview import adminService
 
             adminService(self.ctx, config, reactor).setServiceParent(self)
         self.ctx.reloadHandler = self.reload
@@ -187,6 +190,12 @@ class GatewayService(MultiService):
             endpoint = serverFromString(self.reactor, fp.endpoint)
         factory = self._siteFactory(config, name, site)
         site.secure = factory is not site or fp.endpoint.startswith("ssl:")
+        if fp.proxyProtocol:
+            from agwtx.proxyprotocol import ProxyProtocolFactory
+
+            factory = ProxyProtocolFactory(
+                factory, fp.proxyProtocolSources, self.reactor, lambda: site.headerTimeout, name
+            )
         svc = StreamServerEndpointService(endpoint, factory)
         svc._raiseSynchronously = True
         svc.setName(f"frontendPort:{name}")
@@ -208,9 +217,27 @@ class GatewayService(MultiService):
         notify("READY=1", f"STATUS=serving {len(self.routers)} port(s)")
 
     def stopService(self) -> Deferred[Any]:
-        """Stop accepting, let work in flight finish within the grace period, then close."""
+        """
+        Be a lame duck for C{lameDuckPeriod} seconds (serving and accepting,
+        C{/ready} at 503, so balancers' health checks take the instance
+        out), then stop accepting, let work in flight finish within the
+        grace period, and close.
+        """
         self.stopping = True
+        self.ctx.stopping = True
         notify("STOPPING=1")
+        lameDuck = self.config.gateway.lameDuckPeriod
+        if lameDuck <= 0:
+            return self._drainAndStop()
+        self.log.info(
+            "stopping: lame duck for {seconds:g}s (serving, /ready answers 503), then draining",
+            seconds=lameDuck,
+        )
+        waited: Deferred[None] = Deferred()
+        self.reactor.callLater(lameDuck, waited.callback, None)
+        return waited.addCallback(lambda _: self._drainAndStop())
+
+    def _drainAndStop(self) -> Deferred[Any]:
         for call in self.drains:
             if call.active():
                 call.cancel()
@@ -323,7 +350,12 @@ class GatewayService(MultiService):
         # Ports: swap tables in place, add new ports, remove old ones.
         for name, router in routers.items():
             fp = new.frontendPorts[name]
-            if name in self.sites and self.endpoints.get(name) == fp.endpoint and self._tlsInPlace(new, name):
+            if (
+                name in self.sites
+                and self.endpoints.get(name) == fp.endpoint
+                and self._proxyInPlace(fp, name)
+                and self._tlsInPlace(new, name)
+            ):
                 self.sites[name].router = router
                 self.sites[name].listenerPort = fp.port or 0
             else:
@@ -355,6 +387,29 @@ class GatewayService(MultiService):
         for state, members, drain in removed:
             self._drain(state, members, drain)
 
+    def _listenerFactory(self, name: str) -> Any:
+        """The factory port C{name} listens with, under any PROXY protocol wrapper."""
+        factory = getattr(self.listeners.get(name), "factory", None)
+        from agwtx.proxyprotocol import ProxyProtocolFactory
+
+        if isinstance(factory, ProxyProtocolFactory):
+            return factory.wrappedFactory
+        return factory
+
+    def _proxyInPlace(self, fp: Any, name: str) -> bool:
+        """
+        Give a port that keeps the PROXY protocol its new sources in place
+        and say so; False when the port turns it on or off (re-listened).
+        """
+        from agwtx.proxyprotocol import ProxyProtocolFactory
+
+        factory = getattr(self.listeners.get(name), "factory", None)
+        if isinstance(factory, ProxyProtocolFactory) != fp.proxyProtocol:
+            return False
+        if fp.proxyProtocol:
+            factory.sources = fp.proxyProtocolSources
+        return True
+
     def _tlsInPlace(self, new: GatewayConfig, name: str) -> bool:
         """
         Give a port that stays Https its new certificates in place (new
@@ -364,7 +419,7 @@ class GatewayService(MultiService):
         # agw-tls (issue 5)
         from agwtx.tls import TlsServerFactory
 
-        factory = getattr(self.listeners.get(name), "factory", None)
+        factory = self._listenerFactory(name)
         serverTls = self._tlsFor(new).server.get(name)
         if isinstance(factory, TlsServerFactory) != (serverTls is not None):
             return False

@@ -630,12 +630,16 @@ class StatusPageResource(_StatusBase):
         return notFound()
 
     def render_GET(self, request: Request) -> bytes:
+        return self.page(request, self.document())
+
+    def page(self, request: Request, doc: Mapping[str, Any]) -> bytes:
+        """The page of C{doc} (also for a document combined from several processes)."""
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"content-security-policy", CONTENT_SECURITY_POLICY.encode("ascii"))
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"referrer-policy", b"no-referrer")
-        return renderStatusPage(self.document()).encode("utf-8")
+        return renderStatusPage(doc).encode("utf-8")
 
 
 class StatusJsonResource(_StatusBase):

@@ -74,6 +74,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from agwtx.workers import SECRET_ENV, WorkerSupervisor
+    from agwtx.workerview import WORKER_ADMIN_ENV
 
     from agwtx.reactorpoll import installLeanPoll
 
@@ -92,6 +93,14 @@ def makeService(options: Options) -> IService:
             affinitySecret=secret,
             instanceId=f"{socket.gethostname()}/{worker}",
         )
+        private = os.environ.get(WORKER_ADMIN_ENV)
+        if private:
+            # The supervisor's admin endpoint asks this one for the worker's figures.
+            from agwtx.workerview import adminService
+
+            gateway.ctx.workerAdmin = True
+            admin = adminService(gateway.ctx, config, reactor, endpoint=f"unix:{private}:mode=600")
+            admin.setServiceParent(gateway)
         _reloadOnSighup(reactor, gateway)
         _reopenOnSigusr1(reactor, gateway)
         return gateway
@@ -107,11 +116,23 @@ def makeService(options: Options) -> IService:
     supervisor = None
     if count > 1:
         supervisor = WorkerSupervisor(
-            reactor, os.path.abspath(options["config"]), count, secret, config.gateway.shutdownGracePeriod
+            reactor,
+            os.path.abspath(options["config"]),
+            count,
+            secret,
+            config.gateway.lameDuckPeriod + config.gateway.shutdownGracePeriod,
         )
         supervisor.setServiceParent(top)
+        from agwtx.workerview import WorkerView
+
+        gateway.ctx.workerView = WorkerView(reactor, supervisor.adminSockets)
     _reloadOnSighup(reactor, gateway, supervisor)
     _reopenOnSigusr1(reactor, gateway, supervisor)
+    from agwtx.watch import ConfigWatcher
+
+    # [gateway] watchConfig, looked up at each tick (a reload may turn it on or off).
+    watcher = ConfigWatcher(reactor, lambda: gateway.config, lambda: gateway.ctx.reloadHandler())
+    watcher.setServiceParent(gateway)
     if not options["demo"] and supervisor is None:
         return gateway
     from agwtx.demo import demoService

@@ -7,12 +7,14 @@ instead of traversing a resource tree.
 from __future__ import annotations
 
 import io
+import ipaddress
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
+from agwtx.model import GatewaySettings
 from agwtx.proxy import connectionTokens, errorPage, httpDate, startStreaming
 from agwtx.requestid import newRequestId
 from agwtx.routing import BackendTarget, PortRouter, isWebSocketUpgrade, requestHost, validHost
@@ -20,7 +22,15 @@ from agwtx.routing import BackendTarget, PortRouter, isWebSocketUpgrade, request
 if TYPE_CHECKING:
     from agwtx.routing import GatewayContext
 
-__all__ = ["PLAIN_HTTP_ON_HTTPS", "GatewayRequest", "GatewaySite", "sendRefusal"]
+__all__ = [
+    "PLAIN_HTTP_ON_HTTPS",
+    "GatewayRequest",
+    "GatewaySite",
+    "clientAddress",
+    "forwardedAddress",
+    "rightmostUntrusted",
+    "sendRefusal",
+]
 
 log = Logger(namespace="agw.web")
 
@@ -155,6 +165,71 @@ def sendRefusal(ctx: GatewayContext, transport: Any, refusal: _Refusal, listener
         transport.loseWriteConnection()
 
 
+def clientAddress(peer: Any, headers: Any, settings: GatewaySettings) -> tuple[str, str, int | None]:
+    """
+    C{(peerIP, clientIP, clientPort)} of a request: the one place the client
+    address is decided, for X-Forwarded-For, the access log, rewrite
+    variables, plugins and WebSocket logs.
+
+    C{peer} is the channel's peer: the TCP peer, or on a port with the PROXY
+    protocol the client its header named.  When that peer is a trusted
+    forwarder (C{[gateway] trustedProxies}), the client is the right-most
+    X-Forwarded-For entry not itself trusted (nginx's real_ip_recursive,
+    Caddy's trusted_proxies); its port is unknown.  Otherwise the header is
+    not believed.
+    """
+    peerIP = getattr(peer, "host", "-")
+    port = getattr(peer, "port", None)
+    if settings.trustedProxies and settings.isTrustedProxy(peerIP):
+        chain = headers.getRawHeaders(b"x-forwarded-for")
+        if chain:
+            client = rightmostUntrusted(chain, settings)
+            if client is not None:
+                return peerIP, client, None
+    return peerIP, peerIP, port
+
+
+def rightmostUntrusted(chain: list[bytes], settings: GatewaySettings) -> str | None:
+    """
+    The right-most address in the X-Forwarded-For values C{chain} that is not
+    a trusted proxy (the left-most when all are); the walk stops at an entry
+    that is not an address (the hops to its right are the last believed).
+    None when the right-most entry is already not an address.
+    """
+    found: str | None = None
+    for item in reversed(b",".join(chain).split(b",")):
+        item = item.strip()
+        if not item:
+            continue
+        ip = forwardedAddress(item)
+        if ip is None:
+            break
+        found = ip
+        if not settings.isTrustedProxy(ip):
+            break
+    return found
+
+
+def forwardedAddress(item: bytes) -> str | None:
+    """
+    One X-Forwarded-For entry as an IP address: C{192.0.2.1},
+    C{192.0.2.1:443}, C{2001:db8::1} or C{[2001:db8::1]:443} (Azure adds the
+    port); None for anything else.
+    """
+    try:
+        text = item.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 class GatewayRequest(server.Request):
     """A request on a gateway listener; carries what the access log reports."""
 
@@ -176,6 +251,11 @@ class GatewayRequest(server.Request):
     agwHeadBytes = 0
     agwBodyBytes = 0
     clientIP: str = "-"
+    """The client's address, from the one place that decides it (L{clientAddress})."""
+    clientPort: int | None = None
+    """The client's port; None when a trusted forwarder named the client."""
+    peerIP: str = "-"
+    """The connection's peer: the TCP peer, or the PROXY protocol's client."""
     listenerPort: int = 0
     agwStream: Any = None
     agwDiscarded = False
@@ -193,7 +273,9 @@ class GatewayRequest(server.Request):
         site.ctx.activeRequests += 1
         self._counted = True
         self.agwStart = site.ctx.reactor.seconds()
-        self.clientIP = getattr(self.client, "host", "-")
+        self.peerIP, self.clientIP, self.clientPort = clientAddress(
+            self.client, self.requestHeaders, site.ctx.config.gateway
+        )
         self.listenerPort = site.listenerPort or getattr(self.host, "port", 0)
         tagger = site.ctx.tagger
         self.agwIdHeader = tagger.header
@@ -538,6 +620,12 @@ class GatewayChannel(http.HTTPChannel):
     # such connections get the writeHeaders hook: the common one pays nothing.
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
+        if self.site.ctx.stopping:
+            # A stopping gateway (lame duck, drain) closes each connection
+            # after its answer, so clients reconnect through the balancer to
+            # an instance that stays.
+            self.writeHeaders = self._writeConnectionHeader  # type: ignore[method-assign]
+            return False
         connection = request.requestHeaders.getRawHeaders(b"connection")
         if version == b"HTTP/1.1":
             if connection and b"close" in connectionTokens(connection):

@@ -15,9 +15,11 @@ worker answers.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from typing import Any
 
 from twisted.application.service import Service
@@ -28,6 +30,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from agwtx.workerview import WORKER_ADMIN_ENV
 
 __all__ = ["ReusePortEndpoint", "WorkerSupervisor", "reusePortEndpoint", "SECRET_ENV"]
 
@@ -110,10 +114,18 @@ class WorkerSupervisor(Service):
         self.grace = graceSeconds
         self.workers: dict[int, tuple[Any, _WorkerProtocol]] = {}
         self.restarts: dict[int, int] = {}
+        # Each worker's private admin socket, in a directory only this user
+        # can enter (agwtx.workerview: one view of every process); made when
+        # the service starts, so a start that fails leaves nothing behind.
+        self.adminDirectory: str | None = None
+        self.adminSockets: dict[int, str] = {}
         self.stopping = False
 
     def startService(self) -> None:
         super().startService()
+        self.adminDirectory = tempfile.mkdtemp(prefix="agw-workers-")
+        for i in range(1, self.count):
+            self.adminSockets[i] = os.path.join(self.adminDirectory, f"worker-{i}.sock")
         for i in range(1, self.count):
             self._spawn(i)
 
@@ -136,6 +148,7 @@ class WorkerSupervisor(Service):
         ]
         env = dict(os.environ)
         env[SECRET_ENV] = self.secret.hex()
+        env[WORKER_ADMIN_ENV] = self.adminSockets[index]
         env.pop("NOTIFY_SOCKET", None)  # only the supervisor talks to systemd
         proto = _WorkerProtocol(self, index)
         transport = self.reactor.spawnProcess(proto, twistd, args, env=env, childFDs={0: "w", 1: 1, 2: 2})
@@ -169,12 +182,18 @@ class WorkerSupervisor(Service):
             except Exception:
                 pass
 
+    def _removeAdminDirectory(self) -> None:
+        if self.adminDirectory is not None:
+            shutil.rmtree(self.adminDirectory, ignore_errors=True)
+            self.adminDirectory = None
+
     def stopService(self) -> "defer.Deferred[Any]":
         self.stopping = True
         super().stopService()
         ended = [proto.ended for _, proto in self.workers.values()]
         self.signal(signal.SIGTERM)
         if not ended:
+            self._removeAdminDirectory()
             return defer.succeed(None)
         everyone = defer.DeferredList(ended)
         killer = self.reactor.callLater(self.grace + 5, self.signal, signal.SIGKILL)
@@ -182,6 +201,7 @@ class WorkerSupervisor(Service):
         def done(result: Any) -> Any:
             if killer.active():
                 killer.cancel()
+            self._removeAdminDirectory()
             return result
 
         return everyone.addBoth(done)

@@ -937,7 +937,46 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         "[gateway]\ncustomErrorPage.503 = /dev/null\n",
         ["@2: [gateway] customErrorPage.503: '/dev/null' is empty"],
     ),
+    (
+        "lameDuckPeriod range",
+        "[gateway]\nlameDuckPeriod = 2h\n",
+        ["@2: [gateway] lameDuckPeriod: expected 0..3600 seconds, got 2h"],
+    ),
+    (
+        "watchConfig not a boolean",
+        "[gateway]\nwatchConfig = sometimes\n",
+        [
+            "@2: [gateway] watchConfig: expected true or false (or yes/no, 1/0, Enabled/Disabled), got 'sometimes'"
+        ],
+    ),
     # --- [frontendPort]
+    (
+        "proxyProtocol without sources",
+        "[frontendPort:p]\nport = 81\nproxyProtocol = true\n",
+        [
+            "@3: [frontendPort:p] proxyProtocol: proxyProtocolSources is required with proxyProtocol = true "
+            "(the balancers' address ranges, e.g. 10.0.0.0/8)"
+        ],
+    ),
+    (
+        "proxyProtocolSources without proxyProtocol",
+        "[frontendPort:p]\nport = 81\nproxyProtocolSources = 10.0.0.0/8\n",
+        ["@3: [frontendPort:p] proxyProtocolSources: only allowed with proxyProtocol = true"],
+    ),
+    (
+        "proxyProtocolSources not a range",
+        "[frontendPort:p]\nendpoint = tcp:81\nproxyProtocol = yes\nproxyProtocolSources = lb.example\n",
+        [
+            "@4: [frontendPort:p] proxyProtocolSources: expected an IPv4 or IPv6 address range (CIDR, e.g. 10.0.0.0/8), got 'lb.example'"
+        ],
+    ),
+    (
+        "proxyProtocol not a boolean",
+        "[frontendPort:p]\nport = 81\nproxyProtocol = v2\n",
+        [
+            "@3: [frontendPort:p] proxyProtocol: expected true or false (or yes/no, 1/0, Enabled/Disabled), got 'v2'"
+        ],
+    ),
     (
         "port range",
         "[frontendPort:p]\nport = 65536\n",

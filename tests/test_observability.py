@@ -122,7 +122,7 @@ def test_listener_pages_replace_the_gateway_pages() -> None:
 def _request(headers: dict[bytes, list[bytes]], peer: str) -> Any:
     from types import SimpleNamespace
 
-    return SimpleNamespace(requestHeaders=Headers(headers), clientIP=peer)
+    return SimpleNamespace(requestHeaders=Headers(headers), clientIP=peer, peerIP=peer)
 
 
 @pytest.mark.parametrize(

@@ -752,7 +752,8 @@ def test_refused_connects_leave_no_request_counted_in_flight(
     )
     request: Any = DummyRequest([b""])
     request.method, request.uri, request.content = method, b"/", None
-    request.clientIP, request.listenerPort, request.isSecure = "192.0.2.1", 80, lambda: False
+    request.clientIP = request.peerIP = "192.0.2.1"
+    request.listenerPort, request.isSecure = 80, lambda: False
     request.agwStream = request.agwOnLost = None
     request._disconnected, request.startedWriting = False, False
     request.site, request.agwListener = SimpleNamespace(ctx=ctx), None

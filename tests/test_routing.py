@@ -93,8 +93,8 @@ class FakeRequest:
         self.path = uri.split(b"?", 1)[0]
         self.method = method
         self.clientproto = clientproto
-        self.clientIP = clientIP
-        self._port = clientPort
+        self.clientIP = self.peerIP = clientIP
+        self.clientPort = self._port = clientPort
         self._secure = secure
         self.received_cookies = dict(cookies or {})
         self.responseHeaders = Headers()

@@ -50,6 +50,7 @@ def channel(headerTimeout: float | None = None) -> tuple[Clock, GatewayChannel, 
         reactor=clock,
         errorPages=ErrorPages(None),
         tagger=RequestTagger(gateway),
+        stopping=False,
     )
     ctx.connections = ConnectionLimits(ctx)
     site = GatewaySite(ctx, None, 8080, timeout=IDLE)  # type: ignore[arg-type]
@@ -133,6 +134,19 @@ def test_many_requests_reuse_one_timer_per_connection() -> None:
     # request as with TimeoutMixin (which would also leave exactly one).
     assert clock.getDelayedCalls() == [timer]
     assert not transport.disconnecting
+
+
+def test_a_stopping_gateway_closes_each_connection_after_its_answer() -> None:
+    """Lame duck and drain: clients reconnect (through the balancer) instead of reusing the connection."""
+    clock, proto, transport = channel()
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    answerHeld(b"ok")
+    assert b"Connection: close" not in transport.value() and not transport.disconnecting
+    proto.site.ctx.stopping = True
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    answerHeld(b"ok")
+    assert transport.value().count(b"Connection: close\r\n") == 1
+    assert transport.disconnecting
 
 
 def test_closed_connection_cancels_its_timer() -> None:

@@ -815,6 +815,7 @@ def newBridge(
     )
     request = SimpleNamespace(
         clientIP="192.0.2.1",
+        peerIP="192.0.2.1",
         path=b"/chat",
         uri=b"/chat",
         method=b"GET",
