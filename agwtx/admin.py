@@ -274,8 +274,14 @@ class AdminGuard:
         configured interface, or the address the connection came in on,
         with no port or the listener's own.  A DNS-rebinding page reaches
         the endpoint under its attacker's name, which is none of these.
+
+        An HTTP/1.0 request without Host passes: browsers always send one,
+        and load balancers' health checks (HAProxy's C{option httpchk GET
+        /ready}) often do not.
         """
         hosts = request.requestHeaders.getRawHeaders(b"host")
+        if hosts is None and request.clientproto == b"HTTP/1.0":
+            return True
         if not hosts or len(hosts) != 1:
             return False
         split = _splitHost(hosts[0])

@@ -57,6 +57,14 @@ def test_admin_refuses_rebinding_hosts_cross_site_posts_and_missing_tokens(tmp_p
                 421,
                 b"421 Misdirected Request: this admin endpoint answers only to its own address\n",
             ), host
+        # No Host at all: an HTTP/1.0 health check (HAProxy's httpchk) passes, HTTP/1.1 does not
+        for version, expected in ((b"1.0", b"200"), (b"1.1", b"421")):
+            with socket.create_connection(("127.0.0.1", admin), timeout=10) as s:
+                s.sendall(b"GET /ready HTTP/" + version + b"\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+            assert answer.split(b" ", 2)[1] == expected, answer
         # CSRF: a browser's cross-site POST, by Origin or Sec-Fetch-Site, even with the token
         for headers in (
             {"Origin": "https://evil.example"},
