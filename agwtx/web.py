@@ -168,6 +168,24 @@ class GatewayRequest(server.Request):
         """
         self._done(None)
 
+    agwClientCert: Any = None
+    """The TLS client certificate (L{agwtx.clientauth.ClientCertificate}) on HTTPS listeners."""
+    _agwClientAuth: Any = ()
+
+    def clientAuthRefusal(self, listener: str) -> tuple[int, str] | None:
+        """
+        The TLS connection's verdict on this request's client certificate for
+        C{listener} (mutual TLS): None to go on, else (status, message).  Asked
+        once per request however often the request is resolved.
+        """
+        if self._agwClientAuth == ():
+            transport = self.channel.transport if self.channel is not None else None
+            check = getattr(transport, "clientAuthRefusal", None)
+            self._agwClientAuth = check(listener) if check is not None else None
+            if check is not None:
+                self.agwClientCert = transport.clientCertificate()  # type: ignore[union-attr]
+        return self._agwClientAuth  # type: ignore[no-any-return]
+
     def isSecure(self) -> bool:
         """Whether the listener is HTTPS: known per port, no interface lookup per request."""
         if self._prepared:
@@ -518,6 +536,10 @@ class GatewaySite(server.Site):
             return None, 404, "Not Found: no listener on this port serves that host name"
         request.agwListener = route.listener.name
         request.agwRule = route.rule.name
+        if self.secure:
+            refusal = request.clientAuthRefusal(route.listener.name)
+            if refusal is not None:
+                return None, refusal[0], refusal[1]
         return route.target, 0, ""
 
     def dispatch(self, request: GatewayRequest) -> Any:
