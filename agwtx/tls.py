@@ -104,7 +104,7 @@ from agwtx.model import (
     TrustedClientCertificate,
     TrustedRootCertificate,
 )
-from agwtx.tlspolicy import ResolvedPolicy, applyPolicy, resolvePolicy, versionName
+from agwtx.tlspolicy import TLS13_SUITES, ResolvedPolicy, applyPolicy, resolvePolicy, versionName
 from agwtx.routing import hostMatcher
 from agwtx.web import PLAIN_HTTP_ON_HTTPS, sendRefusal
 
@@ -428,7 +428,11 @@ def _serverContext(
     clientCAs: Sequence[x509.Certificate] = (),
 ) -> SSL.Context:
     """One OpenSSL context: a listener's certificate, policy and trusted client CAs."""
-    options = CertificateOptions(enableSessions=True, enableSessionTickets=True)
+    # Twisted's own floor (TLS 1.2) would be OP_NO_* flags that
+    # set_min_proto_version cannot lift: the policy sets the versions.
+    options = CertificateOptions(
+        insecurelyLowerMinimumTo=TLSVersion.TLSv1_0, enableSessions=True, enableSessionTickets=True
+    )
     ctx = options.getContext()
     applyPolicy(ctx, policy)
     if loaded is not None:
@@ -540,7 +544,16 @@ class ServerTls:
         # callback moves it to a listener's, or the handshake fails with an
         # alert.  Its version range spans the port's listeners, because
         # OpenSSL settles the version before that callback runs.
-        base = ResolvedPolicy(low, high, (), "ALL:@SECLEVEL=0" if low < SSL.TLS1_2_VERSION else "ALL", "")
+        # TLS 1.3 suites are Azure's fixed pair everywhere; OpenSSL takes them
+        # from the first context, not from the one SNI moves to.
+        base = ResolvedPolicy(
+            low,
+            high,
+            (),
+            # Never anonymous suites: without a certificate the handshake must fail.
+            "ALL:!aNULL:!eNULL:!PSK:!SRP" + (":@SECLEVEL=0" if low < SSL.TLS1_2_VERSION else ""),
+            ":".join(TLS13_SUITES) if high >= SSL.TLS1_3_VERSION else "",
+        )
         self.default = _serverContext(None, sessionId, base)
         self.default.set_tlsext_servername_callback(self._serverNameReceived)
 

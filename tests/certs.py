@@ -119,7 +119,9 @@ class CA:
         cn: str | None = None,
         notBefore: datetime.datetime | None = None,
         notAfter: datetime.datetime | None = None,
+        client: bool = False,
     ) -> Issued:
+        """A leaf for C{names}; C{client} makes it a TLS client certificate (clientAuth usage)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
         cert = (
@@ -132,7 +134,12 @@ class CA:
             .not_valid_after(notAfter or now + 10 * ONE_DAY)
             .add_extension(subjectAltName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
+                ),
+                critical=False,
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                 critical=False,
@@ -141,9 +148,9 @@ class CA:
         )
         return Issued(cert, key, self.chain)
 
-    def issueExpired(self, names: list[str], cn: str | None = None) -> Issued:
+    def issueExpired(self, names: list[str], cn: str | None = None, client: bool = False) -> Issued:
         now = _now()
-        return self.issue(names, cn, notBefore=now - 10 * ONE_DAY, notAfter=now - ONE_DAY)
+        return self.issue(names, cn, notBefore=now - 10 * ONE_DAY, notAfter=now - ONE_DAY, client=client)
 
 
 def selfSigned(names: list[str], cn: str | None = None) -> Issued:
