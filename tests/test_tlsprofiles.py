@@ -497,3 +497,65 @@ def test_websocket_handshake_gets_the_variables_and_the_refusal(gw: Gw, pki: Pki
     assert headerValue(backendHead, b"x-client-cert-verification") == b"SUCCESS"
     refused = wsHandshake(gw.ports["strict"], clientContext(pki))
     assert refused.startswith(b"HTTP/1.1 400"), refused
+
+
+def test_reload_swaps_trusted_client_cas_and_keeps_open_connections(tmp_path: Path, pki: Pki) -> None:
+    """SIGHUP re-reads a profile's CA file: new connections use the new CAs, open ones go on."""
+    backend, backendPort = startBackend(tmp_path, "b1")
+    newCA = CA("agw renewed client CA")
+    pki.add("renewed", newCA.issue(["device-9"], cn="device 9", client=True))
+    caFile = tmp_path / "clients.pem"
+    caFile.write_bytes(pki.clientCA.cert.public_bytes(serialization.Encoding.PEM))
+    port = freePort()
+    cert, key = pki.files["server"]
+    ini = f"""
+[frontendPort:https]
+port = {port}
+interface = 127.0.0.1
+[sslCertificate:server]
+certificate = {cert}
+privateKey = {key}
+[trustedClientCertificate:clients]
+data = {caFile}
+[sslProfile:strict]
+trustedClientCertificates = clients
+[httpListener:l]
+frontendPort = https
+protocol = Https
+sslCertificate = server
+sslProfile = strict
+[backendAddressPool:pool]
+backendAddresses = 127.0.0.1:{backendPort}
+[backendHttpSettings:s]
+port = 80
+[requestRoutingRule:r]
+priority = 1
+httpListener = l
+backendAddressPool = pool
+backendHttpSettings = s
+"""
+    gw = startGateway(tmp_path, ini, port)
+    try:
+        ctx = clientContext(pki, "good")
+        kept = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=20)
+        kept.sock = ctx.wrap_socket(
+            socket.create_connection(("127.0.0.1", port), timeout=20), server_hostname="localhost"
+        )
+        kept.request("GET", "/")
+        first = kept.getresponse()
+        assert (first.status, first.read()) == (200, b"Hello from agw demo backend b1\n")
+
+        caFile.write_bytes(newCA.cert.public_bytes(serialization.Encoding.PEM))
+        gw.proc.send_signal(1)  # SIGHUP
+        waitFor(
+            lambda: get(port, clientContext(pki, "renewed"), path="/")[0] == 200, what="the new CA in force"
+        )
+        assert get(port, clientContext(pki, "good"), path="/")[0] == 400
+
+        kept.request("GET", "/")  # the connection made before the reload is still served
+        again = kept.getresponse()
+        assert (again.status, again.read()) == (200, b"Hello from agw demo backend b1\n")
+        kept.close()
+    finally:
+        gw.stop()
+        backend.stop()
