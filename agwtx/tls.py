@@ -426,15 +426,23 @@ def _serverContext(
     sessionId: bytes,
     policy: ResolvedPolicy,
     clientCAs: Sequence[x509.Certificate] = (),
+    serverNameCallback: Callable[[SSL.Connection], None] | None = None,
 ) -> SSL.Context:
     """One OpenSSL context: a listener's certificate, policy and trusted client CAs."""
-    # Twisted's own floor (TLS 1.2) would be OP_NO_* flags that
-    # set_min_proto_version cannot lift: the policy sets the versions.
-    options = CertificateOptions(
-        insecurelyLowerMinimumTo=TLSVersion.TLSv1_0, enableSessions=True, enableSessionTickets=True
+    # Made here rather than by Twisted's CertificateOptions: its TLS 1.2 floor
+    # is OP_NO_* flags that set_min_proto_version cannot lift, and Twisted
+    # 25.5 makes a Connection from the context before we are done with it.
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.set_options(
+        SSL.OP_NO_SSLv2
+        | SSL.OP_NO_SSLv3
+        | SSL.OP_NO_COMPRESSION
+        | SSL.OP_CIPHER_SERVER_PREFERENCE
+        | SSL.OP_SINGLE_DH_USE
+        | SSL.OP_SINGLE_ECDH_USE
     )
-    ctx = options.getContext()
-    applyPolicy(ctx, policy)
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)  # and tickets: OP_NO_TICKET is not set
     if loaded is not None:
         _useCertificate(ctx, loaded)
     if clientCAs:
@@ -447,6 +455,11 @@ def _serverContext(
     # session resumes whichever context SNI switched to.
     ctx.set_session_id(sessionId)
     ctx.set_alpn_select_callback(_selectHttp11)
+    if serverNameCallback is not None:
+        ctx.set_tlsext_servername_callback(serverNameCallback)
+    # Last: pyOpenSSL's set_cipher_list makes a Connection from the context,
+    # after which changing it is deprecated.
+    applyPolicy(ctx, policy)
     return ctx
 
 
@@ -554,8 +567,7 @@ class ServerTls:
             "ALL:!aNULL:!eNULL:!PSK:!SRP" + (":@SECLEVEL=0" if low < SSL.TLS1_2_VERSION else ""),
             ":".join(TLS13_SUITES) if high >= SSL.TLS1_3_VERSION else "",
         )
-        self.default = _serverContext(None, sessionId, base)
-        self.default.set_tlsext_servername_callback(self._serverNameReceived)
+        self.default = _serverContext(None, sessionId, base, serverNameCallback=self._serverNameReceived)
 
     @property
     def contexts(self) -> dict[str, SSL.Context]:
@@ -603,7 +615,10 @@ class ServerTls:
 
     def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         tlsProtocol.agwServerTls = self  # type: ignore[attr-defined]
-        return SSL.Connection(self.default, None)
+        conn = SSL.Connection(self.default, None)
+        # The callbacks find the protocol here; Twisted 26 sets it too, 25.5 does not.
+        conn.set_app_data(tlsProtocol)
+        return conn
 
 
 def buildServerTls(config: GatewayConfig, now: datetime.datetime | None = None) -> dict[str, ServerTls]:

@@ -407,10 +407,9 @@ def policyProblems(policy: SslPolicy) -> list[tuple[str, str]]:
 
 
 def applyPolicy(ctx: SSL.Context, policy: ResolvedPolicy) -> None:
-    """Set a context's protocol versions and cipher suites."""
+    """Set a context's protocol versions and cipher suites: the last change to a new context."""
     ctx.set_min_proto_version(policy.minVersion)
     ctx.set_max_proto_version(policy.maxVersion)
-    ctx.set_cipher_list((policy.cipherString or "DEFAULT").encode("ascii"))
     if policy.tls13Suites:
         setter = getattr(ctx, "set_tls13_ciphersuites", None)
         if setter is not None:
@@ -419,3 +418,5 @@ def applyPolicy(ctx: SSL.Context, policy: ResolvedPolicy) -> None:
             from OpenSSL._util import lib
 
             lib.SSL_CTX_set_ciphersuites(ctx._context, policy.tls13Suites.encode("ascii"))  # type: ignore[attr-defined]
+    # Last: it makes a Connection from the context (pyOpenSSL's check).
+    ctx.set_cipher_list((policy.cipherString or "DEFAULT").encode("ascii"))
