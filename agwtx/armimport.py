@@ -1539,8 +1539,9 @@ class _Converter:
         item.add("certificate", certificate)
         item.add("privateKey", key)
 
-    def _trustedRootCertificate(self, item: _Item, view: _View) -> None:
-        path = self.tlsBase + item.name + ".crt"
+    def caPlaceholder(self, item: _Item, view: _View, suffix: str, key: str, embedded: str) -> None:
+        """C{key = TLSDIR/NAME+suffix} for CA certificates Azure holds inline or in Key Vault."""
+        path = self.tlsBase + item.name + suffix
         data, vault = view.get("data"), view.get("keyVaultSecretId")
         if not _isEmpty(vault):
             item.notConverted(
@@ -1548,23 +1549,18 @@ class _Converter:
             )
         else:
             item.notConverted(
-                "data (the embedded .cer)" if not _isEmpty(data) else "the certificate",
+                embedded if not _isEmpty(data) else "the certificate",
                 "agw reads PEM files; the certificate cannot be written from here",
             )
         item.comment("Save the CA certificate as PEM at the path below, e.g. from the .cer file:")
         item.comment(f"  openssl x509 -in {item.name}.cer -out {path}   (add -inform DER if binary)")
-        item.add("certificate", path)
+        item.add(key, path)
+
+    def _trustedRootCertificate(self, item: _Item, view: _View) -> None:
+        self.caPlaceholder(item, view, ".crt", "certificate", "data (the embedded .cer)")
 
     def _trustedClientCertificate(self, item: _Item, view: _View) -> None:
-        path = self.tlsBase + item.name + ".ca.pem"
-        data = view.get("data")
-        item.notConverted(
-            "data (the embedded CA certificate chain)" if not _isEmpty(data) else "the certificate",
-            "agw reads PEM files; the certificates cannot be written from here",
-        )
-        item.comment("Save the CA certificate(s) as PEM at the path below, e.g. from the uploaded .cer/.pem:")
-        item.comment(f"  openssl x509 -in {item.name}.cer -out {path}   (add -inform DER if binary)")
-        item.add("data", path)
+        self.caPlaceholder(item, view, ".ca.pem", "data", "data (the embedded CA certificates)")
 
     def _sslProfile(self, item: _Item, view: _View) -> None:
         policy = view.get("sslPolicy")
