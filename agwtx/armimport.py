@@ -1603,10 +1603,7 @@ class _Converter:
                 item, authView, "verifyClientRevocation", "clientAuthConfiguration.verifyClientRevocation"
             )
             if revocation is not None and revocation.lower() == "ocsp":
-                item.notConverted(
-                    "clientAuthConfiguration.verifyClientRevocation = OCSP",
-                    "agw does not check client certificates for revocation yet",
-                )
+                lines.append(("verifyClientRevocation", "OCSP"))
             elif revocation is not None and revocation.lower() != "none":
                 item.notConverted(f"verifyClientRevocation = {revocation}", "expected None or OCSP")
             for key, leftover in authView.leftovers():
@@ -1623,7 +1620,7 @@ class _Converter:
         elif refs:
             item.add("trustedClientCertificates", *refs, required=True)
         else:
-            lines = [line for line in lines if line[0] != "verifyClientCertIssuerDN"]
+            lines = [line for line in lines if line[0] == "verifyClientAuthMode"]
         for key, text in lines:
             item.add(key, text)
 

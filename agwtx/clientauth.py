@@ -87,6 +87,8 @@ class ListenerClientAuth:
     """C{Off}, C{Strict} or C{Passthrough}."""
     issuerSubjects: tuple[bytes, ...] | None = None
     """DER subjects the issuer must be one of (C{verifyClientCertIssuerDN}), else None."""
+    ocsp: bool = False
+    """C{verifyClientRevocation = OCSP}."""
 
 
 def _dn(name: x509.Name) -> str:
@@ -148,12 +150,16 @@ NONE = ClientCertificate(None, "NONE")
 
 
 def connectionCertificate(
-    peer: Any, verifyError: tuple[int, int] | None, auth: ListenerClientAuth | None
+    peer: Any,
+    verifyError: tuple[int, int] | None,
+    auth: ListenerClientAuth | None,
+    revocation: str | None = None,
 ) -> ClientCertificate:
     """
     The L{ClientCertificate} of a connection: C{peer} is pyOpenSSL's peer
     certificate (or None), C{verifyError} the first (code, depth) OpenSSL
-    reported, C{auth} the handshake listener's client authentication.
+    reported, C{auth} the handshake listener's client authentication,
+    C{revocation} why OCSP refused the certificate (None when it did not).
     """
     if peer is None:
         return NONE
@@ -165,6 +171,8 @@ def connectionCertificate(
     if auth is not None and auth.issuerSubjects is not None:
         if cert.issuer.public_bytes() not in auth.issuerSubjects:
             return ClientCertificate(cert, "FAILED:issuer DN does not match a trusted client CA's subject")
+    if revocation is not None:
+        return ClientCertificate(cert, f"FAILED:{revocation}")
     return ClientCertificate(cert, "SUCCESS")
 
 

@@ -1306,11 +1306,6 @@ class _Loader:
         mode = sec.get("verifyClientAuthMode", lambda t: _choice(t, ("Strict", "Passthrough")))
         issuerDN = sec.get("verifyClientCertIssuerDN", parseBool)
         revocation = sec.get("verifyClientRevocation", lambda t: _choice(t, ("None", "OCSP")))
-        if revocation == "OCSP":
-            sec.error(
-                "verifyClientRevocation",
-                "OCSP is not supported yet; expected None (client certificates are not checked for revocation)",
-            )
         if mode == "Passthrough" and trusted:
             sec.error(
                 "trustedClientCertificates",

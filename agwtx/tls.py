@@ -105,6 +105,7 @@ from agwtx.model import (
     TrustedRootCertificate,
 )
 from agwtx.tlspolicy import TLS13_SUITES, ResolvedPolicy, applyPolicy, resolvePolicy, versionName
+from agwtx.ocsp import OcspChecker
 from agwtx.routing import hostMatcher
 from agwtx.web import PLAIN_HTTP_ON_HTTPS, sendRefusal
 
@@ -516,8 +517,11 @@ class ServerTls:
         policies: Mapping[str, SslPolicy] | None = None,
         profiles: Mapping[str, SslProfile] | None = None,
         clientCAs: Mapping[str, Sequence[x509.Certificate]] | None = None,
+        revocation: Any = None,
     ) -> None:
         self.port = port
+        self.revocation = revocation
+        """The L{agwtx.ocsp.OcspChecker} of profiles with C{verifyClientRevocation = OCSP}."""
         self.listeners = tuple(listeners)
         self.select = _ListenerSelector(self.listeners)
         sessionId = hashlib.sha256(f"agw:{port}".encode()).hexdigest()[:32].encode("ascii")
@@ -545,7 +549,15 @@ class ServerTls:
                             issuers = tuple(subjects)
                 loaded = certificates[listener.sslCertificate] if listener.sslCertificate else None
                 ctx = _serverContext(loaded, sessionId, policy, cas)
-                auth = ListenerClientAuth(listener.name, listener.sslProfile, mode, issuers)
+                auth = ListenerClientAuth(
+                    listener.name,
+                    listener.sslProfile,
+                    mode,
+                    issuers,
+                    ocsp=mode == "Strict"
+                    and profile is not None
+                    and profile.verifyClientRevocation == "OCSP",
+                )
                 built = shared[key] = _ListenerTls(listener, ctx, policy, auth)
             self.byListener[listener.name] = _ListenerTls(
                 listener, built.ctx, built.policy, replace(built.auth, listener=listener.name)
@@ -621,7 +633,9 @@ class ServerTls:
         return conn
 
 
-def buildServerTls(config: GatewayConfig, now: datetime.datetime | None = None) -> dict[str, ServerTls]:
+def buildServerTls(
+    config: GatewayConfig, now: datetime.datetime | None = None, revocation: Any = None
+) -> dict[str, ServerTls]:
     """
     A L{ServerTls} per frontend port whose listeners are C{Https}, with every
     certificate loaded and checked.  A pure function of the config (and the
@@ -656,7 +670,7 @@ def buildServerTls(config: GatewayConfig, now: datetime.datetime | None = None) 
     if problems:
         raise TlsError(problems)
     return {
-        port: ServerTls(port, listeners, loaded, policies, config.sslProfiles, clientCAs)
+        port: ServerTls(port, listeners, loaded, policies, config.sslProfiles, clientCAs, revocation)
         for port, listeners in byPort.items()
     }
 
@@ -674,7 +688,35 @@ class HttpsServerProtocol(TLSMemoryBIOFactory.protocol):  # type: ignore[misc, n
     agwListenerTls: _ListenerTls | None = None
     """The listener SNI chose, whose context the handshake used."""
     agwVerifyError: tuple[int, int] | None = None
+    agwRevocation: str | None = None
+    """Why OCSP refused the client certificate; None when it did not (or was not asked)."""
     _agwClientCertificate: ClientCertificate | None = None
+    _agwRevocationAsked = False
+
+    def revocationCheck(self) -> Any:
+        """
+        A Deferred that fires once the client certificate's OCSP check is
+        done, the first time it is called on a connection whose listener
+        wants one; else None.  The HTTP channel holds the connection's
+        requests until then.
+        """
+        if self._agwRevocationAsked:
+            return None
+        self._agwRevocationAsked = True
+        entry, serverTls = self.agwListenerTls, self.agwServerTls
+        if entry is None or not entry.auth.ocsp or serverTls is None or serverTls.revocation is None:
+            return None
+        if self.agwVerifyError is not None:
+            return None  # refused already
+        chain = self._tlsConnection.get_verified_chain()
+        if not chain or len(chain) < 2:
+            return None  # no certificate, or one that is its own trust anchor
+        cert, issuer = chain[0].to_cryptography(), chain[1].to_cryptography()
+
+        def checked(reason: str | None) -> None:
+            self.agwRevocation = reason
+
+        return serverTls.revocation.check(cert, issuer).addCallback(checked)
 
     def clientCertificate(self) -> ClientCertificate:
         """What the client sent and what verification said (computed once per connection)."""
@@ -684,7 +726,9 @@ class HttpsServerProtocol(TLSMemoryBIOFactory.protocol):  # type: ignore[misc, n
             if entry is None or entry.auth.mode == "Off":
                 found = NONE
             else:
-                found = connectionCertificate(self.getPeerCertificate(), self.agwVerifyError, entry.auth)
+                found = connectionCertificate(
+                    self.getPeerCertificate(), self.agwVerifyError, entry.auth, self.agwRevocation
+                )
             self._agwClientCertificate = found
         return found
 
@@ -966,7 +1010,10 @@ class GatewayTls:
     def __init__(self, config: GatewayConfig, reactor: Any, now: datetime.datetime | None = None) -> None:
         self.config = config
         self.reactor = reactor
-        self.server = buildServerTls(config, now)
+        self.revocation: OcspChecker | None = None
+        if any(p.verifyClientRevocation == "OCSP" for p in config.sslProfiles.values()):
+            self.revocation = OcspChecker(reactor)
+        self.server = buildServerTls(config, now, self.revocation)
         problems: list[TlsProblem] = []
         self.roots: dict[str, list[x509.Certificate]] = {}
         for name, root in config.trustedRootCertificates.items():

@@ -286,6 +286,9 @@ class GatewayChannel(http.HTTPChannel):
     _headCall: Any = None
     _lingerCall: Any = None
     _lingerBytes = 0
+    _gone = False
+    _held: list[bytes] | None = None
+    """What the client sent while its certificate's revocation check runs (the transport is paused)."""
 
     # A deadline for the request head, against clients that send it a byte at
     # a time (the idle timer restarts on every byte, so alone it never fires).
@@ -293,6 +296,28 @@ class GatewayChannel(http.HTTPChannel):
     # a request arriving whole never does, and it ends at the blank line.
 
     def dataReceived(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+            return
+        check = getattr(self.transport, "revocationCheck", None)
+        pending = check() if check is not None else None
+        if pending is not None:
+            # Requests wait for the TLS client certificate's OCSP answer (bounded
+            # by the checker's timeout); the transport stops reading meanwhile.
+            self._held = [data]
+            self.transport.pauseProducing()
+            pending.addBoth(self._revocationChecked)
+            return
+        self._received(data)
+
+    def _revocationChecked(self, result: object) -> None:
+        held, self._held = self._held or [], None
+        if self._gone or self.transport is None:
+            return
+        self.transport.resumeProducing()
+        self._received(b"".join(held))
+
+    def _received(self, data: bytes) -> None:
         super().dataReceived(data)
         if not self._handlingRequest and self.line_mode and b"\n" in self._buffer:
             # A bare LF in a head line (the parser splits at CRLF only, so the
@@ -461,6 +486,8 @@ class GatewayChannel(http.HTTPChannel):
             self.timeoutConnection()
 
     def connectionLost(self, reason: Any) -> None:
+        self._gone = True
+        self._held = None
         for name in ("_idleCall", "_headCall", "_lingerCall"):
             call = getattr(self, name)
             setattr(self, name, None)

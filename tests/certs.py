@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from agwtx.democert import subjectAltName
 
@@ -120,11 +120,15 @@ class CA:
         notBefore: datetime.datetime | None = None,
         notAfter: datetime.datetime | None = None,
         client: bool = False,
+        ocspUrl: str | None = None,
     ) -> Issued:
-        """A leaf for C{names}; C{client} makes it a TLS client certificate (clientAuth usage)."""
+        """
+        A leaf for C{names}; C{client} makes it a TLS client certificate
+        (clientAuth usage), C{ocspUrl} names its OCSP responder (AIA).
+        """
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_name(cn or names[0]))
             .issuer_name(self.cert.subject)
@@ -144,9 +148,19 @@ class CA:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                 critical=False,
             )
-            .sign(self.key, hashes.SHA256())
         )
-        return Issued(cert, key, self.chain)
+        if ocspUrl is not None:
+            builder = builder.add_extension(
+                x509.AuthorityInformationAccess(
+                    [
+                        x509.AccessDescription(
+                            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocspUrl)
+                        )
+                    ]
+                ),
+                critical=False,
+            )
+        return Issued(builder.sign(self.key, hashes.SHA256()), key, self.chain)
 
     def issueExpired(self, names: list[str], cn: str | None = None, client: bool = False) -> Issued:
         now = _now()

@@ -849,11 +849,8 @@ def test_sslPolicyProfilesAndTrustedClientCertificates(
         "sslMinProtocolVersion = TLSv1_3",
         "trustedClientCertificates = clientCA",
         "verifyClientCertIssuerDN = true",
+        "verifyClientRevocation = OCSP",
     ]
-    assert (
-        "; NOT CONVERTED: clientAuthConfiguration.verifyClientRevocation = OCSP: agw does not check "
-        "client certificates for revocation yet"
-    ) in sections(out)["[sslProfile:mtls]"]
     assert keys(out, "[sslProfile:pass]") == [
         "sslPolicyType = Predefined",
         "sslPolicyName = AppGwSslPolicy20220101S",
@@ -871,6 +868,7 @@ def test_sslPolicyProfilesAndTrustedClientCertificates(
     assert config.gateway.sslPolicy.minProtocolVersion == "TLSv1_1"
     profile = config.sslProfiles["mtls"]
     assert (profile.trustedClientCertificates, profile.verifyClientCertIssuerDN) == (("clientCA",), True)
+    assert profile.verifyClientRevocation == "OCSP"
     assert config.sslProfiles["pass"].verifyClientAuthMode == "Passthrough"
     assert config.httpListeners["mtls"].sslProfile == "mtls"
 

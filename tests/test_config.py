@@ -1072,13 +1072,17 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
-        "OCSP not supported yet",
-        "[trustedClientCertificate:t]\ndata = ca.pem\n[sslProfile:p]\ntrustedClientCertificates = t\n"
-        "verifyClientRevocation = OCSP\n",
+        "OCSP with passthrough",
+        "[sslProfile:p]\nverifyClientAuthMode = Passthrough\nverifyClientRevocation = OCSP\n",
         [
-            "@5: [sslProfile:p] verifyClientRevocation: OCSP is not supported yet; expected None "
-            "(client certificates are not checked for revocation)"
+            "@3: [sslProfile:p] verifyClientRevocation: only with trustedClientCertificates "
+            "(verifyClientAuthMode Strict)"
         ],
+    ),
+    (
+        "unknown revocation check",
+        "[sslProfile:p]\nverifyClientRevocation = CRL\n",
+        ["@2: [sslProfile:p] verifyClientRevocation: expected None or OCSP, got 'CRL'"],
     ),
     (
         "bad client auth mode",

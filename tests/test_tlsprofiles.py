@@ -27,7 +27,7 @@ from OpenSSL import SSL
 
 from agwtx.model import GatewayConfig, GatewaySettings, HttpListener, SslCertificate, SslPolicy
 from agwtx.tls import buildServerTls
-from tests.certs import CA, Issued
+from tests.certs import CA, Issued, keyPem
 from tests.rawbackend import PROBE_ANSWER, RawBackend, headerValue, readHead
 from tests.support import Proc, freePort, startBackend, startGateway, waitFor, waitForPort
 
@@ -65,6 +65,8 @@ class Pki:
     clientCA: CA
     chainRoot: CA
     chainInter: CA
+    ocspCA: CA
+    ocspPort: int
     files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
     issued: dict[str, Issued] = field(default_factory=dict)
 
@@ -82,7 +84,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     d = tmp_path_factory.mktemp("pki")
     chainRoot = CA("agw chain root CA")
     p = Pki(
-        d, CA("agw server CA"), CA("agw client CA"), chainRoot, CA("agw chain issuing CA", parent=chainRoot)
+        d,
+        CA("agw server CA"),
+        CA("agw client CA"),
+        chainRoot,
+        CA("agw chain issuing CA", parent=chainRoot),
+        CA("agw OCSP CA"),
+        freePort(),
     )
     p.serverCA.writeRoot(d / "server-ca.pem")
     p.clientCA.writeRoot(d / "client-ca.pem")
@@ -96,6 +104,23 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     p.add("foreign", CA("someone else's CA").issue(["device-3"], cn="device 3", client=True))
     p.add("byInter", p.chainInter.issue(["device-4"], cn="device 4", client=True))
     p.add("byRoot", p.chainRoot.issue(["device-5"], cn="device 5", client=True))
+    # OCSP: the responder (openssl ocsp) on ocspPort; nothing listens on the dead one.
+    url = f"http://127.0.0.1:{p.ocspPort}/"
+    dead = f"http://127.0.0.1:{freePort()}/"
+    p.add("ocspGood", p.ocspCA.issue(["device-6"], cn="device 6", client=True, ocspUrl=url))
+    p.add("ocspRevoked", p.ocspCA.issue(["device-7"], cn="device 7", client=True, ocspUrl=url))
+    p.add("ocspDead", p.ocspCA.issue(["device-8"], cn="device 8", client=True, ocspUrl=dead))
+    p.add("ocspNone", p.ocspCA.issue(["device-10"], cn="device 10", client=True))
+    p.ocspCA.writeRoot(d / "ocsp-ca.pem")
+    (d / "ocsp-ca.key").write_bytes(keyPem(p.ocspCA.key))
+    rows = []
+    for stem, status in (("ocspGood", "V"), ("ocspRevoked", "R")):
+        cert = p.issued[stem].cert
+        expiry = f"{cert.not_valid_after_utc:%y%m%d%H%M%S}Z"
+        revoked = f"{cert.not_valid_before_utc:%y%m%d%H%M%S}Z" if status == "R" else ""
+        dn = "".join(f"/{a.rfc4514_attribute_name}={a.value}" for a in cert.subject)
+        rows.append(f"{status}\t{expiry}\t{revoked}\t{cert.serial_number:X}\tunknown\t{dn}\n")
+    (d / "index.txt").write_text("".join(rows))
     return p
 
 
@@ -132,7 +157,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Gw]:
     heads: list[bytes] = []
     wsBackend = RawBackend(_wsHandler(heads))
     procs = [backend]
-    names = [*POLICY_PORTS, "strict", "dn", "nodn", "pass", "sni", "mixed"]
+    names = [*POLICY_PORTS, "strict", "dn", "nodn", "pass", "sni", "mixed", "ocsp"]
     ports = {name: freePort() for name in names}
     cert, key = pki.files["server"]
     ini = [
@@ -148,6 +173,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Gw]:
         "[sslProfile:dn]\ntrustedClientCertificates = chain\nverifyClientCertIssuerDN = true\n",
         "[sslProfile:nodn]\ntrustedClientCertificates = chain\n",
         "[sslProfile:pass]\nverifyClientAuthMode = Passthrough\n",
+        f"[trustedClientCertificate:ocspCA]\ndata = {pki.dir / 'ocsp-ca.pem'}\n",
+        "[sslProfile:ocsp]\ntrustedClientCertificates = ocspCA\nverifyClientRevocation = OCSP\n",
     ]
     for name, policy in POLICY_PORTS.items():
         ini.append(f"[sslProfile:{name}]\n{policy}\n")
@@ -183,6 +210,29 @@ def gw(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Gw]:
         "urlPathMap = paths\n", "urlPathMap = paths\nrewriteRuleSet = certHeaders\n"
     )
     try:
+        if shutil.which("openssl") is not None:
+            responder = Proc(
+                [
+                    "openssl",
+                    "ocsp",
+                    "-index",
+                    str(pki.dir / "index.txt"),
+                    "-port",
+                    str(pki.ocspPort),
+                    "-CA",
+                    str(pki.dir / "ocsp-ca.pem"),
+                    "-rsigner",
+                    str(pki.dir / "ocsp-ca.pem"),
+                    "-rkey",
+                    str(pki.dir / "ocsp-ca.key"),
+                    "-ndays",
+                    "1",
+                ],
+                tmp / "ocsp.log",
+            )
+            procs.append(responder)
+            # Not waitForPort: openssl ocsp (3.0) hangs on a connection that sends nothing.
+            waitFor(lambda: "waiting for OCSP client connections" in responder.output(), what="the responder")
         proc = startGateway(tmp, text, ports["strict"])
         procs.append(proc)
         for port in ports.values():
@@ -559,3 +609,34 @@ backendHttpSettings = s
     finally:
         gw.stop()
         backend.stop()
+
+
+# -- revocation (OCSP) --------------------------------------------------------------------------
+
+
+@needsOpenssl
+def test_ocsp_good_certificate_is_served(gw: Gw, pki: Pki) -> None:
+    status, body = get(gw.ports["ocsp"], clientContext(pki, "ocspGood"))
+    assert status == 200
+    assert backendHeaders(body)["x-client-cert-verification"] == "SUCCESS"
+
+
+@needsOpenssl
+@pytest.mark.parametrize(
+    "stem, reason",
+    [
+        ("ocspRevoked", "certificate revoked (OCSP)"),
+        ("ocspDead", "the OCSP responder http://127.0.0.1:"),
+        ("ocspNone", "the certificate names no http:// OCSP responder"),
+    ],
+)
+def test_ocsp_refusals_are_400_and_logged(gw: Gw, pki: Pki, stem: str, reason: str) -> None:
+    status, body = get(gw.ports["ocsp"], clientContext(pki, stem))
+    assert status == 400
+    assert b"The SSL certificate error" in body
+    subject = pki.issued[stem].cert.subject.rfc4514_string()
+    line = f"client certificate refused on listener ocsp (sslProfile ocsp): subject {subject!r} "
+    waitFor(
+        lambda: any(line in row and reason in row for row in gw.proc.output().splitlines()),
+        what=f"{line}...{reason}",
+    )
