@@ -2091,6 +2091,8 @@ def summarize(config: GatewayConfig) -> list[str]:
         line = f"listener {listener.name}: {listener.protocol} on {endpoint} {hosts}"
         if listener.sslCertificate:
             line += f", sslCertificate {listener.sslCertificate}"
+        if listener.sslProfile:
+            line += f", sslProfile {listener.sslProfile}"
         lines.append(line)
 
     def backend(pool: str, settings: str) -> str:

@@ -640,3 +640,13 @@ def test_ocsp_refusals_are_400_and_logged(gw: Gw, pki: Pki, stem: str, reason: s
         lambda: any(line in row and reason in row for row in gw.proc.output().splitlines()),
         what=f"{line}...{reason}",
     )
+
+
+def test_check_summary_names_the_profile() -> None:
+    from agwtx.config import summarize
+
+    config = GatewayConfig(
+        path="gw.ini",
+        httpListeners={"l": HttpListener("l", "https", "Https", (), "c", "strict")},
+    )
+    assert summarize(config)[0] == "listener l: Https on https (basic), sslCertificate c, sslProfile strict"
