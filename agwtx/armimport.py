@@ -1219,6 +1219,21 @@ class _Converter:
             item.comment(f"{key}: {note}")
         return _Ref(kind, name)
 
+    def refList(self, item: _Item, values: list[Any], key: str, kind: str) -> list[Part]:
+        """A list of references as comma-separated L{_Ref} parts (unusable ones noted)."""
+        refs: list[Part] = []
+        for value in values:
+            name, note = self.nameOf(value)
+            if name is None:
+                item.notConverted(f"{key}: {_brief(value)}", "not a reference")
+                continue
+            if note:
+                item.comment(f"{key}: {note}")
+            if refs:
+                refs.append(", ")
+            refs.append(_Ref(kind, name))
+        return refs
+
     def newItem(self, kind: str, element: Any, index: int) -> tuple[_Item, _View] | None:
         """Name an element of a collection and give its properties as a L{_View}."""
         if not isinstance(element, dict):
@@ -1569,16 +1584,12 @@ class _Converter:
         trusted = self.value(item, view, "trustedClientCertificates")
         refs: list[Part] = []
         if not _isEmpty(trusted):
-            for entry in trusted if isinstance(trusted, list) else [trusted]:
-                name, note = self.nameOf(entry)
-                if name is None:
-                    item.notConverted(f"trustedClientCertificates: {_brief(entry)}", "not a reference")
-                    continue
-                if note:
-                    item.comment(f"trustedClientCertificates: {note}")
-                if refs:
-                    refs.append(", ")
-                refs.append(_Ref("trustedClientCertificate", name))
+            refs = self.refList(
+                item,
+                trusted if isinstance(trusted, list) else [trusted],
+                "trustedClientCertificates",
+                "trustedClientCertificate",
+            )
         auth = self.value(item, view, "clientAuthConfiguration")
         mode = "Strict"
         lines: list[tuple[str, str]] = []
@@ -1814,17 +1825,7 @@ class _Converter:
             item.add("path", path)
         roots = view.get("trustedRootCertificates")
         if isinstance(roots, list) and roots:
-            refs: list[Part] = []
-            for root in roots:
-                name, note = self.nameOf(root)
-                if name is None:
-                    item.notConverted(f"trustedRootCertificates: {_brief(root)}", "not a reference")
-                    continue
-                if note:
-                    item.comment(f"trustedRootCertificates: {note}")
-                if refs:
-                    refs.append(", ")
-                refs.append(_Ref("trustedRootCertificate", name))
+            refs = self.refList(item, roots, "trustedRootCertificates", "trustedRootCertificate")
             if refs and protocol == "Http":
                 item.comment("trustedRootCertificates ignored: the protocol is Http")
             elif refs:

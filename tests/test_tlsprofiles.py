@@ -650,3 +650,18 @@ def test_check_summary_names_the_profile() -> None:
         httpListeners={"l": HttpListener("l", "https", "Https", (), "c", "strict")},
     )
     assert summarize(config)[0] == "listener l: Https on https (basic), sslCertificate c, sslProfile strict"
+
+
+def test_predefined_policies_match_azures_table() -> None:
+    from agwtx.tlspolicy import PREDEFINED
+
+    counts = {name: (low, high, len(suites)) for name, (low, high, suites) in PREDEFINED.items()}
+    assert counts == {
+        "AppGwSslPolicy20150501": ("TLSv1_0", "TLSv1_2", 28),
+        "AppGwSslPolicy20170401": ("TLSv1_1", "TLSv1_2", 16),
+        "AppGwSslPolicy20170401S": ("TLSv1_2", "TLSv1_2", 16),
+        "AppGwSslPolicy20220101": ("TLSv1_2", "TLSv1_3", 10),
+        "AppGwSslPolicy20220101S": ("TLSv1_2", "TLSv1_3", 6),
+    }
+    for _, _, suites in PREDEFINED.values():
+        assert len(set(suites)) == len(suites)
