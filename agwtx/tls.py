@@ -428,6 +428,7 @@ def _serverContext(
     policy: ResolvedPolicy,
     clientCAs: Sequence[x509.Certificate] = (),
     serverNameCallback: Callable[[SSL.Connection], None] | None = None,
+    resumable: bool = True,
 ) -> SSL.Context:
     """One OpenSSL context: a listener's certificate, policy and trusted client CAs."""
     # Made here rather than by Twisted's CertificateOptions: its TLS 1.2 floor
@@ -443,7 +444,11 @@ def _serverContext(
         | SSL.OP_SINGLE_ECDH_USE
     )
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
-    ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)  # and tickets: OP_NO_TICKET is not set
+    if resumable:
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)  # and tickets: OP_NO_TICKET is not set
+    else:
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        ctx.set_options(SSL.OP_NO_TICKET)
     if loaded is not None:
         _useCertificate(ctx, loaded)
     if clientCAs:
@@ -579,7 +584,15 @@ class ServerTls:
             "ALL:!aNULL:!eNULL:!PSK:!SRP" + (":@SECLEVEL=0" if low < SSL.TLS1_2_VERSION else ""),
             ":".join(TLS13_SUITES) if high >= SSL.TLS1_3_VERSION else "",
         )
-        self.default = _serverContext(None, sessionId, base, serverNameCallback=self._serverNameReceived)
+        # OpenSSL decides on resumption before the SNI callback, with this
+        # context's cache and tickets, and a resumed session is not verified
+        # again: on a port with client authentication, sessions do not resume
+        # (a session made on one listener, or with a refused certificate,
+        # must not stand in for a verification on another connection).
+        resumable = all(e.auth.mode == "Off" for e in entries)
+        self.default = _serverContext(
+            None, sessionId, base, serverNameCallback=self._serverNameReceived, resumable=resumable
+        )
 
     @property
     def contexts(self) -> dict[str, SSL.Context]:

@@ -665,3 +665,23 @@ def test_predefined_policies_match_azures_table() -> None:
     }
     for _, _, suites in PREDEFINED.values():
         assert len(set(suites)) == len(suites)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.parametrize("port, resumes", [("strict", False), ("pass", False), ("p22", True)])
+def test_sessions_do_not_resume_where_client_certificates_are_asked(
+    gw: Gw, pki: Pki, version: ssl.TLSVersion, port: str, resumes: bool
+) -> None:
+    """A resumed session is not verified again: ports with client authentication do not resume."""
+    ctx = clientContext(pki, "foreign")
+    ctx.minimum_version = ctx.maximum_version = version
+    first = ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", gw.ports[port]), timeout=20), server_hostname="localhost"
+    )
+    first.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    first.recv(65536)  # TLS 1.3 tickets come after the handshake
+    session = first.session
+    first.close()
+    raw = socket.create_connection(("127.0.0.1", gw.ports[port]), timeout=20)
+    with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as second:
+        assert second.session_reused is resumes
