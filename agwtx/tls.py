@@ -442,6 +442,9 @@ def _serverContext(
         | SSL.OP_CIPHER_SERVER_PREFERENCE
         | SSL.OP_SINGLE_DH_USE
         | SSL.OP_SINGLE_ECDH_USE
+        # A client certificate is asked for once, in the first handshake; a
+        # renegotiation must not bring another one after it was judged.
+        | SSL.OP_NO_RENEGOTIATION
     )
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     if resumable:
