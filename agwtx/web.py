@@ -287,6 +287,7 @@ class GatewayChannel(http.HTTPChannel):
     _lingerCall: Any = None
     _lingerBytes = 0
     _gone = False
+    _revocationAsked = False
     _held: list[bytes] | None = None
     """What the client sent while its certificate's revocation check runs (the transport is paused)."""
 
@@ -299,8 +300,11 @@ class GatewayChannel(http.HTTPChannel):
         if self._held is not None:
             self._held.append(data)
             return
-        check = getattr(self.transport, "revocationCheck", None)
-        pending = check() if check is not None else None
+        pending = None
+        if not self._revocationAsked:
+            self._revocationAsked = True
+            check = getattr(self.transport, "revocationCheck", None)
+            pending = check() if check is not None else None
         if pending is not None:
             # Requests wait for the TLS client certificate's OCSP answer (bounded
             # by the checker's timeout); the transport stops reading meanwhile.
