@@ -19,7 +19,10 @@ Frontend (server) policy
     connection's context: SNI picks the listener, the connection moves to
     that listener's context (certificate, policy, client authentication),
     and a protocol version outside that listener's policy is refused there.
-  - Session resumption: a server-side session cache and session tickets.
+  - Session resumption: a server-side session cache and session tickets,
+    except on ports where a listener asks for client certificates (OpenSSL
+    decides on resumption before SNI picks the listener, and a resumed
+    session is not verified again).  No renegotiation.
   - ALPN: C{http/1.1} only (a client offering only C{h2} gets no ALPN answer
     rather than an alert).
   - The certificate is chosen by SNI among the port's listeners, as routing
