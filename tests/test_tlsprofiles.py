@@ -685,3 +685,30 @@ def test_sessions_do_not_resume_where_client_certificates_are_asked(
     raw = socket.create_connection(("127.0.0.1", gw.ports[port]), timeout=20)
     with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as second:
         assert second.session_reused is resumes
+
+
+def test_what_this_openssl_cannot_do_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agwtx.tlspolicy as tp
+
+    monkeypatch.setattr(tp, "_available", lambda name: name != "DES-CBC3-SHA")
+    monkeypatch.setattr(tp, "versionAvailable", lambda version: version >= SSL.TLS1_2_VERSION)
+    version = SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode()
+    custom = SslPolicy(
+        "Custom", None, "TLSv1_2", ("TLS_RSA_WITH_3DES_EDE_CBC_SHA", "TLS_RSA_WITH_AES_128_CBC_SHA")
+    )
+    assert tp.policyProblems(custom) == [
+        (
+            "sslCipherSuites",
+            f"TLS_RSA_WITH_3DES_EDE_CBC_SHA (OpenSSL DES-CBC3-SHA) is not available in this OpenSSL ({version})",
+        )
+    ]
+    # A predefined policy leaves such a suite out instead.
+    legacy = SslPolicy(policyName="AppGwSslPolicy20150501")
+    assert "TLS_RSA_WITH_3DES_EDE_CBC_SHA" not in tp.resolvePolicy(legacy).suites
+    assert tp.policyProblems(legacy) == [
+        ("sslPolicyName", "TLSv1_0 cannot be negotiated by this OpenSSL, even at security level 0")
+    ]
+    old = SslPolicy("Custom", None, "TLSv1_1", ("TLS_RSA_WITH_AES_128_CBC_SHA",))
+    assert tp.policyProblems(old) == [
+        ("sslMinProtocolVersion", "TLSv1_1 cannot be negotiated by this OpenSSL, even at security level 0")
+    ]
