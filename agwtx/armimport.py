@@ -48,8 +48,15 @@ configuration and is skipped.
 
 Certificates cannot be converted: Azure holds them as PFX data or Key Vault
 secrets.  Each C{[sslCertificate:N]} points at C{TLSDIR/N.pem} and
-C{TLSDIR/N.key}, each C{[trustedRootCertificate:N]} at C{TLSDIR/N.crt}, with
-a comment that says how to export the certificate there.
+C{TLSDIR/N.key}, each C{[trustedRootCertificate:N]} at C{TLSDIR/N.crt}, each
+C{[trustedClientCertificate:N]} at C{TLSDIR/N.ca.pem}, with a comment that
+says how to export the certificate there.
+
+SSL policies (the gateway's C{sslPolicy} and each C{sslProfiles} entry's)
+keep Azure's names (L{agwtx.tlspolicy}).  A gateway without an C{sslPolicy}
+gets agw's default, C{AppGwSslPolicy20220101}, which is Azure's for API
+versions from 2023-02-01; for an older C{apiVersion} a comment in
+C{[gateway]} says that Azure's default there was C{AppGwSslPolicy20150501}.
 
 The output is deterministic: sections by kind in the order of
 L{SECTION_ORDER}, within a kind in the order of the input.  Names that are
@@ -68,6 +75,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
+from agwtx.tlspolicy import (
+    DEFAULT_POLICY_NAME,
+    PROTOCOL_VERSIONS,
+    canonicalCipherSuite,
+    canonicalPolicyName,
+    policyProblems,
+)
+from agwtx.model import SslPolicy
 from agwtx.config import (
     HEADER_TOKEN_RE,
     NAME_RE,
@@ -109,6 +124,8 @@ SECTION_ORDER = (
     "frontendPort",
     "sslCertificate",
     "trustedRootCertificate",
+    "trustedClientCertificate",
+    "sslProfile",
     "httpListener",
     "backendAddressPool",
     "probe",
@@ -124,6 +141,8 @@ _COLLECTIONS: Mapping[str, str] = {
     "frontendPorts": "frontendPort",
     "sslCertificates": "sslCertificate",
     "trustedRootCertificates": "trustedRootCertificate",
+    "trustedClientCertificates": "trustedClientCertificate",
+    "sslProfiles": "sslProfile",
     "httpListeners": "httpListener",
     "backendAddressPools": "backendAddressPool",
     "probes": "probe",
@@ -1024,6 +1043,8 @@ _BACKREFS: Mapping[str, frozenset[str]] = {
     "frontendPort": frozenset({"httplisteners", "listeners"}),
     "sslCertificate": frozenset({"httplisteners", "listeners"}),
     "trustedRootCertificate": frozenset(),
+    "trustedClientCertificate": frozenset(),
+    "sslProfile": frozenset({"httplisteners", "listeners"}),
     "httpListener": frozenset(),
     "backendAddressPool": frozenset(),
     "probe": frozenset({"backendhttpsettings", "backendsettings"}),
@@ -1036,7 +1057,6 @@ _BACKREFS: Mapping[str, frozenset[str]] = {
 
 _ELEMENT_NOT_CONVERTED: Mapping[str, str] = {
     "firewallpolicy": "agw has no web application firewall",
-    "sslprofile": "agw has no SSL profiles (TLS policy and client certificates per listener)",
     "customerrorconfigurations": "agw has no custom error pages",
     "loaddistributionpolicy": "agw balances round robin over healthy members",
     "defaultloaddistributionpolicy": "agw balances round robin over healthy members",
@@ -1060,14 +1080,11 @@ _GATEWAY_NOT_CONVERTED: Mapping[str, str] = {
     "webapplicationfirewallconfiguration": "agw has no web application firewall",
     "firewallpolicy": "agw has no web application firewall",
     "forcefirewallpolicyassociation": "agw has no web application firewall",
-    "sslpolicy": "agw uses OpenSSL's default TLS versions and ciphers",
     "enablehttp2": "agw's frontend speaks HTTP/1.1",
     "enablefips": "agw has no FIPS mode",
     "privatelinkconfigurations": "agw has no private link",
     "privateendpointconnections": "agw has no private link",
     "authenticationcertificates": "v1 authentication certificates; use trustedRootCertificates",
-    "trustedclientcertificates": "agw does not verify client certificates",
-    "sslprofiles": "agw has no SSL profiles",
     "backendsettingscollection": "layer-4 (TCP/TLS proxy) settings; agw is a layer-7 gateway",
     "listeners": "layer-4 (TCP/TLS proxy) listeners; agw is a layer-7 gateway",
     "routingrules": "layer-4 (TCP/TLS proxy) routing rules; agw is a layer-7 gateway",
@@ -1139,6 +1156,8 @@ class _Converter:
         self.items: dict[str, list[_Item]] = {kind: [] for kind in SECTION_ORDER}
         self.byAzure: dict[str, dict[str, _Item]] = {kind: {} for kind in SECTION_ORDER}
         self.taken: dict[str, set[str]] = {kind: set() for kind in SECTION_ORDER}
+        self.gatewayItem = _Item("gateway", "gateway", "gateway")
+        """The C{[gateway]} keys converted from gateway-level properties (the SSL policy)."""
 
     # -- names and references ----------------------------------------------
 
@@ -1213,6 +1232,21 @@ class _Converter:
         if note:
             item.comment(f"{key}: {note}")
         return _Ref(kind, name)
+
+    def refList(self, item: _Item, values: list[Any], key: str, kind: str) -> list[Part]:
+        """A list of references as comma-separated L{_Ref} parts (unusable ones noted)."""
+        refs: list[Part] = []
+        for value in values:
+            name, note = self.nameOf(value)
+            if name is None:
+                item.notConverted(f"{key}: {_brief(value)}", "not a reference")
+                continue
+            if note:
+                item.comment(f"{key}: {note}")
+            if refs:
+                refs.append(", ")
+            refs.append(_Ref(kind, name))
+        return refs
 
     def newItem(self, kind: str, element: Any, index: int) -> tuple[_Item, _View] | None:
         """Name an element of a collection and give its properties as a L{_View}."""
@@ -1386,6 +1420,17 @@ class _Converter:
             self.leftovers(item, view)
 
         self.top.extend(self.customErrors(propsView.get("customErrorConfigurations"), None))
+        policy = propsView.get("sslPolicy")
+        if not _isEmpty(policy):
+            self.sslPolicy(self.gatewayItem, policy, "sslPolicy.")
+        else:
+            api = _get(self.gateway.outer, "apiVersion")  # not outerView.get: it stays listed as bookkeeping
+            if isinstance(api, str) and api[:10] < "2023-02-01":
+                self.gatewayItem.comment(
+                    f"no sslPolicy: Azure's default for apiVersion {api} is AppGwSslPolicy20150501 "
+                    f"(TLS 1.0 and up); agw's is {DEFAULT_POLICY_NAME}, Azure's from 2023-02-01 (TLS 1.2 "
+                    "and up). Add sslPolicyName = AppGwSslPolicy20150501 for old clients"
+                )
         self.gatewayLeftovers(outerView, propsView)
         self.settle()
 
@@ -1434,6 +1479,85 @@ class _Converter:
                     f"then set in {where}: customErrorPage.{code} = {path}"
                 )
         return notes
+
+    def sslPolicy(self, item: _Item, value: Any, label: str) -> None:
+        """Azure's C{sslPolicy} object as the C{sslPolicy*} keys of C{item}."""
+        if _isOpaque(value) or not isinstance(value, dict):
+            item.notConverted(
+                f"{label[:-1]} = {_brief(value)}", _why(value) if _isOpaque(value) else "expected an object"
+            )
+            return
+        view = _View(value)
+        kind = self.text(item, view, "policyType", label + "policyType")
+        name = self.text(item, view, "policyName", label + "policyName")
+        low = self.text(item, view, "minProtocolVersion", label + "minProtocolVersion")
+        suites = self.value(item, view, "cipherSuites", label + "cipherSuites")
+        disabled = self.value(item, view, "disabledSslProtocols", label + "disabledSslProtocols")
+        for key, leftover in view.leftovers():
+            if not _isEmpty(leftover):
+                item.notConverted(f"{label}{key} = {_brief(leftover)}", "agw has no equivalent")
+        if kind is None:
+            kind = "Predefined" if name is not None or (low is None and _isEmpty(suites)) else "Custom"
+        types = {t.lower(): t for t in ("Predefined", "Custom", "CustomV2")}
+        if kind.lower() not in types:
+            item.notConverted(f"{label}policyType = {kind}", "expected Predefined, Custom or CustomV2")
+            return
+        kind = types[kind.lower()]
+        if not _isEmpty(disabled):
+            versions = disabled if isinstance(disabled, list) else [disabled]
+            enabled = [v for v in PROTOCOL_VERSIONS if v not in versions]
+            if kind == "Predefined" and name is None and enabled:
+                # the 2015-era way of raising the minimum: a custom policy with 2015's suites
+                item.comment(
+                    f"{label}disabledSslProtocols = {_brief(disabled)}: written as a Custom policy "
+                    "with AppGwSslPolicy20150501's cipher suites"
+                )
+                from agwtx.tlspolicy import PREDEFINED
+
+                kind, low = "Custom", enabled[0]
+                suites = list(PREDEFINED["AppGwSslPolicy20150501"][2])
+            else:
+                item.notConverted(
+                    f"{label}disabledSslProtocols = {_brief(disabled)}",
+                    "ignored: the policy sets the versions",
+                )
+        policyName: str | None = None
+        if name is not None:
+            policyName = canonicalPolicyName(name)
+            if policyName is None:
+                item.notConverted(f"{label}policyName = {name}", "not one of Azure's predefined policies")
+                return
+        if low is not None and low not in PROTOCOL_VERSIONS:
+            item.notConverted(f"{label}minProtocolVersion = {low}", "expected TLSv1_0 .. TLSv1_3")
+            return
+        names: list[str] = []
+        if not _isEmpty(suites):
+            for suite in suites if isinstance(suites, list) else [suites]:
+                known = canonicalCipherSuite(suite) if isinstance(suite, str) else None
+                if known is None:
+                    item.notConverted(
+                        f"{label}cipherSuites: {_brief(suite)}", "not a cipher suite Azure knows"
+                    )
+                elif known not in names:
+                    names.append(known)
+        policy = SslPolicy(
+            policyType=kind,  # type: ignore[arg-type]
+            policyName=policyName,
+            minProtocolVersion=low,
+            cipherSuites=tuple(names),
+        )
+        problems = policyProblems(policy)
+        if problems:
+            for key, message in problems:
+                item.notConverted(f"{label} ({key})", message)
+            return
+        item.add("sslPolicyType", kind)
+        if policyName is not None:
+            item.add("sslPolicyName", policyName)
+        if low is not None:
+            item.add("sslMinProtocolVersion", low)
+        if names:
+            item.add("sslCipherSuites", ", ".join(names))
 
     def gatewayLeftovers(self, outerView: _View, propsView: _View) -> None:
         views = [outerView] if outerView is propsView else [outerView, propsView]
@@ -1493,8 +1617,9 @@ class _Converter:
         item.add("certificate", certificate)
         item.add("privateKey", key)
 
-    def _trustedRootCertificate(self, item: _Item, view: _View) -> None:
-        path = self.tlsBase + item.name + ".crt"
+    def caPlaceholder(self, item: _Item, view: _View, suffix: str, key: str, embedded: str) -> None:
+        """C{key = TLSDIR/NAME+suffix} for CA certificates Azure holds inline or in Key Vault."""
+        path = self.tlsBase + item.name + suffix
         data, vault = view.get("data"), view.get("keyVaultSecretId")
         if not _isEmpty(vault):
             item.notConverted(
@@ -1502,13 +1627,77 @@ class _Converter:
             )
         else:
             item.notConverted(
-                "data (the embedded .cer)" if not _isEmpty(data) else "the certificate",
+                embedded if not _isEmpty(data) else "the certificate",
                 "agw reads PEM files; the certificate cannot be written from here",
             )
         item.comment("Save the CA certificate as PEM at the path below, e.g. from the .cer file:")
         cer, out = _shellWord(item.name + ".cer"), _shellWord(path)
         item.comment(f"  openssl x509 -in {cer} -out {out}   (add -inform DER if binary)")
-        item.add("certificate", path)
+        item.add(key, path)
+
+    def _trustedRootCertificate(self, item: _Item, view: _View) -> None:
+        self.caPlaceholder(item, view, ".crt", "certificate", "data (the embedded .cer)")
+
+    def _trustedClientCertificate(self, item: _Item, view: _View) -> None:
+        self.caPlaceholder(item, view, ".ca.pem", "data", "data (the embedded CA certificates)")
+
+    def _sslProfile(self, item: _Item, view: _View) -> None:
+        policy = view.get("sslPolicy")
+        if not _isEmpty(policy):
+            self.sslPolicy(item, policy, "sslPolicy.")
+        trusted = self.value(item, view, "trustedClientCertificates")
+        refs: list[Part] = []
+        if not _isEmpty(trusted):
+            refs = self.refList(
+                item,
+                trusted if isinstance(trusted, list) else [trusted],
+                "trustedClientCertificates",
+                "trustedClientCertificate",
+            )
+        auth = self.value(item, view, "clientAuthConfiguration")
+        mode = "Strict"
+        lines: list[tuple[str, str]] = []
+        if isinstance(auth, dict):
+            authView = _View(auth)
+            chosen = self.text(
+                item, authView, "verifyClientAuthMode", "clientAuthConfiguration.verifyClientAuthMode"
+            )
+            if chosen is not None:
+                if chosen.lower() not in ("strict", "passthrough"):
+                    item.notConverted(f"verifyClientAuthMode = {chosen}", "expected Strict or Passthrough")
+                else:
+                    mode = "Passthrough" if chosen.lower() == "passthrough" else "Strict"
+                    if mode == "Passthrough":
+                        lines.append(("verifyClientAuthMode", mode))
+            dn = self.flag(
+                item, authView, "verifyClientCertIssuerDN", "clientAuthConfiguration.verifyClientCertIssuerDN"
+            )
+            if dn:
+                lines.append(("verifyClientCertIssuerDN", "true"))
+            revocation = self.text(
+                item, authView, "verifyClientRevocation", "clientAuthConfiguration.verifyClientRevocation"
+            )
+            if revocation is not None and revocation.lower() == "ocsp":
+                lines.append(("verifyClientRevocation", "OCSP"))
+            elif revocation is not None and revocation.lower() != "none":
+                item.notConverted(f"verifyClientRevocation = {revocation}", "expected None or OCSP")
+            for key, leftover in authView.leftovers():
+                if not _isEmpty(leftover):
+                    item.notConverted(
+                        f"clientAuthConfiguration.{key} = {_brief(leftover)}", "agw has no equivalent"
+                    )
+        elif not _isEmpty(auth):
+            item.notConverted(f"clientAuthConfiguration = {_brief(auth)}", "expected an object")
+        if mode == "Passthrough":
+            if refs:
+                item.comment("trustedClientCertificates ignored: Passthrough verifies nothing")
+            lines = [line for line in lines if line[0] == "verifyClientAuthMode"]
+        elif refs:
+            item.add("trustedClientCertificates", *refs, required=True)
+        else:
+            lines = [line for line in lines if line[0] == "verifyClientAuthMode"]
+        for key, text in lines:
+            item.add(key, text)
 
     def _httpListener(self, item: _Item, view: _View) -> None:
         frontendIp = view.get("frontendIPConfiguration")
@@ -1550,6 +1739,11 @@ class _Converter:
                 item.add("sslCertificate", cert, required=True)
         elif cert is not None:
             item.comment(f"sslCertificate {cert.azure} ignored: the listener's protocol is Http")
+        profile = self.ref(item, view, "sslProfile", "sslProfile")
+        if profile is not None and protocol == "Https":
+            item.add("sslProfile", profile, required=True)
+        elif profile is not None:
+            item.comment(f"sslProfile {profile.azure} ignored: the listener's protocol is Http")
         sni = view.get("requireServerNameIndication")
         if sni is not None and sni is not False:
             item.comment(f"requireServerNameIndication = {_brief(sni)}: ignored, agw has no such setting")
@@ -1697,17 +1891,7 @@ class _Converter:
             item.add("path", path)
         roots = view.get("trustedRootCertificates")
         if isinstance(roots, list) and roots:
-            refs: list[Part] = []
-            for root in roots:
-                name, note = self.nameOf(root)
-                if name is None:
-                    item.notConverted(f"trustedRootCertificates: {_brief(root)}", "not a reference")
-                    continue
-                if note:
-                    item.comment(f"trustedRootCertificates: {note}")
-                if refs:
-                    refs.append(", ")
-                refs.append(_Ref("trustedRootCertificate", name))
+            refs = self.refList(item, roots, "trustedRootCertificates", "trustedRootCertificate")
             if refs and protocol == "Http":
                 item.comment("trustedRootCertificates ignored: the protocol is Http")
             elif refs:
@@ -2112,6 +2296,14 @@ class _Converter:
 
     def lines(self) -> list[str]:
         out: list[str] = []
+        if self.gatewayItem.body:
+            out.append("")
+            out.append("[gateway]")
+            for line in self.gatewayItem.body:
+                if isinstance(line, str):
+                    out.append(f"; {_oneLine(line)}")
+                else:
+                    out.append(f"{line.key} = {''.join(p for p in line.parts if isinstance(p, str))}")
         for kind in SECTION_ORDER:
             for item in self.items[kind]:
                 out.append("")

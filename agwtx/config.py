@@ -116,8 +116,18 @@ from agwtx.model import (
     RewriteRule,
     RewriteRuleSet,
     SslCertificate,
+    SslPolicy,
+    SslProfile,
+    TrustedClientCertificate,
     TrustedRootCertificate,
     UrlPathMap,
+)
+from agwtx.tlspolicy import (
+    PREDEFINED,
+    PROTOCOL_VERSIONS,
+    canonicalCipherSuite,
+    canonicalPolicyName,
+    policyProblems,
 )
 
 __all__ = [
@@ -596,6 +606,14 @@ _VARIABLES = (
     "var_request_uri",
     "var_ssl_enabled",
     "var_uri_path",
+    "var_client_certificate",
+    "var_client_certificate_end_date",
+    "var_client_certificate_fingerprint",
+    "var_client_certificate_issuer",
+    "var_client_certificate_serial",
+    "var_client_certificate_start_date",
+    "var_client_certificate_subject",
+    "var_client_certificate_verification",
 )
 _VARIABLES_EXPECTED = ", ".join(_VARIABLES + ("http_req_<Header>", "http_resp_<Header>"))
 REWRITE_VARIABLES = frozenset(_VARIABLES)
@@ -930,10 +948,14 @@ _KINDS = (
     "requestRoutingRule",
     "rewriteRuleSet",
     "sslCertificate",
+    "sslProfile",
+    "trustedClientCertificate",
     "trustedRootCertificate",
     "urlPathMap",
 )
 _KIND_BY_LOWER = {kind.lower(): kind for kind in _KINDS}
+
+_POLICY_KEYS = ("sslPolicyType", "sslPolicyName", "sslMinProtocolVersion", "sslCipherSuites")
 
 _KEYS: Mapping[str, tuple[str, ...]] = {
     "gateway": (
@@ -955,11 +977,20 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "trustClientRequestId",
         "lameDuckPeriod",
         "watchConfig",
+        *_POLICY_KEYS,
     ),
     "frontendPort": ("port", "interface", "endpoint", "proxyProtocol", "proxyProtocolSources"),
     "sslCertificate": ("certificate", "privateKey", "password"),
     "trustedRootCertificate": ("certificate",),
-    "httpListener": ("frontendPort", "protocol", "hostNames", "hostName", "sslCertificate"),
+    "trustedClientCertificate": ("data",),
+    "sslProfile": (
+        *_POLICY_KEYS,
+        "trustedClientCertificates",
+        "verifyClientAuthMode",
+        "verifyClientCertIssuerDN",
+        "verifyClientRevocation",
+    ),
+    "httpListener": ("frontendPort", "protocol", "hostNames", "hostName", "sslCertificate", "sslProfile"),
     "backendAddressPool": ("backendAddresses",),
     "probe": (
         "protocol",
@@ -1178,6 +1209,8 @@ _MULTILINE_KEYS = frozenset(
         "match.statuscodes",
         "trustedproxies",
         "affinitysecrets",
+        "sslciphersuites",
+        "trustedclientcertificates",
     }
 )
 # Only known kinds, so that an IPv6 list item such as [fd00::4] is not taken for one.
@@ -1334,6 +1367,7 @@ class _Loader:
                 customErrorPages=self.customErrorPages(sec),
                 lameDuckPeriod=sec.get("lameDuckPeriod", lambda t: parseDuration(t, 0, 3600)),
                 watchConfig=sec.get("watchConfig", parseBool),
+                sslPolicy=_sslPolicy(sec),
             )
         )
 
@@ -1493,6 +1527,48 @@ class _Loader:
             return None
         return TrustedRootCertificate(name=sec.name, certificate=certificate)
 
+    def _trustedClientCertificate(self, sec: _Section) -> TrustedClientCertificate | None:
+        assert sec.name is not None
+        if not sec.given("data"):
+            sec.error("data", "required key is missing")
+        data = sec.path("data")
+        if data is None:
+            return None
+        return TrustedClientCertificate(name=sec.name, data=data)
+
+    def _sslProfile(self, sec: _Section) -> SslProfile | None:
+        assert sec.name is not None
+        trusted = tuple(
+            self.refName(sec, "trustedClientCertificates", "trustedClientCertificate", name) or name
+            for name in parseList(sec.raw("trustedClientCertificates") or "")
+        )
+        mode = sec.get("verifyClientAuthMode", lambda t: _choice(t, ("Strict", "Passthrough")))
+        issuerDN = sec.get("verifyClientCertIssuerDN", parseBool)
+        revocation = sec.get("verifyClientRevocation", lambda t: _choice(t, ("None", "OCSP")))
+        if mode == "Passthrough" and trusted:
+            sec.error(
+                "trustedClientCertificates",
+                "not used with verifyClientAuthMode Passthrough (nothing is verified); remove it",
+            )
+        if not trusted or mode == "Passthrough":
+            for key, value in (
+                ("verifyClientCertIssuerDN", issuerDN),
+                ("verifyClientRevocation", revocation),
+            ):
+                if value not in (None, False, "None"):
+                    sec.error(key, "only with trustedClientCertificates (verifyClientAuthMode Strict)")
+        hasPolicy = any(sec.given(key) for key in _POLICY_KEYS)
+        return SslProfile(
+            **_kwargs(
+                name=sec.name,
+                sslPolicy=_sslPolicy(sec) if hasPolicy else None,
+                trustedClientCertificates=trusted,
+                verifyClientAuthMode=mode,
+                verifyClientCertIssuerDN=issuerDN,
+                verifyClientRevocation=revocation,
+            )
+        )
+
     def _httpListener(self, sec: _Section) -> HttpListener | None:
         assert sec.name is not None
         frontendPort = sec.require("frontendPort", str.strip)
@@ -1512,6 +1588,9 @@ class _Loader:
             sec.error("sslCertificate", "required for protocol Https")
         if protocolKnown and protocol == "Http" and sslCertificate is not None:
             sec.error("sslCertificate", "not allowed with protocol Http")
+        sslProfile = self.ref(sec, "sslProfile", "sslProfile")
+        if protocolKnown and protocol == "Http" and sslProfile is not None:
+            sec.error("sslProfile", "not allowed with protocol Http")
         if frontendPort is None:
             return None
         return HttpListener(
@@ -1522,6 +1601,7 @@ class _Loader:
                 hostNames=hostNames,
                 sslCertificate=sslCertificate,
                 customErrorPages=self.customErrorPages(sec),
+                sslProfile=sslProfile,
             )
         )
 
@@ -1824,6 +1904,10 @@ class _Loader:
         changes: dict[str, Any] = {
             attr: self.canon(kind, getattr(obj, attr)) for attr, kind in fields.items()
         }
+        if isinstance(obj, SslProfile):
+            changes["trustedClientCertificates"] = tuple(
+                self.canon("trustedClientCertificate", name) or name for name in obj.trustedClientCertificates
+            )
         if isinstance(obj, BackendHttpSettings):
             changes["trustedRootCertificates"] = tuple(
                 self.canon("trustedRootCertificate", root) or root for root in obj.trustedRootCertificates
@@ -1956,7 +2040,11 @@ _RULE_REFS = {
 }
 
 _REF_FIELDS: Mapping[type, Mapping[str, str]] = {
-    HttpListener: {"frontendPort": "frontendPort", "sslCertificate": "sslCertificate"},
+    HttpListener: {
+        "frontendPort": "frontendPort",
+        "sslCertificate": "sslCertificate",
+        "sslProfile": "sslProfile",
+    },
     BackendHttpSettings: {"probe": "probe"},
     RedirectConfiguration: {"targetListener": "httpListener"},
     UrlPathMap: {
@@ -1971,6 +2059,49 @@ _REF_FIELDS: Mapping[type, Mapping[str, str]] = {
     },
     RequestRoutingRule: _RULE_REFS,
 }
+
+
+def _parseCipherSuites(text: str) -> tuple[str, ...]:
+    def one(name: str) -> str:
+        known = canonicalCipherSuite(name)
+        if known is None:
+            raise InvalidValue(
+                f"unknown cipher suite {_got(name)}; expected Azure's names, such as "
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 (see docs/tls.rst)"
+            )
+        return known
+
+    return _parseUniqueList(text, one, lambda name: f"cipher suite {_got(name)}")
+
+
+def _parsePolicyName(text: str) -> str:
+    known = canonicalPolicyName(text)
+    if known is None:
+        raise InvalidValue(
+            f"unknown predefined policy {_got(text)}; expected one of: {', '.join(PREDEFINED)}"
+        )
+    return known
+
+
+def _sslPolicy(sec: _Section) -> SslPolicy:
+    """The C{sslPolicy*} keys of a C{[gateway]} or C{[sslProfile:NAME]} section, checked."""
+    failedBefore = sec.failed
+    sec.failed = False
+    policy = SslPolicy(
+        **_kwargs(
+            policyType=sec.get("sslPolicyType", lambda t: _choice(t, ("Predefined", "Custom", "CustomV2"))),
+            policyName=sec.get("sslPolicyName", _parsePolicyName),
+            minProtocolVersion=sec.get(
+                "sslMinProtocolVersion", lambda t: _choice(t, tuple(PROTOCOL_VERSIONS))
+            ),
+            cipherSuites=sec.get("sslCipherSuites", _parseCipherSuites),
+        )
+    )
+    if not sec.failed:  # a value that did not parse is reported; the rest would be guesswork
+        for key, message in policyProblems(policy):
+            sec.error(key, message)
+    sec.failed = sec.failed or failedBefore
+    return policy
 
 
 def _parseInterface(text: str) -> str:
@@ -2104,7 +2235,7 @@ def loadConfig(path: str | os.PathLike[str]) -> GatewayConfig:
     # agw-tls (issue 5): certificate files must load (PEM, key matches, not expired).
     from agwtx.tls import certificateProblems
 
-    for kind in ("sslCertificate", "trustedRootCertificate"):
+    for kind in ("sslCertificate", "trustedRootCertificate", "trustedClientCertificate"):
         for obj, sec in loader.built[kind].values():
             if not sec.failed:
                 for key, message in certificateProblems(obj):
@@ -2127,6 +2258,8 @@ def loadConfig(path: str | os.PathLike[str]) -> GatewayConfig:
         frontendPorts=objects("frontendPort"),
         sslCertificates=objects("sslCertificate"),
         trustedRootCertificates=objects("trustedRootCertificate"),
+        trustedClientCertificates=objects("trustedClientCertificate"),
+        sslProfiles=objects("sslProfile"),
         httpListeners=objects("httpListener"),
         backendAddressPools=objects("backendAddressPool"),
         backendHttpSettings=objects("backendHttpSettings"),
@@ -2199,6 +2332,8 @@ def summarize(config: GatewayConfig) -> list[str]:
         line = f"listener {listener.name}: {listener.protocol} on {endpoint} {hosts}"
         if listener.sslCertificate:
             line += f", sslCertificate {listener.sslCertificate}"
+        if listener.sslProfile:
+            line += f", sslProfile {listener.sslProfile}"
         lines.append(line)
 
     def backend(pool: str, settings: str) -> str:

@@ -31,6 +31,9 @@ __all__ = [
     "RewriteRule",
     "RewriteRuleSet",
     "SslCertificate",
+    "SslPolicy",
+    "SslProfile",
+    "TrustedClientCertificate",
     "TrustedRootCertificate",
     "UrlPathMap",
     "inNetworks",
@@ -63,6 +66,26 @@ class CustomErrorPage:
     status: int
     path: str
     body: bytes
+
+
+SslPolicyType = Literal["Predefined", "Custom", "CustomV2"]
+
+
+@dataclass(frozen=True)
+class SslPolicy:
+    """
+    Azure's C{sslPolicy}: a predefined policy by name, or a custom one
+    (minimum version and TLS 1.2 cipher suites, Azure's IANA names).
+    L{agwtx.tlspolicy} gives it meaning.
+    """
+
+    policyType: SslPolicyType = "Predefined"
+    policyName: str | None = None
+    """For C{Predefined}; None means agw's default (C{AppGwSslPolicy20220101}, as Azure's)."""
+    minProtocolVersion: str | None = None
+    """C{TLSv1_0} .. C{TLSv1_3}, for C{Custom} and C{CustomV2}."""
+    cipherSuites: tuple[str, ...] = ()
+    """For C{Custom} and C{CustomV2}, in order of preference."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +139,8 @@ class GatewaySettings:
     C{/ready} at 503, so load balancers take it out, before it drains."""
     watchConfig: bool = False
     """Reload when the config file, or a certificate file it names, changes."""
+    sslPolicy: SslPolicy = field(default_factory=SslPolicy)
+    """The policy of HTTPS listeners without an C{sslProfile}."""
 
     def isTrustedProxy(self, address: str) -> bool:
         """Whether C{address} (an IP address as text) is in L{trustedProxies}."""
@@ -164,12 +189,50 @@ class TrustedRootCertificate:
 
 
 @dataclass(frozen=True)
+class TrustedClientCertificate:
+    """Azure's C{trustedClientCertificates} entry: a PEM file of CA certificates (a chain or a bundle)."""
+
+    name: str
+    data: str
+
+
+ClientAuthMode = Literal["Strict", "Passthrough"]
+
+
+@dataclass(frozen=True)
+class SslProfile:
+    """
+    Azure's C{sslProfiles} entry: a listener's own policy and client
+    authentication (mutual TLS).  Client certificates are verified when
+    C{trustedClientCertificates} is not empty (C{Strict}); C{Passthrough}
+    requests one and verifies nothing (the backend decides).
+    """
+
+    name: str
+    sslPolicy: SslPolicy | None = None
+    """None: the gateway's policy."""
+    trustedClientCertificates: tuple[str, ...] = ()
+    verifyClientAuthMode: ClientAuthMode = "Strict"
+    verifyClientCertIssuerDN: bool = False
+    verifyClientRevocation: str = "None"
+
+    @property
+    def requestsClientCertificate(self) -> bool:
+        return bool(self.trustedClientCertificates) or self.verifyClientAuthMode == "Passthrough"
+
+    @property
+    def verifiesClientCertificate(self) -> bool:
+        return bool(self.trustedClientCertificates) and self.verifyClientAuthMode == "Strict"
+
+
+@dataclass(frozen=True)
 class HttpListener:
     name: str
     frontendPort: str
     protocol: Protocol = "Http"
     hostNames: tuple[str, ...] = ()
     sslCertificate: str | None = None
+    sslProfile: str | None = None
     customErrorPages: tuple[CustomErrorPage, ...] = ()
     """This listener's pages; when it has any, the gateway-wide ones do not apply to it (as in Azure)."""
 
@@ -305,6 +368,8 @@ class GatewayConfig:
     frontendPorts: Mapping[str, FrontendPort] = field(default_factory=dict)
     sslCertificates: Mapping[str, SslCertificate] = field(default_factory=dict)
     trustedRootCertificates: Mapping[str, TrustedRootCertificate] = field(default_factory=dict)
+    trustedClientCertificates: Mapping[str, TrustedClientCertificate] = field(default_factory=dict)
+    sslProfiles: Mapping[str, SslProfile] = field(default_factory=dict)
     httpListeners: Mapping[str, HttpListener] = field(default_factory=dict)
     backendAddressPools: Mapping[str, BackendAddressPool] = field(default_factory=dict)
     backendHttpSettings: Mapping[str, BackendHttpSettings] = field(default_factory=dict)

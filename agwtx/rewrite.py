@@ -28,6 +28,16 @@ Semantics (Azure Application Gateway's rewrite rules, headers only):
     C{http_resp_HEADER} (repeated headers joined with C{", "}; empty when
     absent).  C{http_resp_*} is empty in request rules: there is no response
     yet.
+  - Client-certificate variables (mutual TLS, L{agwtx.clientauth}):
+    C{var_client_certificate} (URL-encoded PEM),
+    C{var_client_certificate_fingerprint} (SHA-1, lowercase hex),
+    C{var_client_certificate_serial}, C{var_client_certificate_subject},
+    C{var_client_certificate_issuer} (RFC 4514 DNs),
+    C{var_client_certificate_start_date}, C{var_client_certificate_end_date}
+    and C{var_client_certificate_verification} (C{SUCCESS},
+    C{FAILED:reason} or C{NONE}); empty on plain HTTP.  A request header
+    that any rule fills from one of them is never taken from the client:
+    the client's is removed even when the rule's conditions do not hold.
   - CR, LF and NUL never reach a header value: they become spaces.
 """
 
@@ -88,6 +98,28 @@ def _sslEnabled(request: Any, resp: RespLookup | None) -> bytes:
     return b"on" if request.isSecure() else _EMPTY
 
 
+def _clientCertificate(attribute: str) -> Getter:
+    def get(request: Any, resp: RespLookup | None) -> bytes:
+        cert = getattr(request, "agwClientCert", None)
+        if cert is None:
+            return _EMPTY
+        return str(getattr(cert, attribute)).encode("utf-8", "replace")
+
+    return get
+
+
+CLIENT_CERTIFICATE_VARIABLES: dict[str, str] = {
+    "var_client_certificate": "pem",
+    "var_client_certificate_end_date": "endDate",
+    "var_client_certificate_fingerprint": "fingerprint",
+    "var_client_certificate_issuer": "issuer",
+    "var_client_certificate_serial": "serial",
+    "var_client_certificate_start_date": "startDate",
+    "var_client_certificate_subject": "subject",
+    "var_client_certificate_verification": "verification",
+}
+"""Azure's mutual-authentication server variables and the L{agwtx.clientauth.ClientCertificate} attribute of each."""
+
 _SERVER_VARIABLES: dict[str, Getter] = {
     "var_client_ip": _clientIP,
     "var_client_port": _clientPort,
@@ -96,6 +128,7 @@ _SERVER_VARIABLES: dict[str, Getter] = {
     "var_query_string": _queryString,
     "var_request_uri": _requestUri,
     "var_ssl_enabled": _sslEnabled,
+    **{name: _clientCertificate(attribute) for name, attribute in CLIENT_CERTIFICATE_VARIABLES.items()},
 }
 
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -150,11 +183,12 @@ def _sanitize(value: bytes) -> bytes:
 class _Template:
     """A header value: literal bytes with C{{variable}} holes."""
 
-    __slots__ = ("parts", "constant", "single")
+    __slots__ = ("parts", "constant", "single", "variables")
 
     def __init__(self, text: str) -> None:
         parts: list[bytes | Getter] = []
         pos = 0
+        self.variables = frozenset(m.group(1) for m in _VARIABLE_RE.finditer(text))
         for m in _VARIABLE_RE.finditer(text):
             if m.start() > pos:
                 parts.append(_sanitize(text[pos : m.start()].encode("utf-8")))
@@ -265,6 +299,13 @@ class RewriteSet:
         self.name = name
         self._requestRules = tuple(r for r in rules if r.requestActions)
         self._responseRules = tuple(r for r in rules if r.responseActions)
+        self._guarded = frozenset(
+            lname
+            for rule in self._requestRules
+            for lname, _, template in rule.requestActions
+            if template is not None and template.variables & CLIENT_CERTIFICATE_VARIABLES.keys()
+        )
+        """Request headers a rule fills from the client certificate: never taken from the client."""
 
     @property
     def rewritesRequest(self) -> bool:
@@ -281,6 +322,8 @@ class RewriteSet:
         """
         if not self._requestRules:
             return fwd
+        if self._guarded:
+            fwd = [(n, v) for n, v in fwd if n.lower() not in self._guarded]
         decided = _decide(self._requestRules, request, None, False)
         if not decided:
             return fwd

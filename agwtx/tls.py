@@ -10,9 +10,19 @@ flight keep the contexts they started with.
 Frontend (server) policy
 ========================
 
-  - TLS 1.2 and 1.3 only; for TLS 1.2 only ECDHE key exchange with AEAD
-    ciphers (L{MODERN_CIPHERS}); TLS 1.3 suites are all AEAD.
-  - Session resumption: a server-side session cache and session tickets.
+  - Protocol versions and cipher suites: the listener's SSL policy (its
+    C{sslProfile}'s, else C{[gateway]}'s), with Azure's names and meaning
+    (L{agwtx.tlspolicy}); the default is Azure's, C{AppGwSslPolicy20220101}.
+  - Client certificates (mutual TLS) per the listener's C{sslProfile}
+    (L{agwtx.clientauth}).
+  - L{ServerTls._serverNameReceived} is the one place that decides a
+    connection's context: SNI picks the listener, the connection moves to
+    that listener's context (certificate, policy, client authentication),
+    and a protocol version outside that listener's policy is refused there.
+  - Session resumption: a server-side session cache and session tickets,
+    except on ports where a listener asks for client certificates (OpenSSL
+    decides on resumption before SNI picks the listener, and a resumed
+    session is not verified again).  No renegotiation.
   - ALPN: C{http/1.1} only (a client offering only C{h2} gets no ALPN answer
     rather than an alert).
   - The certificate is chosen by SNI among the port's listeners, as routing
@@ -47,7 +57,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography import x509
@@ -67,7 +77,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.internet.ssl import (
-    AcceptableCiphers,
     Certificate,
     CertificateOptions,
     TLSVersion,
@@ -80,18 +89,30 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from agwtx.clientauth import (
+    NONE,
+    ClientCertificate,
+    ListenerClientAuth,
+    clientAuthVerdict,
+    connectionCertificate,
+    issuingSubjects,
+)
 from agwtx.model import (
     BackendHttpSettings,
     GatewayConfig,
     HttpListener,
     SslCertificate,
+    SslPolicy,
+    SslProfile,
+    TrustedClientCertificate,
     TrustedRootCertificate,
 )
+from agwtx.tlspolicy import TLS13_SUITES, ResolvedPolicy, applyPolicy, resolvePolicy, versionName
+from agwtx.ocsp import OcspChecker
 from agwtx.routing import hostMatcher
 from agwtx.web import PLAIN_HTTP_ON_HTTPS, sendRefusal
 
 __all__ = [
-    "MODERN_CIPHERS",
     "BackendTls",
     "GatewayTls",
     "HttpsServerProtocol",
@@ -110,18 +131,6 @@ __all__ = [
 ]
 
 log = Logger(namespace="agw.tls")
-
-MODERN_CIPHERS = ":".join(
-    (
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        "ECDHE-RSA-CHACHA20-POLY1305",
-    )
-)
-"""TLS 1.2 suites a listener accepts: ECDHE with an AEAD cipher (Mozilla "intermediate" minus DHE)."""
 
 HTTP11 = b"http/1.1"
 
@@ -308,8 +317,36 @@ def loadTrustedRoots(root: TrustedRootCertificate) -> list[x509.Certificate]:
     return certs
 
 
+def loadTrustedClientCertificates(trusted: TrustedClientCertificate) -> list[x509.Certificate]:
+    """
+    The CA certificates of a C{trustedClientCertificate} section (one PEM
+    file: a CA, or a chain of CAs up to a root).
+
+    @raise TlsError: when the file cannot be read, holds no certificate, or
+        holds no CA certificate (Azure's
+        C{ApplicationGatewayTrustedClientCertificateDoesNotContainAnyCACertificate}).
+    """
+    section = f"trustedClientCertificate:{trusted.name}"
+    certs, problem = _readCertificates(trusted.data)
+    if problem is None:
+        for cert in certs:
+            try:
+                ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+            except x509.ExtensionNotFound:
+                ca = False
+            if not ca:
+                problem = (
+                    f"{cert.subject.rfc4514_string()} is not a CA certificate (basicConstraints CA:TRUE)"
+                )
+                break
+    if problem is not None:
+        raise TlsError([TlsProblem(section, "data", problem, trusted.data)])
+    return certs
+
+
 def certificateProblems(
-    obj: SslCertificate | TrustedRootCertificate, now: datetime.datetime | None = None
+    obj: SslCertificate | TrustedRootCertificate | TrustedClientCertificate,
+    now: datetime.datetime | None = None,
 ) -> list[tuple[str, str]]:
     """
     What is wrong with one certificate section, as C{(key, message)} pairs
@@ -317,6 +354,12 @@ def certificateProblems(
     """
     if isinstance(obj, SslCertificate):
         _, problems = _checkCertificate(obj, now)
+    elif isinstance(obj, TrustedClientCertificate):
+        try:
+            loadTrustedClientCertificates(obj)
+            problems = []
+        except TlsError as e:
+            problems = e.problems
     else:
         try:
             loadTrustedRoots(obj)
@@ -340,34 +383,32 @@ def _serverName(raw: bytes | str | None) -> str:
     return text.strip().lower().rstrip(".")
 
 
-class _CertificateSelector:
-    """Which listener's certificate serves a server name: exact, wildcard, basic."""
+class _ListenerSelector:
+    """Which listener serves a server name: exact, wildcard, basic."""
 
     def __init__(self, listeners: Iterable[HttpListener]) -> None:
-        self.exact: list[tuple[Callable[[str], bool], str | None]] = []
-        self.wild: list[tuple[Callable[[str], bool], str | None]] = []
-        self.basic: str | None = None
-        hasBasic = False
+        self.exact: list[tuple[Callable[[str], bool], HttpListener]] = []
+        self.wild: list[tuple[Callable[[str], bool], HttpListener]] = []
+        self.basic: HttpListener | None = None
         for listener in listeners:
             if not listener.hostNames:
-                if not hasBasic:
-                    hasBasic = True
-                    self.basic = listener.sslCertificate
+                if self.basic is None:
+                    self.basic = listener
                 continue
             exact = [h for h in listener.hostNames if not _isWildcard(h)]
             wild = [h for h in listener.hostNames if _isWildcard(h)]
             if exact:
-                self.exact.append((hostMatcher(exact), listener.sslCertificate))
+                self.exact.append((hostMatcher(exact), listener))
             if wild:
-                self.wild.append((hostMatcher(wild), listener.sslCertificate))
+                self.wild.append((hostMatcher(wild), listener))
 
-    def __call__(self, serverName: bytes | str | None) -> str | None:
+    def __call__(self, serverName: bytes | str | None) -> HttpListener | None:
         name = _serverName(serverName)
         if name:
             for group in (self.exact, self.wild):
-                for match, cert in group:
+                for match, listener in group:
                     if match(name):
-                        return cert
+                        return listener
         return self.basic
 
 
@@ -376,28 +417,61 @@ def selectCertificate(listeners: Sequence[HttpListener], serverName: bytes | str
     The name of the C{sslCertificate} that answers C{serverName} (the SNI
     value, or None) among one port's listeners; None when none does.
     """
-    return _CertificateSelector(listeners)(serverName)
+    listener = _ListenerSelector(listeners)(serverName)
+    return listener.sslCertificate if listener is not None else None
 
 
 def _selectHttp11(conn: SSL.Connection, offered: list[bytes]) -> bytes:
     return HTTP11 if HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
 
 
-def _serverContext(loaded: LoadedCertificate | None, sessionId: bytes) -> SSL.Context:
-    """One OpenSSL context with the listener policy (see the module docstring)."""
-    options = CertificateOptions(
-        raiseMinimumTo=TLSVersion.TLSv1_2,
-        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(MODERN_CIPHERS),
-        enableSessions=True,
-        enableSessionTickets=True,
+def _serverContext(
+    loaded: LoadedCertificate | None,
+    sessionId: bytes,
+    policy: ResolvedPolicy,
+    clientCAs: Sequence[x509.Certificate] = (),
+    serverNameCallback: Callable[[SSL.Connection], None] | None = None,
+    resumable: bool = True,
+) -> SSL.Context:
+    """One OpenSSL context: a listener's certificate, policy and trusted client CAs."""
+    # Made here rather than by Twisted's CertificateOptions: its TLS 1.2 floor
+    # is OP_NO_* flags that set_min_proto_version cannot lift, and Twisted
+    # 25.5 makes a Connection from the context before we are done with it.
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.set_options(
+        SSL.OP_NO_SSLv2
+        | SSL.OP_NO_SSLv3
+        | SSL.OP_NO_COMPRESSION
+        | SSL.OP_CIPHER_SERVER_PREFERENCE
+        | SSL.OP_SINGLE_DH_USE
+        | SSL.OP_SINGLE_ECDH_USE
+        # A client certificate is asked for once, in the first handshake; a
+        # renegotiation must not bring another one after it was judged.
+        | SSL.OP_NO_RENEGOTIATION
     )
-    ctx = options.getContext()
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    if resumable:
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)  # and tickets: OP_NO_TICKET is not set
+    else:
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        ctx.set_options(SSL.OP_NO_TICKET)
     if loaded is not None:
         _useCertificate(ctx, loaded)
+    if clientCAs:
+        store = ctx.get_cert_store()
+        assert store is not None
+        for ca in clientCAs:
+            store.add_cert(X509.from_cryptography(ca))
+        ctx.set_client_ca_list([X509.from_cryptography(ca).get_subject() for ca in clientCAs])
     # One session id context for every certificate of a port, so that a
     # session resumes whichever context SNI switched to.
     ctx.set_session_id(sessionId)
     ctx.set_alpn_select_callback(_selectHttp11)
+    if serverNameCallback is not None:
+        ctx.set_tlsext_servername_callback(serverNameCallback)
+    # Last: pyOpenSSL's set_cipher_list makes a Connection from the context,
+    # after which changing it is deprecated.
+    applyPolicy(ctx, policy)
     return ctx
 
 
@@ -416,11 +490,34 @@ def _useCertificate(ctx: SSL.Context, loaded: LoadedCertificate) -> None:
     ctx.check_privatekey()
 
 
+@dataclass(frozen=True)
+class _ListenerTls:
+    """One HTTPS listener's TLS: its context, policy and client authentication."""
+
+    listener: HttpListener
+    ctx: SSL.Context
+    policy: ResolvedPolicy
+    auth: ListenerClientAuth
+
+
+def _recordVerifyError(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
+    """
+    OpenSSL's verdict on a client certificate, kept for the HTTP layer (a
+    refusal is an HTTP 400, as in Azure): the handshake goes on whatever it is.
+    """
+    if not ok:
+        protocol = conn.get_app_data()
+        if getattr(protocol, "agwVerifyError", None) is None:
+            protocol.agwVerifyError = (errno, depth)
+    return True
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class ServerTls:
     """
-    The TLS side of one HTTPS frontend port: a context per certificate and
-    the SNI rule that picks one.  Immutable once built.
+    The TLS side of one HTTPS frontend port: a context per listener
+    (certificate, policy, client authentication) and the SNI rule that picks
+    one.  Immutable once built.
     """
 
     def __init__(
@@ -428,48 +525,136 @@ class ServerTls:
         port: str,
         listeners: Sequence[HttpListener],
         certificates: Mapping[str, LoadedCertificate],
+        policies: Mapping[str, SslPolicy] | None = None,
+        profiles: Mapping[str, SslProfile] | None = None,
+        clientCAs: Mapping[str, Sequence[x509.Certificate]] | None = None,
+        revocation: Any = None,
     ) -> None:
         self.port = port
+        self.revocation = revocation
+        """The L{agwtx.ocsp.OcspChecker} of profiles with C{verifyClientRevocation = OCSP}."""
         self.listeners = tuple(listeners)
-        self.select = _CertificateSelector(self.listeners)
+        self.select = _ListenerSelector(self.listeners)
         sessionId = hashlib.sha256(f"agw:{port}".encode()).hexdigest()[:32].encode("ascii")
-        self.contexts: dict[str, SSL.Context] = {}
+        profiles = profiles or {}
+        clientCAs = clientCAs or {}
+        self.byListener: dict[str, _ListenerTls] = {}
+        shared: dict[tuple[str | None, str | None], _ListenerTls] = {}
         for listener in self.listeners:
-            name = listener.sslCertificate
-            if name is not None and name not in self.contexts:
-                self.contexts[name] = _serverContext(certificates[name], sessionId)
-        if self.select.basic is not None:
-            self.default = self.contexts[self.select.basic]
-        else:
-            # No basic listener: the first context has no certificate at all,
-            # so a handshake SNI does not move elsewhere fails with an alert.
-            self.default = _serverContext(None, sessionId)
-        self.default.set_tlsext_servername_callback(self._serverNameReceived)
+            key = (listener.sslCertificate, listener.sslProfile)
+            built = shared.get(key)
+            if built is None:
+                profile = profiles.get(listener.sslProfile) if listener.sslProfile else None
+                policy = resolvePolicy((policies or {}).get(listener.name) or SslPolicy())
+                cas: list[x509.Certificate] = []
+                issuers: tuple[bytes, ...] | None = None
+                mode = "Off"
+                if profile is not None and profile.requestsClientCertificate:
+                    mode = profile.verifyClientAuthMode
+                    if profile.verifiesClientCertificate:
+                        subjects: list[bytes] = []
+                        for name in profile.trustedClientCertificates:
+                            cas.extend(clientCAs[name])
+                            subjects.extend(n.public_bytes() for n in issuingSubjects(list(clientCAs[name])))
+                        if profile.verifyClientCertIssuerDN:
+                            issuers = tuple(subjects)
+                loaded = certificates[listener.sslCertificate] if listener.sslCertificate else None
+                ctx = _serverContext(loaded, sessionId, policy, cas)
+                auth = ListenerClientAuth(
+                    listener.name,
+                    listener.sslProfile,
+                    mode,
+                    issuers,
+                    ocsp=mode == "Strict"
+                    and profile is not None
+                    and profile.verifyClientRevocation == "OCSP",
+                )
+                built = shared[key] = _ListenerTls(listener, ctx, policy, auth)
+            self.byListener[listener.name] = _ListenerTls(
+                listener, built.ctx, built.policy, replace(built.auth, listener=listener.name)
+            )
+        entries = list(self.byListener.values())
+        low = min((e.policy.minVersion for e in entries), default=SSL.TLS1_2_VERSION)
+        high = max((e.policy.maxVersion for e in entries), default=SSL.TLS1_3_VERSION)
+        # The context a connection starts in has no certificate: the SNI
+        # callback moves it to a listener's, or the handshake fails with an
+        # alert.  Its version range spans the port's listeners, because
+        # OpenSSL settles the version before that callback runs.
+        # TLS 1.3 suites are Azure's fixed pair everywhere; OpenSSL takes them
+        # from the first context, not from the one SNI moves to.
+        base = ResolvedPolicy(
+            low,
+            high,
+            (),
+            # Never anonymous suites: without a certificate the handshake must fail.
+            "ALL:!aNULL:!eNULL:!PSK:!SRP" + (":@SECLEVEL=0" if low < SSL.TLS1_2_VERSION else ""),
+            ":".join(TLS13_SUITES) if high >= SSL.TLS1_3_VERSION else "",
+        )
+        # OpenSSL decides on resumption before the SNI callback, with this
+        # context's cache and tickets, and a resumed session is not verified
+        # again: on a port with client authentication, sessions do not resume
+        # (a session made on one listener, or with a refused certificate,
+        # must not stand in for a verification on another connection).
+        resumable = all(e.auth.mode == "Off" for e in entries)
+        self.default = _serverContext(
+            None, sessionId, base, serverNameCallback=self._serverNameReceived, resumable=resumable
+        )
+
+    @property
+    def contexts(self) -> dict[str, SSL.Context]:
+        """The context of each certificate name (the first listener's using it)."""
+        out: dict[str, SSL.Context] = {}
+        for entry in self.byListener.values():
+            if entry.listener.sslCertificate is not None:
+                out.setdefault(entry.listener.sslCertificate, entry.ctx)
+        return out
 
     def _serverNameReceived(self, conn: SSL.Connection) -> None:
         try:
             raw = conn.get_servername()
-            name = self.select(raw)
-            if name is None:
+            listener = self.select(raw)
+            if listener is None:
                 log.info(
                     "frontendPort {port}: no certificate for server name {name}; TLS handshake refused",
                     port=self.port,
                     name=_serverName(raw) or "(none sent)",
                 )
                 return
-            ctx = self.contexts[name]
-            if ctx is not self.default:
-                conn.set_context(ctx)
+            entry = self.byListener[listener.name]
+            version = conn.get_protocol_version()
+            policy = entry.policy
+            if not policy.minVersion <= version <= policy.maxVersion:
+                log.info(
+                    "frontendPort {port}: listener {listener} does not accept {version} (its SSL policy "
+                    "allows {low} to {high}); TLS handshake refused",
+                    port=self.port,
+                    listener=listener.name,
+                    version=versionName(version),
+                    low=versionName(policy.minVersion),
+                    high=versionName(policy.maxVersion),
+                )
+                return
+            conn.set_context(entry.ctx)
+            protocol = conn.get_app_data()
+            protocol.agwListenerTls = entry
+            if entry.auth.mode != "Off":
+                conn.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_CLIENT_ONCE, _recordVerifyError)
         except BaseException:
             # An exception must not escape into OpenSSL's callback machinery.
             log.failure("choosing a certificate by SNI on frontendPort {port}", port=self.port)
             conn.get_app_data().abortConnection()
 
     def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
-        return SSL.Connection(self.default, None)
+        tlsProtocol.agwServerTls = self  # type: ignore[attr-defined]
+        conn = SSL.Connection(self.default, None)
+        # The callbacks find the protocol here; Twisted 26 sets it too, 25.5 does not.
+        conn.set_app_data(tlsProtocol)
+        return conn
 
 
-def buildServerTls(config: GatewayConfig, now: datetime.datetime | None = None) -> dict[str, ServerTls]:
+def buildServerTls(
+    config: GatewayConfig, now: datetime.datetime | None = None, revocation: Any = None
+) -> dict[str, ServerTls]:
     """
     A L{ServerTls} per frontend port whose listeners are C{Https}, with every
     certificate loaded and checked.  A pure function of the config (and the
@@ -478,9 +663,14 @@ def buildServerTls(config: GatewayConfig, now: datetime.datetime | None = None) 
     @raise TlsError: listing every certificate that cannot be used.
     """
     byPort: dict[str, list[HttpListener]] = {}
+    policies: dict[str, SslPolicy] = {}
     for listener in config.httpListeners.values():
         if listener.protocol == "Https":
             byPort.setdefault(listener.frontendPort, []).append(listener)
+            profile = config.sslProfiles.get(listener.sslProfile) if listener.sslProfile else None
+            policies[listener.name] = (
+                profile.sslPolicy if profile and profile.sslPolicy else config.gateway.sslPolicy
+            )
     wanted = {li.sslCertificate for ls in byPort.values() for li in ls if li.sslCertificate}
     loaded: dict[str, LoadedCertificate] = {}
     problems: list[TlsProblem] = []
@@ -490,9 +680,18 @@ def buildServerTls(config: GatewayConfig, now: datetime.datetime | None = None) 
             problems.extend(found)
         else:
             loaded[name] = cert
+    clientCAs: dict[str, list[x509.Certificate]] = {}
+    for name, trusted in config.trustedClientCertificates.items():
+        try:
+            clientCAs[name] = loadTrustedClientCertificates(trusted)
+        except TlsError as e:
+            problems.extend(e.problems)
     if problems:
         raise TlsError(problems)
-    return {port: ServerTls(port, listeners, loaded) for port, listeners in byPort.items()}
+    return {
+        port: ServerTls(port, listeners, loaded, policies, config.sslProfiles, clientCAs, revocation)
+        for port, listeners in byPort.items()
+    }
 
 
 class HttpsServerProtocol(TLSMemoryBIOFactory.protocol):  # type: ignore[misc, name-defined]
@@ -503,6 +702,68 @@ class HttpsServerProtocol(TLSMemoryBIOFactory.protocol):  # type: ignore[misc, n
     record starts with 0x16 (0x80 and up for an SSLv2-style hello), an HTTP
     request with a method in capitals.  Later reads go straight to TLS.
     """
+
+    agwServerTls: ServerTls | None = None
+    agwListenerTls: _ListenerTls | None = None
+    """The listener SNI chose, whose context the handshake used."""
+    agwVerifyError: tuple[int, int] | None = None
+    agwRevocation: str | None = None
+    """Why OCSP refused the client certificate; None when it did not (or was not asked)."""
+    _agwClientCertificate: ClientCertificate | None = None
+    _agwRevocationAsked = False
+
+    def revocationCheck(self) -> Any:
+        """
+        A Deferred that fires once the client certificate's OCSP check is
+        done, the first time it is called on a connection whose listener
+        wants one; else None.  The HTTP channel holds the connection's
+        requests until then.
+        """
+        if self._agwRevocationAsked:
+            return None
+        self._agwRevocationAsked = True
+        entry, serverTls = self.agwListenerTls, self.agwServerTls
+        if entry is None or not entry.auth.ocsp or serverTls is None or serverTls.revocation is None:
+            return None
+        if self.agwVerifyError is not None:
+            return None  # refused already
+        chain = self._tlsConnection.get_verified_chain()
+        if not chain or len(chain) < 2:
+            return None  # no certificate, or one that is its own trust anchor
+        cert, issuer = chain[0].to_cryptography(), chain[1].to_cryptography()
+
+        def checked(reason: str | None) -> None:
+            self.agwRevocation = reason
+
+        return serverTls.revocation.check(cert, issuer).addCallback(checked)
+
+    def clientCertificate(self) -> ClientCertificate:
+        """What the client sent and what verification said (computed once per connection)."""
+        found = self._agwClientCertificate
+        if found is None:
+            entry = self.agwListenerTls
+            if entry is None or entry.auth.mode == "Off":
+                found = NONE
+            else:
+                found = connectionCertificate(
+                    self.getPeerCertificate(), self.agwVerifyError, entry.auth, self.agwRevocation
+                )
+            self._agwClientCertificate = found
+        return found
+
+    def clientAuthRefusal(self, listener: str) -> tuple[int, str] | None:
+        """
+        None when a request routed to C{listener} may go on over this
+        connection, else the (status, message) to answer (logged).
+        """
+        serverTls = self.agwServerTls
+        routed = serverTls.byListener.get(listener) if serverTls is not None else None
+        if routed is None or routed.auth.mode == "Off":
+            return None
+        handshake = self.agwListenerTls
+        return clientAuthVerdict(
+            routed.auth, handshake.auth if handshake else None, self.clientCertificate(), serverTls.port
+        )
 
     def dataReceived(self, data: bytes) -> None:
         tls = super().dataReceived
@@ -776,7 +1037,10 @@ class GatewayTls:
     def __init__(self, config: GatewayConfig, reactor: Any, now: datetime.datetime | None = None) -> None:
         self.config = config
         self.reactor = reactor
-        self.server = buildServerTls(config, now)
+        self.revocation: OcspChecker | None = None
+        if any(p.verifyClientRevocation == "OCSP" for p in config.sslProfiles.values()):
+            self.revocation = OcspChecker(reactor)
+        self.server = buildServerTls(config, now, self.revocation)
         problems: list[TlsProblem] = []
         self.roots: dict[str, list[x509.Certificate]] = {}
         for name, root in config.trustedRootCertificates.items():

@@ -328,6 +328,24 @@ class GatewayRequest(server.Request):
         """
         self._done(None)
 
+    agwClientCert: Any = None
+    """The TLS client certificate (L{agwtx.clientauth.ClientCertificate}) on HTTPS listeners."""
+    _agwClientAuth: Any = ()
+
+    def clientAuthRefusal(self, listener: str) -> tuple[int, str] | None:
+        """
+        The TLS connection's verdict on this request's client certificate for
+        C{listener} (mutual TLS): None to go on, else (status, message).  Asked
+        once per request however often the request is resolved.
+        """
+        if self._agwClientAuth == ():
+            transport = self.channel.transport if self.channel is not None else None
+            check = getattr(transport, "clientAuthRefusal", None)
+            self._agwClientAuth = check(listener) if check is not None else None
+            if check is not None:
+                self.agwClientCert = transport.clientCertificate()  # type: ignore[union-attr]
+        return self._agwClientAuth  # type: ignore[no-any-return]
+
     def isSecure(self) -> bool:
         """Whether the listener is HTTPS: known per port, no interface lookup per request."""
         if self._prepared:
@@ -482,6 +500,10 @@ class GatewayChannel(http.HTTPChannel):
     _lingerBytes = 0
     agwSlot: Any = None
     """The L{agwtx.limits.ConnectionSlot} this connection holds (handed to a WebSocket bridge)."""
+    _gone = False
+    _revocationAsked = False
+    _held: list[bytes] | None = None
+    """What the client sent while its certificate's revocation check runs (the transport is paused)."""
 
     # A deadline for the request head, against clients that send it a byte at
     # a time (the idle timer restarts on every byte, so alone it never fires).
@@ -489,6 +511,31 @@ class GatewayChannel(http.HTTPChannel):
     # a request arriving whole never does, and it ends at the blank line.
 
     def dataReceived(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+            return
+        pending = None
+        if not self._revocationAsked:
+            self._revocationAsked = True
+            check = getattr(self.transport, "revocationCheck", None)
+            pending = check() if check is not None else None
+        if pending is not None:
+            # Requests wait for the TLS client certificate's OCSP answer (bounded
+            # by the checker's timeout); the transport stops reading meanwhile.
+            self._held = [data]
+            self.transport.pauseProducing()
+            pending.addBoth(self._revocationChecked)
+            return
+        self._received(data)
+
+    def _revocationChecked(self, result: object) -> None:
+        held, self._held = self._held or [], None
+        if self._gone or self.transport is None:
+            return
+        self.transport.resumeProducing()
+        self._received(b"".join(held))
+
+    def _received(self, data: bytes) -> None:
         super().dataReceived(data)
         if not self._handlingRequest and self.line_mode and b"\n" in self._buffer:
             # A bare LF in a head line (the parser splits at CRLF only, so the
@@ -687,6 +734,8 @@ class GatewayChannel(http.HTTPChannel):
         slot, self.agwSlot = self.agwSlot, None
         if slot is not None:
             slot.release()
+        self._gone = True
+        self._held = None
         for name in ("_idleCall", "_headCall", "_lingerCall"):
             call = getattr(self, name)
             setattr(self, name, None)
@@ -786,6 +835,10 @@ class GatewaySite(server.Site):
             return None, 404, "Not Found: no listener on this port serves that host name"
         request.agwListener = route.listener.name
         request.agwRule = route.rule.name
+        if self.secure:
+            refusal = request.clientAuthRefusal(route.listener.name)
+            if refusal is not None:
+                return None, refusal[0], refusal[1]
         return route.target, 0, ""
 
     def dispatch(self, request: GatewayRequest) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from agwtx.democert import subjectAltName
 
@@ -119,10 +119,16 @@ class CA:
         cn: str | None = None,
         notBefore: datetime.datetime | None = None,
         notAfter: datetime.datetime | None = None,
+        client: bool = False,
+        ocspUrl: str | None = None,
     ) -> Issued:
+        """
+        A leaf for C{names}; C{client} makes it a TLS client certificate
+        (clientAuth usage), C{ocspUrl} names its OCSP responder (AIA).
+        """
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_name(cn or names[0]))
             .issuer_name(self.cert.subject)
@@ -132,18 +138,33 @@ class CA:
             .not_valid_after(notAfter or now + 10 * ONE_DAY)
             .add_extension(subjectAltName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]
+                ),
+                critical=False,
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                 critical=False,
             )
-            .sign(self.key, hashes.SHA256())
         )
-        return Issued(cert, key, self.chain)
+        if ocspUrl is not None:
+            builder = builder.add_extension(
+                x509.AuthorityInformationAccess(
+                    [
+                        x509.AccessDescription(
+                            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocspUrl)
+                        )
+                    ]
+                ),
+                critical=False,
+            )
+        return Issued(builder.sign(self.key, hashes.SHA256()), key, self.chain)
 
-    def issueExpired(self, names: list[str], cn: str | None = None) -> Issued:
+    def issueExpired(self, names: list[str], cn: str | None = None, client: bool = False) -> Issued:
         now = _now()
-        return self.issue(names, cn, notBefore=now - 10 * ONE_DAY, notAfter=now - ONE_DAY)
+        return self.issue(names, cn, notBefore=now - 10 * ONE_DAY, notAfter=now - ONE_DAY, client=client)
 
 
 def selfSigned(names: list[str], cn: str | None = None) -> Issued:

@@ -184,11 +184,25 @@ def test_fullNotConvertedAtTheTop(capsys: pytest.CaptureFixture[str]) -> None:
         "; NOT CONVERTED: zones = ",
         "; NOT CONVERTED: identity = ",
         "; NOT CONVERTED: enableHttp2 = true",
-        "; NOT CONVERTED: sslPolicy = ",
         "; NOT CONVERTED: gatewayIPConfigurations = appGatewayIpConfig",
         "; NOT CONVERTED: frontendIPConfigurations = appGwPublicFrontendIp",
     ):
         assert any(line.startswith(prefix) for line in top), prefix
+
+
+def test_fullSslPolicyBecomesGatewayKeys(capsys: pytest.CaptureFixture[str]) -> None:
+    out = imported(capsys, FULL)
+    assert keys(out, "[gateway]") == ["sslPolicyType = Predefined", "sslPolicyName = AppGwSslPolicy20220101"]
+    assert "sslPolicy" not in "\n".join(topComments(out))
+
+
+def test_oldApiVersionWithoutSslPolicyIsExplained(capsys: pytest.CaptureFixture[str]) -> None:
+    gateway = sections(imported(capsys, ARTICLE))["[gateway]"]
+    assert gateway == [
+        "; no sslPolicy: Azure's default for apiVersion 2016-09-01 is AppGwSslPolicy20150501 (TLS 1.0 and "
+        "up); agw's is AppGwSslPolicy20220101, Azure's from 2023-02-01 (TLS 1.2 and up). Add "
+        "sslPolicyName = AppGwSslPolicy20150501 for old clients"
+    ]
 
 
 def test_fullListeners(capsys: pytest.CaptureFixture[str]) -> None:
@@ -744,7 +758,119 @@ def _importAndLoad(capsys: pytest.CaptureFixture[str], tmp_path: Path, source: P
             Path(parser[section]["privateKey"]).write_bytes(keyPem(issued.key))
         elif section.startswith("trustedRootCertificate:"):
             CA().writeRoot(Path(parser[section]["certificate"]))
+        elif section.startswith("trustedClientCertificate:"):
+            CA().writeRoot(Path(parser[section]["data"]))
     return loadConfig(ini)
+
+
+GW = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/applicationGateways/gw"
+TLS_GATEWAY = {
+    "name": "gw",
+    "apiVersion": "2024-05-01",
+    "properties": {
+        "sslPolicy": {
+            "policyType": "Custom",
+            "minProtocolVersion": "TLSv1_1",
+            "cipherSuites": ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA"],
+        },
+        "frontendPorts": [{"name": "p443", "properties": {"port": 443}}],
+        "sslCertificates": [{"name": "cert", "properties": {"data": "MIIb", "password": "x"}}],
+        "trustedClientCertificates": [{"name": "clientCA", "properties": {"data": "LS0tLS1CRUdJTi"}}],
+        "sslProfiles": [
+            {
+                "name": "mtls",
+                "properties": {
+                    "sslPolicy": {"policyType": "CustomV2", "minProtocolVersion": "TLSv1_3"},
+                    "clientAuthConfiguration": {
+                        "verifyClientCertIssuerDN": True,
+                        "verifyClientRevocation": "OCSP",
+                    },
+                    "trustedClientCertificates": [{"id": f"{GW}/trustedClientCertificates/clientCA"}],
+                },
+            },
+            {
+                "name": "pass",
+                "properties": {
+                    "sslPolicy": {"policyType": "Predefined", "policyName": "AppGwSslPolicy20220101S"},
+                    "clientAuthConfiguration": {"verifyClientAuthMode": "Passthrough"},
+                },
+            },
+            {
+                "name": "weird",
+                "properties": {"sslPolicy": {"policyType": "Custom", "cipherSuites": ["NOPE"]}},
+            },
+        ],
+        "httpListeners": [
+            {
+                "name": name,
+                "properties": {
+                    "frontendPort": {"id": f"{GW}/frontendPorts/p443"},
+                    "protocol": "Https",
+                    "hostNames": [f"{name}.example"],
+                    "sslCertificate": {"id": f"{GW}/sslCertificates/cert"},
+                    "sslProfile": {"id": f"{GW}/sslProfiles/{name}"},
+                },
+            }
+            for name in ("mtls", "pass")
+        ],
+        "backendAddressPools": [
+            {"name": "pool", "properties": {"backendAddresses": [{"ipAddress": "10.0.0.1"}]}}
+        ],
+        "backendHttpSettingsCollection": [{"name": "s", "properties": {"port": 80, "protocol": "Http"}}],
+        "requestRoutingRules": [
+            {
+                "name": f"r-{name}",
+                "properties": {
+                    "ruleType": "Basic",
+                    "priority": priority,
+                    "httpListener": {"id": f"{GW}/httpListeners/{name}"},
+                    "backendAddressPool": {"id": f"{GW}/backendAddressPools/pool"},
+                    "backendHttpSettings": {"id": f"{GW}/backendHttpSettingsCollection/s"},
+                },
+            }
+            for priority, name in ((10, "mtls"), (20, "pass"))
+        ],
+    },
+}
+
+
+def test_sslPolicyProfilesAndTrustedClientCertificates(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = convert(TLS_GATEWAY, "gw.json", tlsDir="/tls")
+    assert keys(out, "[gateway]") == [
+        "sslPolicyType = Custom",
+        "sslMinProtocolVersion = TLSv1_1",
+        "sslCipherSuites = TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    ]
+    assert keys(out, "[trustedClientCertificate:clientCA]") == ["data = /tls/clientCA.ca.pem"]
+    assert keys(out, "[sslProfile:mtls]") == [
+        "sslPolicyType = CustomV2",
+        "sslMinProtocolVersion = TLSv1_3",
+        "trustedClientCertificates = clientCA",
+        "verifyClientCertIssuerDN = true",
+        "verifyClientRevocation = OCSP",
+    ]
+    assert keys(out, "[sslProfile:pass]") == [
+        "sslPolicyType = Predefined",
+        "sslPolicyName = AppGwSslPolicy20220101S",
+        "verifyClientAuthMode = Passthrough",
+    ]
+    assert keys(out, "[sslProfile:weird]") == []
+    assert "; NOT CONVERTED: sslPolicy.cipherSuites: NOPE: not a cipher suite Azure knows" in out
+    assert "sslProfile = mtls" in keys(out, "[httpListener:mtls]")
+    assert "sslProfile = pass" in keys(out, "[httpListener:pass]")
+    assert not any("sslPolicy" in line or "sslProfiles" in line for line in topComments(out))
+    # And agw loads it (certificates put where the placeholders point).
+    source = tmp_path / "gw.json"
+    source.write_text(json.dumps(TLS_GATEWAY))
+    config = _importAndLoad(capsys, tmp_path, source)
+    assert config.gateway.sslPolicy.minProtocolVersion == "TLSv1_1"
+    profile = config.sslProfiles["mtls"]
+    assert (profile.trustedClientCertificates, profile.verifyClientCertIssuerDN) == (("clientCA",), True)
+    assert profile.verifyClientRevocation == "OCSP"
+    assert config.sslProfiles["pass"].verifyClientAuthMode == "Passthrough"
+    assert config.httpListeners["mtls"].sslProfile == "mtls"
 
 
 def test_articleLoads(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -142,8 +142,8 @@ def expand(expected: list[str]) -> list[str]:
 
 KINDS = (
     "backendAddressPool, backendHttpSettings, frontendPort, gateway, httpListener, probe, "
-    "redirectConfiguration, requestRoutingRule, rewriteRuleSet, sslCertificate, "
-    "trustedRootCertificate, urlPathMap"
+    "redirectConfiguration, requestRoutingRule, rewriteRuleSet, sslCertificate, sslProfile, "
+    "trustedClientCertificate, trustedRootCertificate, urlPathMap"
 )
 PROBE_KEYS = (
     "host, interval, match.body, match.statusCodes, path, pickHostNameFromBackendHttpSettings, "
@@ -160,7 +160,10 @@ REWRITE_KEYS = (
 ENDPOINT = "expected a Twisted endpoint string starting with tcp:, tcp6:, ssl:, unix: or systemd:"
 VARIABLES = (
     "var_client_ip, var_client_port, var_host, var_query_string, var_request_uri, "
-    "var_ssl_enabled, var_uri_path, http_req_<Header>, http_resp_<Header>"
+    "var_ssl_enabled, var_uri_path, var_client_certificate, var_client_certificate_end_date, "
+    "var_client_certificate_fingerprint, var_client_certificate_issuer, var_client_certificate_serial, "
+    "var_client_certificate_start_date, var_client_certificate_subject, "
+    "var_client_certificate_verification, http_req_<Header>, http_resp_<Header>"
 )
 HOST_PATTERN = (
     "expected a host name such as www.contoso.com or *.contoso.com (letters, digits, "
@@ -1073,6 +1076,195 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         [
             "@3: [httpListener:l2] sslCertificate: required for protocol Https",
             "@3: [httpListener:l2]: no requestRoutingRule uses this listener, so its requests could not be routed",
+        ],
+    ),
+    (
+        "unknown predefined policy",
+        "[gateway]\nsslPolicyName = AppGwSslPolicy2099\n",
+        [
+            "@2: [gateway] sslPolicyName: unknown predefined policy 'AppGwSslPolicy2099'; expected one of: "
+            "AppGwSslPolicy20150501, AppGwSslPolicy20170401, AppGwSslPolicy20170401S, "
+            "AppGwSslPolicy20220101, AppGwSslPolicy20220101S"
+        ],
+    ),
+    (
+        "unknown policy type",
+        "[gateway]\nsslPolicyType = Strict\n",
+        ["@2: [gateway] sslPolicyType: expected Predefined, Custom or CustomV2, got 'Strict'"],
+    ),
+    (
+        "unknown minimum protocol version",
+        "[gateway]\nsslPolicyType = Custom\nsslMinProtocolVersion = TLS1.2\n",
+        ["@3: [gateway] sslMinProtocolVersion: expected TLSv1_0, TLSv1_1, TLSv1_2 or TLSv1_3, got 'TLS1.2'"],
+    ),
+    (
+        "unknown cipher suite",
+        "[gateway]\nsslPolicyType = Custom\nsslCipherSuites = ECDHE-RSA-AES128-GCM-SHA256\n",
+        [
+            "@3: [gateway] sslCipherSuites: unknown cipher suite 'ECDHE-RSA-AES128-GCM-SHA256'; expected "
+            "Azure's names, such as TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 (see docs/tls.rst)"
+        ],
+    ),
+    (
+        "minimum version with a predefined policy",
+        "[gateway]\nsslPolicyName = AppGwSslPolicy20220101\nsslMinProtocolVersion = TLSv1_3\n",
+        [
+            "@3: [gateway] sslMinProtocolVersion: only with sslPolicyType Custom or CustomV2; "
+            "a predefined policy fixes it"
+        ],
+    ),
+    (
+        "policy name with a custom policy",
+        (
+            "[gateway]\nsslPolicyType = CustomV2\nsslPolicyName = AppGwSslPolicy20220101\n"
+            "sslMinProtocolVersion = TLSv1_3\n"
+        ),
+        ["@3: [gateway] sslPolicyName: only with sslPolicyType Predefined"],
+    ),
+    (
+        "Custom without cipher suites",
+        "[gateway]\nsslPolicyType = Custom\nsslMinProtocolVersion = TLSv1_2\n",
+        ["@1: [gateway] sslCipherSuites: required: the TLS 1.2 cipher suites to offer"],
+    ),
+    (
+        "TLS 1.3 needs CustomV2",
+        (
+            "[gateway]\nsslPolicyType = Custom\nsslMinProtocolVersion = TLSv1_3\n"
+            "sslCipherSuites = TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n"
+        ),
+        ["@3: [gateway] sslMinProtocolVersion: TLSv1_3 needs sslPolicyType CustomV2"],
+    ),
+    (
+        "CustomV2 refuses TLS 1.0",
+        (
+            "[gateway]\nsslPolicyType = CustomV2\nsslMinProtocolVersion = TLSv1_0\n"
+            "sslCipherSuites = TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n"
+        ),
+        [
+            "@3: [gateway] sslMinProtocolVersion: TLSv1_0 is not allowed with CustomV2 (as in Azure: use "
+            "sslPolicyType Custom or an older predefined policy for TLS 1.0 and 1.1)"
+        ],
+    ),
+    (
+        "TLS 1.2 suites with a TLS 1.3 minimum",
+        (
+            "[gateway]\nsslPolicyType = CustomV2\nsslMinProtocolVersion = TLSv1_3\n"
+            "sslCipherSuites = TLS_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n"
+        ),
+        [
+            "@4: [gateway] sslCipherSuites: TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 is a TLS 1.2 suite, of no "
+            "use with sslMinProtocolVersion TLSv1_3 (TLS 1.3 suites are fixed)"
+        ],
+    ),
+    (
+        "TLS 1.3 suite in a Custom policy",
+        (
+            "[gateway]\nsslPolicyType = Custom\nsslMinProtocolVersion = TLSv1_2\n"
+            "sslCipherSuites = TLS_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n"
+        ),
+        ["@4: [gateway] sslCipherSuites: TLS_AES_128_GCM_SHA256 is a TLS 1.3 suite: only with CustomV2"],
+    ),
+    (
+        "only DHE suites",
+        (
+            "[gateway]\nsslPolicyType = Custom\nsslMinProtocolVersion = TLSv1_2\n"
+            "sslCipherSuites = TLS_DHE_RSA_WITH_AES_128_GCM_SHA256\n"
+        ),
+        [
+            "@4: [gateway] sslCipherSuites: only TLS_DHE_* suites, which agw (like Application Gateway v2) "
+            "never offers"
+        ],
+    ),
+    (
+        "repeated cipher suite",
+        (
+            "[gateway]\nsslPolicyType = Custom\n"
+            "sslCipherSuites = TLS_RSA_WITH_AES_128_CBC_SHA, tls_rsa_with_aes_128_cbc_sha\n"
+        ),
+        ["@3: [gateway] sslCipherSuites: cipher suite 'TLS_RSA_WITH_AES_128_CBC_SHA' is listed twice"],
+    ),
+    (
+        "profile on an Http listener",
+        "[sslProfile:p]\n[httpListener:l2]\nfrontendPort = http\nhostNames = a.x\nsslProfile = p\n",
+        [
+            "@2: [httpListener:l2]: no requestRoutingRule uses this listener, so its requests could not be routed",
+            "@5: [httpListener:l2] sslProfile: not allowed with protocol Http",
+        ],
+    ),
+    (
+        "unknown profile",
+        (
+            "[sslCertificate:c]\ncertificate = cert.pem\nprivateKey = key.pem\n[frontendPort:https]\nport = 8443\n"
+            "[httpListener:l2]\nfrontendPort = https\nprotocol = Https\nsslCertificate = c\nsslProfile = nope\n"
+            "[requestRoutingRule:r2]\nhttpListener = l2\nbackendAddressPool = pool\nbackendHttpSettings = settings\n"
+        ),
+        ["@10: [httpListener:l2] sslProfile: refers to sslProfile 'nope', which is not defined"],
+    ),
+    (
+        "profile policy problem",
+        (
+            "[sslProfile:p]\nsslPolicyType = CustomV2\nsslMinProtocolVersion = TLSv1_1\n"
+            "sslCipherSuites = TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\n"
+        ),
+        [
+            "@3: [sslProfile:p] sslMinProtocolVersion: TLSv1_1 is not allowed with CustomV2 (as in Azure: use "
+            "sslPolicyType Custom or an older predefined policy for TLS 1.0 and 1.1)"
+        ],
+    ),
+    (
+        "unknown trusted client certificate",
+        "[sslProfile:p]\ntrustedClientCertificates = nope\n",
+        [
+            "@2: [sslProfile:p] trustedClientCertificates: refers to trustedClientCertificate 'nope', "
+            "which is not defined"
+        ],
+    ),
+    (
+        "trusted client certificate without data",
+        "[trustedClientCertificate:t]\n",
+        ["@1: [trustedClientCertificate:t] data: required key is missing"],
+    ),
+    (
+        "trusted client certificate that is no CA",
+        "[trustedClientCertificate:t]\ndata = cert.pem\n",
+        [
+            "@2: [trustedClientCertificate:t] data: CN=localhost,O=agw tests is not a CA certificate "
+            "(basicConstraints CA:TRUE) ({tmp}/cert.pem)"
+        ],
+    ),
+    (
+        "OCSP with passthrough",
+        "[sslProfile:p]\nverifyClientAuthMode = Passthrough\nverifyClientRevocation = OCSP\n",
+        [
+            "@3: [sslProfile:p] verifyClientRevocation: only with trustedClientCertificates "
+            "(verifyClientAuthMode Strict)"
+        ],
+    ),
+    (
+        "unknown revocation check",
+        "[sslProfile:p]\nverifyClientRevocation = CRL\n",
+        ["@2: [sslProfile:p] verifyClientRevocation: expected None or OCSP, got 'CRL'"],
+    ),
+    (
+        "bad client auth mode",
+        "[sslProfile:p]\nverifyClientAuthMode = Optional\n",
+        ["@2: [sslProfile:p] verifyClientAuthMode: expected Strict or Passthrough, got 'Optional'"],
+    ),
+    (
+        "trusted CAs with passthrough",
+        "[trustedClientCertificate:t]\ndata = ca.pem\n[sslProfile:p]\ntrustedClientCertificates = t\n"
+        "verifyClientAuthMode = Passthrough\n",
+        [
+            "@4: [sslProfile:p] trustedClientCertificates: not used with verifyClientAuthMode Passthrough "
+            "(nothing is verified); remove it"
+        ],
+    ),
+    (
+        "issuer DN check without trusted CAs",
+        "[sslProfile:p]\nverifyClientCertIssuerDN = true\n",
+        [
+            "@2: [sslProfile:p] verifyClientCertIssuerDN: only with trustedClientCertificates "
+            "(verifyClientAuthMode Strict)"
         ],
     ),
     (

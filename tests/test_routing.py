@@ -1625,3 +1625,18 @@ def test_gateway_streamed_upload_through_a_plugin(gateway: Gateway) -> None:
     assert status == 200 and echoed == body and headers["x-demo-backend"] == ["B"]
     status, headers, echoed = gateway.request("canary.test", "/echo", method="POST", body=body[:1000])
     assert status == 200 and echoed == body[:1000] and headers["x-demo-backend"] == ["A"]
+
+
+def test_client_certificate_headers_never_come_from_the_client() -> None:
+    """A header a rule fills from a client-certificate variable is removed even when the rule does not act."""
+    rs = ruleSet(
+        RewriteRule(
+            "cert",
+            conditions=(("var_uri_path", "^/never$", False, False),),
+            requestHeaders=(("X-Client-Cert-Fingerprint", "{var_client_certificate_fingerprint}"),),
+        ),
+        RewriteRule("other", requestHeaders=(("X-Other", "{var_host}"),)),
+    )
+    fwd = FWD + [(b"x-client-cert-fingerprint", b"forged"), (b"X-Kept", b"1")]
+    out = rs.applyRequest(FakeRequest(host=b"app.test"), fwd)
+    assert out == FWD + [(b"X-Kept", b"1"), (b"X-Other", b"app.test")]
