@@ -169,7 +169,7 @@ class BackendHttpSettings:
     webSocketPingInterval: float = 0.0
     webSocketMaxMessageSize: int = 0
     """0 means no limit beyond memory-safe streaming."""
-    maxConnectionsPerServer: int = 1024
+    maxConnectionsPerServer: int = 128
     """Backend connections one member serves requests on at once; 0 = no cap."""
     maxQueuedRequestsPerServer: int = 4096
     """Requests that may wait for a member's free connection; beyond: 503."""

@@ -150,3 +150,21 @@ def test_member_choice_sees_connections_and_queues(
         if h is not None:
             m.health = h
     assert [state.members.index(state.pick()) for _ in picks] == picks  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "description, listened",
+    [
+        ("tcp:80", "tcp:80:backlog=4096"),
+        ("tcp:8080:interface=\\:\\:1", "tcp:8080:interface=\\:\\:1:backlog=4096"),
+        ("tcp6:port=443", "tcp6:port=443:backlog=4096"),
+        ("ssl:443:privateKey=k.pem", "ssl:443:privateKey=k.pem:backlog=4096"),
+        ("tcp:80:backlog=10", "tcp:80:backlog=10"),  # the user's choice stays
+        ("unix:/run/agw.sock", "unix:/run/agw.sock"),
+        ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+    ],
+)
+def test_frontend_ports_listen_with_a_backlog_for_thousands_of_clients(description: str, listened: str) -> None:
+    from agwtx.service import withBacklog
+
+    assert withBacklog(description) == listened
