@@ -106,6 +106,23 @@ response, errors, resumed sessions, server CPU ms per connection), then::
 
 Only the parts whose rows run are printed.
 
+Connection-scaling pass (``--scaling 10,100,1000,4000``): instead of the
+rows above, the ``nginx`` proxy and ``agw`` rows are each loaded with wrk at
+every listed number of client connections (warm-up, then ``--duration``),
+and the backend connections each opened per request are read from the
+backend nginx's ``stub_status`` (``accepts`` and ``requests`` before and
+after the measured run).  The open-files limit is raised to the hard limit
+first (the servers started inherit it); nginx gets ``worker_connections
+16384`` and the proxy ``keepalive 1024``.  ``--agw-setting
+maxConnectionsPerServer=64`` (repeatable) adds backendHttpSettings lines to
+agw's config.  Printed::
+
+    row     conns      req/s    p50 ms    p99 ms  errors  backend connects   requests  connects/req
+    agw       100    ...
+
+    agw backend connects per request: 10: X, 100: X, 1000: X, 4000: X
+    agw req/s at 4000 / at 100: X.XXX
+
 Options:
     --duration S        seconds per measured row (default 10)
     --warmup S          warm-up seconds per row, not reported (default 5; 0 = none)
@@ -113,6 +130,8 @@ Options:
     --paced-delay MS    wait per connection before each request in the paced
                         pass (default 20; 0 = no paced pass)
     --threads N         wrk threads (default 1)
+    --scaling LIST      the connection-scaling pass with these connection counts
+    --agw-setting K=V   a backendHttpSettings line for agw (repeatable)
     --tls-clients N     client processes for new TLS connections (default 4)
     --only ROWS         comma list of rows to run, e.g. ``agw,direct``
     --skip ROWS         comma list of rows to leave out
