@@ -94,7 +94,7 @@ class Member:
         """Hand free slots to waiting leases, oldest first."""
         queue = self.queue
         while queue and (self.maxConnections == 0 or self.active < self.maxConnections):
-            queue.popleft()._granted(True)
+            queue.popleft()._granted()
 
     def noteWait(self, seconds: float) -> None:
         self.waitCounts[bisect_left(QUEUE_WAIT_BUCKETS, seconds)] += 1
@@ -144,13 +144,21 @@ class Lease:
         it has room, later when a slot frees up, or C{refused(message)} when
         its queue is full or the wait times out.
         """
-        self.release()
+        if self.member is not None:
+            self.release()
         self.member = member
+        cap = member.maxConnections
+        if not self.slotted or cap == 0 or (member.active < cap and not member.queue):
+            # the common case, inline: a slot at once
+            self.counted = True
+            member.inflight += 1
+            if self.slotted:
+                self.slot = True
+                member.active += 1
+            granted()
+            return
         self.onGrant = granted
         self.onRefuse = refused
-        if not self.slotted or member.hasRoom:
-            self._granted(False)
-            return
         if len(member.queue) >= member.maxQueued:
             member.queueFull += 1
             self._refuse("Service Unavailable: the backend is at its connection limit and its queue is full")
@@ -164,15 +172,15 @@ class Lease:
         """An uncapped hold, granted at once (for the WebSocket bridge)."""
         self.take(member, _nothing, _nothing)
 
-    def _granted(self, fromQueue: bool) -> None:
+    def _granted(self) -> None:
+        """A slot freed up for this waiting lease (see L{Member.serveQueue})."""
         member = self.member
         assert member is not None
-        if fromQueue:
-            self.waiting = False
-            if self.timer is not None and self.timer.active():
-                self.timer.cancel()
-            self.timer = None
-            member.noteWait(self.clock.seconds() - self.since)
+        self.waiting = False
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        member.noteWait(self.clock.seconds() - self.since)
         self.counted = True
         member.inflight += 1
         if self.slotted:
@@ -203,6 +211,13 @@ class Lease:
         member = self.member
         if member is None:
             return
+        if self.slot:  # the common case first
+            self.slot = self.counted = False
+            member.inflight -= 1
+            member.active -= 1
+            if member.queue:
+                member.serveQueue()
+            return
         self.onGrant = self.onRefuse = None
         if self.waiting:
             self.waiting = False
@@ -210,13 +225,9 @@ class Lease:
                 self.timer.cancel()
             self.timer = None
             member.queue.remove(self)
-        if self.counted:
+        if self.counted:  # an uncapped (WebSocket) hold
             self.counted = False
             member.inflight -= 1
-        if self.slot:
-            self.slot = False
-            member.active -= 1
-            member.serveQueue()
 
 
 def _nothing(*args: Any) -> None:
@@ -263,7 +274,8 @@ class PoolState:
             at = (start + i) % n
             m = members[at]
             if m.available and m not in excluded:
-                if m.hasRoom:
+                cap = m.maxConnections
+                if cap == 0 or (m.active < cap and not m.queue):  # L{Member.hasRoom}, inline
                     self._next = (at + 1) % n
                     return m
                 if best is None or len(m.queue) < len(best.queue):

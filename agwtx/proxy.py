@@ -382,7 +382,7 @@ class _Exchange:
 
     def _startTimer(self) -> None:
         # Not while waiting in the member's queue: queueTimeout bounds that wait.
-        if not self.done and not self.timing and self.lease.held:
+        if not self.done and not self.timing and self.lease.counted:
             if self.stream is None or self.stream.ended:
                 self.timing = True
                 self.ctx.deadlines.add(self, self.target.settings.requestTimeout, self._timedOut)
