@@ -1366,9 +1366,7 @@ class _Loader:
                 maxIdleConnectionsPerServer=sec.get(
                     "maxIdleConnectionsPerServer", lambda t: parseInt(t, 0, CONNECTIONS_MAX)
                 ),
-                idleConnectionTimeout=sec.get(
-                    "idleConnectionTimeout", lambda t: parseDuration(t, 1, 3600)
-                ),
+                idleConnectionTimeout=sec.get("idleConnectionTimeout", lambda t: parseDuration(t, 1, 3600)),
             )
         )
 

@@ -119,7 +119,18 @@ class Lease:
     WebSockets starve every HTTP request to the member.
     """
 
-    __slots__ = ("clock", "slotted", "member", "counted", "slot", "waiting", "since", "timer", "onGrant", "onRefuse")
+    __slots__ = (
+        "clock",
+        "slotted",
+        "member",
+        "counted",
+        "slot",
+        "waiting",
+        "since",
+        "timer",
+        "onGrant",
+        "onRefuse",
+    )
 
     def __init__(self, clock: IReactorTime, slotted: bool = True) -> None:
         self.clock = clock

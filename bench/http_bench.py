@@ -187,7 +187,9 @@ def _counts(text: str) -> list[int]:
     try:
         counts = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of connection counts, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of connection counts, got {text!r}"
+        ) from None
     if not counts or not all(1 <= c <= 100_000 for c in counts):
         raise argparse.ArgumentTypeError(f"expected connection counts in 1..100000, got {text!r}")
     return counts
@@ -466,7 +468,11 @@ class Bench:
         with ExitStack() as stack:
             self.backend_port = self.port()
             self.backend_proc = self.start_nginx(
-                stack, "backend", self.backend_port, [h.static_location(BODY), h.stub_status_location()], **wide
+                stack,
+                "backend",
+                self.backend_port,
+                [h.static_location(BODY), h.stub_status_location()],
+                **wide,
             )
             warnings = self.ready(self.backend_port, self.backend_proc)
             if warnings:
@@ -674,7 +680,10 @@ def print_scaling_report(counts: list[int], rows: list[str], results: dict[str, 
     if "agw" in rows:
         per = summary["agw_connects_per_request"]
         print()
-        print("agw backend connects per request: " + ", ".join(f"{c}: {h.fmt(per[str(c)], '.4f')}" for c in counts))
+        print(
+            "agw backend connects per request: "
+            + ", ".join(f"{c}: {h.fmt(per[str(c)], '.4f')}" for c in counts)
+        )
         print(f"agw req/s at 4000 / at 100: {h.fmt(summary['agw_rate_kept_4000_vs_100'], '.3f')}")
     sys.stdout.flush()
 

@@ -94,7 +94,9 @@ class CountingBackend:
 
 
 @contextmanager
-def gatewayBefore(tmp_path: Path, backends: list[CountingBackend], settings: str) -> Iterator[tuple[int, int]]:
+def gatewayBefore(
+    tmp_path: Path, backends: list[CountingBackend], settings: str
+) -> Iterator[tuple[int, int]]:
     """A gateway (its port and its admin port) before C{backends}, with extra backendHttpSettings lines."""
     port, admin = freePort(), freePort()
     ini = basicIni(
@@ -148,7 +150,10 @@ def sendHead(port: int, path: str) -> socket.socket:
 
 def test_fifty_slow_requests_share_five_backend_connections(tmp_path: Path) -> None:
     backend = CountingBackend(delay=0.05)
-    with gatewayBefore(tmp_path, [backend], "maxConnectionsPerServer = 5\nqueueTimeout = 60") as (port, admin):
+    with gatewayBefore(tmp_path, [backend], "maxConnectionsPerServer = 5\nqueueTimeout = 60") as (
+        port,
+        admin,
+    ):
         with ThreadPoolExecutor(50) as pool:
             results = list(pool.map(lambda i: get(port, f"/{i}"), range(50)))
         assert results == [(200, b"ok")] * 50
@@ -160,7 +165,10 @@ def test_fifty_slow_requests_share_five_backend_connections(tmp_path: Path) -> N
         assert (m["activeConnections"], m["queued"], m["inflight"]) == (0, 0, 0)
         assert m["queueWaits"] >= 45 - 5  # most waited; the histogram saw them
         labels = f'member="127.0.0.1:{backend.port}",pool="pool"'
-        assert metric(admin, f'agw_backend_queue_wait_seconds_count{{{labels},settings="s1"}}') == m["queueWaits"]
+        assert (
+            metric(admin, f'agw_backend_queue_wait_seconds_count{{{labels},settings="s1"}}')
+            == m["queueWaits"]
+        )
         assert metric(admin, f'agw_backend_connects_total{{{labels},settings="s1"}}') == backend.accepted
 
 
@@ -176,10 +184,16 @@ def test_a_full_queue_answers_503_and_counts_it(tmp_path: Path) -> None:
             waitFor(lambda: member(admin)["queued"] == 1, what="the second request queued")
             status, body = get(port, "/third")
             assert status == 503
-            assert body == b"503 Service Unavailable: the backend is at its connection limit and its queue is full\n"
+            assert (
+                body
+                == b"503 Service Unavailable: the backend is at its connection limit and its queue is full\n"
+            )
             assert member(admin)["queueRejected"] == {"full": 1, "timeout": 0}
             labels = f'member="127.0.0.1:{backend.port}",pool="pool"'
-            assert metric(admin, f'agw_backend_queue_rejections_total{{{labels},reason="full",settings="s1"}}') == 1
+            assert (
+                metric(admin, f'agw_backend_queue_rejections_total{{{labels},reason="full",settings="s1"}}')
+                == 1
+            )
             assert metric(admin, f'agw_backend_queue_length{{{labels},settings="s1"}}') == 1
             backend.gate.set()
             assert first.result() == (200, b"ok")
@@ -198,7 +212,10 @@ def test_a_queue_timeout_answers_503(tmp_path: Path) -> None:
             waitFor(lambda: backend.busy == 1, what="the first request at the backend")
             status, body = get(port, "/late")
             assert status == 503
-            assert body == b"503 Service Unavailable: no backend connection became free within the queue timeout\n"
+            assert (
+                body
+                == b"503 Service Unavailable: no backend connection became free within the queue timeout\n"
+            )
             m = member(admin)
             assert m["queueRejected"] == {"full": 0, "timeout": 1}
             assert m["queued"] == 0
@@ -248,7 +265,10 @@ def trickledUpload(port: int, i: int, pieces: int = 4, pause: float = 0.05) -> t
 
 def test_twenty_trickled_uploads_use_at_most_five_backend_connections(tmp_path: Path) -> None:
     backend = CountingBackend()
-    with gatewayBefore(tmp_path, [backend], "maxConnectionsPerServer = 5\nqueueTimeout = 60") as (port, admin):
+    with gatewayBefore(tmp_path, [backend], "maxConnectionsPerServer = 5\nqueueTimeout = 60") as (
+        port,
+        admin,
+    ):
         with ThreadPoolExecutor(20) as pool:
             results = list(pool.map(lambda i: trickledUpload(port, i), range(20)))
         assert results == [(200, b"ok")] * 20

@@ -2115,7 +2115,11 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (tls.maxIdleConnectionsPerServer, tls.idleConnectionTimeout) == (16, 120.0)
     plain = config.backendHttpSettings["plain"]
     assert plain == type(plain)(name="plain")
-    assert (plain.maxConnectionsPerServer, plain.maxQueuedRequestsPerServer, plain.queueTimeout) == (128, 4096, 10.0)
+    assert (plain.maxConnectionsPerServer, plain.maxQueuedRequestsPerServer, plain.queueTimeout) == (
+        128,
+        4096,
+        10.0,
+    )
 
     redirect = config.redirectConfigurations["toSite"]
     assert (redirect.redirectType, redirect.targetUrl, redirect.targetListener) == (

@@ -65,7 +65,9 @@ def test_a_full_queue_refuses_at_once() -> None:
     lease(clock, m)
     lease(clock, m)
     _, out = lease(clock, m)
-    assert out.refused == ["Service Unavailable: the backend is at its connection limit and its queue is full"]
+    assert out.refused == [
+        "Service Unavailable: the backend is at its connection limit and its queue is full"
+    ]
     assert (m.queueFull, len(m.queue), m.active) == (1, 1, 1)
 
 
@@ -164,7 +166,9 @@ def test_member_choice_sees_connections_and_queues(
         ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
     ],
 )
-def test_frontend_ports_listen_with_a_backlog_for_thousands_of_clients(description: str, listened: str) -> None:
+def test_frontend_ports_listen_with_a_backlog_for_thousands_of_clients(
+    description: str, listened: str
+) -> None:
     from agwtx.service import withBacklog
 
     assert withBacklog(description) == listened

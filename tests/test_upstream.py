@@ -287,7 +287,9 @@ def test_idle_pool_keeps_what_the_recent_load_used_and_closes_the_rest_by_age() 
     conns = []
     for _ in range(10):
         got: list[Any] = []
-        pool.getConnection("127.0.0.1", 8000, lambda c, f, got=got: got.append(c), maxIdle=100, idleTimeout=20)
+        pool.getConnection(
+            "127.0.0.1", 8000, lambda c, f, got=got: got.append(c), maxIdle=100, idleTimeout=20
+        )
         proto = reactor.tcpClients[-1][2].buildProtocol(None)
         t = StringTransport()
         proto.makeConnection(t)
@@ -300,7 +302,9 @@ def test_idle_pool_keeps_what_the_recent_load_used_and_closes_the_rest_by_age() 
         reactor.advance(5)
         used: list[Any] = []
         for _ in range(2):
-            pool.getConnection("127.0.0.1", 8000, lambda c, f: used.append(c), maxIdle=100, idleTimeout=20)
+            pool.getConnection(
+                "127.0.0.1", 8000, lambda c, f, used=used: used.append(c), maxIdle=100, idleTimeout=20
+            )
         for proto in used:
             proto.send(b"GET / HTTP/1.1\r\n\r\n", Recorder(), False, False)
             proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
