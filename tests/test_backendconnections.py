@@ -114,6 +114,22 @@ def gatewayBefore(
         gw.stop()
 
 
+@contextmanager
+def firstRequestHeld(tmp_path: Path, settings: str) -> Iterator[tuple[int, int, CountingBackend, Any, Any]]:
+    """
+    A gateway before a backend that holds its requests until
+    C{backend.gate} is set, with C{/first} under way at the backend: (port,
+    admin port, backend, a thread pool for more requests, C{/first}'s future).
+    """
+    backend = CountingBackend()
+    backend.gate.clear()
+    with gatewayBefore(tmp_path, [backend], settings) as (port, admin):
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(get, port, "/first")
+            waitFor(lambda: backend.busy == 1, what="the first request at the backend")
+            yield port, admin, backend, pool, first
+
+
 def get(port: int, path: str = "/") -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
@@ -173,74 +189,56 @@ def test_fifty_slow_requests_share_five_backend_connections(tmp_path: Path) -> N
 
 
 def test_a_full_queue_answers_503_and_counts_it(tmp_path: Path) -> None:
-    backend = CountingBackend()
-    backend.gate.clear()
     settings = "maxConnectionsPerServer = 1\nmaxQueuedRequestsPerServer = 1\nqueueTimeout = 60"
-    with gatewayBefore(tmp_path, [backend], settings) as (port, admin):
-        with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(get, port, "/first")
-            waitFor(lambda: backend.busy == 1, what="the first request at the backend")
-            second = pool.submit(get, port, "/second")
-            waitFor(lambda: member(admin)["queued"] == 1, what="the second request queued")
-            status, body = get(port, "/third")
-            assert status == 503
-            assert (
-                body
-                == b"503 Service Unavailable: the backend is at its connection limit and its queue is full\n"
-            )
-            assert member(admin)["queueRejected"] == {"full": 1, "timeout": 0}
-            labels = f'member="127.0.0.1:{backend.port}",pool="pool"'
-            assert (
-                metric(admin, f'agw_backend_queue_rejections_total{{{labels},reason="full",settings="s1"}}')
-                == 1
-            )
-            assert metric(admin, f'agw_backend_queue_length{{{labels},settings="s1"}}') == 1
-            backend.gate.set()
-            assert first.result() == (200, b"ok")
-            assert second.result() == (200, b"ok")
+    with firstRequestHeld(tmp_path, settings) as (port, admin, backend, pool, first):
+        second = pool.submit(get, port, "/second")
+        waitFor(lambda: member(admin)["queued"] == 1, what="the second request queued")
+        status, body = get(port, "/third")
+        assert status == 503
+        assert (
+            body == b"503 Service Unavailable: the backend is at its connection limit and its queue is full\n"
+        )
+        assert member(admin)["queueRejected"] == {"full": 1, "timeout": 0}
+        labels = f'member="127.0.0.1:{backend.port}",pool="pool"'
+        assert (
+            metric(admin, f'agw_backend_queue_rejections_total{{{labels},reason="full",settings="s1"}}') == 1
+        )
+        assert metric(admin, f'agw_backend_queue_length{{{labels},settings="s1"}}') == 1
+        backend.gate.set()
+        assert first.result() == (200, b"ok")
+        assert second.result() == (200, b"ok")
         assert backend.paths == ["/first", "/second"]
         assert backend.accepted == 1
 
 
 def test_a_queue_timeout_answers_503(tmp_path: Path) -> None:
-    backend = CountingBackend()
-    backend.gate.clear()
     settings = "maxConnectionsPerServer = 1\nqueueTimeout = 200ms"
-    with gatewayBefore(tmp_path, [backend], settings) as (port, admin):
-        with ThreadPoolExecutor(1) as pool:
-            first = pool.submit(get, port, "/first")
-            waitFor(lambda: backend.busy == 1, what="the first request at the backend")
-            status, body = get(port, "/late")
-            assert status == 503
-            assert (
-                body
-                == b"503 Service Unavailable: no backend connection became free within the queue timeout\n"
-            )
-            m = member(admin)
-            assert m["queueRejected"] == {"full": 0, "timeout": 1}
-            assert m["queued"] == 0
-            backend.gate.set()
-            assert first.result() == (200, b"ok")
+    with firstRequestHeld(tmp_path, settings) as (port, admin, backend, pool, first):
+        status, body = get(port, "/late")
+        assert status == 503
+        assert (
+            body == b"503 Service Unavailable: no backend connection became free within the queue timeout\n"
+        )
+        m = member(admin)
+        assert m["queueRejected"] == {"full": 0, "timeout": 1}
+        assert m["queued"] == 0
+        backend.gate.set()
+        assert first.result() == (200, b"ok")
         assert backend.paths == ["/first"]
 
 
 def test_a_client_leaving_the_queue_frees_its_place(tmp_path: Path) -> None:
-    backend = CountingBackend()
-    backend.gate.clear()
     settings = "maxConnectionsPerServer = 1\nmaxQueuedRequestsPerServer = 1\nqueueTimeout = 60"
-    with gatewayBefore(tmp_path, [backend], settings) as (port, admin):
-        with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(get, port, "/first")
-            waitFor(lambda: backend.busy == 1, what="the first request at the backend")
-            leaving = sendHead(port, "/leaving")
-            waitFor(lambda: member(admin)["queued"] == 1, what="the request queued")
-            leaving.close()
-            waitFor(lambda: member(admin)["queued"] == 0, what="the queue emptied")
-            after = pool.submit(get, port, "/after")  # would be refused if the place were still taken
-            waitFor(lambda: member(admin)["queued"] == 1, what="the next request queued")
-            backend.gate.set()
-            assert first.result() == (200, b"ok")
-            assert after.result() == (200, b"ok")
+    with firstRequestHeld(tmp_path, settings) as (port, admin, backend, pool, first):
+        leaving = sendHead(port, "/leaving")
+        waitFor(lambda: member(admin)["queued"] == 1, what="the request queued")
+        leaving.close()
+        waitFor(lambda: member(admin)["queued"] == 0, what="the queue emptied")
+        after = pool.submit(get, port, "/after")  # would be refused if the place were still taken
+        waitFor(lambda: member(admin)["queued"] == 1, what="the next request queued")
+        backend.gate.set()
+        assert first.result() == (200, b"ok")
+        assert after.result() == (200, b"ok")
         assert backend.paths == ["/first", "/after"]
         assert member(admin)["queueRejected"] == {"full": 0, "timeout": 0}
 
