@@ -295,3 +295,44 @@ def test_idle_connections_are_reused_by_the_next_burst(tmp_path: Path) -> None:
     finally:
         backend.close()
         gw.stop()
+
+
+def test_a_member_at_its_cap_gets_no_more_requests_while_another_has_room(tmp_path: Path) -> None:
+    # Round robin alone would send every second request to the slow member
+    # and leave it waiting there.
+    slow, fast = CountingBackend(), CountingBackend()
+    slow.gate.clear()
+    settings = "maxConnectionsPerServer = 1\nqueueTimeout = 60"
+    with gatewayBefore(tmp_path, [slow, fast], settings) as (port, admin):
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(get, port, "/held")
+            waitFor(lambda: slow.busy == 1, what="the first request at the slow member")
+            for i in range(6):
+                assert get(port, f"/next{i}") == (200, b"ok")
+            assert fast.paths == [f"/next{i}" for i in range(6)]
+            slow.gate.set()
+            assert held.result() == (200, b"ok")
+        assert slow.paths == ["/held"]
+
+
+def test_websockets_do_not_count_against_the_cap(tmp_path: Path) -> None:
+    from contextlib import ExitStack
+
+    from websockets.sync.client import connect
+
+    from tests.support import startBackend
+
+    backend, backendPort = startBackend(tmp_path)
+    port = freePort()
+    settings = "maxConnectionsPerServer = 1\nmaxQueuedRequestsPerServer = 0"
+    gw = startGateway(tmp_path, basicIni(port, [backendPort], settings=settings), port)
+    try:
+        with ExitStack() as stack:
+            for i in range(2):  # both open although the cap is one and nothing may queue
+                ws = stack.enter_context(connect(f"ws://127.0.0.1:{port}/ws{i}", open_timeout=30, proxy=None))
+                ws.send(f"hello {i}")
+                assert f"hello {i}" in str(ws.recv(timeout=30))
+            assert get(port, "/")[0] == 200  # and the one slot is free for HTTP
+    finally:
+        gw.stop()
+        backend.stop()
