@@ -310,6 +310,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,80}")
 RULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")
 PORT_RANGE = (1, 65535)
 SECONDS_MAX = 86400
+CONNECTIONS_MAX = 1_000_000
 UNHEALTHY_THRESHOLD_MAX = 20
 REDIRECT_TYPES = ("Permanent", "Found", "SeeOther", "Temporary")
 RULE_TYPES = ("Basic", "PathBasedRouting", "Plugin")
@@ -1021,6 +1022,11 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "webSocketIdleTimeout",
         "webSocketPingInterval",
         "webSocketMaxMessageSize",
+        "maxConnectionsPerServer",
+        "maxQueuedRequestsPerServer",
+        "queueTimeout",
+        "maxIdleConnectionsPerServer",
+        "idleConnectionTimeout",
     ),
     "redirectConfiguration": (
         "redirectType",
@@ -1677,6 +1683,17 @@ class _Loader:
                     "webSocketPingInterval", lambda t: parseDuration(t, 0, SECONDS_MAX)
                 ),
                 webSocketMaxMessageSize=sec.get("webSocketMaxMessageSize", parseByteSize),
+                maxConnectionsPerServer=sec.get(
+                    "maxConnectionsPerServer", lambda t: parseInt(t, 0, CONNECTIONS_MAX)
+                ),
+                maxQueuedRequestsPerServer=sec.get(
+                    "maxQueuedRequestsPerServer", lambda t: parseInt(t, 0, CONNECTIONS_MAX)
+                ),
+                queueTimeout=sec.get("queueTimeout", lambda t: parseDuration(t, 0.001, 3600)),
+                maxIdleConnectionsPerServer=sec.get(
+                    "maxIdleConnectionsPerServer", lambda t: parseInt(t, 0, CONNECTIONS_MAX)
+                ),
+                idleConnectionTimeout=sec.get("idleConnectionTimeout", lambda t: parseDuration(t, 1, 3600)),
             )
         )
 

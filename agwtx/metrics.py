@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.twisted import MetricsResource
 
-from agwtx.pool import HEALTHY, UNHEALTHY
+from agwtx.pool import HEALTHY, QUEUE_WAIT_BUCKETS, UNHEALTHY
 
 if TYPE_CHECKING:
     from agwtx.routing import GatewayContext
@@ -36,7 +36,8 @@ class _HealthCollector(Collector):
     def __init__(self, ctx: "GatewayContext") -> None:
         self.ctx = ctx
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Any]:
+        labels = ["pool", "settings", "member"]
         health = GaugeMetricFamily(
             "agw_backend_health",
             "Member health: 1 healthy, 0 unhealthy, -1 not yet probed.",
@@ -47,13 +48,74 @@ class _HealthCollector(Collector):
             "Requests and WebSockets open to the member now.",
             labels=["pool", "settings", "member"],
         )
+        active = GaugeMetricFamily(
+            "agw_backend_active_connections",
+            "HTTP requests holding one of the member's connection slots (connecting or in use).",
+            labels=labels,
+        )
+        idle = GaugeMetricFamily(
+            "agw_backend_idle_connections",
+            "Idle keep-alive connections to the member's address (shared by settings that use it).",
+            labels=labels,
+        )
+        connects = CounterMetricFamily(
+            "agw_backend_connects",
+            "Backend connections opened for HTTP requests (rate() gives connects per second).",
+            labels=labels,
+        )
+        queued = GaugeMetricFamily(
+            "agw_backend_queue_length",
+            "Requests waiting for one of the member's connection slots.",
+            labels=labels,
+        )
+        rejected = CounterMetricFamily(
+            "agw_backend_queue_rejections",
+            "Requests answered 503 by the member's queue: full, or the wait timed out.",
+            labels=labels + ["reason"],
+        )
+        wait = HistogramMetricFamily(
+            "agw_backend_queue_wait_seconds",
+            "Time requests waited in the member's queue (granted or timed out).",
+            labels=labels,
+        )
+        bounds = [repr(float(b)) for b in QUEUE_WAIT_BUCKETS] + ["+Inf"]
+        upstream = self.ctx.upstream
         for (pool, settings), state in sorted(self.ctx.pools.items()):
             for m in state.members:
+                key = [pool, settings, m.key]
                 value = 1.0 if m.health == HEALTHY else 0.0 if m.health == UNHEALTHY else -1.0
-                health.add_metric([pool, settings, m.key], value)
-                inflight.add_metric([pool, settings, m.key], float(m.inflight))
+                health.add_metric(key, value)
+                inflight.add_metric(key, float(m.inflight))
+                active.add_metric(key, float(m.active))
+                idle.add_metric(key, float(idleConnections(upstream, m.host, m.port)))
+                connects.add_metric(key, float(m.connects))
+                queued.add_metric(key, float(len(m.queue)))
+                rejected.add_metric(key + ["full"], float(m.queueFull))
+                rejected.add_metric(key + ["timeout"], float(m.queueTimeouts))
+                wait.add_metric(key, _cumulative(bounds, m.waitCounts), sum_value=m.waitSum)
         yield health
         yield inflight
+        yield active
+        yield idle
+        yield connects
+        yield queued
+        yield rejected
+        yield wait
+
+
+def idleConnections(upstream: Any, host: str, port: int) -> int:
+    """Idle keep-alive connections to C{host}:C{port} (0 for an upstream pool that cannot say)."""
+    count = getattr(upstream, "idleCount", None)
+    return int(count(host, port, None)) if count is not None else 0
+
+
+def _cumulative(bounds: list[str], counts: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts (one per bound, the last +Inf) as Prometheus's cumulative buckets."""
+    out, running = [], 0
+    for bound, n in zip(bounds, counts):  # one count per bound, by construction
+        running += n
+        out.append((bound, float(running)))
+    return out
 
 
 class _RequestCollector(Collector):
@@ -79,11 +141,7 @@ class _RequestCollector(Collector):
         )
         bounds = [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]
         for key, (counts, total) in sorted(m.latencyCounts.items()):
-            cumulative, running = [], 0
-            for bound, n in zip(bounds, counts):  # one count per bound, by construction
-                running += n
-                cumulative.append((bound, float(running)))
-            latency.add_metric(list(key), cumulative, sum_value=total[0])
+            latency.add_metric(list(key), _cumulative(bounds, counts), sum_value=total[0])
         yield latency
 
 

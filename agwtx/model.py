@@ -297,6 +297,16 @@ class BackendHttpSettings:
     webSocketPingInterval: float = 0.0
     webSocketMaxMessageSize: int = 0
     """0 means no limit beyond memory-safe streaming."""
+    maxConnectionsPerServer: int = 128
+    """Backend connections one member serves requests on at once; 0 = no cap."""
+    maxQueuedRequestsPerServer: int = 4096
+    """Requests that may wait for a member's free connection; beyond: 503."""
+    queueTimeout: float = 10.0
+    """How long a request may wait in a member's queue; then 503."""
+    maxIdleConnectionsPerServer: int = 1024
+    """Idle keep-alive connections kept per member at most."""
+    idleConnectionTimeout: float = 60.0
+    """An idle keep-alive connection unused this long is closed."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from agwtx.affinity import affinityCookies
 from agwtx.errorpages import ErrorPages
-from agwtx.pool import Member, PoolState
+from agwtx.pool import Lease, Member, PoolState
 from agwtx.upstream import UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -405,37 +405,54 @@ class _Exchange:
         self.pump: _BodyPump | None = None
         self.stream: _StreamedBody | None = None
         self.sentAt = 0.0
+        self.lease = Lease(ctx.reactor)
+        """The hold on C{member}: counted in flight, one of its connection slots (or waiting for one)."""
 
     # -- start
 
     def start(self, member: Member) -> None:
-        if self.stream is None:
-            self._startTimer()
-        else:
+        if self.stream is not None:
             # A streamed upload may take long: the backend's time starts when the body is complete.
             self.stream.onEnd = self._startTimer
         self.request.agwOnLost = self._clientGone
         self._connect(member)
 
     def _startTimer(self) -> None:
-        if not self.done and not self.timing:
-            self.timing = True
-            self.ctx.deadlines.add(self, self.target.settings.requestTimeout, self._timedOut)
+        # Not while waiting in the member's queue: queueTimeout bounds that wait.
+        if not self.done and not self.timing and self.lease.counted:
+            if self.stream is None or self.stream.ended:
+                self.timing = True
+                self.ctx.deadlines.add(self, self.target.settings.requestTimeout, self._timedOut)
 
     def _connect(self, member: Member) -> None:
         self.member = member
         self.request.agwMember = member.key
         self.tried.append(member)
         self.attempts += 1
-        member.inflight += 1
+        if self.lease.held and self.lease.member is member:
+            self._dial()  # a retry on the same member keeps its slot
+        else:
+            self.lease.take(member, self._dial, self._refused)
+
+    def _dial(self) -> None:
+        member = self.member
+        assert member is not None
+        self._startTimer()
+        settings = self.target.settings
         self.cancelConnect = self.ctx.upstream.getConnection(
             member.host,
             member.port,
             self._connected,
-            connectTimeout=min(self.target.settings.requestTimeout, self.target.settings.connectTimeout),
+            connectTimeout=min(settings.requestTimeout, settings.connectTimeout),
             connector=self.target.connector,
             tlsKey=self.target.tlsKey,
+            maxIdle=settings.maxIdleConnectionsPerServer,
+            idleTimeout=settings.idleConnectionTimeout,
         )
+
+    def _refused(self, message: str) -> None:
+        """The member's queue is full or the wait timed out (counted on the member, see L{Lease})."""
+        self._finishWithError(503, message)
 
     def _connected(self, conn: UpstreamConnection | None, reason: Failure | None) -> None:
         self.cancelConnect = None
@@ -448,6 +465,8 @@ class _Exchange:
             return
         self.conn = conn
         assert self.member is not None
+        if not conn.reused:
+            self.member.connects += 1
         body = self.bodyLength
         request = self.request
         head = self.makeHead(self.member)
@@ -504,8 +523,6 @@ class _Exchange:
             member=self.member.key if self.member else "-",
             other=other.key,
         )
-        if self.member is not None:
-            self.member.inflight -= 1  # left for other; otherwise _cleanup takes it off
         self.setAffinity = self.setAffinity or self.pinned is not None
         self.conn = None
         self._connect(other)
@@ -574,7 +591,6 @@ class _Exchange:
                     requestId=request.agwRequestId,
                     member=self.member.key,
                 )
-                self.member.inflight -= 1
                 self.tried.remove(self.member)
                 self._connect(self.member)
                 return
@@ -602,8 +618,7 @@ class _Exchange:
         if self.timing:
             self.timing = False
             self.ctx.deadlines.remove(self)
-        if self.member is not None:
-            self.member.inflight -= 1
+        self.lease.release()
 
     def _finishWithError(self, code: int, message: str) -> None:
         self._cleanup()

@@ -47,6 +47,23 @@ from agwtx.websocket import WebSocketBridge
 __all__ = ["GatewayService", "makeGatewayService"]
 
 
+LISTEN_BACKLOG = 4096
+"""
+The listen backlog of a C{tcp:}/C{tcp6:} frontend port whose endpoint sets
+none: Twisted's default of 50 drops (and makes clients retry after a second)
+connections when thousands of clients connect at once; nginx uses 511.  The
+kernel caps it at C{net.core.somaxconn}.
+"""
+
+
+def withBacklog(description: str) -> str:
+    """C{description} with C{backlog=}L{LISTEN_BACKLOG} added when it is a TCP endpoint that sets none."""
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind in ("tcp", "tcp6", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
+
+
 class GatewayService(MultiService):
     """Everything one gateway process runs for one configuration."""
 
@@ -182,12 +199,13 @@ class GatewayService(MultiService):
         fp = config.frontendPorts[name]
         site = GatewaySite(self.ctx, router, fp.port)
         self.sites[name] = site
+        description = withBacklog(fp.endpoint)
         if self.reusePort:
             from agwtx.workers import reusePortEndpoint
 
-            endpoint = reusePortEndpoint(self.reactor, fp.endpoint)
+            endpoint = reusePortEndpoint(self.reactor, description)
         else:
-            endpoint = serverFromString(self.reactor, fp.endpoint)
+            endpoint = serverFromString(self.reactor, description)
         factory = self._siteFactory(config, name, site)
         site.secure = factory is not site or fp.endpoint.startswith("ssl:")
         if fp.proxyProtocol:

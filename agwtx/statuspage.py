@@ -40,6 +40,7 @@ from zope.interface import implementer
 
 from agwtx.admin import isoTime, jsonBody
 from agwtx.model import GatewayConfig, RequestRoutingRule
+from agwtx.metrics import idleConnections
 from agwtx.pool import HEALTHY, UNHEALTHY, Member, PoolState
 
 __all__ = [
@@ -253,6 +254,13 @@ def statusDocument(ctx: Any, config: GatewayConfig, now: float) -> dict[str, Any
                     "label": label,
                     "draining": m.draining,
                     "inflight": m.inflight,
+                    "activeConnections": m.active,
+                    "idleConnections": idleConnections(ctx.upstream, m.host, m.port),
+                    "connects": m.connects,
+                    "queued": len(m.queue),
+                    "queueRejected": {"full": m.queueFull, "timeout": m.queueTimeouts},
+                    "queueWaits": sum(m.waitCounts),
+                    "queueWaitSeconds": round(m.waitSum, 6),
                     "reason": m.lastReason,
                     "lastChange": isoTime(m.lastChange),
                     "lastChangeAge": _age(now, m.lastChange),
@@ -375,7 +383,8 @@ _JS = """
     d.pools.forEach(function (p) {
       p.members.forEach(function (m) {
         var tr = row([p.pool, p.settings, el("th", m.address), badge(m.status, m.label), m.reason,
-          when(m.lastChange, m.lastChangeAge), num(m.inflight)], m.status);
+          when(m.lastChange, m.lastChangeAge), num(m.inflight), num(m.activeConnections),
+          num(m.idleConnections), num(m.queued), num(m.connects)], m.status);
         members.push(tr);
       });
     });
@@ -499,6 +508,10 @@ def renderStatusPage(doc: Mapping[str, Any]) -> str:
         + _td(m["reason"])
         + _td(_when(m["lastChange"], m["lastChangeAge"]))
         + _td(m["inflight"], "num")
+        + _td(m["activeConnections"], "num")
+        + _td(m["idleConnections"], "num")
+        + _td(m["queued"], "num")
+        + _td(m["connects"], "num")
         + "</tr>"
         for p in doc["pools"]
         for m in p["members"]
@@ -526,7 +539,19 @@ def renderStatusPage(doc: Mapping[str, Any]) -> str:
             _table(
                 "members",
                 "Every member of every pool in use, per backend HTTP settings.",
-                ["Pool", "Settings", "Member", "Health", "Reason", "Last change", "In flight"],
+                [
+                    "Pool",
+                    "Settings",
+                    "Member",
+                    "Health",
+                    "Reason",
+                    "Last change",
+                    "In flight",
+                    "Active connections",
+                    "Idle connections",
+                    "Queued",
+                    "Connects",
+                ],
                 members,
                 "No pools in use.",
             ),

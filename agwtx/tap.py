@@ -76,9 +76,11 @@ def makeService(options: Options) -> IService:
     from agwtx.workers import SECRET_ENV, WorkerSupervisor
     from agwtx.workerview import WORKER_ADMIN_ENV
 
+    from agwtx.gctune import tuneGarbageCollector
     from agwtx.reactorpoll import installLeanPoll
 
     installLeanPoll(reactor)
+    tuneGarbageCollector()
     config = options.gatewayConfig
     worker = int(options["worker"])
     count = config.gateway.workers

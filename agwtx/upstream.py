@@ -108,6 +108,9 @@ class UpstreamConnection(Protocol):
         self.bodySent = False
         self.headRequest = False
         self.idleSince = 0.0
+        self.maxIdle = pool.maxIdlePerMember
+        self.idleTimeout = pool.idleTimeout
+        """The idle limits of the settings this connection last served a request for."""
         self.lost = False
         self.paused = False
         self.onMade: Callable[[UpstreamConnection], None] | None = None
@@ -389,7 +392,19 @@ class _ConnFactory(ClientFactory):
 
 class UpstreamPool:
     """
-    Keep-alive connections per backend member, bounded and reaped when idle.
+    Keep-alive connections per backend member, kept while the load needs
+    them and closed by age.
+
+    A connection whose response is done goes back to its member's idle list
+    (unless C{maxIdle} connections are idle there already) and is closed
+    once it has been idle for C{idleTimeout}.  The list is a stack: the most
+    recently used connection is reused first, so when the load falls the
+    connections at the bottom stay unused and age out, and the pool shrinks
+    to what was in use within the last idle period; under a steady load it
+    holds what that load needs and no connection is opened per request.
+    Both limits come with each request (its settings'
+    C{maxIdleConnectionsPerServer} and C{idleConnectionTimeout}); the
+    constructor's are the defaults.
 
     C{connectionFactory} lets end-to-end TLS wrap the plain factory
     (it receives the host, the port and the plain factory, and must start the
@@ -401,7 +416,7 @@ class UpstreamPool:
     def __init__(
         self,
         reactor: Any,
-        maxIdlePerMember: int = 64,
+        maxIdlePerMember: int = 1024,
         idleTimeout: float = 60.0,
         connectTimeout: float = 10.0,
     ) -> None:
@@ -413,6 +428,7 @@ class UpstreamPool:
         self.idle: dict[tuple[str, int, str], list[UpstreamConnection]] = {}
         self.active: set[UpstreamConnection] = set()
         self.reaper: IDelayedCall | None = None
+        self.reapEvery = idleTimeout / 4
 
     def getConnection(
         self,
@@ -422,18 +438,23 @@ class UpstreamPool:
         connectTimeout: float | None = None,
         connector: Callable[..., Any] | None = None,
         tlsKey: str = "",
+        maxIdle: int | None = None,
+        idleTimeout: float | None = None,
     ) -> Callable[[], None]:
         """
         Hand C{callback} an idle connection at once, or a new one when it is
         connected (or C{(None, failure)}).  Returns a canceller.
         """
         key = (host, port, tlsKey)
+        maxIdle = self.maxIdlePerMember if maxIdle is None else maxIdle
+        idleTimeout = self.idleTimeout if idleTimeout is None else idleTimeout
         idle = self.idle.get(key)
         while idle:
             conn = idle.pop()
             if conn.lost:
                 continue
             conn.reused = True
+            conn.maxIdle, conn.idleTimeout = maxIdle, idleTimeout
             self.active.add(conn)
             callback(conn, None)
             return lambda: None
@@ -445,6 +466,7 @@ class UpstreamPool:
                     conn.abort()
                 return
             if conn is not None:
+                conn.maxIdle, conn.idleTimeout = maxIdle, idleTimeout
                 self.active.add(conn)
             callback(conn, reason)
 
@@ -469,35 +491,48 @@ class UpstreamPool:
     def _release(self, conn: UpstreamConnection) -> None:
         self.active.discard(conn)
         idle = self.idle.setdefault(conn.key, [])
-        if len(idle) >= self.maxIdlePerMember:
+        if len(idle) >= conn.maxIdle:
             conn.transport.loseConnection()  # type: ignore[union-attr]
             return
         conn.reused = True
         idle.append(conn)
         conn.idleSince = self.clock.seconds()
+        every = conn.idleTimeout / 4
         if self.reaper is None:
-            self.reaper = self.clock.callLater(self.idleTimeout / 4, self._reap)
+            self.reapEvery = every
+            self.reaper = self.clock.callLater(every, self._reap)
+        elif every < self.reapEvery:
+            self.reapEvery = every
+            self.reaper.reset(every)
 
     def _reap(self) -> None:
         """
-        Close connections idle for longer than C{idleTimeout}.  One sweep
-        every quarter of the timeout instead of a timer per released
-        connection keeps the per-request cost down.
+        Close connections idle for longer than their C{idleTimeout}.  One
+        sweep every quarter of the shortest timeout instead of a timer per
+        released connection keeps the per-request cost down.
         """
         self.reaper = None
-        cutoff = self.clock.seconds() - self.idleTimeout
-        remaining = 0
+        now = self.clock.seconds()
+        shortest = None
         for key, idle in list(self.idle.items()):
-            # idle lists are LIFO: the oldest connections are at the front
-            while idle and idle[0].idleSince <= cutoff:
-                conn = idle.pop(0)
-                if not conn.lost and conn.transport is not None:
-                    conn.transport.loseConnection()
-            if not idle:
+            # idle lists are stacks: the oldest connections are at the bottom
+            keep = []
+            for conn in idle:
+                if now - conn.idleSince >= conn.idleTimeout:
+                    if not conn.lost and conn.transport is not None:
+                        conn.transport.loseConnection()
+                else:
+                    keep.append(conn)
+                    if shortest is None or conn.idleTimeout < shortest:
+                        shortest = conn.idleTimeout
+            if keep:
+                if len(keep) != len(idle):
+                    idle[:] = keep
+            else:
                 del self.idle[key]
-            remaining += len(idle)
-        if remaining:
-            self.reaper = self.clock.callLater(self.idleTimeout / 4, self._reap)
+        if shortest is not None:
+            self.reapEvery = shortest / 4
+            self.reaper = self.clock.callLater(self.reapEvery, self._reap)
 
     def _forget(self, conn: UpstreamConnection) -> None:
         self.active.discard(conn)
@@ -505,8 +540,11 @@ class UpstreamPool:
         if idle and conn in idle:
             idle.remove(conn)
 
-    def idleCount(self, host: str, port: int, tlsKey: str = "") -> int:
-        return len(self.idle.get((host, port, tlsKey), ()))
+    def idleCount(self, host: str, port: int, tlsKey: str | None = "") -> int:
+        """Idle connections to C{host}:C{port} (with C{tlsKey} None: whatever their TLS settings)."""
+        if tlsKey is not None:
+            return len(self.idle.get((host, port, tlsKey), ()))
+        return sum(len(v) for (h, p, _), v in self.idle.items() if h == host and p == port)
 
     def closeAll(self) -> None:
         """Close every connection (service stop)."""

@@ -111,7 +111,7 @@ from zope.interface import implementer
 
 from agwtx import xormask
 from agwtx.affinity import affinityCookies
-from agwtx.pool import Member, PoolState
+from agwtx.pool import Lease, Member, PoolState
 from agwtx.upstream import relayableHead
 from agwtx.proxy import (
     _chooseMember,
@@ -904,7 +904,8 @@ class WebSocketSession:
         self.dialedAt = 0.0
         self.closedBy: str | None = None
         self.clientHeaders = {}
-        self._counted = False
+        self.lease = Lease(self.clock, slotted=False)
+        """Counts the session in flight on its member; no connection slot (see L{Lease})."""
         self._flushed = (0, 0, 0, 0)
         self.throttles: list[_Throttle] = []
 
@@ -917,13 +918,10 @@ class WebSocketSession:
         self._dial(self.member)
 
     def _dial(self, member: Member) -> None:
-        if self._counted:
-            self.member.inflight -= 1
         self.member = member
         self.request.agwMember = member.key
         self.tried.append(member)
-        member.inflight += 1
-        self._counted = True
+        self.lease.hold(member)
         factory = self.bridge.backendFactory(self, member)
         self.factory = factory
         self.backendLeg = None
@@ -1375,9 +1373,7 @@ class WebSocketSession:
             self.timer.cancel()
         self.timer = None
         self._stopIdle()
-        if self._counted:
-            self._counted = False
-            self.member.inflight -= 1
+        self.lease.release()
         self.bridge.ended(self)
 
     # -- idle timeout and shutdown

@@ -535,6 +535,7 @@ def write_nginx_conf(
     worker_processes: int = 1,
     keepalive_requests: int = 1_000_000,
     tls: TlsFiles | None = None,
+    worker_connections: int = 4096,
 ) -> Path:
     """Write ``<workdir>/<name>/nginx.conf``; everything nginx writes (pid,
     error log, temp dirs) stays in ``<workdir>/<name>``. Returns the path.
@@ -585,7 +586,7 @@ pid {home}/nginx.pid;
 error_log {home}/error.log warn;
 
 events {{
-    worker_connections 4096;
+    worker_connections {worker_connections};
 }}
 
 http {{
@@ -615,6 +616,29 @@ http {{
     return conf_path
 
 
+STUB_STATUS_PATH = "/nginx_status"
+
+
+def stub_status_location(path: str = STUB_STATUS_PATH) -> str:
+    """A location serving nginx's ``stub_status`` (connection and request counters)."""
+    return f"location = {path} {{\n            stub_status;\n        }}"
+
+
+def read_stub_status(host: str, port: int, path: str = STUB_STATUS_PATH) -> dict[str, int]:
+    """nginx's ``stub_status`` counters: ``accepts``, ``handled``, ``requests`` (totals so far)
+    and ``active``.  The reading itself counts as one accepted connection and one request."""
+    status, body = http_get(host, port, path)
+    if status != 200:
+        raise HarnessError(f"stub_status on {host}:{port}{path} answered {status}")
+    text = body.decode("ascii", "replace")
+    active = re.search(r"Active connections:\s*(\d+)", text)
+    totals = re.search(r"server accepts handled requests\s+(\d+)\s+(\d+)\s+(\d+)", text)
+    if not active or not totals:
+        raise HarnessError(f"unreadable stub_status: {text!r}")
+    accepts, handled, requests = map(int, totals.groups())
+    return {"active": int(active.group(1)), "accepts": accepts, "handled": handled, "requests": requests}
+
+
 def nginx_argv(nginx_bin: str, conf_path: Path) -> list[str]:
     """Command line running nginx in the foreground on ``conf_path``."""
     home = conf_path.parent
@@ -632,12 +656,14 @@ def write_agw_config(
     name: str = "bench",
     extra: str = "",
     tls: TlsFiles | None = None,
+    settings: Sequence[str] = (),
 ) -> Path:
     """Write the minimal Basic-rule gw.ini (one listener, one pool) of the
     DESIGN.md format: 127.0.0.1:agw_port -> 127.0.0.1:backend_ports.
 
     With ``tls`` the listener is ``protocol = Https`` with an
     ``[sslCertificate:<name>]`` on those files (the backend leg stays Http).
+    ``settings`` are extra ``key = value`` lines for the backendHttpSettings.
     """
     addresses = ", ".join(f"{LOOPBACK}:{port}" for port in backend_ports)
     if tls is not None:
@@ -660,7 +686,7 @@ backendAddresses = {addresses}
 [backendHttpSettings:{name}]
 port = {backend_ports[0]}
 protocol = Http
-
+{"".join(line + chr(10) for line in settings)}
 [httpListener:{name}]
 frontendPort = {name}
 {listener_tls}

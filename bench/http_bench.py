@@ -106,6 +106,23 @@ response, errors, resumed sessions, server CPU ms per connection), then::
 
 Only the parts whose rows run are printed.
 
+Connection-scaling pass (``--scaling 10,100,1000,4000``): instead of the
+rows above, the ``nginx`` proxy and ``agw`` rows are each loaded with wrk at
+every listed number of client connections (warm-up, then ``--duration``),
+and the backend connections each opened per request are read from the
+backend nginx's ``stub_status`` (``accepts`` and ``requests`` before and
+after the measured run).  The open-files limit is raised to the hard limit
+first (the servers started inherit it); nginx gets ``worker_connections
+16384`` and the proxy ``keepalive 1024``.  ``--agw-setting
+maxConnectionsPerServer=64`` (repeatable) adds backendHttpSettings lines to
+agw's config.  Printed::
+
+    row     conns      req/s    p50 ms    p99 ms  errors  backend connects   requests  connects/req
+    agw       100    ...
+
+    agw backend connects per request: 10: X, 100: X, 1000: X, 4000: X
+    agw req/s at 4000 / at 100: X.XXX
+
 Options:
     --duration S        seconds per measured row (default 10)
     --warmup S          warm-up seconds per row, not reported (default 5; 0 = none)
@@ -113,6 +130,8 @@ Options:
     --paced-delay MS    wait per connection before each request in the paced
                         pass (default 20; 0 = no paced pass)
     --threads N         wrk threads (default 1)
+    --scaling LIST      the connection-scaling pass with these connection counts
+    --agw-setting K=V   a backendHttpSettings line for agw (repeatable)
     --tls-clients N     client processes for new TLS connections (default 4)
     --only ROWS         comma list of rows to run, e.g. ``agw,direct``
     --skip ROWS         comma list of rows to leave out
@@ -157,6 +176,25 @@ PYPY_GC_NURSERY = "32MB"
 """What make run-pypy and etc/agw.service give the gateway under PyPy."""
 
 
+SCALING_ROWS = ("nginx", "agw")
+SCALING_WORKER_CONNECTIONS = 16384
+"""nginx's worker_connections in the scaling pass: 4,000 clients plus as many upstream connections."""
+SCALING_KEEPALIVE = 1024
+"""The nginx proxy's upstream keepalive in the scaling pass: agw's default maxConnectionsPerServer."""
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of connection counts, got {text!r}"
+        ) from None
+    if not counts or not all(1 <= c <= 100_000 for c in counts):
+        raise argparse.ArgumentTypeError(f"expected connection counts in 1..100000, got {text!r}")
+    return counts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark agw against nginx on loopback with wrk (see module docstring).",
@@ -173,6 +211,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument(
+        "--scaling",
+        type=_counts,
+        help="run the connection-scaling pass instead of the rows, with these wrk connection counts "
+        "(e.g. 10,100,1000,4000)",
+    )
+    parser.add_argument(
         "--tls-clients",
         type=int,
         default=4,
@@ -181,6 +225,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", type=h.rows_arg(ROWS), help="rows to run, e.g. agw,direct")
     parser.add_argument("--skip", type=h.rows_arg(ROWS), default=[], help="rows to leave out")
     parser.add_argument("--twistd", help="twistd executable for the agw row")
+    parser.add_argument(
+        "--agw-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a backendHttpSettings line for the agw rows, e.g. maxConnectionsPerServer=128 (repeatable)",
+    )
     parser.add_argument(
         "--pypy-twistd",
         default=str(h.repo_root() / ".venv-pypy" / "bin" / "twistd"),
@@ -206,6 +257,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 1 <= args.tls_clients <= 64:
         parser.error("need 1 <= --tls-clients <= 64")
     selected = args.only or list(ROWS)
+    if args.scaling:
+        selected = [row for row in selected if row in SCALING_ROWS]
     args.rows = [row for row in ROWS if row in selected and row not in args.skip]
     if not args.rows:
         parser.error("no rows left to run")
@@ -246,8 +299,9 @@ class Bench:
         locations: list[str],
         upstreams: dict[str, list[str]] | None = None,
         tls: h.TlsFiles | None = None,
+        **conf_options: Any,
     ) -> h.ManagedProcess:
-        conf = h.write_nginx_conf(self.workdir, name, port, locations, upstreams, tls=tls)
+        conf = h.write_nginx_conf(self.workdir, name, port, locations, upstreams, tls=tls, **conf_options)
         proc = h.ManagedProcess(
             f"nginx[{name}]", h.nginx_argv(self.nginx, conf), self.workdir / f"{name}.log"
         )
@@ -302,7 +356,12 @@ class Bench:
             )
         extra = "\n[gateway]\nworkers = 2\n" if row == "agw-w2" else ""
         config = h.write_agw_config(
-            self.workdir / f"{row}.ini", port, [self.backend_port], extra=extra, tls=tls
+            self.workdir / f"{row}.ini",
+            port,
+            [self.backend_port],
+            extra=extra,
+            tls=tls,
+            settings=[line.replace("=", " = ", 1) for line in self.args.agw_setting],
         )
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if row == "agw-pypy":
@@ -398,7 +457,95 @@ class Bench:
         )
         return data
 
+    def run_scaling(self) -> None:
+        """
+        The connection-scaling pass: each row (agw, nginx as the proxy) at
+        each of C{--scaling}'s client connection counts, with the backend
+        connections opened per request read from the backend's stub_status.
+        """
+        args = self.args
+        wide = {"worker_connections": SCALING_WORKER_CONNECTIONS}
+        with ExitStack() as stack:
+            self.backend_port = self.port()
+            self.backend_proc = self.start_nginx(
+                stack,
+                "backend",
+                self.backend_port,
+                [h.static_location(BODY), h.stub_status_location()],
+                **wide,
+            )
+            warnings = self.ready(self.backend_port, self.backend_proc)
+            if warnings:
+                raise h.HarnessError(f"backend: {warnings[0]}")
+            for row in args.rows:
+                try:
+                    self.results[row] = self.scale_row(row, wide)
+                except h.HarnessError as exc:
+                    h.log(f"{row}: FAILED: {exc}")
+                    tail = getattr(exc, "log_tail", "")
+                    h.print_tail(tail, row)
+                    self.results[row] = {"ok": False, "error": str(exc), "log_tail": tail}
+
+    def scale_row(self, row: str, wide: dict[str, Any]) -> dict[str, Any]:
+        args = self.args
+        with ExitStack() as stack:
+            if row == "nginx":
+                port = self.port()
+                proc: h.ManagedProcess | None = self.start_nginx(
+                    stack,
+                    "proxy",
+                    port,
+                    [h.proxy_location("backend")],
+                    {"backend": [f"{h.LOOPBACK}:{self.backend_port}"]},
+                    keepalive=SCALING_KEEPALIVE,
+                    **wide,
+                )
+            else:
+                port, proc = self.start_target(stack, row)
+            warnings = self.ready(port, proc)
+            url = f"http://{h.LOOPBACK}:{port}/"
+            passes: dict[str, Any] = {}
+            for connections in args.scaling:
+                threads = min(args.threads, connections)
+                if args.warmup > 0:
+                    h.log(f"{row}: warm-up {args.warmup:g} s, {connections} connections")
+                    h.run_wrk(self.wrk, url, args.warmup, connections, threads)
+                before = h.read_stub_status(h.LOOPBACK, self.backend_port)
+                h.log(f"{row}: measuring {args.duration:g} s, {connections} connections")
+                result = h.run_wrk(self.wrk, url, args.duration, connections, threads)
+                after = h.read_stub_status(h.LOOPBACK, self.backend_port)
+                # the second reading's own connection and request are in its totals
+                connects = after["accepts"] - before["accepts"] - 1
+                requests = after["requests"] - before["requests"] - 1
+                data = {
+                    **result.as_dict(),
+                    "errors": result.errors,
+                    "backend_connects": connects,
+                    "backend_requests": requests,
+                    "connects_per_request": connects / requests if requests else None,
+                }
+                passes[str(connections)] = data
+                h.log(
+                    f"{row} c={connections}: {result.requests_per_sec:.0f} req/s, "
+                    f"{connects} backend connects for {requests} requests, errors {result.errors}"
+                )
+                if result.errors:
+                    warnings.append(
+                        f"c={connections}: {result.non_2xx_3xx} non-2xx/3xx, socket errors {result.socket_errors}"
+                    )
+                if proc is not None and not proc.alive:
+                    raise h.HarnessError(f"{proc.name} exited ({proc.returncode})", proc.log_tail())
+            if proc is not None:
+                fds = h.read_proc_limit(proc.pid)
+                h.log(f"{row}: open-files limit {fds}")
+            for warning in warnings:
+                h.log(f"{row}: WARNING: {warning}")
+            return {"ok": True, "url": url, "scaling": passes, "warnings": warnings}
+
     def run(self) -> None:
+        if self.args.scaling:
+            self.run_scaling()
+            return
         with ExitStack() as stack:
             self.start_backend(stack)
             for row in self.args.rows:
@@ -491,6 +638,54 @@ def _print_wrk_table(rows: list[str], results: dict[str, dict[str, Any]], width:
 
 def _mib(kb: float | None) -> str:
     return h.fmt(kb / 1024 if kb else None, ".1f")
+
+
+def summarize_scaling(counts: list[int], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets for agw: connects per request at 100 and 4,000, and the rate kept at 4,000."""
+    agw = results.get("agw", {})
+    passes = agw.get("scaling", {}) if agw.get("ok") else {}
+
+    def figure(c: int, key: str) -> Any:
+        return passes.get(str(c), {}).get(key)
+
+    low, high = figure(100, "requests_per_sec"), figure(4000, "requests_per_sec")
+    return {
+        "agw_connects_per_request": {str(c): figure(c, "connects_per_request") for c in counts},
+        "agw_rate_kept_4000_vs_100": high / low if low and high else None,
+        "agw_errors": {str(c): figure(c, "errors") for c in counts},
+    }
+
+
+def print_scaling_report(counts: list[int], rows: list[str], results: dict[str, dict[str, Any]]) -> None:
+    print("connection scaling (wrk keep-alive; backend connects from the backend's stub_status):")
+    print(
+        f"{'row':<6} {'conns':>6} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7} "
+        f"{'backend connects':>17} {'requests':>10} {'connects/req':>13}"
+    )
+    for row in rows:
+        data = results.get(row, {})
+        if not data.get("ok"):
+            _print_failed(row, data, 6)
+            continue
+        for c in counts:
+            p = data["scaling"].get(str(c))
+            if p is None:
+                continue
+            print(
+                f"{row:<6} {c:>6} {p['requests_per_sec']:>10.1f} {h.fmt(p['p50_ms'], '.2f'):>9} "
+                f"{h.fmt(p['p99_ms'], '.2f'):>9} {p['errors']:>7} {p['backend_connects']:>17} "
+                f"{p['backend_requests']:>10} {h.fmt(p['connects_per_request'], '.4f'):>13}"
+            )
+    summary = summarize_scaling(counts, results)
+    if "agw" in rows:
+        per = summary["agw_connects_per_request"]
+        print()
+        print(
+            "agw backend connects per request: "
+            + ", ".join(f"{c}: {h.fmt(per[str(c)], '.4f')}" for c in counts)
+        )
+        print(f"agw req/s at 4000 / at 100: {h.fmt(summary['agw_rate_kept_4000_vs_100'], '.3f')}")
+    sys.stdout.flush()
 
 
 def print_report(rows: list[str], results: dict[str, dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -593,6 +788,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     assert nginx and wrk
     h.install_sigterm_handler()
+    if args.scaling:
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        soft, hard = h.raise_nofile_limit(max(want, 2 * max(args.scaling) + 1024))
+        h.log(f"open-files limit raised to {soft} (hard {hard}); the servers started inherit it")
 
     measuredOn = h.machine()
     h.log(h.describe_machine(measuredOn))
@@ -618,8 +820,12 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
 
-    summary = summarize(bench.results)
-    print_report(args.rows, bench.results, summary)
+    if args.scaling:
+        summary = summarize_scaling(args.scaling, bench.results)
+        print_scaling_report(args.scaling, args.rows, bench.results)
+    else:
+        summary = summarize(bench.results)
+        print_report(args.rows, bench.results, summary)
     if args.json:
         report = {
             "started": started,
@@ -629,6 +835,8 @@ def main(argv: list[str] | None = None) -> int:
                 "connections": args.connections,
                 "threads": args.threads,
                 "paced_delay_ms": args.paced_delay,
+                "scaling": args.scaling,
+                "agw_settings": args.agw_setting,
                 "tls_clients": args.tls_clients,
                 "rows": args.rows,
                 "nginx": h.tool_version([nginx, "-v"]),

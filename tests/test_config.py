@@ -1511,6 +1511,31 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
             )
         ],
     ),
+    (
+        "settings maxConnectionsPerServer",
+        "[backendHttpSettings:s2]\nmaxConnectionsPerServer = -1\n",
+        ["@2: [backendHttpSettings:s2] maxConnectionsPerServer: expected 0..1000000, got -1"],
+    ),
+    (
+        "settings maxQueuedRequestsPerServer",
+        "[backendHttpSettings:s2]\nmaxQueuedRequestsPerServer = 2000000\n",
+        ["@2: [backendHttpSettings:s2] maxQueuedRequestsPerServer: expected 0..1000000, got 2000000"],
+    ),
+    (
+        "settings queueTimeout",
+        "[backendHttpSettings:s2]\nqueueTimeout = 0\n",
+        ["@2: [backendHttpSettings:s2] queueTimeout: expected 0.001..3600 seconds, got 0"],
+    ),
+    (
+        "settings maxIdleConnectionsPerServer",
+        "[backendHttpSettings:s2]\nmaxIdleConnectionsPerServer = many\n",
+        ["@2: [backendHttpSettings:s2] maxIdleConnectionsPerServer: expected 0..1000000, got 'many'"],
+    ),
+    (
+        "settings idleConnectionTimeout",
+        "[backendHttpSettings:s2]\nidleConnectionTimeout = 2h\n",
+        ["@2: [backendHttpSettings:s2] idleConnectionTimeout: expected 1..3600 seconds, got 2h"],
+    ),
     # --- [redirectConfiguration]
     (
         "redirect type",
@@ -2340,6 +2365,11 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         webSocketIdleTimeout = 1h
         webSocketPingInterval = 30
         webSocketMaxMessageSize = 16M
+        maxConnectionsPerServer = 0
+        maxQueuedRequestsPerServer = 100
+        queueTimeout = 500ms
+        maxIdleConnectionsPerServer = 16
+        idleConnectionTimeout = 2m
 
         [backendHttpSettings:plain]
 
@@ -2455,8 +2485,15 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert tls.verifyCertificate is False
     assert (tls.webSocketIdleTimeout, tls.webSocketPingInterval) == (3600.0, 30.0)
     assert tls.webSocketMaxMessageSize == 16 * 2**20
+    assert (tls.maxConnectionsPerServer, tls.maxQueuedRequestsPerServer, tls.queueTimeout) == (0, 100, 0.5)
+    assert (tls.maxIdleConnectionsPerServer, tls.idleConnectionTimeout) == (16, 120.0)
     plain = config.backendHttpSettings["plain"]
     assert plain == type(plain)(name="plain")
+    assert (plain.maxConnectionsPerServer, plain.maxQueuedRequestsPerServer, plain.queueTimeout) == (
+        128,
+        4096,
+        10.0,
+    )
 
     redirect = config.redirectConfigurations["toSite"]
     assert (redirect.redirectType, redirect.targetUrl, redirect.targetListener) == (

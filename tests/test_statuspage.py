@@ -123,6 +123,8 @@ def test_documentListsListenersRulesPoolsAndCounters(history: list[HealthHistory
     clock.advance(30)
     state.setHealth(b, UNHEALTHY, "connection refused", clock.seconds())
     b.inflight = 2
+    b.active, b.connects, b.queueFull = 2, 7, 1
+    b.noteWait(0.5)
     ctx.metrics.request("l1", "r1", "pool", 200, 0.01)
     ctx.metrics.request("l1", "r1", "pool", 204, 0.01)
     ctx.metrics.request("l1", "r0", "pool", 502, 0.01)
@@ -164,6 +166,11 @@ def test_documentListsListenersRulesPoolsAndCounters(history: list[HealthHistory
         ("127.0.0.1:8082", "unhealthy", "Unhealthy", "connection refused", 5.0, 2),
     ]
     assert pool["members"][1]["lastChange"] == "2023-11-14T22:13:50.000Z"
+    assert [
+        (m["activeConnections"], m["idleConnections"], m["connects"], m["queued"], m["queueRejected"])
+        for m in pool["members"]
+    ] == [(0, 0, 0, 0, {"full": 0, "timeout": 0}), (2, 0, 7, 0, {"full": 1, "timeout": 0})]
+    assert (pool["members"][1]["queueWaits"], pool["members"][1]["queueWaitSeconds"]) == (1, 0.5)
     # newest first, with the time of the change
     assert [(c["member"], c["old"], c["new"], c["status"], c["age"]) for c in doc["healthChanges"]] == [
         ("127.0.0.1:8082", UNKNOWN, UNHEALTHY, "unhealthy", 5.0),
@@ -270,7 +277,7 @@ def test_pageIsSelfContainedAndAccessible() -> None:
     assert '<html lang="en">' in page
     assert '<noscript><meta http-equiv="refresh" content="5"></noscript>' in page
     assert page.count("<caption>") == page.count("<table") == 5
-    assert page.count('<th scope="col">') == 4 + 4 + 7 + 7 + 2
+    assert page.count('<th scope="col">') == 4 + 4 + 11 + 7 + 2
     assert 'role="status"' in page
     assert "innerHTML" not in page  # the script sets text only
     # The policy allows exactly the page's own inline script and style.

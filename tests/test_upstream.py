@@ -273,3 +273,55 @@ def test_deadline_callback_error_does_not_stop_the_sweep() -> None:
     clock.advance(0.25)
     clock.advance(0.5)
     assert fired == [2]
+
+
+def useConnections(
+    pool: UpstreamPool, reactor: MemoryReactorClock, count: int, **limits: Any
+) -> list[tuple[UpstreamConnection, StringTransport]]:
+    """C{count} connections at once (idle ones first, then new ones, connected here), each answered."""
+    got: list[UpstreamConnection] = []
+    dialled = len(reactor.tcpClients)
+    for _ in range(count):
+        pool.getConnection("127.0.0.1", 8000, lambda c, f: got.append(c), **limits)
+    used = [(conn, conn.transport) for conn in got]
+    for _, _, factory, _, _ in reactor.tcpClients[dialled:]:
+        proto = factory.buildProtocol(None)
+        t = StringTransport()
+        proto.makeConnection(t)
+        used.append((proto, t))
+    for proto, _ in used:
+        proto.send(b"GET / HTTP/1.1\r\n\r\n", Recorder(), False, False)
+        proto.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    return used  # type: ignore[return-value]
+
+
+def test_idle_pool_keeps_what_the_recent_load_used_and_closes_the_rest_by_age() -> None:
+    """
+    Ten connections were in use at a peak; afterwards two at a time are
+    enough.  The two reused ones stay open however long it goes on, the
+    eight left at the bottom of the stack close one idle timeout later, and
+    the limits are the ones given with the request.
+    """
+    reactor = MemoryReactorClock()
+    pool = UpstreamPool(reactor)
+    conns = useConnections(pool, reactor, 10, maxIdle=100, idleTimeout=20)
+    assert pool.idleCount("127.0.0.1", 8000) == 10  # more than any fixed small bound would keep
+    for _ in range(8):  # 40 s of a load that needs two connections
+        reactor.advance(5)
+        useConnections(pool, reactor, 2, maxIdle=100, idleTimeout=20)
+    assert len(reactor.tcpClients) == 10  # no new connection was made
+    assert pool.idleCount("127.0.0.1", 8000) == 2
+    closed = [t.disconnecting for _, t in conns]
+    assert closed.count(True) == 8 and closed.count(False) == 2
+
+
+def test_the_idle_bound_comes_with_the_request() -> None:
+    reactor = MemoryReactorClock()
+    pool = UpstreamPool(reactor)
+    conns = useConnections(pool, reactor, 3, maxIdle=1, idleTimeout=5)
+    assert pool.idleCount("127.0.0.1", 8000) == 1
+    assert [t.disconnecting for _, t in conns] == [False, True, True]
+    reactor.advance(4)
+    assert not conns[0][1].disconnecting
+    reactor.advance(2)
+    assert conns[0][1].disconnecting and pool.idleCount("127.0.0.1", 8000) == 0
