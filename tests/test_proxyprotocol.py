@@ -50,7 +50,12 @@ def exchange(
     sock: Any = socket.socket()
     sock.settimeout(15)
     sock.bind((source, 0))
-    sock.connect(("127.0.0.1", port))
+    try:
+        sock.connect(("127.0.0.1", port))
+    except ConnectionResetError:
+        # Refused at accept: the reset can beat the connect's return on loopback.
+        sock.close()
+        return b""
     try:
         if tlsAfterFirst:
             sock.sendall(chunks[0])
