@@ -868,6 +868,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "shutdownGracePeriod",
         "requestHeaderTimeout",
         "trustedProxies",
+        "allowUnderscoresInHeaders",
     ),
     "frontendPort": ("port", "interface", "endpoint"),
     "sslCertificate": ("certificate", "privateKey", "password"),
@@ -1191,6 +1192,7 @@ class _Loader:
                 shutdownGracePeriod=sec.get("shutdownGracePeriod", lambda t: parseDuration(t, 0, 3600)),
                 requestHeaderTimeout=sec.get("requestHeaderTimeout", lambda t: parseDuration(t, 1, 3600)),
                 trustedProxies=sec.get("trustedProxies", parseNetworks),
+                allowUnderscoresInHeaders=sec.get("allowUnderscoresInHeaders", parseBool),
             )
         )
 

@@ -65,6 +65,11 @@ class GatewaySettings:
     trustedProxies: tuple[IPNetwork, ...] = ()
     """Address ranges of forwarders (L7 proxies, CDNs) whose forwarding
     headers are believed; empty means no client is trusted."""
+    allowUnderscoresInHeaders: bool = False
+    """Whether request header fields whose names contain C{_} are forwarded.
+    Off (as nginx's C{underscores_in_headers off}): they are dropped, because
+    backends that fold C{_} into C{-} (CGI, WSGI, PHP) would read
+    C{Transfer_Encoding} or C{X_Forwarded_For} as the real thing."""
 
     def isTrustedProxy(self, address: str) -> bool:
         """Whether C{address} (an IP address as text) is in L{trustedProxies}."""

@@ -45,6 +45,9 @@ HOP_BY_HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
+        # HTTP/2's upgrade field (RFC 9113 section 3.2.1, RFC 7540 3.2.1):
+        # connection-specific by definition, whether Connection names it or not.
+        b"http2-settings",
     }
 )
 _NEVER_NAMED = frozenset({b"host"})

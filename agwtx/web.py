@@ -7,10 +7,12 @@ instead of traversing a resource tree.
 from __future__ import annotations
 
 import io
+import re
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.logger import Logger
 from twisted.web import http, server
+from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from twisted.web.resource import Resource
 
 from agwtx.proxy import connectionTokens, errorPage, httpDate, startStreaming
@@ -90,7 +92,40 @@ _431 = _canned(
     b"Request Header Fields Too Large",
     b"the request head is over 16384 bytes or 500 header fields",
 )
+_400_TARGET = _canned(400, b"Bad Request", b"the request line has a byte outside printable ASCII")
+_400_CTL = _canned(400, b"Bad Request", b"a header field value has a control character")
+_501_TE = _canned(501, b"Not Implemented", b"the only transfer coding supported is chunked")
 PLAIN_HTTP_ON_HTTPS = _canned(400, b"Bad Request", b"a plain HTTP request was sent to an HTTPS port")
+
+
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_CTL = bytes(c for c in range(32) if c != 9) + b"\x7f"
+"""Control characters a header field value may not hold (RFC 9110 section 5.5:
+NUL, CR and LF must be refused; the others may be, and a proxy refuses them
+rather than pass a byte a backend may read as white space or a line end)."""
+
+MAX_DROPPED_NAMES_LOGGED = 4
+"""Header names with C{_} named in the one log event per request that drops
+them (each cut to 64 bytes): enough to diagnose, too little to flood."""
+
+_HUGE_CHUNK = re.compile(b"0*[1-9A-Fa-f][0-9A-Fa-f]{15}")
+"""A chunk size of 16 or more significant hex digits: 2**60 bytes or more,
+larger than any real body; see L{_BoundedChunkedDecoder}."""
+
+
+class _BoundedChunkedDecoder(_ChunkedTransferDecoder):
+    """
+    twisted.web's chunked decoder, refusing a chunk size no body reaches as
+    soon as its digits are in, before the line even ends: taken, the gateway
+    would wait for a body that never comes, and a backend that reads the
+    size into 64 bits would wrap it (as nginx, which refuses sizes that do
+    not fit its off_t).
+    """
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
+        if _HUGE_CHUNK.match(self._buffer):
+            raise _MalformedChunkedDataError("chunk size of 16 or more hex digits")
+        return bool(super()._dataReceived_CHUNK_LENGTH())
 
 
 def sendRefusal(ctx: GatewayContext, transport: Any, refusal: _Refusal) -> None:
@@ -268,6 +303,8 @@ class GatewayChannel(http.HTTPChannel):
     _headCall: Any = None
     _lingerCall: Any = None
     _lingerBytes = 0
+    _dropped: list[bytes] | None = None
+    """Names of the current request head's fields dropped for an C{_}."""
 
     # A deadline for the request head, against clients that send it a byte at
     # a time (the idle timer restarts on every byte, so alone it never fires).
@@ -297,6 +334,18 @@ class GatewayChannel(http.HTTPChannel):
         call, self._headCall = self._headCall, None
         if call is not None and call.active():
             call.cancel()
+        dropped, self._dropped = self._dropped, None
+        if dropped is not None:
+            # One event per request, with a bounded part of what was dropped.
+            log.info(
+                "Dropped {count} request header field(s) with '_' in the name from {peer}"
+                " ([gateway] allowUnderscoresInHeaders): {names}",
+                count=len(dropped),
+                peer=str(self.getPeer()),
+                names=", ".join(
+                    n[:64].decode("ascii", "replace") for n in dropped[:MAX_DROPPED_NAMES_LOGGED]
+                ),
+            )
         super().allHeadersReceived()
 
     def _headTimedOut(self) -> None:
@@ -372,7 +421,51 @@ class GatewayChannel(http.HTTPChannel):
             and int(data) > MAX_CONTENT_LENGTH
         ):
             return bool(self._failChooseTransferDecoder())
+        if header == b"Transfer-Encoding":
+            # Only "chunked" alone (RFC 9112 section 6.1: a server answers a
+            # coding it does not know with 501; nginx does).  twisted.web
+            # would take "identity" as no coding at all and read the body
+            # that follows as the next request.
+            if data.lower() != b"chunked":
+                self._refuse(_501_TE)
+                self.length = None
+                return False
+            if self._transferDecoder is not None:
+                return bool(self._failChooseTransferDecoder())
+            self.length = None
+            self._transferDecoder = _BoundedChunkedDecoder(
+                self.requests[-1].handleContentChunk, self._finishRequestBody
+            )
+            return True
         return bool(super()._maybeChooseTransferDecoder(header, data))
+
+    def lineReceived(self, line: bytes) -> None:
+        # twisted.web checks request-target bytes against 176 where it means
+        # 126: DEL and bytes 0x80-0xb0 would pass to the backend.
+        if self._HTTPChannel__first_line and (not line.isascii() or b"\x7f" in line):  # type: ignore[attr-defined]
+            self._refuse(_400_TARGET)
+            return
+        super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:
+        name, colon, value = line.partition(b":")
+        if len(value.translate(None, _CTL)) != len(value):
+            self._refuse(_400_CTL)
+            return False
+        if colon and b"_" in name and not name.translate(None, _TCHAR) and not self.site.allowUnderscores:
+            # Dropped, as nginx does (underscores_in_headers off): a backend
+            # that folds "_" into "-" (CGI, WSGI, PHP) would take
+            # Transfer_Encoding or X_Forwarded_For for the real thing.  It
+            # still counts against the header limit.
+            self._receivedHeaderCount += 1
+            if self._dropped is None:
+                self._dropped = []
+            self._dropped.append(name)
+            if self._receivedHeaderCount > self.maxHeaders:
+                self._respondToBadRequestAndDisconnect()
+                return False
+            return True
+        return bool(super().headerReceived(line))
 
     # Persistence.  twisted.web's rule, with three changes: every Connection
     # header and comma-separated token counts (it reads the first header's
@@ -496,6 +589,11 @@ class GatewaySite(server.Site):
         # own selection on that context, which answers an h2-only client with
         # an internal_error alert instead of no protocol.
         return []
+
+    @property
+    def allowUnderscores(self) -> bool:
+        """C{[gateway] allowUnderscoresInHeaders} of the configuration in force."""
+        return self.ctx.config.gateway.allowUnderscoresInHeaders  # type: ignore[no-any-return]
 
     @property
     def headerTimeout(self) -> float:

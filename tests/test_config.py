@@ -797,6 +797,14 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         ["@2: [gateway] requestHeaderTimeout: expected 1..3600 seconds, got 0"],
     ),
     (
+        "allowUnderscoresInHeaders",
+        "[gateway]\nallowUnderscoresInHeaders = sometimes\n",
+        [
+            "@2: [gateway] allowUnderscoresInHeaders: expected true or false "
+            "(or yes/no, 1/0, Enabled/Disabled), got 'sometimes'"
+        ],
+    ),
+    (
         "trustedProxies not a range",
         "[gateway]\ntrustedProxies = 10.0.0.0/8, proxy.example\n",
         [
@@ -1896,6 +1904,7 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         workers = auto
         shutdownGracePeriod = 2m
         requestHeaderTimeout = 15s
+        allowUnderscoresInHeaders = yes
         trustedProxies = 10.0.0.0/8,
             2001:db8::/32, 192.0.2.7
 
@@ -2025,6 +2034,7 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert gateway.workers == 6
     assert gateway.shutdownGracePeriod == 120.0
     assert gateway.requestHeaderTimeout == 15.0
+    assert gateway.allowUnderscoresInHeaders is True
     assert [str(n) for n in gateway.trustedProxies] == ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]
     assert [
         gateway.isTrustedProxy(a) for a in ("10.1.2.3", "::ffff:10.1.2.3", "2001:db8::9", "192.0.2.8", "junk")
