@@ -26,6 +26,7 @@ from twisted.web.server import Request, Site
 
 from agwtx.model import GatewayConfig
 from agwtx.pool import Member, PoolState
+from agwtx.startup import ListeningService
 
 __all__ = [
     "AdminRoot",
@@ -192,7 +193,7 @@ def adminService(ctx: Any, config: GatewayConfig, reactor: Any) -> StreamServerE
     """The service that serves L{AdminSite} on C{config.gateway.admin}."""
     assert config.gateway.admin is not None
     site = AdminSite(ctx, config, reactor)
-    svc = StreamServerEndpointService(serverFromString(reactor, config.gateway.admin), site)
-    svc._raiseSynchronously = True
+    admin = config.gateway.admin
+    svc = ListeningService("admin endpoint", admin, serverFromString(reactor, admin), site)
     svc.setName("admin")
     return svc

@@ -35,6 +35,7 @@ from agwtx.affinity import AffinityCodec
 from agwtx.model import GatewayConfig
 from agwtx.pool import Member, PoolState
 from agwtx.routing import GatewayContext, PortRouter, buildRouters
+from agwtx.startup import ListeningService, StartupError, reason
 from agwtx.systemd import notify
 from agwtx.upstream import UpstreamPool
 from agwtx.web import GatewaySite
@@ -97,7 +98,10 @@ class GatewayService(MultiService):
     def _setAccessLog(self, target: str) -> None:
         from agwtx.accesslog import accessPublisher
 
-        publisher, writer = accessPublisher(self.reactor, target)
+        try:
+            publisher, writer = accessPublisher(self.reactor, target)
+        except OSError as e:
+            raise StartupError(f"cannot open the access log {target}: {reason(e)}") from None
         if self.accessWriter is not None:
             self.accessWriter.close()
         self.accessWriter = writer
@@ -155,8 +159,7 @@ class GatewayService(MultiService):
             endpoint = serverFromString(self.reactor, fp.endpoint)
         factory = self._siteFactory(config, name, site)
         site.secure = factory is not site or fp.endpoint.startswith("ssl:")
-        svc = StreamServerEndpointService(endpoint, factory)
-        svc._raiseSynchronously = True
+        svc = ListeningService(f"frontendPort:{name}", fp.endpoint, endpoint, factory)
         svc.setName(f"frontendPort:{name}")
         svc.setServiceParent(self)
         self.listeners[name] = svc

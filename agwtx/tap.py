@@ -75,7 +75,9 @@ def makeService(options: Options) -> IService:
     from agwtx.workers import SECRET_ENV, WorkerSupervisor
 
     from agwtx.reactorpoll import installLeanPoll
+    from agwtx.startup import installExceptHook
 
+    installExceptHook()
     installLeanPoll(reactor)
     config = options.gatewayConfig
     worker = int(options["worker"])
@@ -115,12 +117,16 @@ def _gatewayService(options: Options, reactor: Any, **kw: Any) -> Any:
     error (still before twistd daemonises), not as a traceback.
     """
     from agwtx.service import makeGatewayService
+    from agwtx.startup import StartupError
     from agwtx.tls import TlsError
 
     try:
         return makeGatewayService(options.gatewayConfig, reactor, **kw)
     except TlsError as e:
         _configErrors(e.lines(options["config"]))
+    except StartupError as e:  # before daemonising: said here, once
+        sys.stderr.write(f"agw: {e}\n")
+        raise SystemExit(1)
 
 
 def _configErrors(lines: list[str]) -> NoReturn:

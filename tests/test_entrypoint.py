@@ -115,25 +115,3 @@ def test_demo_certificate_that_cannot_be_written_is_a_clear_error(tmp_path: Path
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert f"agw: --demo: cannot create the demo certificate in {blocker / 'demo-tls'}" in out.stderr
-
-
-def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
-    import socket
-
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen(1)
-    port = busy.getsockname()[1]
-    ini = tmp_path / "gw.ini"
-    ini.write_text(basicIni(port, [freePort()]))
-    try:
-        out = subprocess.run(
-            [TWISTD, "-n", "--pidfile=", "agw", "--config", str(ini)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        busy.close()
-    assert out.returncode != 0
-    assert "Address already in use" in out.stdout + out.stderr
