@@ -33,8 +33,10 @@ lint: setup
 	$(VENV)/bin/ruff check agwtx twisted tests bench conformance
 	$(VENV)/bin/ruff format --check agwtx twisted tests bench conformance
 
+# -ra: the summary says why each test was skipped (CI=true turns the
+# status page's missing-Chromium skip into a failure).
 test: lint
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -p no:cacheprovider $(PYTEST_ARGS)
 
 # PyPy: Debian's pypy3 (PyPy 7.3.11, Python 3.9) gives the same gateway two to
 # three times CPython's HTTP throughput (2.2 and 2.8 times in two runs of
@@ -62,7 +64,7 @@ run-pypy: setup-pypy
 	PYPY_GC_NURSERY=$(PYPY_GC_NURSERY) $(PYPY_VENV)/bin/twistd -n --pidfile= agw --config etc/gw-demo.ini --demo
 
 test-pypy: setup-pypy
-	$(PYPY_VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PYPY_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider $(PYTEST_ARGS)
 
 # The conformance run with the gateway and echo backend on PyPy, without the
 # permessage-deflate groups 12 and 13 (not negotiated there: README, PyPy).
