@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test lint check bench bench-tools conformance conformance-full setup-pypy run-pypy test-pypy conformance-pypy
+.PHONY: setup run test fuzz lint check bench bench-tools conformance conformance-full setup-pypy run-pypy test-pypy conformance-pypy
 
 # $(call venv,PYTHON,DIR,PIP-OPTIONS): DIR as a venv of PYTHON with agw and its test extras.
 define venv
@@ -37,6 +37,11 @@ lint: setup
 # status page's missing-Chromium skip into a failure).
 test: lint
 	$(PY) -m pytest -q -ra -p no:cacheprovider $(PYTEST_ARGS)
+
+# The differential fuzzer (tests/test_fuzz.py, docs/hardening.rst) for a long
+# run: AGW_FUZZ_EXAMPLES examples (5000 by default) instead of CI's 120.
+fuzz: setup
+	AGW_FUZZ_PROFILE=agw-long $(PY) -m pytest -q -ra -p no:cacheprovider tests/test_fuzz.py $(PYTEST_ARGS)
 
 # PyPy: Debian's pypy3 (PyPy 7.3.11, Python 3.9) gives the same gateway two to
 # three times CPython's HTTP throughput (2.2 and 2.8 times in two runs of

@@ -610,9 +610,18 @@ def _chooseMember(
     return state.pick(), None
 
 
-def _picksHost(target: "BackendTarget") -> bool:
-    """Whether the Host line is each member's own name (C{pickHostNameFromBackendAddress}, no C{hostName})."""
-    return bool(target.settings.pickHostNameFromBackendAddress and target.hostHeader is None)
+def _picksHost(target: "BackendTarget", request: "GatewayRequest") -> bool:
+    """
+    Whether the Host line is each member's own name: C{pickHostNameFromBackendAddress}
+    without C{hostName}, or no C{hostName} and a client request without Host
+    (HTTP/1.0 allows that; the backend request is HTTP/1.1, which must have
+    one, and nginx sends the upstream's name too).
+    """
+    if target.hostHeader is not None:
+        return False
+    return bool(target.settings.pickHostNameFromBackendAddress) or not request.requestHeaders.hasHeader(
+        b"host"
+    )
 
 
 def backendRequestHeaders(
@@ -629,7 +638,7 @@ def backendRequestHeaders(
     C{pickHostNameFromBackendAddress}, C{member}'s name (C{member} None: no
     Host line, the caller writes one per member); else the client's.
     """
-    pickHost = _picksHost(target)
+    pickHost = _picksHost(target, request)
     host = target.hostHeader
     if pickHost:
         host = member.host.encode("idna") if member is not None else b""
@@ -658,7 +667,7 @@ def _begin(
     bodyLength: int,
     stream: _StreamedBody | None,
 ) -> None:
-    pickHost = _picksHost(target)  # then head() writes each member's Host line
+    pickHost = _picksHost(target, request)  # then head() writes each member's Host line
     fwd = backendRequestHeaders(request, target, None, _CONTENT_LENGTH)
     if framing is not None:
         fwd.append(framing)

@@ -267,6 +267,8 @@ class GatewayRequest(server.Request):
         authority = uri[start:end]
         if not authority or b"@" in authority:
             return
+        if self.clientproto != b"HTTP/1.0" and not self.requestHeaders.hasHeader(b"host"):
+            return  # HTTP/1.1 without Host: 400 (RFC 9112 section 3.2), as nginx
         target = uri[end:]
         if not target.startswith(b"/"):
             target = b"/" + target
@@ -621,6 +623,12 @@ class GatewaySite(server.Site):
     def dispatch(self, request: GatewayRequest) -> Any:
         target, code, message = self.resolve(request)
         if target is None:
+            if code == 400 and request.channel is not None:
+                # A malformed request (Host, target): nothing more is read
+                # from the connection, as nginx does, so what follows it is
+                # never taken as requests.
+                request.channel.persistent = False
+                return errorPage(request, code, message, [(b"Connection", b"close")])
             return errorPage(request, code, message)
         return target.render(self.ctx, request)
 
