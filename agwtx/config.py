@@ -7,6 +7,10 @@ the line, the section and the key and says what was expected::
 
     etc/gw.ini:12: [probe:p1] interval: expected 1..86400 seconds, got 0
 
+Every section and key (type, range, default, Azure equivalent) is listed in
+docs/configuration.rst, which tests/test_docs.py checks against L{_KEYS} and
+L{_PATTERN_KEYS} both ways.
+
 Errors about a whole section leave out the key::
 
     etc/gw.ini:3: [frob:x]: unknown section kind 'frob'; expected one of: ...
