@@ -1735,7 +1735,7 @@ def certDir(inTmp: Path) -> Path:
 
 def test_designExampleAsWritten(certDir: Path) -> None:
     """
-    DESIGN.md's example leaves appGatewayHttpListener without a rule, which
+    DESIGN_EXAMPLE (the original design's sample) leaves appGatewayHttpListener without a rule, which
     is the one thing wrong with it.
     """
     assert errorsOf(DESIGN_EXAMPLE.format(certDir=certDir)) == [
@@ -1747,7 +1747,7 @@ def test_designExampleAsWritten(certDir: Path) -> None:
 
 
 def test_designExample(certDir: Path) -> None:
-    """The example of DESIGN.md, plus a rule for its Http listener, loads as written."""
+    """DESIGN_EXAMPLE, plus a rule for its Http listener, loads as written."""
     config = load(DESIGN_EXAMPLE.format(certDir=certDir) + HTTP_TO_HTTPS)
     assert config.path == "gw.ini"
     assert config.gateway.admin == "tcp:9901:interface=127.0.0.1"
