@@ -226,43 +226,43 @@ class Expected:
 
 def oracle(raw: bytes) -> tuple[list[Expected], str]:
     """The requests h11 reads from C{raw}, and how reading ended ("error: ...", "need-data", "closed")."""
-    parser = h11.Connection(h11.SERVER)
-    parser.receive_data(raw)
-    parser.receive_data(b"")  # the client sends nothing more
     out: list[Expected] = []
+    rest = raw
     while True:
-        try:
-            event = parser.next_event()
-        except h11.RemoteProtocolError as e:
-            return out, f"error: {e}"
-        if event is h11.NEED_DATA:
-            return out, "need-data"
-        if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED and not out:
-            return out, "closed"
-        if isinstance(event, h11.Request):
-            out.append(Expected(event.method, event.target, list(event.headers), event.http_version))
-        elif isinstance(event, h11.Data):
-            out[-1].body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            out[-1].complete = True
-            parser.send(h11.Response(status_code=200, headers=[(b"Content-Length", b"0")]))
-            parser.send(h11.EndOfMessage())
-            if parser.their_state is h11.MUST_CLOSE and keepsHttp10Alive(out[-1]):
-                # Deviation: h11 closes after every HTTP/1.0 request; the
-                # gateway keeps the connection when the client asks with
-                # Connection: keep-alive and the response has a length (RFC
-                # 9112 appendix C.2.2; nginx and HAProxy do the same).  The
-                # oracle reads on from there with a new parser.
-                rest, _ = parser.trailing_data
-                parser = h11.Connection(h11.SERVER)
-                parser.receive_data(bytes(rest))
-                parser.receive_data(b"")
-                continue
-            if parser.their_state is not h11.DONE or parser.our_state is not h11.DONE:
+        # Deviation: RFC 9112 section 2.2 says a server SHOULD ignore at
+        # least one empty line before a request line; twisted.web ignores
+        # one, h11 none.  The oracle drops one before each request.  Each
+        # request is read by a new parser on the bytes left after the last.
+        if rest.startswith(b"\r\n"):
+            rest = rest[2:]
+        parser = h11.Connection(h11.SERVER)
+        parser.receive_data(rest)
+        parser.receive_data(b"")  # the client sends nothing more
+        while True:
+            try:
+                event = parser.next_event()
+            except h11.RemoteProtocolError as e:
+                return out, f"error: {e}"
+            if event is h11.NEED_DATA:
+                return out, "need-data"
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                 return out, "closed"
-            parser.start_next_cycle()
-        elif event is h11.PAUSED:
+            if isinstance(event, h11.Request):
+                out.append(Expected(event.method, event.target, list(event.headers), event.http_version))
+            elif isinstance(event, h11.Data):
+                out[-1].body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                out[-1].complete = True
+                break
+        parser.send(h11.Response(status_code=200, headers=[(b"Content-Length", b"0")]))
+        parser.send(h11.EndOfMessage())
+        # Deviation: h11 closes after every HTTP/1.0 request; the gateway
+        # keeps the connection when the client asks with Connection:
+        # keep-alive and the response has a length (RFC 9112 appendix C.2.2;
+        # nginx and HAProxy do the same).
+        if parser.their_state is not h11.DONE and not keepsHttp10Alive(out[-1]):
             return out, "closed"
+        rest = bytes(parser.trailing_data[0])
 
 
 def keepsHttp10Alive(request: Expected) -> bool:
@@ -514,6 +514,8 @@ REGRESSIONS = [
     b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nUpgrade: websocket\r\n\r\nGET /a/b?c=d HTTP/1.1\r\nHost: x\r\n\r\n",
     # HTTP/1.0 keep-alive (see keepsHttp10Alive).
     b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    # An empty line before a request line (see oracle).
+    b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n",
 ]
 
 
@@ -522,7 +524,7 @@ def test_regressions(fuzzGateway: tuple[int, Proc, RecordingBackend], raw: bytes
     check(fuzzGateway, raw)
 
 
-@pytest.mark.timeout(None if PROFILE.deadline is None else 600)
+@pytest.mark.timeout(0 if PROFILE.deadline is None else 600)  # 0: none, for long runs
 @settings(PROFILE)
 @given(raw=requests())
 def test_the_gateway_forwards_only_what_a_strict_parser_reads(
