@@ -486,9 +486,11 @@ class GatewayChannel(http.HTTPChannel):
                 self.writeHeaders = self._writeConnectionHeader  # type: ignore[method-assign]
                 return False
             return True
-        if version == b"HTTP/1.0" and connection and b"keep-alive" in connectionTokens(connection):
-            self.writeHeaders = self._writeConnectionHeader  # type: ignore[method-assign]
-            return True
+        if version == b"HTTP/1.0" and connection:
+            tokens = connectionTokens(connection)
+            if b"keep-alive" in tokens and b"close" not in tokens:  # close wins (found by the fuzzer)
+                self.writeHeaders = self._writeConnectionHeader  # type: ignore[method-assign]
+                return True
         return False
 
     def _writeConnectionHeader(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:

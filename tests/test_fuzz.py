@@ -527,6 +527,9 @@ REGRESSIONS = [
     b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nUpgrade: websocket\r\n\r\nGET /a/b?c=d HTTP/1.1\r\nHost: x\r\n\r\n",
     # HTTP/1.0 keep-alive (see keepsHttp10Alive).
     b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    # HTTP/1.0 asking for both keep-alive and close was kept alive (found
+    # by the fuzzer): close wins.
+    b"GET / HTTP/1.0\r\nX-A: 1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\nGET / HTTP/1.0\r\n\r\n",
     # An empty line before a request line (see oracle).
     b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n",
 ]
