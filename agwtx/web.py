@@ -119,13 +119,28 @@ class _BoundedChunkedDecoder(_ChunkedTransferDecoder):
     soon as its digits are in, before the line even ends: taken, the gateway
     would wait for a body that never comes, and a backend that reads the
     size into 64 bits would wrap it (as nginx, which refuses sizes that do
-    not fit its off_t).
+    not fit its off_t).  Trailer lines must be field lines.
     """
 
     def _dataReceived_CHUNK_LENGTH(self) -> bool:
         if _HUGE_CHUNK.match(self._buffer):
             raise _MalformedChunkedDataError("chunk size of 16 or more hex digits")
         return bool(super()._dataReceived_CHUNK_LENGTH())
+
+    def _dataReceived_TRAILER(self) -> bool:
+        # twisted.web keeps trailer lines unchecked; a line that is not a
+        # field line makes the message malformed (the trailers themselves are
+        # not forwarded).  Found by the fuzzer.
+        end = self._buffer.find(b"\r\n", self._start)
+        if end > 0:
+            name, colon, value = bytes(self._buffer[:end]).partition(b":")
+            if (
+                not (colon and name)
+                or name.translate(None, _TCHAR)
+                or len(value.translate(None, _CTL)) != len(value)
+            ):
+                raise _MalformedChunkedDataError("malformed trailer field line")
+        return bool(super()._dataReceived_TRAILER())
 
 
 def sendRefusal(ctx: GatewayContext, transport: Any, refusal: _Refusal) -> None:
@@ -267,8 +282,13 @@ class GatewayRequest(server.Request):
         authority = uri[start:end]
         if not authority or b"@" in authority:
             return
-        if self.clientproto != b"HTTP/1.0" and not self.requestHeaders.hasHeader(b"host"):
-            return  # HTTP/1.1 without Host: 400 (RFC 9112 section 3.2), as nginx
+        hosts = self.requestHeaders.getRawHeaders(b"host")
+        if (hosts is None and self.clientproto != b"HTTP/1.0") or (
+            hosts is not None and (len(hosts) > 1 or not validHost(hosts[0]))
+        ):
+            # HTTP/1.1 without Host, two Host lines, or an invalid one: 400
+            # whatever the target says (RFC 9112 section 3.2), as nginx.
+            return
         target = uri[end:]
         if not target.startswith(b"/"):
             target = b"/" + target

@@ -523,6 +523,15 @@ REGRESSIONS = [
     # Absolute-form without Host in HTTP/1.1 was taken (found by the fuzzer;
     # RFC 9112 section 3.2 and nginx: 400).
     b"GET http://x/abs HTTP/1.1\r\n\r\n",
+    # Absolute-form with two Host lines was taken, the authority replacing
+    # both (found by the fuzzer): 400, RFC 9112 section 3.2.
+    b"GET http://x:80 HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET http://x/ HTTP/1.1\r\nHost: a b\r\n\r\n",
+    # A trailer line that is not a field line was taken (found by the fuzzer).
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    b"1\r\na\r\n0\r\n\x00\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    b"1\r\na\r\n0\r\nX-T: 1\r\n\r\n",
     # A refused WebSocket handshake, then a request on the same connection.
     b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nUpgrade: websocket\r\n\r\nGET /a/b?c=d HTTP/1.1\r\nHost: x\r\n\r\n",
     # HTTP/1.0 keep-alive (see keepsHttp10Alive).
