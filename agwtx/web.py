@@ -409,6 +409,17 @@ class GatewayChannel(http.HTTPChannel):
         )
         self._refuse(_431 if tooLarge else _400)
 
+    def refuseRequest(self, message: str) -> None:
+        """
+        Refuse the request whose head was just read with C{400} and
+        C{message} (C{"Bad Request: ..."}), and read nothing more from the
+        connection: its body, if any, is not waited for (found by the fuzzer:
+        a refused request with a body the client never sent held the
+        connection until the idle timeout).
+        """
+        phrase, _, text = message.partition(": ")
+        self._refuse(_canned(400, phrase.encode("ascii"), text.encode("ascii")))
+
     def _refuse(self, refusal: _Refusal) -> None:
         transport = self.transport
         if self._lingerCall is not None or transport is None or transport.disconnecting:
@@ -655,8 +666,15 @@ class GatewaySite(server.Site):
         return target.render(self.ctx, request)
 
     def startStreaming(self, request: GatewayRequest, length: int | None) -> bool:
-        """Begin a backend exchange for a request whose body is still arriving, if it has one."""
-        target, _, _ = self.resolve(request)
+        """
+        Begin a backend exchange for a request whose body is still arriving,
+        if it has one.  True also when the head is refused at once (a 400
+        needs no body: the client is not kept waiting to send it).
+        """
+        target, code, message = self.resolve(request)
+        if target is None and code == 400 and request.channel is not None:
+            request.channel.refuseRequest(message)
+            return True
         resolveTarget = getattr(target, "resolve", None)  # PathMapTarget, PluginTarget: the concrete target
         if resolveTarget is not None:
             target = resolveTarget(request)

@@ -529,6 +529,10 @@ REGRESSIONS = [
     # both (found by the fuzzer): 400, RFC 9112 section 3.2.
     b"GET http://x:80 HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET http://x/ HTTP/1.1\r\nHost: a b\r\n\r\n",
+    # A request with a body and a head refused with 400 (no Host) waited
+    # for the body before answering (found by the fuzzer).
+    b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a b\r\nContent-Length: 10\r\n\r\n",
     # A HEAD with a body was never answered (found by the fuzzer).
     b"HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
     # A trailer line that is not a field line was taken (found by the fuzzer).
