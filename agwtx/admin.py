@@ -19,14 +19,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import serverFromString
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from agwtx.model import GatewayConfig
 from agwtx.pool import Member, PoolState
-from agwtx.startup import ListeningService
+from agwtx.startup import ListeningService, serverEndpoint
 
 __all__ = [
     "AdminRoot",
@@ -194,6 +193,6 @@ def adminService(ctx: Any, config: GatewayConfig, reactor: Any) -> StreamServerE
     assert config.gateway.admin is not None
     site = AdminSite(ctx, config, reactor)
     admin = config.gateway.admin
-    svc = ListeningService("admin endpoint", admin, serverFromString(reactor, admin), site)
+    svc = ListeningService("admin endpoint", admin, serverEndpoint(reactor, admin, "admin endpoint"), site)
     svc.setName("admin")
     return svc

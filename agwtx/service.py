@@ -28,14 +28,13 @@ from weakref import WeakKeyDictionary
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from agwtx.affinity import AffinityCodec
 from agwtx.model import GatewayConfig
 from agwtx.pool import Member, PoolState
 from agwtx.routing import GatewayContext, PortRouter, buildRouters
-from agwtx.startup import ListeningService, StartupError, reason
+from agwtx.startup import ListeningService, StartupError, reason, serverEndpoint
 from agwtx.systemd import notify
 from agwtx.upstream import UpstreamPool
 from agwtx.web import GatewaySite
@@ -156,7 +155,7 @@ class GatewayService(MultiService):
 
             endpoint = reusePortEndpoint(self.reactor, fp.endpoint)
         else:
-            endpoint = serverFromString(self.reactor, fp.endpoint)
+            endpoint = serverEndpoint(self.reactor, fp.endpoint, f"frontendPort:{name}")
         factory = self._siteFactory(config, name, site)
         site.secure = factory is not site or fp.endpoint.startswith("ssl:")
         svc = ListeningService(f"frontendPort:{name}", fp.endpoint, endpoint, factory)

@@ -19,10 +19,18 @@ import sys
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
-__all__ = ["ListeningService", "StartupError", "installExceptHook", "listenFailure", "reason"]
+__all__ = [
+    "ListeningService",
+    "StartupError",
+    "installExceptHook",
+    "listenFailure",
+    "reason",
+    "serverEndpoint",
+]
 
 log = Logger(namespace="agw.startup")
 
@@ -62,6 +70,21 @@ def listenFailure(what: str, failure: BaseException, description: str = "") -> s
         return f"cannot listen on {where} ({what}): {reason(failure.socketError)}"
     where = f" on {description}" if description else ""
     return f"cannot listen{where} ({what}): {reason(failure)}"
+
+
+def serverEndpoint(reactor: Any, description: str, what: str) -> Any:
+    """
+    C{serverFromString}, with a C{systemd:} endpoint whose socket systemd did
+    not pass (the config run by hand, not from its .socket unit) reported as
+    a L{StartupError} instead of an C{IndexError} traceback.
+    """
+    try:
+        return serverFromString(reactor, description)
+    except IndexError:
+        raise StartupError(
+            f"cannot listen on {description} ({what}): systemd passed no socket with that index "
+            "(LISTEN_FDS); start it from its .socket unit"
+        ) from None
 
 
 class ListeningService(StreamServerEndpointService):

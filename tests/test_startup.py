@@ -91,6 +91,24 @@ def test_a_unix_socket_in_a_missing_directory(tmp_path: Path) -> None:
     assertDaemonReports(ini, expected)
 
 
+def test_a_systemd_endpoint_without_the_socket(tmp_path: Path) -> None:
+    # The unit's config run by hand: systemd passed no sockets (LISTEN_FDS).
+    ini = tmp_path / "gw.ini"
+    endpoint = "systemd:domain=INET:index=0"
+    ini.write_text(
+        basicIni(freePort(), [freePort()])
+        .replace("port = ", "endpoint = " + endpoint + "\n; port = ", 1)
+        .replace("interface = 127.0.0.1", "", 1)
+    )
+    expected = (
+        f"cannot listen on {endpoint} (frontendPort:fp): systemd passed no socket with that index "
+        "(LISTEN_FDS); start it from its .socket unit"
+    )
+    assertOneLine(ini, expected)
+    status, out, err, _ = twistd(ini, daemon=True)  # found before twistd daemonises
+    assert (status, err) == (1, f"agw: {expected}\n"), out
+
+
 def test_an_access_log_that_cannot_be_opened(tmp_path: Path) -> None:
     # Found while the service is built, before twistd daemonises: said once, in both modes.
     ini = tmp_path / "gw.ini"
