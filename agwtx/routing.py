@@ -24,6 +24,7 @@ from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.web.server import NOT_DONE_YET
 
 from agwtx.affinity import AffinityCodec
+from agwtx.config import ConfigError
 from agwtx.limits import ConnectionLimits
 from agwtx.errorpages import ErrorPages
 from agwtx.model import (
@@ -518,10 +519,15 @@ def buildRouters(
     is filled with a L{PoolState} per (pool, settings) pair the rules use.
     On a reload, C{previous} holds the running states: an unchanged pair
     keeps its state object (health, counters, open connections), a changed
-    one gets a new state and C{onReplace(old, new)} is called to carry over
-    what must survive.
+    one gets a new state and C{onReplace(old, new)} is called, so that the
+    caller can carry over what must survive when it commits.  Nothing
+    running is changed.
+
+    @raise agwtx.config.ConfigError: a plugin rule cannot be configured
+        (every such rule's problems).
     """
     routers: dict[str, PortRouter] = {}
+    pluginErrors: list[str] = []
 
     def backend(rule: str, poolName: str, settingsName: str, prefix: str | None = None) -> BackendTarget:
         settings = config.backendHttpSettings[settingsName]
@@ -594,7 +600,11 @@ def buildRouters(
             fallback = None
             if rule.backendAddressPool and rule.backendHttpSettings:
                 fallback = backend(name, rule.backendAddressPool, rule.backendHttpSettings)
-            target = pluginTarget(config, rule, fallback, backend, redirect)
+            try:
+                target = pluginTarget(config, rule, fallback, backend, redirect)
+            except ConfigError as e:  # every plugin rule's problems at once
+                pluginErrors.extend(e.errors)
+                continue
         else:
             assert rule.backendAddressPool and rule.backendHttpSettings
             target = backend(name, rule.backendAddressPool, rule.backendHttpSettings)
@@ -619,6 +629,8 @@ def buildRouters(
                 order=order,
             )
         )
+    if pluginErrors:
+        raise ConfigError(pluginErrors)
     for router in routers.values():
         router.routes.sort(key=lambda r: r.order)
     return routers
