@@ -258,6 +258,8 @@ class GatewayRequest(server.Request):
     """The connection's peer: the TCP peer, or the PROXY protocol's client."""
     listenerPort: int = 0
     agwStream: Any = None
+    agwDecision: tuple[Any, int, str] | None = None
+    """The routing decision (L{GatewaySite.decide}): made once, when the head is complete."""
     agwDiscarded = False
     """The body was read and dropped (see L{_Discarded}): no backend may get this request."""
     _prepared = False
@@ -819,8 +821,22 @@ class GatewaySite(server.Site):
         """C{[gateway] requestBodyTimeout} of the configuration in force."""
         return self.ctx.config.gateway.requestBodyTimeout  # type: ignore[no-any-return]
 
+    def decide(self, request: GatewayRequest) -> tuple[Any, int, str]:
+        """
+        The request's routing decision, made once, when its head is complete
+        (L{GatewayRequest.gotLength} for a request with a body, else
+        L{GatewayRequest.process}), and kept on the request: everything
+        after (the proxy, the WebSocket bridge, a redirect, the access log)
+        uses it, so a reload that swaps this port's table meanwhile never
+        changes a request in flight.
+        """
+        decision = request.agwDecision
+        if decision is None:
+            decision = request.agwDecision = self.resolve(request)
+        return decision
+
     def resolve(self, request: GatewayRequest) -> tuple[Any, int, str]:
-        """(target, 0, "") for a routable request, else (None, status, message)."""
+        """(target, 0, "") for a routable request, else (None, status, message), by the table in force."""
         hosts = request.requestHeaders.getRawHeaders(b"host")
         if hosts is None and request.clientproto == b"HTTP/1.1":
             return None, 400, "Bad Request: missing Host header"
@@ -842,14 +858,14 @@ class GatewaySite(server.Site):
         return route.target, 0, ""
 
     def dispatch(self, request: GatewayRequest) -> Any:
-        target, code, message = self.resolve(request)
+        target, code, message = self.decide(request)
         if target is None:
             return errorPage(request, code, message)
         return target.render(self.ctx, request)
 
     def startStreaming(self, request: GatewayRequest, length: int | None) -> bool:
         """Begin a backend exchange for a request whose body is still arriving, if it has one."""
-        target, _, _ = self.resolve(request)
+        target, _, _ = self.decide(request)
         resolveTarget = getattr(target, "resolve", None)  # PathMapTarget, PluginTarget: the concrete target
         if resolveTarget is not None:
             target = resolveTarget(request)
