@@ -114,7 +114,7 @@ from agwtx.affinity import affinityCookies
 from agwtx.pool import Lease, Member, PoolState
 from agwtx.upstream import relayableHead
 from agwtx.proxy import (
-    _chooseMember,
+    chooseMember,
     backendRequestHeaders,
     connectFailureKind,
     connectionTokens,
@@ -882,6 +882,7 @@ class WebSocketSession:
         handshake: ClientHandshake,
         member: Member,
         pinned: Member | None,
+        lease: Lease,
     ) -> None:
         self.bridge = bridge
         self.ctx = bridge.ctx
@@ -893,7 +894,6 @@ class WebSocketSession:
         self.handshake = handshake
         self.member = member
         self.pinned = pinned
-        self.tried: list[Member] = []
         self.phase = DIALING
         self.timer: IDelayedCall | None = None
         self.idleTimer: IDelayedCall | None = None
@@ -904,7 +904,7 @@ class WebSocketSession:
         self.dialedAt = 0.0
         self.closedBy: str | None = None
         self.clientHeaders = {}
-        self.lease = Lease(self.clock, slotted=False)
+        self.lease = lease
         """Counts the session in flight on its member; no connection slot (see L{Lease})."""
         self._flushed = (0, 0, 0, 0)
         self.throttles: list[_Throttle] = []
@@ -920,7 +920,6 @@ class WebSocketSession:
     def _dial(self, member: Member) -> None:
         self.member = member
         self.request.agwMember = member.key
-        self.tried.append(member)
         self.lease.hold(member)
         factory = self.bridge.backendFactory(self, member)
         self.factory = factory
@@ -985,11 +984,10 @@ class WebSocketSession:
             return
         detail = str(reason.value)
         self.ctx.passiveFailure(self.state, self.member, connectFailureKind(reason), detail)
-        if len(self.tried) < 2:
-            other = self.state.pick(exclude=self.tried)
-            if other is not None:
-                self._dial(other)
-                return
+        other = self.lease.failover()
+        if other is not None:
+            self._dial(other)
+            return
         log.warn(
             "request={requestId}: WebSocket backend {member} unreachable: {error}",
             requestId=self.request.agwRequestId,
@@ -1527,10 +1525,11 @@ class WebSocketBridge:
             handshake = checkHandshake(request.method, request.clientproto, request.requestHeaders)
         except HandshakeError as e:
             return errorPage(request, e.code, e.message, e.headers)
-        member, pinned = _chooseMember(self.ctx, request, target)
+        lease = Lease(self.ctx.reactor, slotted=False, state=target.state)
+        member, pinned = chooseMember(self.ctx, request, target, lease)
         if member is None:
             return errorPage(request, 502, "Bad Gateway: no healthy backend is available")
-        WebSocketSession(self, request, target, handshake, member, pinned).start()
+        WebSocketSession(self, request, target, handshake, member, pinned, lease).start()
         return NOT_DONE_YET
 
     def abortHandshakes(self) -> int:
