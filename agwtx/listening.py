@@ -70,13 +70,18 @@ class PortFactory:
 
 class PortListener(Service):
     """
-    One frontend port's listening socket as a service.  Unlike Twisted's
-    C{StreamServerEndpointService}, binding is a separate synchronous step
-    that raises L{BindError}, so a reload binds before it commits.
+    A listening socket as a service (a frontend port's, the admin
+    endpoint's).  Unlike Twisted's C{StreamServerEndpointService}, binding
+    is a separate synchronous step that raises L{BindError}, so a reload
+    binds before it commits; at start-up the endpoint's own error is raised
+    (twistd reports it and exits).
     """
 
-    def __init__(self, name: str, description: str, endpoint: IStreamServerEndpoint, factory: PortFactory):
-        self.port: str = name
+    def __init__(
+        self, label: str, description: str, endpoint: IStreamServerEndpoint, factory: IProtocolFactory
+    ) -> None:
+        self.label = label
+        """What error messages call it: C{[frontendPort:web]}, C{[gateway] admin}."""
         self.description = description
         self.endpoint = endpoint
         self.factory = factory
@@ -96,14 +101,14 @@ class PortListener(Service):
         try:
             d: Deferred[IListeningPort] = self.endpoint.listen(self.factory)
         except Exception as e:  # an endpoint that raises instead of failing its Deferred
-            raise BindError(f"[frontendPort:{self.port}] {self.description}: {e}") from e
+            raise BindError(f"{self.label} {self.description}: {e}") from e
         d.addBoth(outcome.append)
         if not outcome:
             d.cancel()
-            raise BindError(f"[frontendPort:{self.port}] {self.description}: did not bind at once")
+            raise BindError(f"{self.label} {self.description}: did not bind at once")
         result = outcome[0]
         if isinstance(result, Failure):
-            raise BindError(f"[frontendPort:{self.port}] {self.description}: {result.getErrorMessage()}")
+            raise BindError(f"{self.label} {self.description}: {result.getErrorMessage()}") from result.value
         self.listening = result
 
     def unbind(self) -> Deferred[None]:
@@ -117,7 +122,10 @@ class PortListener(Service):
 
     def privilegedStartService(self) -> None:
         # Binding here (not in startService) lets privileged ports bind before twistd drops root.
-        self.bind()
+        try:
+            self.bind()
+        except BindError as e:
+            raise (e.__cause__ or e) from None
         super().privilegedStartService()
 
     def startService(self) -> None:

@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from agwtx.affinity import affinityCookies
 from agwtx.errorpages import ErrorPages
+from agwtx.compat.twistedprivate import clientGone
 from agwtx.pool import Lease, Member, PoolState
 from agwtx.upstream import UpstreamConnection, UpstreamError
 
@@ -242,7 +243,7 @@ def errorPage(
     )
     for name, value in extra:
         request.responseHeaders.addRawHeader(name, value)
-    if not request._disconnected:
+    if not clientGone(request):
         request.write(body)
         request.finish()
     return NOT_DONE_YET
@@ -571,7 +572,7 @@ class _Exchange:
         request = self.request
         if request.producer is not None:
             request.unregisterProducer()
-        if not request._disconnected and not request.finished:
+        if not clientGone(request) and not request.finished:
             request.finish()
 
     def responseFailed(self, err: UpstreamError, retryable: bool) -> None:

@@ -42,6 +42,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from agwtx.affinity import AffinityCodec
+from agwtx.compat.twistedprivate import clearExitSignal
 from agwtx.listening import BindError, PortFactory, PortListener
 from agwtx.model import GatewayConfig
 from agwtx.pool import Member, PoolState
@@ -294,7 +295,7 @@ class GatewayService(MultiService):
             endpoint = reusePortEndpoint(self.reactor, description)
         else:
             endpoint = serverFromString(self.reactor, description)
-        return PortListener(name, fp.endpoint, endpoint, PortFactory(stack.outer))
+        return PortListener(f"[frontendPort:{name}]", fp.endpoint, endpoint, PortFactory(stack.outer))
 
     @property
     def sites(self) -> dict[str, GatewaySite]:
@@ -377,8 +378,7 @@ class GatewayService(MultiService):
                 self.accessWriter = None
             # The stop was orderly: exit 0 rather than re-raising SIGTERM
             # (twistd's default), so supervisors see a clean stop.
-            if getattr(self.reactor, "_exitSignal", None) is not None:
-                self.reactor._exitSignal = None
+            clearExitSignal(self.reactor)
             return MultiService.stopService(self)
 
         return done.addCallback(rest)
@@ -557,7 +557,7 @@ class GatewayService(MultiService):
                 running.listener.factory.swap(stack.outer)
             stack.site.router = p.router
             stack.site.listenerPort = fp.port or 0
-            running.listener.port = name
+            running.listener.label = f"[frontendPort:{name}]"
             ports[name] = _Port(running.listener, stack)
         self.ports = ports
         if plan.access is not None:

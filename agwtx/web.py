@@ -15,6 +15,7 @@ from twisted.web import http, server
 from twisted.web.resource import Resource
 
 from agwtx.model import GatewaySettings
+from agwtx.compat.twistedprivate import clientGone, requestLine
 from agwtx.proxy import connectionTokens, errorPage, httpDate, startStreaming
 from agwtx.requestid import newRequestId
 from agwtx.routing import BackendTarget, PortRouter, isWebSocketUpgrade, requestHost, validHost
@@ -364,10 +365,7 @@ class GatewayRequest(server.Request):
             # No body (every GET): a shared empty stand-in, not a new BytesIO per request.
             self.content = _NO_BODY
             return
-        channel = self.channel
-        self.method = channel._command
-        self.uri = channel._path
-        self.clientproto = channel._version
+        self.method, self.uri, self.clientproto = requestLine(self.channel)
         self.path = self.uri.split(b"?", 1)[0]
         if self.uri[:1] != b"/":
             self._originForm()
@@ -419,7 +417,7 @@ class GatewayRequest(server.Request):
             return
         self._bodyCall = None
         channel = self.channel
-        if channel is None or self._disconnected:
+        if channel is None or clientGone(self):
             return
         log.info(
             "Request body from {client} stalled for {seconds} s: 408",
@@ -482,7 +480,7 @@ class GatewayRequest(server.Request):
             site.dispatch(self)
         except Exception:
             log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
-            if not self.finished and not self._disconnected:
+            if not self.finished and not clientGone(self):
                 errorPage(self, 500, "Internal Server Error")
 
 
