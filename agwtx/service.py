@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from weakref import WeakKeyDictionary
 
 from twisted.application.service import MultiService
@@ -151,7 +151,14 @@ class GatewayService(MultiService):
         serveAdmin: bool = True,
         affinitySecret: bytes | None = None,
         instanceId: str = "",
+        workerAdmin: bool = False,
+        workerView: Any = None,
     ) -> None:
+        from agwtx.accesslog import accessPublisher
+        from agwtx.errorpages import ErrorPages
+        from agwtx.requestid import RequestTagger
+        from agwtx.tls import GatewayTls
+
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -159,18 +166,30 @@ class GatewayService(MultiService):
         self.upstream = UpstreamPool(reactor)
         self.fallbackSecret = affinitySecret
         """The key of affinity cookies while the file gives none (shared by workers)."""
-        self.ctx = GatewayContext(reactor, self.upstream, self._affinityCodec(config))
-        self.ctx.instanceId = instanceId or socket.gethostname()
-        self.accessWriter: Any = None
-        self._setAccessLog(config.gateway.accessLog, config.gateway.accessLogFormat)
-        self._setObservability(config)
-        self.webSockets = WebSocketBridge(self.ctx)
-        self.ctx.webSocketHandler = self.webSockets
-        from agwtx.tls import GatewayTls
-
+        self.reloadListeners: list[Callable[[list[str]], None]] = []
+        """Called with each reload's errors (none: it applied), e.g. to pass SIGHUP on to workers."""
         self.tls = GatewayTls(config, reactor)
         """The TLS objects (certificates loaded) of the configuration running now."""
-        self.routers, self.ctx.pools, _ = self._build(config, self.tls, None)
+        self.routers, pools, _ = self._build(config, self.tls, None)
+        publisher, self.accessWriter = accessPublisher(
+            reactor, config.gateway.accessLog, config.gateway.accessLogFormat
+        )
+        self.ctx = GatewayContext(
+            reactor,
+            self.upstream,
+            self._affinityCodec(config),
+            config=config,
+            pools=pools,
+            tagger=RequestTagger(config.gateway),
+            errorPages=ErrorPages(config),
+            accessObserver=publisher,
+            instanceId=instanceId or socket.gethostname(),
+            reloadHandler=self.reload,
+            webSocketFactory=WebSocketBridge,
+            workerAdmin=workerAdmin,
+            workerView=workerView,
+        )
+        self.webSockets: WebSocketBridge = self.ctx.webSocketHandler  # type: ignore[assignment]
         self.ports: dict[str, _Port] = {}
         """Each frontend port's listening socket and the protocol stack new connections get."""
         self.drains: list[Any] = []
@@ -196,8 +215,6 @@ class GatewayService(MultiService):
             from agwtx.workerview import adminService
 
             adminService(self.ctx, config, reactor).setServiceParent(self)
-        self.ctx.reloadHandler = self.reload
-        self.ctx.config = config
 
     def _affinityCodec(self, config: GatewayConfig) -> AffinityCodec:
         """The affinity keys of C{config} (the first signs, all verify), else the fallback key."""
@@ -205,23 +222,6 @@ class GatewayService(MultiService):
         if secrets:
             return AffinityCodec(secrets=secrets)
         return AffinityCodec(self.fallbackSecret)
-
-    def _setAccessLog(self, target: str, format: str) -> None:
-        from agwtx.accesslog import accessPublisher
-
-        publisher, writer = accessPublisher(self.reactor, target, format)
-        if self.accessWriter is not None:
-            self.accessWriter.close()
-        self.accessWriter = writer
-        self.ctx.accessObserver = publisher
-
-    def _setObservability(self, config: GatewayConfig) -> None:
-        """Request IDs, trace context and custom error pages by C{config}."""
-        from agwtx.errorpages import ErrorPages
-        from agwtx.requestid import RequestTagger
-
-        self.ctx.tagger = RequestTagger(config.gateway)
-        self.ctx.errorPages = ErrorPages(config)
 
     def reopenLogs(self) -> None:
         """SIGUSR1 (logrotate's postrotate): reopen the access log file by name."""
@@ -390,6 +390,15 @@ class GatewayService(MultiService):
         Re-read the config file and apply it (L{apply}).  Returns the errors
         (nothing changed) or an empty list (the new config is live).
         """
+        errors = self._reloadFile()
+        for listener in self.reloadListeners:
+            try:
+                listener(errors)
+            except Exception:
+                self.log.failure("a reload listener failed")
+        return errors
+
+    def _reloadFile(self) -> list[str]:
         from agwtx.config import ConfigError, loadConfig
 
         try:
@@ -560,24 +569,20 @@ class GatewayService(MultiService):
             running.listener.label = f"[frontendPort:{name}]"
             ports[name] = _Port(running.listener, stack)
         self.ports = ports
+        publisher = None
         if plan.access is not None:
             publisher, writer = plan.access
             if self.accessWriter is not None:
                 self.accessWriter.close()
             self.accessWriter = writer
-            self.ctx.accessObserver = publisher
-        self.ctx.tagger = plan.tagger
-        self.ctx.errorPages = plan.errorPages
+        affinity = self.ctx.affinity
         if new.gateway.affinityKeys() != self.config.gateway.affinityKeys():
-            self.ctx.affinity = self._affinityCodec(new)
-            self.log.info(
-                "affinity keys changed: {n} key(s), the first signs", n=len(self.ctx.affinity.secrets)
-            )
-        self.ctx.pools = plan.pools
+            affinity = self._affinityCodec(new)
+            self.log.info("affinity keys changed: {n} key(s), the first signs", n=len(affinity.secrets))
+        self.ctx.switch(new, plan.pools, plan.tagger, plan.errorPages, affinity, publisher)
         self.routers = plan.routers
         self.tls = plan.tls
         self.config = new
-        self.ctx.config = new
         self.health.refresh(new)
         for state, members, drain in removed:
             self._drain(state, members, drain)
