@@ -20,7 +20,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import ssl
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,6 +28,7 @@ import pytest
 
 from tests.certs import selfSigned
 from tests.rawbackend import headerValue, readHead
+from tests.test_reload import backendOf
 from tests.support import Proc, TWISTD, freePort, startBackend, waitFor, waitForPort
 from tests.test_routing import writeDropIn
 
@@ -158,23 +158,7 @@ class Gw:
 
 def served(port: int, https: bool = False) -> str:
     """GET / on a new connection: the name of the demo backend that answered."""
-    if https:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            "127.0.0.1", port, timeout=10, context=context
-        )
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/")
-        r = conn.getresponse()
-        body = r.read()
-    finally:
-        conn.close()
-    assert r.status == 200, (r.status, body)
-    return body.decode().rsplit(" ", 1)[-1].strip()
+    return backendOf(port, https)
 
 
 def refused(port: int) -> bool:
