@@ -26,16 +26,16 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from agwtx.config import InvalidValue, parseEndpoint
+from agwtx.listening import PortListener
 from agwtx.model import GatewayConfig
 from agwtx.pool import Member, PoolState
 from agwtx.proxy import errorPage
-from agwtx.startup import ListeningService, serverEndpoint
+from agwtx.startup import serverEndpoint
 
 __all__ = [
     "AdminGuard",
@@ -403,9 +403,7 @@ class _CurrentSettings:
         return getattr(config.gateway, name)
 
 
-def adminService(
-    ctx: Any, config: GatewayConfig, reactor: Any, endpoint: str | None = None
-) -> StreamServerEndpointService:
+def adminService(ctx: Any, config: GatewayConfig, reactor: Any, endpoint: str | None = None) -> PortListener:
     """
     The service that serves L{AdminSite} on C{config.gateway.admin}, or on
     C{endpoint} (a worker's private socket, see L{agwtx.workerview}).
@@ -413,8 +411,12 @@ def adminService(
     endpoint = endpoint or config.gateway.admin
     assert endpoint is not None
     site = AdminSite(ctx, config, reactor)
-    svc = ListeningService(
-        "admin endpoint", endpoint, serverEndpoint(reactor, endpoint, "admin endpoint"), site
+    svc = PortListener(
+        "[gateway] admin",
+        endpoint,
+        serverEndpoint(reactor, endpoint, "admin endpoint"),
+        site,
+        what="admin endpoint",
     )
     svc.setName("admin")
     return svc
