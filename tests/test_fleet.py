@@ -87,6 +87,8 @@ def test_metrics_health_and_status_with_two_workers_count_every_process(tmp_path
             doc = json.loads(get(admin, "/status.json")[1])
             return [p["reachable"] for p in doc["processes"]] == [True, True]
 
+        # The admin endpoint may bind after the frontend port startGateway waited for (seen on PyPy).
+        waitForPort(admin, gw.proc)
         waitFor(workerUp, timeout=20, what="the worker answers")
         while min(perProcess()) == 0 and sent < 400:
             for _ in range(10):
