@@ -304,7 +304,7 @@ def _orList(items: Sequence[str]) -> str:
     return f"{', '.join(items[:-1])} or {items[-1]}"
 
 
-# What the loader accepts, shared with agwtx.armimport so that the importer
+# What the loader accepts, shared with agwtx.tools.armimport so that the importer
 # writes only what loads.
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,80}")
 RULE_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")
