@@ -49,7 +49,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["demo"]:
             # The demo config's HTTPS listener uses a self-signed certificate made on first run.
-            from agwtx.democert import ensureDemoCertificate
+            from agwtx.tools.democert import ensureDemoCertificate
 
             certDir = os.path.join(os.path.dirname(os.path.abspath(self["config"])), "demo-tls")
             try:
@@ -137,7 +137,7 @@ def makeService(options: Options) -> IService:
     watcher.setServiceParent(gateway)
     if not options["demo"] and supervisor is None:
         return gateway
-    from agwtx.demo import demoService
+    from agwtx.tools.demo import demoService
 
     if options["demo"]:
         for i, description in enumerate(DEMO_BACKENDS):

@@ -56,7 +56,7 @@ connections) and its p50 is the latency it adds rather than queueing;
 wrk's latency excludes the wait. ``--paced-delay 0`` skips it.
 
 The two TLS rows share one self-signed EC P-256 certificate for 127.0.0.1
-made at run time in the temp dir (``agwtx.democert``; ``openssl req`` when
+made at run time in the temp dir (``agwtx.tools.democert``; ``openssl req`` when
 agw is not importable). Each is measured twice, for ``--duration`` each:
 
 1. keep-alive: ``wrk`` on ``https://`` with the same connections as the

@@ -42,8 +42,8 @@ from agwtx.health import (
     ProbeSkipped,
     probeRequestFor,
 )
-from agwtx.healthcli import COLUMNS, formatTable
-from agwtx.healthcli import main as healthMain
+from agwtx.tools.healthcli import COLUMNS, formatTable
+from agwtx.tools.healthcli import main as healthMain
 from agwtx.model import (
     DEFAULT_PROBE,
     BackendAddress,
@@ -996,7 +996,7 @@ def test_cliAgainstRunningGateway(tmp_path: Path, procs: list[Any]) -> None:
 
     def agwHealth(adminPort: int) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "agwtx.healthcli", "--admin", f"http://127.0.0.1:{adminPort}"],
+            [sys.executable, "-m", "agwtx.tools.healthcli", "--admin", f"http://127.0.0.1:{adminPort}"],
             cwd=str(ROOT),
             check=False,
             capture_output=True,

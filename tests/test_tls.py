@@ -36,7 +36,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from agwtx.democert import ensureDemoCertificate
+from agwtx.tools.democert import ensureDemoCertificate
 from agwtx.model import (
     BackendHttpSettings,
     GatewayConfig,
@@ -148,7 +148,7 @@ def startTlsBackend(tmp: Path, name: str, cert: Path, key: Path) -> tuple[Proc, 
     port = freePort()
     description = f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     proc = Proc(
-        [sys.executable, "-m", "agwtx.demo", "--listen", description, "--name", name],
+        [sys.executable, "-m", "agwtx.tools.demo", "--listen", description, "--name", name],
         tmp / f"backend-{name}-{port}.log",
     )
     waitForPort(port, proc.proc)

@@ -9,7 +9,7 @@ It answers on any path:
   - a WebSocket handshake on any path: an autobahn echo server that echoes
     every message and answers the first subprotocol offered (if any).
 
-Run it alone with ``python -m agwtx.demo --listen tcp:8081:interface=127.0.0.1``;
+Run it alone with ``python -m agwtx.tools.demo --listen tcp:8081:interface=127.0.0.1``;
 ``twistd agw --demo`` starts the ones the demo config points at.
 """
 
@@ -125,7 +125,7 @@ def demoService(reactor: Any, description: str, name: str) -> IService:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agwtx.demo")
+    parser = argparse.ArgumentParser(prog="python -m agwtx.tools.demo")
     parser.add_argument(
         "--listen",
         action="append",
