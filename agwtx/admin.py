@@ -27,7 +27,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import serverFromString
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
@@ -36,6 +35,7 @@ from agwtx.config import InvalidValue, parseEndpoint
 from agwtx.model import GatewayConfig
 from agwtx.pool import Member, PoolState
 from agwtx.proxy import errorPage
+from agwtx.startup import ListeningService, serverEndpoint
 
 __all__ = [
     "AdminGuard",
@@ -413,7 +413,8 @@ def adminService(
     endpoint = endpoint or config.gateway.admin
     assert endpoint is not None
     site = AdminSite(ctx, config, reactor)
-    svc = StreamServerEndpointService(serverFromString(reactor, endpoint), site)
-    svc._raiseSynchronously = True
+    svc = ListeningService(
+        "admin endpoint", endpoint, serverEndpoint(reactor, endpoint, "admin endpoint"), site
+    )
     svc.setName("admin")
     return svc

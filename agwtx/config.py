@@ -7,6 +7,10 @@ the line, the section and the key and says what was expected::
 
     etc/gw.ini:12: [probe:p1] interval: expected 1..86400 seconds, got 0
 
+Every section and key (type, range, default, Azure equivalent) is listed in
+docs/configuration.rst, which tests/test_docs.py checks against L{_KEYS} and
+L{_PATTERN_KEYS} both ways.
+
 Errors about a whole section leave out the key::
 
     etc/gw.ini:3: [frob:x]: unknown section kind 'frob'; expected one of: ...
@@ -979,6 +983,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "lameDuckPeriod",
         "watchConfig",
         *_POLICY_KEYS,
+        "allowUnderscoresInHeaders",
     ),
     "frontendPort": ("port", "interface", "endpoint", "proxyProtocol", "proxyProtocolSources"),
     "sslCertificate": ("certificate", "privateKey", "password"),
@@ -1374,6 +1379,7 @@ class _Loader:
                 lameDuckPeriod=sec.get("lameDuckPeriod", lambda t: parseDuration(t, 0, 3600)),
                 watchConfig=sec.get("watchConfig", parseBool),
                 sslPolicy=_sslPolicy(sec),
+                allowUnderscoresInHeaders=sec.get("allowUnderscoresInHeaders", parseBool),
             )
         )
 

@@ -141,6 +141,11 @@ class GatewaySettings:
     """Reload when the config file, or a certificate file it names, changes."""
     sslPolicy: SslPolicy = field(default_factory=SslPolicy)
     """The policy of HTTPS listeners without an C{sslProfile}."""
+    allowUnderscoresInHeaders: bool = False
+    """Whether request header fields whose names contain C{_} are forwarded.
+    Off (as nginx's C{underscores_in_headers off}): they are dropped, because
+    backends that fold C{_} into C{-} (CGI, WSGI, PHP) would read
+    C{Transfer_Encoding} or C{X_Forwarded_For} as the real thing."""
 
     def isTrustedProxy(self, address: str) -> bool:
         """Whether C{address} (an IP address as text) is in L{trustedProxies}."""

@@ -46,6 +46,9 @@ HOP_BY_HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
+        # HTTP/2's upgrade field (RFC 9113 section 3.2.1, RFC 7540 3.2.1):
+        # connection-specific by definition, whether Connection names it or not.
+        b"http2-settings",
     }
 )
 _NEVER_NAMED = frozenset({b"host"})
@@ -472,7 +475,8 @@ class _Exchange:
         head = self.makeHead(self.member)
         self.sentAt = self.ctx.reactor.seconds()
         if self.stream is not None:
-            conn.send(head, self, False, True)
+            # A HEAD with a body too: its answer has none (found by the fuzzer).
+            conn.send(head, self, request.method == b"HEAD", True)
             self.stream.attach(conn)
         elif 0 < body <= INLINE_BODY:
             request.content.seek(0)
@@ -696,9 +700,18 @@ def _chooseMember(
     return state.pick(), None
 
 
-def _picksHost(target: "BackendTarget") -> bool:
-    """Whether the Host line is each member's own name (C{pickHostNameFromBackendAddress}, no C{hostName})."""
-    return bool(target.settings.pickHostNameFromBackendAddress and target.hostHeader is None)
+def _picksHost(target: "BackendTarget", request: "GatewayRequest") -> bool:
+    """
+    Whether the Host line is each member's own name: C{pickHostNameFromBackendAddress}
+    without C{hostName}, or no C{hostName} and a client request without Host
+    (HTTP/1.0 allows that; the backend request is HTTP/1.1, which must have
+    one, and nginx sends the upstream's name too).
+    """
+    if target.hostHeader is not None:
+        return False
+    return bool(target.settings.pickHostNameFromBackendAddress) or not request.requestHeaders.hasHeader(
+        b"host"
+    )
 
 
 def _fromTrustedProxy(request: "GatewayRequest") -> bool:
@@ -722,7 +735,7 @@ def backendRequestHeaders(
     C{pickHostNameFromBackendAddress}, C{member}'s name (C{member} None: no
     Host line, the caller writes one per member); else the client's.
     """
-    pickHost = _picksHost(target)
+    pickHost = _picksHost(target, request)
     host = target.hostHeader
     if pickHost:
         host = member.hostHeader if member is not None else b""
@@ -754,7 +767,7 @@ def _begin(
     bodyLength: int,
     stream: _StreamedBody | None,
 ) -> None:
-    pickHost = _picksHost(target)  # then head() writes each member's Host line
+    pickHost = _picksHost(target, request)  # then head() writes each member's Host line
     fwd = backendRequestHeaders(request, target, None, _CONTENT_LENGTH)
     if framing is not None:
         fwd.append(framing)

@@ -32,13 +32,13 @@ from weakref import WeakKeyDictionary
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from agwtx.affinity import AffinityCodec
 from agwtx.model import GatewayConfig
 from agwtx.pool import Member, PoolState
 from agwtx.routing import GatewayContext, PortRouter, buildRouters
+from agwtx.startup import ListeningService, StartupError, reason, serverEndpoint
 from agwtx.systemd import notify
 from agwtx.upstream import UpstreamPool
 from agwtx.web import GatewaySite
@@ -129,7 +129,10 @@ class GatewayService(MultiService):
     def _setAccessLog(self, target: str, format: str) -> None:
         from agwtx.accesslog import accessPublisher
 
-        publisher, writer = accessPublisher(self.reactor, target, format)
+        try:
+            publisher, writer = accessPublisher(self.reactor, target, format)
+        except OSError as e:
+            raise StartupError(f"cannot open the access log {target}: {reason(e)}") from None
         if self.accessWriter is not None:
             self.accessWriter.close()
         self.accessWriter = writer
@@ -205,7 +208,7 @@ class GatewayService(MultiService):
 
             endpoint = reusePortEndpoint(self.reactor, description)
         else:
-            endpoint = serverFromString(self.reactor, description)
+            endpoint = serverEndpoint(self.reactor, description, f"frontendPort:{name}")
         factory = self._siteFactory(config, name, site)
         site.secure = factory is not site or fp.endpoint.startswith("ssl:")
         if fp.proxyProtocol:
@@ -214,8 +217,7 @@ class GatewayService(MultiService):
             factory = ProxyProtocolFactory(
                 factory, fp.proxyProtocolSources, self.reactor, lambda: site.headerTimeout, name
             )
-        svc = StreamServerEndpointService(endpoint, factory)
-        svc._raiseSynchronously = True
+        svc = ListeningService(f"frontendPort:{name}", fp.endpoint, endpoint, factory)
         svc.setName(f"frontendPort:{name}")
         svc.setServiceParent(self)
         self.listeners[name] = svc

@@ -78,7 +78,9 @@ def makeService(options: Options) -> IService:
 
     from agwtx.gctune import tuneGarbageCollector
     from agwtx.reactorpoll import installLeanPoll
+    from agwtx.startup import installExceptHook
 
+    installExceptHook()
     installLeanPoll(reactor)
     tuneGarbageCollector()
     config = options.gatewayConfig
@@ -154,12 +156,16 @@ def _gatewayService(options: Options, reactor: Any, **kw: Any) -> Any:
     error (still before twistd daemonises), not as a traceback.
     """
     from agwtx.service import makeGatewayService
+    from agwtx.startup import StartupError
     from agwtx.tls import TlsError
 
     try:
         return makeGatewayService(options.gatewayConfig, reactor, **kw)
     except TlsError as e:
         _configErrors(e.lines(options["config"]))
+    except StartupError as e:  # before daemonising: said here, once
+        sys.stderr.write(f"agw: {e}\n")
+        raise SystemExit(1)
 
 
 def _configErrors(lines: list[str]) -> NoReturn:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import re
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.logger import Logger
 from twisted.web import http, server
+from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from twisted.web.resource import Resource
 
 from agwtx.model import GatewaySettings
@@ -134,7 +136,55 @@ _431 = _canned(
     b"Request Header Fields Too Large",
     b"the request head is over 16384 bytes or 500 header fields",
 )
+_400_TARGET = _canned(400, b"Bad Request", b"the request line has a byte outside printable ASCII")
+_400_CTL = _canned(400, b"Bad Request", b"a header field value has a control character")
+_501_TE = _canned(501, b"Not Implemented", b"the only transfer coding supported is chunked")
 PLAIN_HTTP_ON_HTTPS = _canned(400, b"Bad Request", b"a plain HTTP request was sent to an HTTPS port")
+
+
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_CTL = bytes(c for c in range(32) if c != 9) + b"\x7f"
+"""Control characters a header field value may not hold (RFC 9110 section 5.5:
+NUL, CR and LF must be refused; the others may be, and a proxy refuses them
+rather than pass a byte a backend may read as white space or a line end)."""
+
+MAX_DROPPED_NAMES_LOGGED = 4
+"""Header names with C{_} named in the one log event per request that drops
+them (each cut to 64 bytes): enough to diagnose, too little to flood."""
+
+_HUGE_CHUNK = re.compile(b"0*[1-9A-Fa-f][0-9A-Fa-f]{15}")
+"""A chunk size of 16 or more significant hex digits: 2**60 bytes or more,
+larger than any real body; see L{_BoundedChunkedDecoder}."""
+
+
+class _BoundedChunkedDecoder(_ChunkedTransferDecoder):
+    """
+    twisted.web's chunked decoder, refusing a chunk size no body reaches as
+    soon as its digits are in, before the line even ends: taken, the gateway
+    would wait for a body that never comes, and a backend that reads the
+    size into 64 bits would wrap it (as nginx, which refuses sizes that do
+    not fit its off_t).  Trailer lines must be field lines.
+    """
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
+        if _HUGE_CHUNK.match(self._buffer):
+            raise _MalformedChunkedDataError("chunk size of 16 or more hex digits")
+        return bool(super()._dataReceived_CHUNK_LENGTH())
+
+    def _dataReceived_TRAILER(self) -> bool:
+        # twisted.web keeps trailer lines unchecked; a line that is not a
+        # field line makes the message malformed (the trailers themselves are
+        # not forwarded).  Found by the fuzzer.
+        end = self._buffer.find(b"\r\n", self._start)
+        if end > 0:
+            name, colon, value = bytes(self._buffer[:end]).partition(b":")
+            if (
+                not (colon and name)
+                or name.translate(None, _TCHAR)
+                or len(value.translate(None, _CTL)) != len(value)
+            ):
+                raise _MalformedChunkedDataError("malformed trailer field line")
+        return bool(super()._dataReceived_TRAILER())
 
 
 def sendRefusal(ctx: GatewayContext, transport: Any, refusal: _Refusal, listener: str | None = None) -> None:
@@ -462,6 +512,13 @@ class GatewayRequest(server.Request):
         authority = uri[start:end]
         if not authority or b"@" in authority:
             return
+        hosts = self.requestHeaders.getRawHeaders(b"host")
+        if (hosts is None and self.clientproto != b"HTTP/1.0") or (
+            hosts is not None and (len(hosts) > 1 or not validHost(hosts[0]))
+        ):
+            # HTTP/1.1 without Host, two Host lines, or an invalid one: 400
+            # whatever the target says (RFC 9112 section 3.2), as nginx.
+            return
         target = uri[end:]
         if not target.startswith(b"/"):
             target = b"/" + target
@@ -504,6 +561,8 @@ class GatewayChannel(http.HTTPChannel):
     _revocationAsked = False
     _held: list[bytes] | None = None
     """What the client sent while its certificate's revocation check runs (the transport is paused)."""
+    _dropped: list[bytes] | None = None
+    """Names of the current request head's fields dropped for an C{_}."""
 
     # A deadline for the request head, against clients that send it a byte at
     # a time (the idle timer restarts on every byte, so alone it never fires).
@@ -561,6 +620,18 @@ class GatewayChannel(http.HTTPChannel):
         if self.requests:
             # The head as received: its lines, with CRLF after each and the blank line.
             self.requests[-1].agwHeadBytes = self._receivedHeaderSize + 2 * (self._receivedHeaderCount + 2)
+        dropped, self._dropped = self._dropped, None
+        if dropped is not None:
+            # One event per request, with a bounded part of what was dropped.
+            log.info(
+                "Dropped {count} request header field(s) with '_' in the name from {peer}"
+                " ([gateway] allowUnderscoresInHeaders): {names}",
+                count=len(dropped),
+                peer=str(self.getPeer()),
+                names=", ".join(
+                    n[:64].decode("ascii", "replace") for n in dropped[:MAX_DROPPED_NAMES_LOGGED]
+                ),
+            )
         super().allHeadersReceived()
 
     _tlsInfo: Any = False
@@ -620,6 +691,17 @@ class GatewayChannel(http.HTTPChannel):
         )
         self._refuse(_431 if tooLarge else _400)
 
+    def refuseRequest(self, message: str) -> None:
+        """
+        Refuse the request whose head was just read with C{400} and
+        C{message} (C{"Bad Request: ..."}), and read nothing more from the
+        connection: its body, if any, is not waited for (found by the fuzzer:
+        a refused request with a body the client never sent held the
+        connection until the idle timeout).
+        """
+        phrase, _, text = message.partition(": ")
+        self._refuse(_canned(400, phrase.encode("ascii"), text.encode("ascii")))
+
     def _refuse(self, refusal: _Refusal) -> None:
         transport = self.transport
         if self._lingerCall is not None or transport is None or transport.disconnecting:
@@ -654,7 +736,51 @@ class GatewayChannel(http.HTTPChannel):
             and int(data) > MAX_CONTENT_LENGTH
         ):
             return bool(self._failChooseTransferDecoder())
+        if header == b"Transfer-Encoding":
+            # Only "chunked" alone (RFC 9112 section 6.1: a server answers a
+            # coding it does not know with 501; nginx does).  twisted.web
+            # would take "identity" as no coding at all and read the body
+            # that follows as the next request.
+            if data.lower() != b"chunked":
+                self._refuse(_501_TE)
+                self.length = None
+                return False
+            if self._transferDecoder is not None:
+                return bool(self._failChooseTransferDecoder())
+            self.length = None
+            self._transferDecoder = _BoundedChunkedDecoder(
+                self.requests[-1].handleContentChunk, self._finishRequestBody
+            )
+            return True
         return bool(super()._maybeChooseTransferDecoder(header, data))
+
+    def lineReceived(self, line: bytes) -> None:
+        # twisted.web checks request-target bytes against 176 where it means
+        # 126: DEL and bytes 0x80-0xb0 would pass to the backend.
+        if self._HTTPChannel__first_line and (not line.isascii() or b"\x7f" in line):  # type: ignore[attr-defined]
+            self._refuse(_400_TARGET)
+            return
+        super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:
+        name, colon, value = line.partition(b":")
+        if len(value.translate(None, _CTL)) != len(value):
+            self._refuse(_400_CTL)
+            return False
+        if colon and b"_" in name and not name.translate(None, _TCHAR) and not self.site.allowUnderscores:
+            # Dropped, as nginx does (underscores_in_headers off): a backend
+            # that folds "_" into "-" (CGI, WSGI, PHP) would take
+            # Transfer_Encoding or X_Forwarded_For for the real thing.  It
+            # still counts against the header limit.
+            self._receivedHeaderCount += 1
+            if self._dropped is None:
+                self._dropped = []
+            self._dropped.append(name)
+            if self._receivedHeaderCount > self.maxHeaders:
+                self._respondToBadRequestAndDisconnect()
+                return False
+            return True
+        return bool(super().headerReceived(line))
 
     # Persistence.  twisted.web's rule, with three changes: every Connection
     # header and comma-separated token counts (it reads the first header's
@@ -679,9 +805,11 @@ class GatewayChannel(http.HTTPChannel):
                 self.writeHeaders = self._writeConnectionHeader  # type: ignore[method-assign]
                 return False
             return True
-        if version == b"HTTP/1.0" and connection and b"keep-alive" in connectionTokens(connection):
-            self.writeHeaders = self._writeConnectionHeader  # type: ignore[method-assign]
-            return True
+        if version == b"HTTP/1.0" and connection:
+            tokens = connectionTokens(connection)
+            if b"keep-alive" in tokens and b"close" not in tokens:  # close wins (found by the fuzzer)
+                self.writeHeaders = self._writeConnectionHeader  # type: ignore[method-assign]
+                return True
         return False
 
     def _writeConnectionHeader(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
@@ -810,6 +938,11 @@ class GatewaySite(server.Site):
         return names.pop() if len(names) == 1 else None
 
     @property
+    def allowUnderscores(self) -> bool:
+        """C{[gateway] allowUnderscoresInHeaders} of the configuration in force."""
+        return self.ctx.config.gateway.allowUnderscoresInHeaders  # type: ignore[no-any-return]
+
+    @property
     def headerTimeout(self) -> float:
         """C{[gateway] requestHeaderTimeout} of the configuration in force."""
         return self.ctx.config.gateway.requestHeaderTimeout  # type: ignore[no-any-return]
@@ -844,12 +977,25 @@ class GatewaySite(server.Site):
     def dispatch(self, request: GatewayRequest) -> Any:
         target, code, message = self.resolve(request)
         if target is None:
+            if code == 400 and request.channel is not None:
+                # A malformed request (Host, target): nothing more is read
+                # from the connection, as nginx does, so what follows it is
+                # never taken as requests.
+                request.channel.persistent = False
+                return errorPage(request, code, message, [(b"Connection", b"close")])
             return errorPage(request, code, message)
         return target.render(self.ctx, request)
 
     def startStreaming(self, request: GatewayRequest, length: int | None) -> bool:
-        """Begin a backend exchange for a request whose body is still arriving, if it has one."""
-        target, _, _ = self.resolve(request)
+        """
+        Begin a backend exchange for a request whose body is still arriving,
+        if it has one.  True also when the head is refused at once (a 400
+        needs no body: the client is not kept waiting to send it).
+        """
+        target, code, message = self.resolve(request)
+        if target is None and code == 400 and request.channel is not None:
+            request.channel.refuseRequest(message)
+            return True
         resolveTarget = getattr(target, "resolve", None)  # PathMapTarget, PluginTarget: the concrete target
         if resolveTarget is not None:
             target = resolveTarget(request)

@@ -659,7 +659,7 @@ def write_agw_config(
     settings: Sequence[str] = (),
 ) -> Path:
     """Write the minimal Basic-rule gw.ini (one listener, one pool) of the
-    DESIGN.md format: 127.0.0.1:agw_port -> 127.0.0.1:backend_ports.
+    configuration format: 127.0.0.1:agw_port -> 127.0.0.1:backend_ports.
 
     With ``tls`` the listener is ``protocol = Https`` with an
     ``[sslCertificate:<name>]`` on those files (the backend leg stays Http).

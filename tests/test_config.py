@@ -863,6 +863,14 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         ["@2: [gateway] requestBodyTimeout: expected 1..3600 seconds, got 2h"],
     ),
     (
+        "allowUnderscoresInHeaders",
+        "[gateway]\nallowUnderscoresInHeaders = sometimes\n",
+        [
+            "@2: [gateway] allowUnderscoresInHeaders: expected true or false "
+            "(or yes/no, 1/0, Enabled/Disabled), got 'sometimes'"
+        ],
+    ),
+    (
         "trustedProxies not a range",
         "[gateway]\ntrustedProxies = 10.0.0.0/8, proxy.example\n",
         [
@@ -2126,7 +2134,7 @@ def certDir(inTmp: Path) -> Path:
 
 def test_designExampleAsWritten(certDir: Path) -> None:
     """
-    DESIGN.md's example leaves appGatewayHttpListener without a rule, which
+    DESIGN_EXAMPLE (the original design's sample) leaves appGatewayHttpListener without a rule, which
     is the one thing wrong with it.
     """
     assert errorsOf(DESIGN_EXAMPLE.format(certDir=certDir)) == [
@@ -2138,7 +2146,7 @@ def test_designExampleAsWritten(certDir: Path) -> None:
 
 
 def test_designExample(certDir: Path) -> None:
-    """The example of DESIGN.md, plus a rule for its Http listener, loads as written."""
+    """DESIGN_EXAMPLE, plus a rule for its Http listener, loads as written."""
     config = load(DESIGN_EXAMPLE.format(certDir=certDir) + HTTP_TO_HTTPS)
     assert config.path == "gw.ini"
     assert config.gateway.admin == "tcp:9901:interface=127.0.0.1"
@@ -2295,6 +2303,7 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         workers = auto
         shutdownGracePeriod = 2m
         requestHeaderTimeout = 15s
+        allowUnderscoresInHeaders = yes
         trustedProxies = 10.0.0.0/8,
             2001:db8::/32, 192.0.2.7
 
@@ -2429,6 +2438,7 @@ def test_everyKind(inTmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert gateway.workers == 6
     assert gateway.shutdownGracePeriod == 120.0
     assert gateway.requestHeaderTimeout == 15.0
+    assert gateway.allowUnderscoresInHeaders is True
     assert [str(n) for n in gateway.trustedProxies] == ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]
     assert [
         gateway.isTrustedProxy(a) for a in ("10.1.2.3", "::ffff:10.1.2.3", "2001:db8::9", "192.0.2.8", "junk")

@@ -5,6 +5,7 @@ bad configuration stops start-up with the errors and exit status 1.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from twisted.application.service import IServiceMaker
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
+from agwtx.config import loadConfig
+from agwtx.democert import ensureDemoCertificate
 from tests.support import ROOT, TWISTD, basicIni, freePort
 
 
@@ -40,15 +43,40 @@ def test_check_ok_prints_summary(tmp_path: Path) -> None:
     assert "  rule r1 (Basic, priority 100): l1 -> pool pool (1 member), settings s1" in out.stdout
 
 
-def test_sample_config_checks(tmp_path: Path) -> None:
+def test_sample_config_checks_wherever_it_is_copied(tmp_path: Path) -> None:
+    # As etc/agw.service's install steps do: copied alone to /etc/agw, and
+    # checked without --demo by ExecStartPre.
+    shutil.copy(ROOT / "etc" / "gw.ini", tmp_path / "gw.ini")
     out = subprocess.run(
-        [TWISTD, "agw", "--config", str(ROOT / "etc" / "gw.ini"), "--demo", "--check"],
+        [TWISTD, "agw", "--config", str(tmp_path / "gw.ini"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "rule rule1" in out.stdout
+    assert list(tmp_path.iterdir()) == [tmp_path / "gw.ini"]  # --check creates nothing
+
+
+def test_demo_config_checks_with_demo() -> None:
+    out = subprocess.run(
+        [TWISTD, "agw", "--config", str(ROOT / "etc" / "gw-demo.ini"), "--demo", "--check"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert "rule rule1" in out.stdout and "rule rule2" in out.stdout
+
+
+def test_the_samples_bind_loopback_only() -> None:
+    # The README says the demo listens on localhost.
+    ensureDemoCertificate(str(ROOT / "etc" / "demo-tls"))  # as --demo does
+    for name in ("gw.ini", "gw-demo.ini"):
+        config = loadConfig(str(ROOT / "etc" / name))
+        for port in config.frontendPorts.values():
+            assert port.endpoint.endswith(":interface=127.0.0.1"), (name, port.endpoint)
+        assert config.gateway.admin == "tcp:9901:interface=127.0.0.1"
 
 
 def test_bad_config_stops_startup_with_errors_not_traceback(tmp_path: Path) -> None:
@@ -115,25 +143,3 @@ def test_demo_certificate_that_cannot_be_written_is_a_clear_error(tmp_path: Path
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert f"agw: --demo: cannot create the demo certificate in {blocker / 'demo-tls'}" in out.stderr
-
-
-def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
-    import socket
-
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen(1)
-    port = busy.getsockname()[1]
-    ini = tmp_path / "gw.ini"
-    ini.write_text(basicIni(port, [freePort()]))
-    try:
-        out = subprocess.run(
-            [TWISTD, "-n", "--pidfile=", "agw", "--config", str(ini)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        busy.close()
-    assert out.returncode != 0
-    assert "Address already in use" in out.stdout + out.stderr

@@ -148,9 +148,17 @@ def test_absolute_form_target_is_accepted(gateway: tuple[int, Proc], method: byt
     hosts = [v for k, v in doc["headers"] if k.lower() == "host"]
     assert hosts == ["app.example:8443"]
     # Without a path the target is "/"; a query alone keeps it.
-    status, data = rawExchange(port, b"GET http://app.example?x=2 HTTP/1.1\r\nConnection: close\r\n\r\n")
+    status, data = rawExchange(
+        port, b"GET http://app.example?x=2 HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n"
+    )
     assert status == 200
     assert data.startswith(b"Hello from")
+    # HTTP/1.1 without Host is 400 even so (RFC 9112 section 3.2, as nginx);
+    # HTTP/1.0 may leave it out.
+    status, data = rawExchange(port, b"GET http://app.example/ HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert (status, data) == (400, b"400 Bad Request: missing Host header\n")
+    status, data = rawExchange(port, b"GET http://app.example/ HTTP/1.0\r\n\r\n")
+    assert status == 200 and data.startswith(b"Hello from")
 
 
 @pytest.mark.parametrize(
