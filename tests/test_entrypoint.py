@@ -14,7 +14,7 @@ from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
 from agwtx.config import loadConfig
-from agwtx.democert import ensureDemoCertificate
+from agwtx.tools.democert import ensureDemoCertificate
 from tests.support import ROOT, TWISTD, basicIni, freePort
 
 
