@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
-    from agwtx.affinity import AffinityCodec
+    from agwtx.routing.affinity import AffinityCodec
 
 __all__ = [
     "BackendRef",

@@ -34,15 +34,15 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
-from agwtx.affinity import AffinityCodec
-from agwtx.model import GatewayConfig
-from agwtx.pool import Member, PoolState
-from agwtx.routing import GatewayContext, PortRouter, buildRouters
-from agwtx.startup import ListeningService, StartupError, reason, serverEndpoint
-from agwtx.systemd import notify
-from agwtx.upstream import UpstreamPool
-from agwtx.web import GatewaySite
-from agwtx.websocket import WebSocketBridge
+from agwtx.routing.affinity import AffinityCodec
+from agwtx.config.model import GatewayConfig
+from agwtx.proxy.pool import Member, PoolState
+from agwtx.routing.router import GatewayContext, PortRouter, buildRouters
+from agwtx.ops.startup import ListeningService, StartupError, reason, serverEndpoint
+from agwtx.ops.systemd import notify
+from agwtx.proxy.client import UpstreamPool
+from agwtx.http.site import GatewaySite
+from agwtx.websocket.bridge import WebSocketBridge
 
 __all__ = ["GatewayService", "makeGatewayService"]
 
@@ -103,7 +103,7 @@ class GatewayService(MultiService):
         for name, router in self.routers.items():
             self._addListener(config, name, router)
         # Health probes and the admin endpoint.
-        from agwtx.health import HealthService
+        from agwtx.health.probe import HealthService
 
         self.health = HealthService(
             self.ctx,
@@ -113,7 +113,7 @@ class GatewayService(MultiService):
         )
         self.health.setServiceParent(self)
         if config.gateway.admin and serveAdmin:
-            from agwtx.workerview import adminService
+            from agwtx.ops.workerview import adminService
 
             adminService(self.ctx, config, reactor).setServiceParent(self)
         self.ctx.reloadHandler = self.reload
@@ -127,7 +127,7 @@ class GatewayService(MultiService):
         return AffinityCodec(self.fallbackSecret)
 
     def _setAccessLog(self, target: str, format: str) -> None:
-        from agwtx.accesslog import accessPublisher
+        from agwtx.ops.accesslog import accessPublisher
 
         try:
             publisher, writer = accessPublisher(self.reactor, target, format)
@@ -140,8 +140,8 @@ class GatewayService(MultiService):
 
     def _setObservability(self, config: GatewayConfig) -> None:
         """Request IDs, trace context and custom error pages by C{config}."""
-        from agwtx.errorpages import ErrorPages
-        from agwtx.requestid import RequestTagger
+        from agwtx.http.errorpages import ErrorPages
+        from agwtx.http.requestid import RequestTagger
 
         self.ctx.tagger = RequestTagger(config.gateway)
         self.ctx.errorPages = ErrorPages(config)
@@ -167,7 +167,7 @@ class GatewayService(MultiService):
         previous: dict[tuple[str, str], PoolState] | None,
         onReplace: Callable[[PoolState, PoolState], None] | None = None,
     ) -> dict[str, PortRouter]:
-        from agwtx.rewrite import rewriteCompiler
+        from agwtx.routing.rewrite import rewriteCompiler
 
         return buildRouters(
             config,
@@ -181,7 +181,7 @@ class GatewayService(MultiService):
     # TLS: listeners and end-to-end.
     def _tlsFor(self, config: GatewayConfig) -> Any:
         """The TLS objects (certificates loaded) of C{config}; built once per config."""
-        from agwtx.tls import GatewayTls
+        from agwtx.tls.listener import GatewayTls
 
         tls = getattr(self, "_tls", None)
         if tls is None or tls.config is not config:
@@ -204,7 +204,7 @@ class GatewayService(MultiService):
         self.sites[name] = site
         description = withBacklog(fp.endpoint)
         if self.reusePort:
-            from agwtx.workers import reusePortEndpoint
+            from agwtx.ops.workers import reusePortEndpoint
 
             endpoint = reusePortEndpoint(self.reactor, description)
         else:
@@ -212,7 +212,7 @@ class GatewayService(MultiService):
         factory = self._siteFactory(config, name, site)
         site.secure = factory is not site or fp.endpoint.startswith("ssl:")
         if fp.proxyProtocol:
-            from agwtx.proxyprotocol import ProxyProtocolFactory
+            from agwtx.http.proxyprotocol import ProxyProtocolFactory
 
             factory = ProxyProtocolFactory(
                 factory, fp.proxyProtocolSources, self.reactor, lambda: site.headerTimeout, name
@@ -313,10 +313,10 @@ class GatewayService(MultiService):
         Re-read the config file.  Returns the errors (nothing changed) or an
         empty list (the new config is live).
         """
-        from agwtx.config import ConfigError, loadConfig
-        from agwtx.tls import TlsError
+        from agwtx.config.loader import ConfigError, loadConfig
+        from agwtx.tls.listener import TlsError
 
-        from agwtx.plugin import checkPlugins
+        from agwtx.routing.plugin import checkPlugins
 
         try:
             new = loadConfig(self.config.path)
@@ -410,7 +410,7 @@ class GatewayService(MultiService):
     def _listenerFactory(self, name: str) -> Any:
         """The factory port C{name} listens with, under any PROXY protocol wrapper."""
         factory = getattr(self.listeners.get(name), "factory", None)
-        from agwtx.proxyprotocol import ProxyProtocolFactory
+        from agwtx.http.proxyprotocol import ProxyProtocolFactory
 
         if isinstance(factory, ProxyProtocolFactory):
             return factory.wrappedFactory
@@ -421,7 +421,7 @@ class GatewayService(MultiService):
         Give a port that keeps the PROXY protocol its new sources in place
         and say so; False when the port turns it on or off (re-listened).
         """
-        from agwtx.proxyprotocol import ProxyProtocolFactory
+        from agwtx.http.proxyprotocol import ProxyProtocolFactory
 
         factory = getattr(self.listeners.get(name), "factory", None)
         if isinstance(factory, ProxyProtocolFactory) != fp.proxyProtocol:
@@ -437,7 +437,7 @@ class GatewayService(MultiService):
         between Http and Https, so it must be re-listened.
         """
         # agw-tls (issue 5)
-        from agwtx.tls import TlsServerFactory
+        from agwtx.tls.listener import TlsServerFactory
 
         factory = self._listenerFactory(name)
         serverTls = self._tlsFor(new).server.get(name)

@@ -15,9 +15,9 @@ from typing import Any, NoReturn
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from agwtx.config import ConfigError, loadConfig, summarize
-from agwtx.plugin import checkPlugins
-from agwtx.model import GatewayConfig
+from agwtx.config.loader import ConfigError, loadConfig, summarize
+from agwtx.routing.plugin import checkPlugins
+from agwtx.config.model import GatewayConfig
 
 __all__ = ["Options", "makeService"]
 
@@ -73,12 +73,12 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    from agwtx.workers import SECRET_ENV, WorkerSupervisor
-    from agwtx.workerview import WORKER_ADMIN_ENV
+    from agwtx.ops.workers import SECRET_ENV, WorkerSupervisor
+    from agwtx.ops.workerview import WORKER_ADMIN_ENV
 
-    from agwtx.gctune import tuneGarbageCollector
-    from agwtx.reactorpoll import installLeanPoll
-    from agwtx.startup import installExceptHook
+    from agwtx.ops.gctune import tuneGarbageCollector
+    from agwtx.ops.reactorpoll import installLeanPoll
+    from agwtx.ops.startup import installExceptHook
 
     installExceptHook()
     installLeanPoll(reactor)
@@ -100,7 +100,7 @@ def makeService(options: Options) -> IService:
         private = os.environ.get(WORKER_ADMIN_ENV)
         if private:
             # The supervisor's admin endpoint asks this one for the worker's figures.
-            from agwtx.workerview import adminService
+            from agwtx.ops.workerview import adminService
 
             gateway.ctx.workerAdmin = True
             admin = adminService(gateway.ctx, config, reactor, endpoint=f"unix:{private}:mode=600")
@@ -127,12 +127,12 @@ def makeService(options: Options) -> IService:
             config.gateway.lameDuckPeriod + config.gateway.shutdownGracePeriod,
         )
         supervisor.setServiceParent(top)
-        from agwtx.workerview import WorkerView
+        from agwtx.ops.workerview import WorkerView
 
         gateway.ctx.workerView = WorkerView(reactor, supervisor.adminSockets)
     _reloadOnSighup(reactor, gateway, supervisor)
     _reopenOnSigusr1(reactor, gateway, supervisor)
-    from agwtx.watch import ConfigWatcher
+    from agwtx.ops.watch import ConfigWatcher
 
     # [gateway] watchConfig, looked up at each tick (a reload may turn it on or off).
     watcher = ConfigWatcher(reactor, lambda: gateway.config, lambda: gateway.ctx.reloadHandler())
@@ -156,8 +156,8 @@ def _gatewayService(options: Options, reactor: Any, **kw: Any) -> Any:
     error (still before twistd daemonises), not as a traceback.
     """
     from agwtx.service import makeGatewayService
-    from agwtx.startup import StartupError
-    from agwtx.tls import TlsError
+    from agwtx.ops.startup import StartupError
+    from agwtx.tls.listener import TlsError
 
     try:
         return makeGatewayService(options.gatewayConfig, reactor, **kw)

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from agwtx.tools.armimport import ArmEvaluator, ArmImportError, convert, findGateways, loadJson, main
-from agwtx.config import loadConfig
-from agwtx.model import GatewayConfig
+from agwtx.config.loader import loadConfig
+from agwtx.config.model import GatewayConfig
 from tests.certs import CA, certPem, keyPem, selfSigned
 
 DATA = Path(__file__).resolve().parent / "data" / "arm"

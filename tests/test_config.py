@@ -1,5 +1,5 @@
 """
-Tests for L{agwtx.config}: value parsers, every class of mistake with its
+Tests for L{agwtx.config.loader}: value parsers, every class of mistake with its
 exact message, and whole configurations that must load.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agwtx.config import (
+from agwtx.config.loader import (
     ConfigError,
     EndpointInfo,
     InvalidValue,
@@ -36,7 +36,7 @@ from agwtx.config import (
     parseUrlPathPattern,
     summarize,
 )
-from agwtx.model import (
+from agwtx.config.model import (
     BackendAddress,
     GatewayConfig,
     PathRule,

@@ -13,7 +13,7 @@ from twisted.application.service import IServiceMaker
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
-from agwtx.config import loadConfig
+from agwtx.config.loader import loadConfig
 from agwtx.tools.democert import ensureDemoCertificate
 from tests.support import ROOT, TWISTD, basicIni, freePort
 

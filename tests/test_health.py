@@ -31,9 +31,9 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, S
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from agwtx.admin import adminResource, backendHealth, isoTime
-from agwtx.affinity import AffinityCodec
-from agwtx.health import (
+from agwtx.ops.admin import adminResource, backendHealth, isoTime
+from agwtx.routing.affinity import AffinityCodec
+from agwtx.health.probe import (
     MAX_PROBE_BODY,
     HealthService,
     HttpProber,
@@ -44,7 +44,7 @@ from agwtx.health import (
 )
 from agwtx.tools.healthcli import COLUMNS, formatTable
 from agwtx.tools.healthcli import main as healthMain
-from agwtx.model import (
+from agwtx.config.model import (
     DEFAULT_PROBE,
     BackendAddress,
     BackendAddressPool,
@@ -52,8 +52,8 @@ from agwtx.model import (
     GatewayConfig,
     Probe,
 )
-from agwtx.pool import HEALTHY, UNHEALTHY, UNKNOWN, PoolState
-from agwtx.routing import GatewayContext
+from agwtx.proxy.pool import HEALTHY, UNHEALTHY, UNKNOWN, PoolState
+from agwtx.routing.router import GatewayContext
 from tests.support import ROOT, Proc, basicIni, freePort, startBackend, startGateway, stubResult, waitForPort
 
 # -- deterministic: fixtures ----------------------------------------------------------

@@ -23,9 +23,9 @@ from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 import agwtx.plugins
-from agwtx import plugin as pluginModule
-from agwtx.affinity import AffinityCodec
-from agwtx.config import ConfigError, loadConfig
+from agwtx.routing import plugin as pluginModule
+from agwtx.routing.affinity import AffinityCodec
+from agwtx.config.loader import ConfigError, loadConfig
 from agwtx.interfaces import (
     Candidates,
     Decision,
@@ -34,7 +34,7 @@ from agwtx.interfaces import (
     PluginRuleConfig,
     RoutingRequest,
 )
-from agwtx.model import (
+from agwtx.config.model import (
     BackendAddress,
     BackendAddressPool,
     BackendHttpSettings,
@@ -48,7 +48,7 @@ from agwtx.model import (
     RewriteRuleSet,
     UrlPathMap,
 )
-from agwtx.plugin import (
+from agwtx.routing.plugin import (
     PluginDiscoveryError,
     PluginTarget,
     availablePlugins,
@@ -56,9 +56,9 @@ from agwtx.plugin import (
     findPlugin,
     routingRequest,
 )
-from agwtx.rewrite import compileRewriteSet, rewriteCompiler
-from agwtx.routing import BackendTarget, PathMapTarget, RedirectTarget, buildRouters, hostMatcher
-from agwtx.web import GatewaySite
+from agwtx.routing.rewrite import compileRewriteSet, rewriteCompiler
+from agwtx.routing.router import BackendTarget, PathMapTarget, RedirectTarget, buildRouters, hostMatcher
+from agwtx.http.site import GatewaySite
 from tests.support import TWISTD, Proc, freePort, startBackend, waitForPort
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,7 +277,7 @@ def test_host_routing(sites: dict[str, GatewaySite], port: str, host: bytes | No
     ],
 )
 def test_valid_host(host: bytes, valid: bool) -> None:
-    from agwtx.routing import validHost
+    from agwtx.routing.router import validHost
 
     assert validHost(host) is valid
 
@@ -385,8 +385,8 @@ def test_host_index_agrees_with_trying_each_listener_in_order() -> None:
 
 
 def test_path_index_agrees_with_trying_each_path_rule_in_order() -> None:
-    from agwtx.routeindex import PathIndex
-    from agwtx.routing import normalizePath, pathMatcher
+    from agwtx.routing.index import PathIndex
+    from agwtx.routing.router import normalizePath, pathMatcher
 
     rng = random.Random(11)
     pieces = ["a", "B", "img", "images", "api", "v1", ""]
@@ -407,7 +407,7 @@ def test_path_index_agrees_with_trying_each_path_rule_in_order() -> None:
 
 
 def _slowNormalize(path: bytes) -> str | None:
-    from agwtx.routing import normalizePath
+    from agwtx.routing.router import normalizePath
 
     # with an escape in it (%41 is "A"), a path takes the full decoding route
     decoded = normalizePath(path + b"%41")
@@ -1046,7 +1046,7 @@ def pluginConfig(
     fallback: bool = True,
     secret: bytes | None = None,
 ) -> GatewayConfig:
-    from agwtx.model import GatewaySettings
+    from agwtx.config.model import GatewaySettings
 
     return GatewayConfig(
         path="plugin.ini",
@@ -1276,7 +1276,7 @@ def test_streamed_uploads_resolve_plugin_and_path_map_targets_early(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """GatewaySite.startStreaming asks the rule's target for the concrete one, headers in hand."""
-    import agwtx.web
+    import agwtx.http.site
 
     started: list[str] = []
 
@@ -1284,7 +1284,7 @@ def test_streamed_uploads_resolve_plugin_and_path_map_targets_early(
         started.append(target.state.name)
         return True
 
-    monkeypatch.setattr(agwtx.web, "startStreaming", startStreaming)  # the proxy's, as web calls it
+    monkeypatch.setattr(agwtx.http.site, "startStreaming", startStreaming)  # the proxy's, as web calls it
     ctx: Any = SimpleNamespace()
     site = GatewaySite(ctx, buildRouters(pluginConfig("headerRoute", CANARY_OPTIONS), {})["fp"], 80)
     canary = FakeRequest(uri=b"/up", method=b"POST", headers=((b"X-Canary", b"1"),))

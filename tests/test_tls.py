@@ -37,14 +37,14 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from agwtx.tools.democert import ensureDemoCertificate
-from agwtx.model import (
+from agwtx.config.model import (
     BackendHttpSettings,
     GatewayConfig,
     HttpListener,
     SslCertificate,
     TrustedRootCertificate,
 )
-from agwtx.tls import (
+from agwtx.tls.listener import (
     GatewayTls,
     TlsError,
     TlsHandshakeError,
@@ -744,7 +744,7 @@ def spoilAfterCheck(cert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file is overwritten, and the loader's check is made to see the file as it
     was (a renewal script writing it between the two reads).
     """
-    from agwtx import tls
+    from agwtx.tls import listener as tls
 
     cert.write_text("renewal in progress\n")
     monkeypatch.setattr(tls, "certificateProblems", lambda obj, now=None: [])
@@ -759,7 +759,7 @@ def test_reload_reports_a_certificate_spoiled_after_the_check(
     (file, section, key) and the running configuration stays, as for any
     other reload error; before, it was "internal error while applying".
     """
-    from agwtx.config import loadConfig
+    from agwtx.config.loader import loadConfig
     from agwtx.service import GatewayService
 
     cert, key = pki.inter.issue(["localhost"]).write(tmp_path, "live")
@@ -777,7 +777,8 @@ def test_startup_reports_a_certificate_spoiled_after_the_check(
     tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The same between twistd's option check and makeService: exit 1 with the error, no traceback."""
-    from agwtx import reactorpoll, tap
+    from agwtx import tap
+    from agwtx.ops import reactorpoll
 
     cert, key = pki.inter.issue(["localhost"]).write(tmp_path, "live")
     ini = tmp_path / "gw.ini"

@@ -31,12 +31,12 @@ from twisted.web.http_headers import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from agwtx.affinity import AffinityCodec
-from agwtx.model import BackendAddress, BackendAddressPool, BackendHttpSettings
-from agwtx.pool import PoolState
-from agwtx.routing import GatewayContext
-from agwtx import xormask
-from agwtx.websocket import (
+from agwtx.routing.affinity import AffinityCodec
+from agwtx.config.model import BackendAddress, BackendAddressPool, BackendHttpSettings
+from agwtx.proxy.pool import PoolState
+from agwtx.routing.router import GatewayContext
+from agwtx.websocket import xormask
+from agwtx.websocket.bridge import (
     DEFLATE,
     HandshakeError,
     WebSocketBridge,
@@ -699,7 +699,7 @@ def test_checkHandshake_accepts() -> None:
     assert hs.key == KEY.encode()
     assert hs.subprotocols == ["v2.chat", "v1.chat"]
     # The unknown extension and the offer with a bad parameter are declined
-    # (all of them where autobahn cannot bound inflation: agwtx.websocket.DEFLATE).
+    # (all of them where autobahn cannot bound inflation: agwtx.websocket.bridge.DEFLATE).
     assert hs.deflateOffers == (["permessage-deflate; client_max_window_bits"] if DEFLATE else [])
 
 
@@ -714,7 +714,7 @@ def test_xorMask_matches_the_definition(size: int, offset: int) -> None:
 
 @pytest.mark.parametrize("sizes", [[0], [7], [8, 9], [1, 2, 3, 100_001], [4096, 13, 65536]])
 def test_word_masker_matches_the_definition_across_process_calls(sizes: list[int]) -> None:
-    # agwtx.xormask replaces autobahn's masker on PyPy before autobahn 26;
+    # agwtx.websocket.xormask replaces autobahn's masker on PyPy before autobahn 26;
     # it is checked here on every runtime (cffi is there on both).
     mask = b"\x9c\x01\xff\x42"
     masker = xormask.createMasker(mask)

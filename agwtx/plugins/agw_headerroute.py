@@ -37,7 +37,7 @@ from agwtx.interfaces import (
     RedirectRef,
     RoutingRequest,
 )
-from agwtx.plugin import boolOption, checkOptionKeys
+from agwtx.routing.plugin import boolOption, checkOptionKeys
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 

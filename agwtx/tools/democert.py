@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agwtx.model import SslCertificate
+from agwtx.config.model import SslCertificate
 
 __all__ = ["CERT_FILE", "KEY_FILE", "ensureDemoCertificate", "subjectAltName"]
 
@@ -43,7 +43,7 @@ def subjectAltName(names: Iterable[str]) -> x509.SubjectAlternativeName:
 
 def _usable(certPath: Path, keyPath: Path, now: datetime.datetime) -> bool:
     """An existing pair that loads as a listener certificate would and is valid for another week."""
-    from agwtx.tls import TlsError, loadCertificate
+    from agwtx.tls.listener import TlsError, loadCertificate
 
     try:
         loadCertificate(SslCertificate("demo", str(certPath), str(keyPath)), now + RENEW_BEFORE)

@@ -53,7 +53,7 @@ C{[trustedClientCertificate:N]} at C{TLSDIR/N.ca.pem}, with a comment that
 says how to export the certificate there.
 
 SSL policies (the gateway's C{sslPolicy} and each C{sslProfiles} entry's)
-keep Azure's names (L{agwtx.tlspolicy}).  A gateway without an C{sslPolicy}
+keep Azure's names (L{agwtx.config.sslpolicy}).  A gateway without an C{sslPolicy}
 gets agw's default, C{AppGwSslPolicy20220101}, which is Azure's for API
 versions from 2023-02-01; for an older C{apiVersion} a comment in
 C{[gateway]} says that Azure's default there was C{AppGwSslPolicy20150501}.

@@ -15,15 +15,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from agwtx.tlspolicy import (
+from agwtx.config.sslpolicy import (
     DEFAULT_POLICY_NAME,
     PROTOCOL_VERSIONS,
     canonicalCipherSuite,
     canonicalPolicyName,
     policyProblems,
 )
-from agwtx.model import SslPolicy
-from agwtx.config import (
+from agwtx.config.model import SslPolicy
+from agwtx.config.loader import (
     HEADER_TOKEN_RE,
     NAME_RE,
     PORT_RANGE,
@@ -35,7 +35,7 @@ from agwtx.config import (
     parseProtocol,
     parseRewriteCondition,
 )
-from agwtx.model import CUSTOM_ERROR_STATUSES
+from agwtx.config.model import CUSTOM_ERROR_STATUSES
 
 from agwtx.tools.armimport.evaluate import (
     ArmEvaluator,
@@ -478,7 +478,7 @@ class _Converter:
                     f"{label}disabledSslProtocols = {_brief(disabled)}: written as a Custom policy "
                     "with AppGwSslPolicy20150501's cipher suites"
                 )
-                from agwtx.tlspolicy import PREDEFINED
+                from agwtx.config.sslpolicy import PREDEFINED
 
                 kind, low = "Custom", enabled[0]
                 suites = list(PREDEFINED["AppGwSslPolicy20150501"][2])

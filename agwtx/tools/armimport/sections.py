@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from agwtx.config import (
+from agwtx.config.loader import (
     HEADER_TOKEN_RE,
     REDIRECT_TYPES,
     REWRITE_VARIABLES,

@@ -2,7 +2,7 @@
 SSL policies with Azure Application Gateway's names and semantics: what a
 listener's TLS context accepts (protocol versions and cipher suites).
 
-A policy (L{agwtx.model.SslPolicy}) is C{Predefined} (one of Azure's named
+A policy (L{agwtx.config.model.SslPolicy}) is C{Predefined} (one of Azure's named
 policies, L{PREDEFINED}), C{Custom} (TLS 1.0 to 1.2, cipher suites listed)
 or C{CustomV2} (TLS 1.2 or 1.3 as the minimum, TLS 1.3 always enabled).
 L{resolvePolicy} turns one into what OpenSSL needs (L{ResolvedPolicy}), and
@@ -35,7 +35,7 @@ from typing import Mapping
 
 from OpenSSL import SSL
 
-from agwtx.model import SslPolicy
+from agwtx.config.model import SslPolicy
 
 __all__ = [
     "CIPHER_SUITES",

@@ -31,11 +31,11 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
-from agwtx.config import InvalidValue, parseEndpoint
-from agwtx.model import GatewayConfig
-from agwtx.pool import Member, PoolState
-from agwtx.proxy import errorPage
-from agwtx.startup import ListeningService, serverEndpoint
+from agwtx.config.loader import InvalidValue, parseEndpoint
+from agwtx.config.model import GatewayConfig
+from agwtx.proxy.pool import Member, PoolState
+from agwtx.proxy.reverse import errorPage
+from agwtx.ops.startup import ListeningService, serverEndpoint
 
 __all__ = [
     "AdminGuard",
@@ -190,10 +190,10 @@ def adminResource(
     root.putChild(b"ready", ReadyResource(ctx))
     metrics = getattr(ctx, "metrics", None)
     if metrics is not None:
-        from agwtx.metrics import metricsResource
+        from agwtx.ops.metrics import metricsResource
 
         root.putChild(b"metrics", metricsResource(metrics))
-    from agwtx.statuspage import installStatusPage
+    from agwtx.ops.statuspage import installStatusPage
 
     installStatusPage(root, ctx, config, reactor)  # /status, /status.json; browsers on / go there
     for name, child in (children or {}).items():
@@ -378,7 +378,7 @@ class AdminSite(Site):
 
     def getResourceFor(self, request: Any) -> Any:
         # A worker's private admin site (a mode-600 UNIX socket in a 0700
-        # directory, see agwtx.workerview) is asked only by its supervisor,
+        # directory, see agwtx.ops.workerview) is asked only by its supervisor,
         # which has already applied the checks to the request it serves.
         refusal = None if getattr(self.ctx, "workerAdmin", False) else self.guard.check(request)
         if refusal is not None:
@@ -408,7 +408,7 @@ def adminService(
 ) -> StreamServerEndpointService:
     """
     The service that serves L{AdminSite} on C{config.gateway.admin}, or on
-    C{endpoint} (a worker's private socket, see L{agwtx.workerview}).
+    C{endpoint} (a worker's private socket, see L{agwtx.ops.workerview}).
     """
     endpoint = endpoint or config.gateway.admin
     assert endpoint is not None

@@ -10,7 +10,7 @@ A human status page on the admin endpoint (issue 7.6).
     place with C{textContent}, never C{innerHTML}.
   - C{GET /status.json}: the same data as JSON (L{statusDocument}).
   - C{GET /} from a browser (C{Accept: text/html}) redirects to C{/status};
-    other clients still get the plain listing of L{agwtx.admin.AdminRoot}.
+    other clients still get the plain listing of L{agwtx.ops.admin.AdminRoot}.
 
 Names and host names come from the config file, so every value is escaped
 on the server (C{html.escape}) and set as text in the browser; a
@@ -38,10 +38,10 @@ from twisted.web.server import Request
 from twisted.web.util import Redirect, redirectTo
 from zope.interface import implementer
 
-from agwtx.admin import isoTime, jsonBody
-from agwtx.model import GatewayConfig, RequestRoutingRule
-from agwtx.metrics import idleConnections
-from agwtx.pool import HEALTHY, UNHEALTHY, Member, PoolState
+from agwtx.ops.admin import isoTime, jsonBody
+from agwtx.config.model import GatewayConfig, RequestRoutingRule
+from agwtx.ops.metrics import idleConnections
+from agwtx.proxy.pool import HEALTHY, UNHEALTHY, Member, PoolState
 
 __all__ = [
     "HISTORY",

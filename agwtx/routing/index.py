@@ -1,7 +1,7 @@
 """
 Indexes that make routing decisions cost about the same for 1 rule or 400.
 
-Routing semantics stay those of L{agwtx.routing}: a port's listeners are
+Routing semantics stay those of L{agwtx.routing.router}: a port's listeners are
 tried in evaluation order and the first whose host names match wins; a path
 map's rules are tried in file order and the first whose paths match wins.
 These indexes answer "the first one that matches" with dictionary lookups

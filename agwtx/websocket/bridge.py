@@ -109,11 +109,11 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from agwtx import xormask
-from agwtx.affinity import affinityCookies
-from agwtx.pool import Lease, Member, PoolState
-from agwtx.upstream import relayableHead
-from agwtx.proxy import (
+from agwtx.websocket import xormask
+from agwtx.routing.affinity import affinityCookies
+from agwtx.proxy.pool import Lease, Member, PoolState
+from agwtx.proxy.client import relayableHead
+from agwtx.proxy.reverse import (
     _chooseMember,
     backendRequestHeaders,
     connectFailureKind,
@@ -123,8 +123,8 @@ from agwtx.proxy import (
 )
 
 if TYPE_CHECKING:
-    from agwtx.routing import BackendTarget, GatewayContext
-    from agwtx.web import GatewayRequest
+    from agwtx.routing.router import BackendTarget, GatewayContext
+    from agwtx.http.site import GatewayRequest
 
 DEFLATE = "max_output_len" in inspect.signature(PerMessageDeflate.decompress_message_data).parameters
 """
@@ -354,7 +354,7 @@ small frames that is several times cheaper than setting up autobahn's NVX
 masker, which wins for bigger ones."""
 
 _getrandbits = random.getrandbits
-xormask.install()  # PyPy with an autobahn before 26 (see agwtx.xormask)
+xormask.install()  # PyPy with an autobahn before 26 (see agwtx.websocket.xormask)
 
 
 def xorMask(mask: bytes, offset: int, data: bytes) -> bytes:
@@ -746,7 +746,7 @@ class _ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]
     isBackend = False
 
     agwSlot: Any = None
-    """The connection-limit slot taken over from the HTTP channel (L{agwtx.limits})."""
+    """The connection-limit slot taken over from the HTTP channel (L{agwtx.http.limits})."""
 
     def connectionLost(self, reason: Any) -> None:
         slot, self.agwSlot = self.agwSlot, None

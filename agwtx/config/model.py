@@ -1,7 +1,7 @@
 """
 The configuration model: frozen, typed value objects.
 
-L{agwtx.config.loadConfig} builds a L{GatewayConfig} from an INI file once;
+L{agwtx.config.loader.loadConfig} builds a L{GatewayConfig} from an INI file once;
 nothing in here touches the reactor or a C{ConfigParser}, so runtime code can
 share these objects freely and a reload simply builds a new tree.
 
@@ -76,7 +76,7 @@ class SslPolicy:
     """
     Azure's C{sslPolicy}: a predefined policy by name, or a custom one
     (minimum version and TLS 1.2 cipher suites, Azure's IANA names).
-    L{agwtx.tlspolicy} gives it meaning.
+    L{agwtx.config.sslpolicy} gives it meaning.
     """
 
     policyType: SslPolicyType = "Predefined"

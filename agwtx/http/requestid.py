@@ -25,7 +25,7 @@ import re
 from random import getrandbits
 from typing import Any
 
-from agwtx.model import GatewaySettings
+from agwtx.config.model import GatewaySettings
 
 __all__ = ["RequestTagger", "TraceContext", "newRequestId", "parseTraceparent"]
 

@@ -28,7 +28,7 @@ Semantics (Azure Application Gateway's rewrite rules, headers only):
     C{http_resp_HEADER} (repeated headers joined with C{", "}; empty when
     absent).  C{http_resp_*} is empty in request rules: there is no response
     yet.
-  - Client-certificate variables (mutual TLS, L{agwtx.clientauth}):
+  - Client-certificate variables (mutual TLS, L{agwtx.tls.clientauth}):
     C{var_client_certificate} (URL-encoded PEM),
     C{var_client_certificate_fingerprint} (SHA-1, lowercase hex),
     C{var_client_certificate_serial}, C{var_client_certificate_subject},
@@ -48,11 +48,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from twisted.web.http_headers import Headers
 
-from agwtx.model import GatewayConfig, RewriteRule, RewriteRuleSet
-from agwtx.routing import requestHost
+from agwtx.config.model import GatewayConfig, RewriteRule, RewriteRuleSet
+from agwtx.routing.router import requestHost
 
 if TYPE_CHECKING:
-    from agwtx.web import GatewayRequest
+    from agwtx.http.site import GatewayRequest
 
 __all__ = ["RewriteSet", "compileRewriteSet", "rewriteCompiler"]
 
@@ -118,7 +118,7 @@ CLIENT_CERTIFICATE_VARIABLES: dict[str, str] = {
     "var_client_certificate_subject": "subject",
     "var_client_certificate_verification": "verification",
 }
-"""Azure's mutual-authentication server variables and the L{agwtx.clientauth.ClientCertificate} attribute of each."""
+"""Azure's mutual-authentication server variables and the L{agwtx.tls.clientauth.ClientCertificate} attribute of each."""
 
 _SERVER_VARIABLES: dict[str, Getter] = {
     "var_client_ip": _clientIP,
@@ -379,7 +379,7 @@ def compileRewriteSet(rs: RewriteRuleSet) -> RewriteSet:
 
 def rewriteCompiler(config: GatewayConfig) -> Callable[[str], RewriteSet]:
     """
-    The C{rewriteFor} argument of L{agwtx.routing.buildRouters}: compiles each
+    The C{rewriteFor} argument of L{agwtx.routing.router.buildRouters}: compiles each
     named set once, so that all rules naming it share one L{RewriteSet}.
     """
     compiled: dict[str, RewriteSet] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Mapping
 
-from agwtx.model import CustomErrorPage, GatewayConfig
+from agwtx.config.model import CustomErrorPage, GatewayConfig
 
 __all__ = ["ErrorPages", "prefersJson"]
 

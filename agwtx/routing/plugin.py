@@ -18,7 +18,7 @@ and renders the chosen target:
   - An exception, or a value that is not one of the rule's targets: 502
     C{Bad Gateway: the routing plugin failed}, and a C{log.failure} (or
     C{log.error}) event naming the plugin and the rule.  The gateway carries on.
-  - A path that does not decode (see L{agwtx.routing.normalizePath}): 400,
+  - A path that does not decode (see L{agwtx.routing.router.normalizePath}): 400,
     as for path maps, without asking the plugin.
 
 A request whose body streams to the backend is routed when its headers are
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
-from agwtx.affinity import AffinityCodec
+from agwtx.routing.affinity import AffinityCodec
 from agwtx.interfaces import (
     Candidates,
     Decision,
@@ -45,12 +45,12 @@ from agwtx.interfaces import (
     PluginRuleConfig,
     RoutingRequest,
 )
-from agwtx.model import GatewayConfig, RequestRoutingRule
-from agwtx.routing import normalizePath, requestHost
+from agwtx.config.model import GatewayConfig, RequestRoutingRule
+from agwtx.routing.router import normalizePath, requestHost
 
 if TYPE_CHECKING:
-    from agwtx.routing import GatewayContext
-    from agwtx.web import GatewayRequest
+    from agwtx.routing.router import GatewayContext
+    from agwtx.http.site import GatewayRequest
 
 __all__ = [
     "PluginDiscoveryError",
@@ -279,7 +279,7 @@ class _Locator:
         self.headers: dict[str, tuple[str, int]] = {}
         self.keys: dict[tuple[str, str], tuple[str, int]] = {}
         try:
-            from agwtx.config import _scan
+            from agwtx.config.loader import _scan
 
             with open(path, encoding="utf-8-sig") as f:
                 scan = _scan(f.read(), path)
@@ -424,7 +424,7 @@ def routingRequest(request: "GatewayRequest") -> RoutingRequest | None:
         return None
     headers = request.requestHeaders
     hosts = headers.getRawHeaders(b"host")
-    client = request.clientIP  # decided in one place: agwtx.web.clientAddress
+    client = request.clientIP  # decided in one place: agwtx.http.site.clientAddress
     uri = request.uri
     return RoutingRequest(
         request.method.decode("latin-1"),
@@ -585,7 +585,7 @@ class PluginTarget:
     def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
         choice = self._ask(request, ctx)
         if isinstance(choice, _Refusal):
-            from agwtx.proxy import errorPage
+            from agwtx.proxy.reverse import errorPage
 
             return errorPage(request, choice.code, choice.message)
         return choice.render(ctx, request)
@@ -623,14 +623,14 @@ def pluginTarget(
 ) -> PluginTarget:
     """
     Build the target of a C{ruleType = Plugin} rule (called by
-    L{agwtx.routing.buildRouters}): configure the plugin and make a target
+    L{agwtx.routing.router.buildRouters}): configure the plugin and make a target
     per backend and redirect it declares.
 
-    @raise agwtx.config.ConfigError: as L{checkPluginConfig} would report.
+    @raise agwtx.config.loader.ConfigError: as L{checkPluginConfig} would report.
     """
     plugin, setup, problems = _configureRule(config, rule)
     if problems or plugin is None or setup is None:
-        from agwtx.config import ConfigError
+        from agwtx.config.loader import ConfigError
 
         locator = _Locator(config.path)
         raise ConfigError([locator.format(rule.name, key, message) for key, message in problems])
@@ -663,7 +663,7 @@ def pluginTarget(
 
 def checkPlugins(config: GatewayConfig) -> None:
     """Raise L{ConfigError} listing every routing-plugin problem of C{config}."""
-    from agwtx.config import ConfigError
+    from agwtx.config.loader import ConfigError
 
     problems = checkPluginConfig(config)
     if problems:

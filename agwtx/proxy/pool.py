@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from agwtx.model import BackendAddressPool, BackendHttpSettings
+from agwtx.config.model import BackendAddressPool, BackendHttpSettings
 
 __all__ = [
     "Lease",

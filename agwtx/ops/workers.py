@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from agwtx.workerview import WORKER_ADMIN_ENV
+from agwtx.ops.workerview import WORKER_ADMIN_ENV
 
 __all__ = ["ReusePortEndpoint", "WorkerSupervisor", "reusePortEndpoint", "SECRET_ENV"]
 
@@ -115,7 +115,7 @@ class WorkerSupervisor(Service):
         self.workers: dict[int, tuple[Any, _WorkerProtocol]] = {}
         self.restarts: dict[int, int] = {}
         # Each worker's private admin socket, in a directory only this user
-        # can enter (agwtx.workerview: one view of every process); made when
+        # can enter (agwtx.ops.workerview: one view of every process); made when
         # the service starts, so a start that fails leaves nothing behind.
         self.adminDirectory: str | None = None
         self.adminSockets: dict[int, str] = {}

@@ -1,6 +1,6 @@
 """
 Load and validate the gateway configuration (an INI file) into a frozen
-L{agwtx.model.GatewayConfig}.
+L{agwtx.config.model.GatewayConfig}.
 
 Every mistake is reported, all at once, as one line that points at the file,
 the line, the section and the key and says what was expected::
@@ -101,7 +101,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from agwtx.model import (
+from agwtx.config.model import (
     BackendAddress,
     BackendAddressPool,
     BackendHttpSettings,
@@ -126,7 +126,7 @@ from agwtx.model import (
     TrustedRootCertificate,
     UrlPathMap,
 )
-from agwtx.tlspolicy import (
+from agwtx.config.sslpolicy import (
     PREDEFINED,
     PROTOCOL_VERSIONS,
     canonicalCipherSuite,
@@ -2256,7 +2256,7 @@ def loadConfig(path: str | os.PathLike[str]) -> GatewayConfig:
         loader.section(sec)
     loader.crossCheck()
     # agw-tls (issue 5): certificate files must load (PEM, key matches, not expired).
-    from agwtx.tls import certificateProblems
+    from agwtx.tls.listener import certificateProblems
 
     for kind in ("sslCertificate", "trustedRootCertificate", "trustedClientCertificate"):
         for obj, sec in loader.built[kind].values():

@@ -71,9 +71,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from agwtx.model import DEFAULT_PROBE, BackendHttpSettings, GatewayConfig, Probe
-from agwtx.pool import HEALTHY, UNHEALTHY, UNKNOWN, Member, PoolState, hostForHeader
-from agwtx.upstream import UpstreamConnection, UpstreamError, UpstreamPool
+from agwtx.config.model import DEFAULT_PROBE, BackendHttpSettings, GatewayConfig, Probe
+from agwtx.proxy.pool import HEALTHY, UNHEALTHY, UNKNOWN, Member, PoolState, hostForHeader
+from agwtx.proxy.client import UpstreamConnection, UpstreamError, UpstreamPool
 
 __all__ = [
     "MAX_PROBE_BODY",
@@ -547,7 +547,7 @@ class HealthService(Service):
 
     C{probeFunction} is the probe itself (L{HttpProber} by default; tests
     inject a fake).  C{connectorFor} returns the connector and TLS key for a
-    settings, as for the proxy (L{agwtx.routing.buildRouters}); without one,
+    settings, as for the proxy (L{agwtx.routing.router.buildRouters}); without one,
     Https probes cannot run and their members stay Unknown (routable).
     """
 

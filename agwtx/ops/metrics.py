@@ -22,10 +22,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.twisted import MetricsResource
 
-from agwtx.pool import HEALTHY, QUEUE_WAIT_BUCKETS, UNHEALTHY
+from agwtx.proxy.pool import HEALTHY, QUEUE_WAIT_BUCKETS, UNHEALTHY
 
 if TYPE_CHECKING:
-    from agwtx.routing import GatewayContext
+    from agwtx.routing.router import GatewayContext
 
 __all__ = ["GatewayMetrics", "metricsResource"]
 

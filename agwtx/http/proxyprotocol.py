@@ -42,7 +42,7 @@ from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWr
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
-from agwtx.model import IPNetwork, inNetworks
+from agwtx.config.model import IPNetwork, inNetworks
 
 __all__ = ["LOG_INTERVAL", "ProxyProtocolFactory", "checkedSource"]
 

@@ -16,13 +16,13 @@ from twisted.web import http, server
 from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from twisted.web.resource import Resource
 
-from agwtx.model import GatewaySettings
-from agwtx.proxy import connectionTokens, errorPage, httpDate, startStreaming
-from agwtx.requestid import newRequestId
-from agwtx.routing import BackendTarget, PortRouter, isWebSocketUpgrade, requestHost, validHost
+from agwtx.config.model import GatewaySettings
+from agwtx.proxy.reverse import connectionTokens, errorPage, httpDate, startStreaming
+from agwtx.http.requestid import newRequestId
+from agwtx.routing.router import BackendTarget, PortRouter, isWebSocketUpgrade, requestHost, validHost
 
 if TYPE_CHECKING:
-    from agwtx.routing import GatewayContext
+    from agwtx.routing.router import GatewayContext
 
 __all__ = [
     "PLAIN_HTTP_ON_HTTPS",
@@ -293,7 +293,7 @@ class GatewayRequest(server.Request):
     agwStart: float = 0.0
     agwSettings: str | None = None
     agwRequestId: str | None = None
-    """Set with the trace context (L{agwtx.requestid.RequestTagger.tag}) when the request is prepared."""
+    """Set with the trace context (L{agwtx.http.requestid.RequestTagger.tag}) when the request is prepared."""
     agwIdHeader: bytes = b"X-Request-ID"
     agwTrace: Any = None
     agwServerLatency: float | None = None
@@ -379,7 +379,7 @@ class GatewayRequest(server.Request):
         self._done(None)
 
     agwClientCert: Any = None
-    """The TLS client certificate (L{agwtx.clientauth.ClientCertificate}) on HTTPS listeners."""
+    """The TLS client certificate (L{agwtx.tls.clientauth.ClientCertificate}) on HTTPS listeners."""
     _agwClientAuth: Any = ()
 
     def clientAuthRefusal(self, listener: str) -> tuple[int, str] | None:
@@ -556,7 +556,7 @@ class GatewayChannel(http.HTTPChannel):
     _lingerCall: Any = None
     _lingerBytes = 0
     agwSlot: Any = None
-    """The L{agwtx.limits.ConnectionSlot} this connection holds (handed to a WebSocket bridge)."""
+    """The L{agwtx.http.limits.ConnectionSlot} this connection holds (handed to a WebSocket bridge)."""
     _gone = False
     _revocationAsked = False
     _held: list[bytes] | None = None
@@ -914,7 +914,7 @@ class GatewaySite(server.Site):
         """
         A channel for a new connection, or None (the listener closes the
         socket at once, unread) when C{[gateway] maxConnections} or
-        C{maxConnectionsPerClient} is reached: see L{agwtx.limits}.
+        C{maxConnectionsPerClient} is reached: see L{agwtx.http.limits}.
         """
         slot = self.ctx.connections.acquire(getattr(addr, "host", None))
         if slot is None:

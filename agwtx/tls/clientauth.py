@@ -17,7 +17,7 @@ How it works, and why:
     the issuing CA of one of those files (the certificate in the file that
     issued no other one in it: the intermediate when a chain is uploaded,
     else the root).  With C{verifyClientRevocation = OCSP} the certificate's
-    responder must also say it is good (L{agwtx.ocsp}); the connection's
+    responder must also say it is good (L{agwtx.tls.ocsp}); the connection's
     requests wait for that answer.
   - C{Passthrough}: nothing is refused; the variables carry what was sent.
   - The listener whose profile the handshake used is the one SNI chose.  A

@@ -23,10 +23,10 @@ from urllib.parse import unquote_to_bytes
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.web.server import NOT_DONE_YET
 
-from agwtx.affinity import AffinityCodec
-from agwtx.limits import ConnectionLimits
-from agwtx.errorpages import ErrorPages
-from agwtx.model import (
+from agwtx.routing.affinity import AffinityCodec
+from agwtx.http.limits import ConnectionLimits
+from agwtx.http.errorpages import ErrorPages
+from agwtx.config.model import (
     REDIRECT_STATUS,
     BackendHttpSettings,
     GatewayConfig,
@@ -35,13 +35,13 @@ from agwtx.model import (
     RedirectConfiguration,
     RequestRoutingRule,
 )
-from agwtx.pool import Member, PoolState
-from agwtx.proxy import errorPage, httpDate, proxy
-from agwtx.requestid import RequestTagger
-from agwtx.routeindex import HostIndex, PathIndex, hostMatcher
+from agwtx.proxy.pool import Member, PoolState
+from agwtx.proxy.reverse import errorPage, httpDate, proxy
+from agwtx.http.requestid import RequestTagger
+from agwtx.routing.index import HostIndex, PathIndex, hostMatcher
 
 if TYPE_CHECKING:
-    from agwtx.web import GatewayRequest
+    from agwtx.http.site import GatewayRequest
 
 __all__ = [
     "BackendTarget",
@@ -290,7 +290,7 @@ class PortRouter:
     _index: Any = field(default=None, repr=False, compare=False)
 
     def route(self, host: str) -> ListenerRoute | None:
-        """The first route serving C{host}, found by index (L{agwtx.routeindex}), not by a scan."""
+        """The first route serving C{host}, found by index (L{agwtx.routing.index}), not by a scan."""
         index = self._index
         if index is None:  # built on first use: buildRouters has finished the table
             index = self._index = HostIndex(self.routes)
@@ -313,10 +313,10 @@ class GatewayContext:
         self.pools: dict[tuple[str, str], PoolState] = {}
         self.webSocketHandler: Callable[["GatewayRequest", BackendTarget], Any] | None = None
         self.passiveListeners: list[Callable[[PoolState, Member, str, str], None]] = []
-        from agwtx.metrics import GatewayMetrics
+        from agwtx.ops.metrics import GatewayMetrics
 
         self.metrics = GatewayMetrics(self)
-        from agwtx.deadlines import Deadlines
+        from agwtx.http.deadlines import Deadlines
 
         self.deadlines = Deadlines(reactor)
         """Request timeouts (a sweep, not a timer per request)."""
@@ -327,7 +327,7 @@ class GatewayContext:
         self.stopping = False
         """A stop has begun (lame duck, then drain): the admin C{/ready} answers 503."""
         self.workerView: Any = None
-        """With C{workers} > 1, in the supervisor: its L{agwtx.workerview.WorkerView}."""
+        """With C{workers} > 1, in the supervisor: its L{agwtx.ops.workerview.WorkerView}."""
         self.workerAdmin = False
         """In a worker: its admin site is the private one the supervisor asks."""
         self.openWebSockets: set[Any] = set()
@@ -589,7 +589,7 @@ def buildRouters(
         elif rule.redirectConfiguration is not None:
             target = redirect(name, rule.redirectConfiguration)
         elif rule.ruleType == "Plugin":
-            from agwtx.plugin import pluginTarget
+            from agwtx.routing.plugin import pluginTarget
 
             fallback = None
             if rule.backendAddressPool and rule.backendHttpSettings:
@@ -631,5 +631,5 @@ def _attachRewrite(target: Any, rewrite: Any) -> None:
         for _, _, t in target.entries:
             _attachRewrite(t, rewrite)
         _attachRewrite(target.default, rewrite)
-    elif hasattr(target, "attachRewrite"):  # e.g. agwtx.plugin.PluginTarget
+    elif hasattr(target, "attachRewrite"):  # e.g. agwtx.routing.plugin.PluginTarget
         target.attachRewrite(rewrite)

@@ -22,7 +22,7 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from agwtx.model import GatewayConfig
+from agwtx.config.model import GatewayConfig
 
 __all__ = ["WATCH_INTERVAL", "ConfigWatcher", "watchedFiles", "fileStates"]
 

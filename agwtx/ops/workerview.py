@@ -39,8 +39,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from agwtx import admin
-from agwtx.model import GatewayConfig
+from agwtx.ops import admin
+from agwtx.config.model import GatewayConfig
 
 __all__ = [
     "PER_PROCESS",
@@ -251,7 +251,7 @@ class _Combined(Resource, Generic[T]):
 
 def adminService(ctx: Any, config: GatewayConfig, reactor: Any, endpoint: str | None = None) -> Any:
     """
-    L{agwtx.admin.adminService} whose pages report every process when the
+    L{agwtx.ops.admin.adminService} whose pages report every process when the
     instance has workers (see the module docstring).
     """
     svc = admin.adminService(ctx, config, reactor, endpoint)

@@ -12,9 +12,9 @@ Frontend (server) policy
 
   - Protocol versions and cipher suites: the listener's SSL policy (its
     C{sslProfile}'s, else C{[gateway]}'s), with Azure's names and meaning
-    (L{agwtx.tlspolicy}); the default is Azure's, C{AppGwSslPolicy20220101}.
+    (L{agwtx.config.sslpolicy}); the default is Azure's, C{AppGwSslPolicy20220101}.
   - Client certificates (mutual TLS) per the listener's C{sslProfile}
-    (L{agwtx.clientauth}).
+    (L{agwtx.tls.clientauth}).
   - L{ServerTls._serverNameReceived} is the one place that decides a
     connection's context: SNI picks the listener, the connection moves to
     that listener's context (certificate, policy, client authentication),
@@ -27,7 +27,7 @@ Frontend (server) policy
     rather than an alert).
   - The certificate is chosen by SNI among the port's listeners, as routing
     chooses the listener: an exact host name first, then wildcard patterns
-    (L{agwtx.routing.hostMatcher}), then the basic listener (no host names).
+    (L{agwtx.routing.router.hostMatcher}), then the basic listener (no host names).
     Without SNI, or for a name no listener serves, the basic listener's
     certificate is used; when the port has no basic listener the handshake
     is refused (a C{handshake_failure} alert and one log line).
@@ -89,7 +89,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from agwtx.clientauth import (
+from agwtx.tls.clientauth import (
     NONE,
     ClientCertificate,
     ListenerClientAuth,
@@ -97,7 +97,7 @@ from agwtx.clientauth import (
     connectionCertificate,
     issuingSubjects,
 )
-from agwtx.model import (
+from agwtx.config.model import (
     BackendHttpSettings,
     GatewayConfig,
     HttpListener,
@@ -107,10 +107,10 @@ from agwtx.model import (
     TrustedClientCertificate,
     TrustedRootCertificate,
 )
-from agwtx.tlspolicy import TLS13_SUITES, ResolvedPolicy, applyPolicy, resolvePolicy, versionName
-from agwtx.ocsp import OcspChecker
-from agwtx.routing import hostMatcher
-from agwtx.web import PLAIN_HTTP_ON_HTTPS, sendRefusal
+from agwtx.config.sslpolicy import TLS13_SUITES, ResolvedPolicy, applyPolicy, resolvePolicy, versionName
+from agwtx.tls.ocsp import OcspChecker
+from agwtx.routing.router import hostMatcher
+from agwtx.http.site import PLAIN_HTTP_ON_HTTPS, sendRefusal
 
 __all__ = [
     "BackendTls",
@@ -532,7 +532,7 @@ class ServerTls:
     ) -> None:
         self.port = port
         self.revocation = revocation
-        """The L{agwtx.ocsp.OcspChecker} of profiles with C{verifyClientRevocation = OCSP}."""
+        """The L{agwtx.tls.ocsp.OcspChecker} of profiles with C{verifyClientRevocation = OCSP}."""
         self.listeners = tuple(listeners)
         self.select = _ListenerSelector(self.listeners)
         sessionId = hashlib.sha256(f"agw:{port}".encode()).hexdigest()[:32].encode("ascii")
@@ -1071,7 +1071,7 @@ class GatewayTls:
 
     def connectorFor(self, settings: BackendHttpSettings) -> tuple[Callable[..., Any] | None, str]:
         """
-        C{(connector, tlsKey)} for L{agwtx.routing.buildRouters}: TLS for
+        C{(connector, tlsKey)} for L{agwtx.routing.router.buildRouters}: TLS for
         C{protocol = Https}, C{(None, "")} (plain TCP) otherwise.
         """
         if settings.protocol != "Https":
