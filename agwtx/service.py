@@ -34,7 +34,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
-from agwtx.routing.affinity import AffinityCodec
+from agwtx.proxy.affinity import AffinityCodec
 from agwtx.config.model import GatewayConfig
 from agwtx.proxy.pool import Member, PoolState
 from agwtx.routing.router import GatewayContext, PortRouter, buildRouters
@@ -140,8 +140,8 @@ class GatewayService(MultiService):
 
     def _setObservability(self, config: GatewayConfig) -> None:
         """Request IDs, trace context and custom error pages by C{config}."""
-        from agwtx.http.errorpages import ErrorPages
-        from agwtx.http.requestid import RequestTagger
+        from agwtx.runtime.errorpages import ErrorPages
+        from agwtx.runtime.requestid import RequestTagger
 
         self.ctx.tagger = RequestTagger(config.gateway)
         self.ctx.errorPages = ErrorPages(config)
@@ -181,7 +181,7 @@ class GatewayService(MultiService):
     # TLS: listeners and end-to-end.
     def _tlsFor(self, config: GatewayConfig) -> Any:
         """The TLS objects (certificates loaded) of C{config}; built once per config."""
-        from agwtx.tls.listener import GatewayTls
+        from agwtx.tls.gateway import GatewayTls
 
         tls = getattr(self, "_tls", None)
         if tls is None or tls.config is not config:
@@ -314,7 +314,7 @@ class GatewayService(MultiService):
         empty list (the new config is live).
         """
         from agwtx.config.loader import ConfigError, loadConfig
-        from agwtx.tls.listener import TlsError
+        from agwtx.config.certificates import TlsError
 
         from agwtx.routing.plugin import checkPlugins
 
@@ -437,7 +437,7 @@ class GatewayService(MultiService):
         between Http and Https, so it must be re-listened.
         """
         # agw-tls (issue 5)
-        from agwtx.tls.listener import TlsServerFactory
+        from agwtx.tls.server import TlsServerFactory
 
         factory = self._listenerFactory(name)
         serverTls = self._tlsFor(new).server.get(name)

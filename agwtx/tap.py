@@ -157,7 +157,7 @@ def _gatewayService(options: Options, reactor: Any, **kw: Any) -> Any:
     """
     from agwtx.service import makeGatewayService
     from agwtx.ops.startup import StartupError
-    from agwtx.tls.listener import TlsError
+    from agwtx.config.certificates import TlsError
 
     try:
         return makeGatewayService(options.gatewayConfig, reactor, **kw)

@@ -32,7 +32,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from agwtx.ops.admin import adminResource, backendHealth, isoTime
-from agwtx.routing.affinity import AffinityCodec
+from agwtx.proxy.affinity import AffinityCodec
 from agwtx.health.probe import (
     MAX_PROBE_BODY,
     HealthService,

@@ -24,9 +24,9 @@ import pytest
 from twisted.web.http_headers import Headers
 
 from agwtx.ops.accesslog import accessRecord, formatAccessJson
-from agwtx.http.errorpages import ErrorPages, prefersJson
+from agwtx.runtime.errorpages import ErrorPages, prefersJson
 from agwtx.config.model import CustomErrorPage, GatewayConfig, GatewaySettings, HttpListener
-from agwtx.http.requestid import RequestTagger, parseTraceparent
+from agwtx.runtime.requestid import RequestTagger, parseTraceparent
 from tests.certs import selfSigned
 from tests.rawbackend import RawBackend, readHead
 from tests.support import Proc, basicIni, freePort, startGateway, waitFor

@@ -737,7 +737,7 @@ def test_refused_connects_leave_no_request_counted_in_flight(
     from twisted.internet.task import Clock
     from twisted.web.test.requesthelper import DummyRequest
 
-    from agwtx.routing.affinity import AffinityCodec
+    from agwtx.proxy.affinity import AffinityCodec
     from agwtx.config.model import BackendAddress, BackendAddressPool, BackendHttpSettings
     from agwtx.proxy.pool import PoolState
     from agwtx.proxy.reverse import proxy

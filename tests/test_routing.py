@@ -24,7 +24,7 @@ from zope.interface.verify import verifyObject
 
 import agwtx.plugins
 from agwtx.routing import plugin as pluginModule
-from agwtx.routing.affinity import AffinityCodec
+from agwtx.proxy.affinity import AffinityCodec
 from agwtx.config.loader import ConfigError, loadConfig
 from agwtx.interfaces import (
     Candidates,

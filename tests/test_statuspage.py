@@ -33,7 +33,7 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogPublisher, globalLogPublisher
 
 from agwtx.ops.admin import adminResource
-from agwtx.routing.affinity import AffinityCodec
+from agwtx.proxy.affinity import AffinityCodec
 from agwtx.config.model import (
     BackendAddress,
     BackendAddressPool,

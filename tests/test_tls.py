@@ -44,15 +44,10 @@ from agwtx.config.model import (
     SslCertificate,
     TrustedRootCertificate,
 )
-from agwtx.tls.listener import (
-    GatewayTls,
-    TlsError,
-    TlsHandshakeError,
-    buildServerTls,
-    certificateProblems,
-    loadCertificate,
-    selectCertificate,
-)
+from agwtx.config.certificates import TlsError, certificateProblems, loadCertificate
+from agwtx.tls.backend import TlsHandshakeError
+from agwtx.tls.gateway import GatewayTls
+from agwtx.tls.server import buildServerTls, selectCertificate
 from tests.certs import CA, Issued, selfSigned
 from tests.support import ROOT, TWISTD, Proc, freePort, startBackend, startGateway, waitFor, waitForPort
 
@@ -744,10 +739,10 @@ def spoilAfterCheck(cert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file is overwritten, and the loader's check is made to see the file as it
     was (a renewal script writing it between the two reads).
     """
-    from agwtx.tls import listener as tls
+    from agwtx.config import loader
 
     cert.write_text("renewal in progress\n")
-    monkeypatch.setattr(tls, "certificateProblems", lambda obj, now=None: [])
+    monkeypatch.setattr(loader, "certificateProblems", lambda obj, now=None: [])
 
 
 def test_reload_reports_a_certificate_spoiled_after_the_check(

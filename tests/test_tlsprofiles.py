@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from agwtx.config.model import GatewayConfig, GatewaySettings, HttpListener, SslCertificate, SslPolicy
-from agwtx.tls.listener import buildServerTls
+from agwtx.tls.server import buildServerTls
 from tests.certs import CA, Issued, keyPem
 from tests.rawbackend import PROBE_ANSWER, RawBackend, headerValue, readHead
 from tests.support import Proc, freePort, startBackend, startGateway, waitFor, waitForPort

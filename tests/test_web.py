@@ -16,10 +16,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web import server
 
-from agwtx.http.limits import ConnectionLimits
+from agwtx.runtime.limits import ConnectionLimits
 from agwtx.config.model import GatewaySettings
-from agwtx.http.errorpages import ErrorPages
-from agwtx.http.requestid import RequestTagger
+from agwtx.runtime.errorpages import ErrorPages
+from agwtx.runtime.requestid import RequestTagger
 from agwtx.http.site import LINGER_BYTES, LINGER_TIMEOUT, GatewayChannel, GatewaySite
 
 IDLE = 60.0

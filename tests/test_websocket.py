@@ -31,7 +31,7 @@ from twisted.web.http_headers import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from agwtx.routing.affinity import AffinityCodec
+from agwtx.proxy.affinity import AffinityCodec
 from agwtx.config.model import BackendAddress, BackendAddressPool, BackendHttpSettings
 from agwtx.proxy.pool import PoolState
 from agwtx.routing.router import GatewayContext

@@ -101,6 +101,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from agwtx.config.certificates import certificateProblems
 from agwtx.config.model import (
     BackendAddress,
     BackendAddressPool,
@@ -2256,8 +2257,6 @@ def loadConfig(path: str | os.PathLike[str]) -> GatewayConfig:
         loader.section(sec)
     loader.crossCheck()
     # agw-tls (issue 5): certificate files must load (PEM, key matches, not expired).
-    from agwtx.tls.listener import certificateProblems
-
     for kind in ("sslCertificate", "trustedRootCertificate", "trustedClientCertificate"):
         for obj, sec in loader.built[kind].values():
             if not sec.failed:

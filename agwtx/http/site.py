@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 
 from agwtx.config.model import GatewaySettings
 from agwtx.proxy.reverse import connectionTokens, errorPage, httpDate, startStreaming
-from agwtx.http.requestid import newRequestId
+from agwtx.runtime.requestid import newRequestId
 from agwtx.routing.router import BackendTarget, PortRouter, isWebSocketUpgrade, requestHost, validHost
 
 if TYPE_CHECKING:
@@ -293,7 +293,7 @@ class GatewayRequest(server.Request):
     agwStart: float = 0.0
     agwSettings: str | None = None
     agwRequestId: str | None = None
-    """Set with the trace context (L{agwtx.http.requestid.RequestTagger.tag}) when the request is prepared."""
+    """Set with the trace context (L{agwtx.runtime.requestid.RequestTagger.tag}) when the request is prepared."""
     agwIdHeader: bytes = b"X-Request-ID"
     agwTrace: Any = None
     agwServerLatency: float | None = None
@@ -556,7 +556,7 @@ class GatewayChannel(http.HTTPChannel):
     _lingerCall: Any = None
     _lingerBytes = 0
     agwSlot: Any = None
-    """The L{agwtx.http.limits.ConnectionSlot} this connection holds (handed to a WebSocket bridge)."""
+    """The L{agwtx.runtime.limits.ConnectionSlot} this connection holds (handed to a WebSocket bridge)."""
     _gone = False
     _revocationAsked = False
     _held: list[bytes] | None = None
@@ -914,7 +914,7 @@ class GatewaySite(server.Site):
         """
         A channel for a new connection, or None (the listener closes the
         socket at once, unread) when C{[gateway] maxConnections} or
-        C{maxConnectionsPerClient} is reached: see L{agwtx.http.limits}.
+        C{maxConnectionsPerClient} is reached: see L{agwtx.runtime.limits}.
         """
         slot = self.ctx.connections.acquire(getattr(addr, "host", None))
         if slot is None:

@@ -24,8 +24,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from agwtx.routing.affinity import affinityCookies
-from agwtx.http.errorpages import ErrorPages
+from agwtx.proxy.affinity import affinityCookies
+from agwtx.runtime.errorpages import ErrorPages
 from agwtx.proxy.pool import Lease, Member, PoolState
 from agwtx.proxy.client import UpstreamConnection, UpstreamError
 
@@ -215,7 +215,7 @@ def errorPage(
     The gateway's own error answer (plus C{extra} headers, e.g. a 426's
     Sec-WebSocket-Version): the listener's or the gateway's custom page for
     C{code} when one is configured, JSON for a client that prefers it, else
-    a line of plain text (see L{agwtx.http.errorpages}).  The reason is also
+    a line of plain text (see L{agwtx.runtime.errorpages}).  The reason is also
     recorded for the access log; the request ID header is added on write.
     """
     request.agwError = message
@@ -729,7 +729,7 @@ def backendRequestHeaders(
     """
     The headers a backend request (or WebSocket handshake) carries: the
     forwarded set, Host as the settings decide, the request ID and trace
-    context (L{agwtx.http.requestid}), then the rule's rewrites.
+    context (L{agwtx.runtime.requestid}), then the rule's rewrites.
 
     Host is the settings' C{hostName}; else, with
     C{pickHostNameFromBackendAddress}, C{member}'s name (C{member} None: no

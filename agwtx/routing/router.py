@@ -23,9 +23,9 @@ from urllib.parse import unquote_to_bytes
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.web.server import NOT_DONE_YET
 
-from agwtx.routing.affinity import AffinityCodec
-from agwtx.http.limits import ConnectionLimits
-from agwtx.http.errorpages import ErrorPages
+from agwtx.proxy.affinity import AffinityCodec
+from agwtx.runtime.limits import ConnectionLimits
+from agwtx.runtime.errorpages import ErrorPages
 from agwtx.config.model import (
     REDIRECT_STATUS,
     BackendHttpSettings,
@@ -37,7 +37,7 @@ from agwtx.config.model import (
 )
 from agwtx.proxy.pool import Member, PoolState
 from agwtx.proxy.reverse import errorPage, httpDate, proxy
-from agwtx.http.requestid import RequestTagger
+from agwtx.runtime.requestid import RequestTagger
 from agwtx.routing.index import HostIndex, PathIndex, hostMatcher
 
 if TYPE_CHECKING:
@@ -316,7 +316,7 @@ class GatewayContext:
         from agwtx.ops.metrics import GatewayMetrics
 
         self.metrics = GatewayMetrics(self)
-        from agwtx.http.deadlines import Deadlines
+        from agwtx.runtime.deadlines import Deadlines
 
         self.deadlines = Deadlines(reactor)
         """Request timeouts (a sweep, not a timer per request)."""

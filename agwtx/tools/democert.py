@@ -43,7 +43,7 @@ def subjectAltName(names: Iterable[str]) -> x509.SubjectAlternativeName:
 
 def _usable(certPath: Path, keyPath: Path, now: datetime.datetime) -> bool:
     """An existing pair that loads as a listener certificate would and is valid for another week."""
-    from agwtx.tls.listener import TlsError, loadCertificate
+    from agwtx.config.certificates import TlsError, loadCertificate
 
     try:
         loadCertificate(SslCertificate("demo", str(certPath), str(keyPath)), now + RENEW_BEFORE)

@@ -110,7 +110,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from agwtx.websocket import xormask
-from agwtx.routing.affinity import affinityCookies
+from agwtx.proxy.affinity import affinityCookies
 from agwtx.proxy.pool import Lease, Member, PoolState
 from agwtx.proxy.client import relayableHead
 from agwtx.proxy.reverse import (
@@ -746,7 +746,7 @@ class _ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]
     isBackend = False
 
     agwSlot: Any = None
-    """The connection-limit slot taken over from the HTTP channel (L{agwtx.http.limits})."""
+    """The connection-limit slot taken over from the HTTP channel (L{agwtx.runtime.limits})."""
 
     def connectionLost(self, reason: Any) -> None:
         slot, self.agwSlot = self.agwSlot, None
