@@ -34,7 +34,9 @@ check: setup
 deploy-check: setup
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	sh deploy/install.sh "$$tmp/venv" "$$(pwd)" && \
-	$(PY) -c 'import sys, yaml; doc = yaml.safe_load(open("deploy/kubernetes/configmap.yaml")); sys.stdout.write(doc["data"]["gw.ini"])' >"$$tmp/gw.ini" && \
+	$(PY) -c 'import sys, yaml; doc = yaml.safe_load(open("deploy/kubernetes/configmap.yaml")); sys.stdout.write(doc["data"]["gw.ini"])' | \
+	    sed "s#/etc/agw-admin/admin.token#$$tmp/admin.token#" >"$$tmp/gw.ini" && \
+	(umask 077 && openssl rand -hex 32 >"$$tmp/admin.token") && \
 	"$$tmp/venv/bin/twistd" agw --config "$$tmp/gw.ini" --check
 
 lint: setup

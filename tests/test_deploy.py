@@ -48,10 +48,18 @@ def test_manifests_match_the_configuration_they_carry(tmp_path: Path) -> None:
     docs = _documents()
     assert set(docs) == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget"}
     ini = tmp_path / "gw.ini"
-    ini.write_text(docs["ConfigMap"]["data"]["gw.ini"])
+    # The admin token comes from the Secret the Deployment mounts; stand in a file for it.
+    (container,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    (tokenMount,) = [m for m in container["volumeMounts"] if m["name"] == "admin-token"]
+    tokenPath = f"{tokenMount['mountPath']}/admin.token"
+    token = tmp_path / "admin.token"
+    token.write_text("0123456789abcdef0123456789abcdef\n")
+    token.chmod(0o440)
+    ini.write_text(docs["ConfigMap"]["data"]["gw.ini"].replace(tokenPath, str(token)))
     config = loadConfig(str(ini))
     gateway = config.gateway
     assert gateway.watchConfig
+    assert gateway.adminToken == b"0123456789abcdef0123456789abcdef"
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     # Kubernetes waits long enough for the lame duck and the drain.
     assert pod["terminationGracePeriodSeconds"] >= gateway.lameDuckPeriod + gateway.shutdownGracePeriod

@@ -166,3 +166,36 @@ def test_watch_config_follows_the_kubernetes_symlink_swap_and_ignores_invalid_fi
         gw.stop()
         a.stop()
         b.stop()
+
+
+def test_watch_config_watches_every_file_the_config_reads() -> None:
+    from agwtx.model import (
+        CustomErrorPage,
+        GatewayConfig,
+        GatewaySettings,
+        HttpListener,
+        SslCertificate,
+        TrustedClientCertificate,
+        TrustedRootCertificate,
+    )
+    from agwtx.watch import watchedFiles
+
+    config = GatewayConfig(
+        path="/etc/agw/gw.ini",
+        gateway=GatewaySettings(customErrorPages=(CustomErrorPage(502, "/p/502.html", b"x"),)),
+        sslCertificates={"c": SslCertificate("c", "/t/c.pem", "/t/c.key")},
+        trustedRootCertificates={"r": TrustedRootCertificate("r", "/t/root.pem")},
+        trustedClientCertificates={"m": TrustedClientCertificate("m", "/t/clients.pem")},
+        httpListeners={
+            "l": HttpListener("l", "fp", customErrorPages=(CustomErrorPage(504, "/p/l-504.html", b"y"),))
+        },
+    )
+    assert watchedFiles(config) == [
+        "/etc/agw/gw.ini",
+        "/t/c.pem",
+        "/t/c.key",
+        "/t/root.pem",
+        "/t/clients.pem",
+        "/p/502.html",
+        "/p/l-504.html",
+    ]

@@ -35,12 +35,22 @@ FileState = Tuple[str, Optional[Tuple[int, int, int, int]]]
 
 
 def watchedFiles(config: GatewayConfig) -> list[str]:
-    """The config file and every certificate, key and trusted root file it names."""
+    """
+    The config file and every file it names that is read at load: the
+    certificates and keys, trusted root and trusted client CA files, and
+    the custom error pages (the admin token file's path is not kept).
+    """
     paths = [config.path]
     for cert in config.sslCertificates.values():
         paths += [cert.certificate, cert.privateKey]
     for root in config.trustedRootCertificates.values():
         paths.append(root.certificate)
+    for client in config.trustedClientCertificates.values():
+        paths.append(client.data)
+    pages = list(config.gateway.customErrorPages)
+    for listener in config.httpListeners.values():
+        pages += listener.customErrorPages
+    paths += [page.path for page in pages]
     return list(dict.fromkeys(p for p in paths if p))
 
 
