@@ -39,9 +39,11 @@ deploy-check: setup
 	(umask 077 && openssl rand -hex 32 >"$$tmp/admin.token") && \
 	"$$tmp/venv/bin/twistd" agw --config "$$tmp/gw.ini" --check
 
+# lint-imports checks the layer contracts in .importlinter (docs/development.rst).
 lint: setup
 	$(VENV)/bin/ruff check agwtx twisted tests bench conformance
 	$(VENV)/bin/ruff format --check agwtx twisted tests bench conformance
+	$(VENV)/bin/lint-imports
 
 # -ra: the summary says why each test was skipped (CI=true turns the
 # status page's missing-Chromium skip into a failure).
