@@ -37,7 +37,7 @@ compiling agw's hot path for the first seconds) against the same target:
     by ``make setup-pypy`` from Debian's ``pypy3``), with the environment
     that ``make run-pypy`` and ``etc/agw.service`` give it:
     ``PYPY_GC_NURSERY=32MB`` (``--pypy-gc-nursery``; ``default`` leaves
-    PyPy's own, half the L2 cache; README, PyPy, for what that buys and
+    PyPy's own, half the L2 cache; docs/pypy.rst, for what that buys and
     costs). Without that twistd the row fails with a hint and the other
     rows still run.
 ``nginx-tls``

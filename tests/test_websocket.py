@@ -859,7 +859,7 @@ def openSession(clock: Clock, **settings: Any) -> tuple[WebSocketBridge, WebSock
 
 
 def test_affinity_cookie_followed_while_its_member_drains() -> None:
-    """As for HTTP requests: a pinned client keeps its member while it drains (README, Reload)."""
+    """As for HTTP requests: a pinned client keeps its member while it drains (docs/operations.rst, Reload)."""
     clock = Clock()
     bridge, target, request, dialed = newBridge(clock, members=2, cookieBasedAffinity=True)
     pinned = target.state.members[1]

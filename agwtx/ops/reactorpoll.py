@@ -3,7 +3,7 @@ A leaner event loop for the epoll reactor (what C{twistd agw} runs on Linux).
 
 Two costs of Twisted's C{EPollReactor} dominate a proxy that forwards many
 small requests, and this module removes both from a running reactor
-instance (py-spy on bench/http_bench.py's agw row; figures in README):
+instance (py-spy on bench/http_bench.py's agw row; figures in docs/performance.rst):
 
 1. C{doPoll} wraps every ready descriptor's C{doRead}/C{doWrite} in
    C{log.callWithLogger}: it asks the transport for its C{logPrefix()},
@@ -37,7 +37,7 @@ instance (py-spy on bench/http_bench.py's agw row; figures in README):
    calls).  Only at the end would hold the first of 50 requests that
    arrive together until the fiftieth is parsed.  Measured with
    bench/http_bench.py: the paced pass's p50 went from 4.9 ms (end of the
-   pass only) to 1.8 ms (2.4 ms in the README's full run), for about 1.5 %
+   pass only) to 1.8 ms (2.4 ms in a full bench run), for about 1.5 %
    of saturated throughput (after every event: 1.4 ms, but 7 % fewer
    requests per second).
 
