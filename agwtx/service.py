@@ -313,7 +313,8 @@ class GatewayService(MultiService):
         Re-read the config file.  Returns the errors (nothing changed) or an
         empty list (the new config is live).
         """
-        from agwtx.config.loader import ConfigError, loadConfig
+        from agwtx.config.errors import ConfigError
+        from agwtx.config.loader import loadConfig
         from agwtx.config.certificates import TlsError
 
         from agwtx.routing.plugin import checkPlugins

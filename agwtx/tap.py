@@ -15,7 +15,8 @@ from typing import Any, NoReturn
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from agwtx.config.loader import ConfigError, loadConfig, summarize
+from agwtx.config.errors import ConfigError
+from agwtx.config.loader import loadConfig, summarize
 from agwtx.routing.plugin import checkPlugins
 from agwtx.config.model import GatewayConfig
 

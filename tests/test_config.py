@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from agwtx.config.loader import (
-    ConfigError,
+from agwtx.config.errors import ConfigError, InvalidValue
+from agwtx.config.loader import loadConfig, summarize
+from agwtx.config.values import (
     EndpointInfo,
-    InvalidValue,
-    loadConfig,
     parseBackendAddress,
     parseBackendAddresses,
     parseBool,
@@ -34,7 +33,6 @@ from agwtx.config.loader import (
     parseRewriteValue,
     parseStatusRanges,
     parseUrlPathPattern,
-    summarize,
 )
 from agwtx.config.model import (
     BackendAddress,

@@ -145,7 +145,7 @@ def test_incoming_request_id_trust(settings: GatewaySettings, peer: str, incomin
 
 
 def test_trusted_proxy_id_kept_and_header_name_configurable() -> None:
-    from agwtx.config.loader import parseNetworks
+    from agwtx.config.values import parseNetworks
 
     tagger = RequestTagger(
         GatewaySettings(trustedProxies=parseNetworks("10.0.0.0/8"), requestIdHeader="X-Correlation-ID")

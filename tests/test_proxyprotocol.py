@@ -18,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
 from agwtx.config.model import GatewaySettings
-from agwtx.config.loader import parseNetworks
+from agwtx.config.values import parseNetworks
 from agwtx.http.proxyprotocol import ProxyProtocolFactory
 from agwtx.http.site import clientAddress, forwardedAddress, rightmostUntrusted
 from tests.certs import selfSigned

@@ -25,7 +25,8 @@ from zope.interface.verify import verifyObject
 import agwtx.plugins
 from agwtx.routing import plugin as pluginModule
 from agwtx.proxy.affinity import AffinityCodec
-from agwtx.config.loader import ConfigError, loadConfig
+from agwtx.config.errors import ConfigError
+from agwtx.config.loader import loadConfig
 from agwtx.interfaces import (
     Candidates,
     Decision,

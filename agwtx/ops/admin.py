@@ -31,7 +31,8 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
-from agwtx.config.loader import InvalidValue, parseEndpoint
+from agwtx.config.errors import InvalidValue
+from agwtx.config.values import parseEndpoint
 from agwtx.config.model import GatewayConfig
 from agwtx.proxy.pool import Member, PoolState
 from agwtx.proxy.reverse import errorPage

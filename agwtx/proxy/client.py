@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from zope.interface import implementer
 
-from agwtx.config.loader import HEADER_TOKEN_RE
+from agwtx.config.values import HEADER_TOKEN_RE
 
 __all__ = [
     "relayableHead",

@@ -239,7 +239,7 @@ class _Locator:
         self.headers: dict[str, tuple[str, int]] = {}
         self.keys: dict[tuple[str, str], tuple[str, int]] = {}
         try:
-            from agwtx.config.loader import _scan
+            from agwtx.config.ini import _scan
 
             with open(path, encoding="utf-8-sig") as f:
                 scan = _scan(f.read(), path)
@@ -586,11 +586,11 @@ def pluginTarget(
     L{agwtx.routing.router.buildRouters}): configure the plugin and make a target
     per backend and redirect it declares.
 
-    @raise agwtx.config.loader.ConfigError: as L{checkPluginConfig} would report.
+    @raise agwtx.config.errors.ConfigError: as L{checkPluginConfig} would report.
     """
     plugin, setup, problems = _configureRule(config, rule)
     if problems or plugin is None or setup is None:
-        from agwtx.config.loader import ConfigError
+        from agwtx.config.errors import ConfigError
 
         locator = _Locator(config.path)
         raise ConfigError([locator.format(rule.name, key, message) for key, message in problems])
@@ -623,7 +623,7 @@ def pluginTarget(
 
 def checkPlugins(config: GatewayConfig) -> None:
     """Raise L{ConfigError} listing every routing-plugin problem of C{config}."""
-    from agwtx.config.loader import ConfigError
+    from agwtx.config.errors import ConfigError
 
     problems = checkPluginConfig(config)
     if problems:

@@ -23,7 +23,8 @@ from agwtx.config.sslpolicy import (
     policyProblems,
 )
 from agwtx.config.model import SslPolicy
-from agwtx.config.loader import (
+from agwtx.config.errors import InvalidValue
+from agwtx.config.values import (
     HEADER_TOKEN_RE,
     NAME_RE,
     PORT_RANGE,
@@ -31,7 +32,6 @@ from agwtx.config.loader import (
     SECONDS_MAX,
     UNHEALTHY_THRESHOLD_MAX,
     UNREWRITABLE_HEADERS,
-    InvalidValue,
     parseProtocol,
     parseRewriteCondition,
 )

@@ -12,12 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from agwtx.config.loader import (
-    HEADER_TOKEN_RE,
-    REDIRECT_TYPES,
-    REWRITE_VARIABLES,
-    RULE_TYPES,
-)
+from agwtx.config.values import HEADER_TOKEN_RE, REDIRECT_TYPES, REWRITE_VARIABLES, RULE_TYPES
 
 from agwtx.tools.armimport.evaluate import (
     _deepReadable,
