@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -34,6 +32,9 @@ from twisted.web.server import Request, Site
 from agwtx.config.errors import InvalidValue
 from agwtx.config.values import parseEndpoint
 from agwtx.config.model import GatewayConfig
+from agwtx.ops.answers import isoTime, jsonBody
+from agwtx.ops.metrics import metricsResource
+from agwtx.ops.statuspage import installStatusPage
 from agwtx.proxy.pool import Member, PoolState
 from agwtx.proxy.reverse import errorPage
 from agwtx.ops.startup import ListeningService, serverEndpoint
@@ -50,24 +51,6 @@ __all__ = [
     "isoTime",
     "jsonBody",
 ]
-
-
-def isoTime(seconds: float | None) -> str | None:
-    """A reactor time (POSIX seconds) as ISO 8601 in UTC, or None."""
-    if seconds is None:
-        return None
-    return (
-        datetime.fromtimestamp(seconds, timezone.utc)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-
-
-def jsonBody(request: Request, document: Any) -> bytes:
-    """An admin JSON answer: never cached, indented for people reading it with curl."""
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(document, indent=2).encode("utf-8") + b"\n"
 
 
 def _server(member: Member) -> dict[str, Any]:
@@ -191,11 +174,7 @@ def adminResource(
     root.putChild(b"ready", ReadyResource(ctx))
     metrics = getattr(ctx, "metrics", None)
     if metrics is not None:
-        from agwtx.ops.metrics import metricsResource
-
         root.putChild(b"metrics", metricsResource(metrics))
-    from agwtx.ops.statuspage import installStatusPage
-
     installStatusPage(root, ctx, config, reactor)  # /status, /status.json; browsers on / go there
     for name, child in (children or {}).items():
         root.putChild(name, child)

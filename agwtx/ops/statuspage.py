@@ -38,7 +38,7 @@ from twisted.web.server import Request
 from twisted.web.util import Redirect, redirectTo
 from zope.interface import implementer
 
-from agwtx.ops.admin import isoTime, jsonBody
+from agwtx.ops.answers import isoTime, jsonBody
 from agwtx.config.model import GatewayConfig, RequestRoutingRule
 from agwtx.ops.metrics import idleConnections
 from agwtx.proxy.pool import HEALTHY, UNHEALTHY, Member, PoolState

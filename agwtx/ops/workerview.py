@@ -39,7 +39,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from agwtx.ops import admin
+from agwtx.ops import admin, answers
 from agwtx.config.model import GatewayConfig
 
 __all__ = [
@@ -261,7 +261,7 @@ def adminService(ctx: Any, config: GatewayConfig, reactor: Any, endpoint: str | 
 
 def installWorkerView(root: Resource, ctx: Any) -> None:
     """Put combining versions of C{/metrics}, C{/health}, C{/status}, C{/status.json} under C{root}."""
-    backendHealth, jsonBody = admin.backendHealth, admin.jsonBody
+    backendHealth, jsonBody = admin.backendHealth, answers.jsonBody
     children = dict(root.children)  # the pages as they are, before they are wrapped
 
     def statusDoc() -> dict[str, Any]:

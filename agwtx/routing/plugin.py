@@ -34,8 +34,10 @@ from http.cookies import CookieError, SimpleCookie
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from twisted.logger import Logger
+import twisted.plugin
 from twisted.web.http_headers import Headers
 
+import agwtx.plugins
 from agwtx.proxy.affinity import AffinityCodec
 from agwtx.interfaces import (
     Candidates,
@@ -46,6 +48,9 @@ from agwtx.interfaces import (
     RoutingRequest,
 )
 from agwtx.config.model import GatewayConfig, RequestRoutingRule
+from agwtx.config.errors import ConfigError
+from agwtx.config.ini import _scan
+from agwtx.proxy.reverse import errorPage
 from agwtx.routing.router import normalizePath, requestHost
 
 if TYPE_CHECKING:
@@ -87,13 +92,9 @@ def availablePlugins(refresh: bool = False) -> Mapping[str, IRoutingPlugin]:
     global _discovered
     if _discovered is not None and not refresh:
         return _discovered
-    from twisted.plugin import getPlugins
-
-    import agwtx.plugins
-
     found: dict[str, list[IRoutingPlugin]] = {}
     problems: list[str] = []
-    for plugin in getPlugins(IRoutingPlugin, agwtx.plugins):
+    for plugin in twisted.plugin.getPlugins(IRoutingPlugin, agwtx.plugins):
         name = getattr(plugin, "name", None)
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
             problems.append(f"routing plugin {_origin(plugin)} has an invalid name {name!r}")
@@ -239,8 +240,6 @@ class _Locator:
         self.headers: dict[str, tuple[str, int]] = {}
         self.keys: dict[tuple[str, str], tuple[str, int]] = {}
         try:
-            from agwtx.config.ini import _scan
-
             with open(path, encoding="utf-8-sig") as f:
                 scan = _scan(f.read(), path)
         except Exception:
@@ -545,8 +544,6 @@ class PluginTarget:
     def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
         choice = self._ask(request, ctx)
         if isinstance(choice, _Refusal):
-            from agwtx.proxy.reverse import errorPage
-
             return errorPage(request, choice.code, choice.message)
         return choice.render(ctx, request)
 
@@ -590,8 +587,6 @@ def pluginTarget(
     """
     plugin, setup, problems = _configureRule(config, rule)
     if problems or plugin is None or setup is None:
-        from agwtx.config.errors import ConfigError
-
         locator = _Locator(config.path)
         raise ConfigError([locator.format(rule.name, key, message) for key, message in problems])
     secrets = config.gateway.affinityKeys()
@@ -623,8 +618,6 @@ def pluginTarget(
 
 def checkPlugins(config: GatewayConfig) -> None:
     """Raise L{ConfigError} listing every routing-plugin problem of C{config}."""
-    from agwtx.config.errors import ConfigError
-
     problems = checkPluginConfig(config)
     if problems:
         raise ConfigError(problems)
