@@ -2,10 +2,16 @@
 The gateway as a tree of services: one listener service per frontend port,
 plus the health prober and the optional admin endpoint.
 
-Reload (SIGHUP, or POST /reload on the admin endpoint) parses and validates
-the file again; an invalid file is logged error by error and changes
-nothing.  A valid one is swapped in at once: each port's Site gets its new
-routing table in one assignment, listeners are added or removed as needed,
+Reload (SIGHUP, or POST /reload on the admin endpoint) is all or nothing
+(see C{docs/reload.rst}): the file is parsed and validated, then everything
+it needs is built on new objects (certificates loaded, plugins configured,
+pool states, the access log opened: L{GatewayService._plan}), every new
+endpoint is bound (L{GatewayService._bind}), and only then is it switched
+to in one synchronous step (L{GatewayService._commit}).  Any failure before
+that step is logged and answered error by error and changes nothing.  The
+switch: each port's Site gets its new routing table in one assignment (a
+port whose endpoint stays is never re-bound: a TLS or PROXY protocol change
+swaps its protocol stack, L{agwtx.ops.listening}), listeners are added or removed as needed,
 unchanged (pool, settings) pairs keep their state, changed ones take over
 the members that stay (the same objects, health included), and removed
 members drain: no new requests (affinity-pinned clients excepted, as in
@@ -26,25 +32,27 @@ Kubernetes C{terminationGracePeriodSeconds}) must cover both.
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from typing import Any, Callable
 from weakref import WeakKeyDictionary
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from agwtx.proxy.affinity import AffinityCodec
+from agwtx.compat.twistedprivate import clearExitSignal
+from agwtx.ops.listening import BindError, PortFactory, PortListener
 from agwtx.config.model import GatewayConfig
 from agwtx.proxy.pool import Member, PoolState
 from agwtx.routing.router import GatewayContext, PortRouter, buildRouters
-from agwtx.ops.startup import ListeningService, StartupError, reason, serverEndpoint
+from agwtx.ops.startup import StartupError, reason, serverEndpoint
 from agwtx.ops.systemd import notify
 from agwtx.proxy.client import UpstreamPool
 from agwtx.http.site import GatewaySite
 from agwtx.websocket.bridge import WebSocketBridge
 
-__all__ = ["GatewayService", "makeGatewayService"]
+__all__ = ["GatewayService", "ReloadError", "makeGatewayService"]
 
 
 LISTEN_BACKLOG = 4096
@@ -64,6 +72,72 @@ def withBacklog(description: str) -> str:
     return description
 
 
+class ReloadError(Exception):
+    """A reload that changed nothing; C{errors} says what failed, one line each."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+@dataclass
+class _Stack:
+    """A frontend port's protocol stack, innermost first; C{outer} is what the port listens with."""
+
+    site: GatewaySite
+    tls: Any
+    proxy: Any
+    outer: Any
+
+
+@dataclass
+class _Port:
+    listener: PortListener
+    stack: _Stack
+
+
+@dataclass
+class _PortPlan:
+    """
+    What a reload does to one port: C{reuse} names the running port whose
+    socket it keeps (None: C{listener} is a new one); C{stack} is a new
+    stack to swap in (None: the running stack is updated in place).
+    """
+
+    router: PortRouter
+    reuse: str | None
+    stack: _Stack | None
+    listener: PortListener | None
+
+
+class _Plan:
+    """A new configuration built on new objects, not yet in force (see L{GatewayService.apply})."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        tls: Any,
+        routers: dict[str, PortRouter],
+        pools: dict[tuple[str, str], PoolState],
+        replaced: list[tuple[PoolState, PoolState]],
+    ) -> None:
+        self.config = config
+        self.tls = tls
+        self.routers = routers
+        self.pools = pools
+        self.replaced = replaced
+        self.ports: dict[str, _PortPlan] = {}
+        self.access: tuple[Any, Any] | None = None
+        self.tagger: Any = None
+        self.errorPages: Any = None
+
+    def discard(self) -> None:
+        """Give back what the plan opened (the new access log)."""
+        if self.access is not None and self.access[1] is not None:
+            self.access[1].close()
+        self.access = None
+
+
 class GatewayService(MultiService):
     """Everything one gateway process runs for one configuration."""
 
@@ -77,7 +151,14 @@ class GatewayService(MultiService):
         serveAdmin: bool = True,
         affinitySecret: bytes | None = None,
         instanceId: str = "",
+        workerAdmin: bool = False,
+        workerView: Any = None,
     ) -> None:
+        from agwtx.ops.accesslog import accessPublisher
+        from agwtx.runtime.errorpages import ErrorPages
+        from agwtx.runtime.requestid import RequestTagger
+        from agwtx.tls.gateway import GatewayTls
+
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -85,23 +166,46 @@ class GatewayService(MultiService):
         self.upstream = UpstreamPool(reactor)
         self.fallbackSecret = affinitySecret
         """The key of affinity cookies while the file gives none (shared by workers)."""
-        self.ctx = GatewayContext(reactor, self.upstream, self._affinityCodec(config))
-        self.ctx.instanceId = instanceId or socket.gethostname()
-        self.accessWriter: Any = None
-        self._setAccessLog(config.gateway.accessLog, config.gateway.accessLogFormat)
-        self._setObservability(config)
-        self.webSockets = WebSocketBridge(self.ctx)
-        self.ctx.webSocketHandler = self.webSockets
-        self.routers = self._buildRouters(config, self.ctx.pools, None)
-        self.sites: dict[str, GatewaySite] = {}
-        self.listeners: dict[str, StreamServerEndpointService] = {}
-        self.endpoints: dict[str, str] = {}
+        self.reloadListeners: list[Callable[[list[str]], None]] = []
+        """Called with each reload's errors (none: it applied), e.g. to pass SIGHUP on to workers."""
+        self.tls = GatewayTls(config, reactor)
+        """The TLS objects (certificates loaded) of the configuration running now."""
+        self.routers, pools, _ = self._build(config, self.tls, None)
+        try:
+            publisher, self.accessWriter = accessPublisher(
+                reactor, config.gateway.accessLog, config.gateway.accessLogFormat
+            )
+        except OSError as e:
+            raise StartupError(
+                f"cannot open the access log {config.gateway.accessLog}: {reason(e)}"
+            ) from None
+        self.ctx = GatewayContext(
+            reactor,
+            self.upstream,
+            self._affinityCodec(config),
+            config=config,
+            pools=pools,
+            tagger=RequestTagger(config.gateway),
+            errorPages=ErrorPages(config),
+            accessObserver=publisher,
+            instanceId=instanceId or socket.gethostname(),
+            reloadHandler=self.reload,
+            webSocketFactory=WebSocketBridge,
+            workerAdmin=workerAdmin,
+            workerView=workerView,
+        )
+        self.webSockets: WebSocketBridge = self.ctx.webSocketHandler  # type: ignore[assignment]
+        self.ports: dict[str, _Port] = {}
+        """Each frontend port's listening socket and the protocol stack new connections get."""
         self.drains: list[Any] = []
         self.drainOf: WeakKeyDictionary[Member, object] = WeakKeyDictionary()
         """Each draining member's latest drain (a token): the one that ends it."""
         self.stopping = False
         for name, router in self.routers.items():
-            self._addListener(config, name, router)
+            stack = self._stack(config, self.tls, name, self._newSite(config, self.tls, name, router))
+            listener = self._listener(config, name, stack)
+            listener.setServiceParent(self)
+            self.ports[name] = _Port(listener, stack)
         # Health probes and the admin endpoint.
         from agwtx.health.probe import HealthService
 
@@ -116,8 +220,6 @@ class GatewayService(MultiService):
             from agwtx.ops.workerview import adminService
 
             adminService(self.ctx, config, reactor).setServiceParent(self)
-        self.ctx.reloadHandler = self.reload
-        self.ctx.config = config
 
     def _affinityCodec(self, config: GatewayConfig) -> AffinityCodec:
         """The affinity keys of C{config} (the first signs, all verify), else the fallback key."""
@@ -125,26 +227,6 @@ class GatewayService(MultiService):
         if secrets:
             return AffinityCodec(secrets=secrets)
         return AffinityCodec(self.fallbackSecret)
-
-    def _setAccessLog(self, target: str, format: str) -> None:
-        from agwtx.ops.accesslog import accessPublisher
-
-        try:
-            publisher, writer = accessPublisher(self.reactor, target, format)
-        except OSError as e:
-            raise StartupError(f"cannot open the access log {target}: {reason(e)}") from None
-        if self.accessWriter is not None:
-            self.accessWriter.close()
-        self.accessWriter = writer
-        self.ctx.accessObserver = publisher
-
-    def _setObservability(self, config: GatewayConfig) -> None:
-        """Request IDs, trace context and custom error pages by C{config}."""
-        from agwtx.runtime.errorpages import ErrorPages
-        from agwtx.runtime.requestid import RequestTagger
-
-        self.ctx.tagger = RequestTagger(config.gateway)
-        self.ctx.errorPages = ErrorPages(config)
 
     def reopenLogs(self) -> None:
         """SIGUSR1 (logrotate's postrotate): reopen the access log file by name."""
@@ -160,48 +242,57 @@ class GatewayService(MultiService):
 
     # -- building
 
-    def _buildRouters(
-        self,
-        config: GatewayConfig,
-        pools: dict[tuple[str, str], PoolState],
-        previous: dict[tuple[str, str], PoolState] | None,
-        onReplace: Callable[[PoolState, PoolState], None] | None = None,
-    ) -> dict[str, PortRouter]:
+    def _build(
+        self, config: GatewayConfig, tls: Any, previous: dict[tuple[str, str], PoolState] | None
+    ) -> tuple[dict[str, PortRouter], dict[tuple[str, str], PoolState], list[tuple[PoolState, PoolState]]]:
+        """
+        The routing tables of C{config}, built on new objects only: the
+        (pool, settings) states, and the pairs (running state, its new
+        replacement) whose members the commit hands over (L{PoolState.inherit}).
+        Routing plugins are configured here, once per plugin rule.
+
+        @raise agwtx.config.ConfigError: a plugin rule cannot be configured.
+        """
         from agwtx.routing.rewrite import rewriteCompiler
 
-        return buildRouters(
+        pools: dict[tuple[str, str], PoolState] = {}
+        replaced: list[tuple[PoolState, PoolState]] = []
+        routers = buildRouters(
             config,
             pools,
             previous=previous,
-            onReplace=onReplace,
+            onReplace=lambda old, state: replaced.append((old, state)),
             rewriteFor=rewriteCompiler(config),
-            connectorFor=self._tlsFor(config).connectorFor,  # agw-tls (issue 5)
+            connectorFor=tls.connectorFor,  # agw-tls (issue 5)
         )
-
-    # TLS: listeners and end-to-end.
-    def _tlsFor(self, config: GatewayConfig) -> Any:
-        """The TLS objects (certificates loaded) of C{config}; built once per config."""
-        from agwtx.tls.gateway import GatewayTls
-
-        tls = getattr(self, "_tls", None)
-        if tls is None or tls.config is not config:
-            tls = self._tls = GatewayTls(config, self.reactor)
-        return tls
+        return routers, pools, replaced
 
     def _connectorFor(self, settings: Any) -> Any:
         """For the health prober: the connector of the configuration running now."""
-        return self._tlsFor(self.config).connectorFor(settings)
+        return self.tls.connectorFor(settings)
 
-    def _siteFactory(self, config: GatewayConfig, name: str, site: GatewaySite) -> Any:
-        """The protocol factory a port listens with (TLS wraps the Site here)."""
-        return self._tlsFor(config).wrap(name, site)
-
-    def _addListener(
-        self, config: GatewayConfig, name: str, router: PortRouter
-    ) -> StreamServerEndpointService:
+    def _newSite(self, config: GatewayConfig, tls: Any, name: str, router: PortRouter) -> GatewaySite:
         fp = config.frontendPorts[name]
         site = GatewaySite(self.ctx, router, fp.port)
-        self.sites[name] = site
+        site.secure = name in tls.server or fp.endpoint.startswith("ssl:")
+        return site
+
+    def _stack(self, config: GatewayConfig, tls: Any, name: str, site: GatewaySite) -> _Stack:
+        """The protocol stack of port C{name}: the Site, TLS around it, the PROXY protocol around that."""
+        fp = config.frontendPorts[name]
+        outer = tls.wrap(name, site)
+        tlsFactory = outer if outer is not site else None
+        proxyFactory = None
+        if fp.proxyProtocol:
+            from agwtx.http.proxyprotocol import ProxyProtocolFactory
+
+            outer = proxyFactory = ProxyProtocolFactory(
+                outer, fp.proxyProtocolSources, self.reactor, lambda: site.headerTimeout, name
+            )
+        return _Stack(site, tlsFactory, proxyFactory, outer)
+
+    def _listener(self, config: GatewayConfig, name: str, stack: _Stack) -> PortListener:
+        fp = config.frontendPorts[name]
         description = withBacklog(fp.endpoint)
         if self.reusePort:
             from agwtx.ops.workers import reusePortEndpoint
@@ -209,20 +300,18 @@ class GatewayService(MultiService):
             endpoint = reusePortEndpoint(self.reactor, description)
         else:
             endpoint = serverEndpoint(self.reactor, description, f"frontendPort:{name}")
-        factory = self._siteFactory(config, name, site)
-        site.secure = factory is not site or fp.endpoint.startswith("ssl:")
-        if fp.proxyProtocol:
-            from agwtx.http.proxyprotocol import ProxyProtocolFactory
+        return PortListener(
+            f"[frontendPort:{name}]",
+            fp.endpoint,
+            endpoint,
+            PortFactory(stack.outer),
+            what=f"frontendPort:{name}",
+        )
 
-            factory = ProxyProtocolFactory(
-                factory, fp.proxyProtocolSources, self.reactor, lambda: site.headerTimeout, name
-            )
-        svc = ListeningService(f"frontendPort:{name}", fp.endpoint, endpoint, factory)
-        svc.setName(f"frontendPort:{name}")
-        svc.setServiceParent(self)
-        self.listeners[name] = svc
-        self.endpoints[name] = fp.endpoint
-        return svc
+    @property
+    def sites(self) -> dict[str, GatewaySite]:
+        """Each frontend port's Site (the one new connections get)."""
+        return {name: port.stack.site for name, port in self.ports.items()}
 
     # -- lifecycle
 
@@ -265,7 +354,7 @@ class GatewayService(MultiService):
         grace = self.config.gateway.shutdownGracePeriod
         # Stop accepting: each listener leaves the tree, so the final
         # MultiService.stopService does not stop it a second time.
-        listeners = [maybeDeferred(svc.disownServiceParent) for svc in self.listeners.values()]
+        listeners = [maybeDeferred(port.listener.disownServiceParent) for port in self.ports.values()]
         done: Deferred[Any] = Deferred()
         deadline = self.reactor.seconds() + grace
 
@@ -300,8 +389,7 @@ class GatewayService(MultiService):
                 self.accessWriter = None
             # The stop was orderly: exit 0 rather than re-raising SIGTERM
             # (twistd's default), so supervisors see a clean stop.
-            if getattr(self.reactor, "_exitSignal", None) is not None:
-                self.reactor._exitSignal = None
+            clearExitSignal(self.reactor)
             return MultiService.stopService(self)
 
         return done.addCallback(rest)
@@ -310,150 +398,207 @@ class GatewayService(MultiService):
 
     def reload(self) -> list[str]:
         """
-        Re-read the config file.  Returns the errors (nothing changed) or an
-        empty list (the new config is live).
+        Re-read the config file and apply it (L{apply}).  Returns the errors
+        (nothing changed) or an empty list (the new config is live).
         """
+        errors = self._reloadFile()
+        for listener in self.reloadListeners:
+            try:
+                listener(errors)
+            except Exception:
+                self.log.failure("a reload listener failed")
+        return errors
+
+    def _reloadFile(self) -> list[str]:
         from agwtx.config.errors import ConfigError
         from agwtx.config.loader import loadConfig
-        from agwtx.config.certificates import TlsError
-
-        from agwtx.routing.plugin import checkPlugins
 
         try:
             new = loadConfig(self.config.path)
-            checkPlugins(new)
-            # The loader checked the certificate files; they are read again
-            # here to be used, and may have changed in between: a failure
-            # now is a config error too, reported before anything changes.
-            self._tlsFor(new)
-        except (ConfigError, TlsError) as e:
-            errors = e.errors if isinstance(e, ConfigError) else e.lines(self.config.path)
-            for line in errors:
-                self.log.error("reload rejected: {error}", error=line)
-            self.log.error(
-                "reload rejected: {n} error(s); still running the previous configuration", n=len(errors)
-            )
-            self.ctx.metrics.reloads.labels("failed").inc()
-            return list(errors)
+        except ConfigError as e:
+            return self._rejected(e.errors)
         notify("RELOADING=1")
         try:
             self.apply(new)
-        except Exception as e:
-            self.log.failure("reload failed while applying the new configuration")
-            self.ctx.metrics.reloads.labels("failed").inc()
+        except ReloadError as e:
             notify("READY=1")
-            return [f"{self.config.path}: internal error while applying: {e}"]
+            return self._rejected(e.errors)
         self.ctx.metrics.reloads.labels("ok").inc()
         notify("READY=1", f"STATUS=serving {len(self.routers)} port(s)")
         self.log.info("configuration reloaded from {path}", path=new.path)
         return []
 
-    def apply(self, new: GatewayConfig) -> None:
-        """Swap in a validated configuration (see the module docstring)."""
-        previous = self.ctx.pools
-        pools: dict[tuple[str, str], PoolState] = {}
-        removed: list[tuple[PoolState, list[Member], float]] = []
+    def _rejected(self, errors: list[str]) -> list[str]:
+        for line in errors:
+            self.log.error("reload rejected: {error}", error=line)
+        self.log.error(
+            "reload rejected: {n} error(s); still running the previous configuration", n=len(errors)
+        )
+        self.ctx.metrics.reloads.labels("failed").inc()
+        return list(errors)
 
-        def onReplace(old: PoolState, state: PoolState) -> None:
+    def apply(self, new: GatewayConfig) -> None:
+        """
+        Swap in a validated configuration, all or nothing: L{_plan} builds
+        everything on new objects, L{_bind} listens on every new endpoint,
+        then L{_commit} switches over in one synchronous step.
+
+        @raise ReloadError: nothing was changed; the errors say what failed.
+        """
+        try:
+            plan = self._plan(new)
+        except ReloadError:
+            raise
+        except Exception as e:
+            self.log.failure("reload failed while planning the new configuration")
+            raise ReloadError([f"{new.path}: internal error while planning: {e}"]) from e
+        self._bind(plan)
+        self._commit(plan)
+
+    def _plan(self, new: GatewayConfig) -> _Plan:
+        """
+        Everything C{new} needs, built without touching what runs: TLS
+        contexts (every certificate loaded), routing tables and pool states
+        (plugins configured), the access log opened, each port's stack.
+
+        @raise ReloadError: naming the certificate, plugin rule or file.
+        """
+        from agwtx.ops.accesslog import accessPublisher
+        from agwtx.config.errors import ConfigError
+        from agwtx.runtime.errorpages import ErrorPages
+        from agwtx.runtime.requestid import RequestTagger
+        from agwtx.config.certificates import TlsError
+        from agwtx.tls.gateway import GatewayTls
+
+        # The loader checked the certificate files; they are read again here
+        # to be used, and may have changed in between.
+        try:
+            tls = GatewayTls(new, self.reactor)
+            routers, pools, replaced = self._build(new, tls, self.ctx.pools)
+        except TlsError as e:
+            raise ReloadError(e.lines(new.path)) from e
+        except ConfigError as e:
+            raise ReloadError(e.errors) from e
+        plan = _Plan(new, tls, routers, pools, replaced)
+        plan.tagger = RequestTagger(new.gateway)
+        plan.errorPages = ErrorPages(new)
+        gw, old = new.gateway, self.config.gateway
+        if (gw.accessLog, gw.accessLogFormat) != (old.accessLog, old.accessLogFormat):
+            try:
+                plan.access = accessPublisher(self.reactor, gw.accessLog, gw.accessLogFormat)
+            except OSError as e:
+                raise ReloadError(
+                    [f"{new.path}: [gateway] accessLog: cannot open {gw.accessLog}: {e}"]
+                ) from e
+        # Ports: keep each listening socket whose endpoint stays (by name, else
+        # a renamed port's), swap its stack when TLS or PROXY turn on or off.
+        byEndpoint = {port.listener.description: name for name, port in self.ports.items()}
+        kept: set[str] = set()
+        for name, router in routers.items():
+            fp = new.frontendPorts[name]
+            same = self.ports.get(name)
+            reuse = name if same is not None and same.listener.description == fp.endpoint else None
+            if reuse is None:
+                reuse = byEndpoint.get(fp.endpoint)
+            if reuse is not None and reuse not in kept:
+                kept.add(reuse)
+                stack = self.ports[reuse].stack
+                secure = name in tls.server or fp.endpoint.startswith("ssl:")
+                inPlace = (
+                    reuse == name
+                    and stack.site.secure == secure
+                    and (stack.tls is not None) == (name in tls.server)
+                    and (stack.proxy is not None) == fp.proxyProtocol
+                )
+                if inPlace:
+                    plan.ports[name] = _PortPlan(router, reuse, None, None)
+                    continue
+                # A site keeps its connections' notion of https: a new one when that changes.
+                site = stack.site if stack.site.secure == secure else self._newSite(new, tls, name, router)
+                plan.ports[name] = _PortPlan(router, reuse, self._stack(new, tls, name, site), None)
+                continue
+            stack = self._stack(new, tls, name, self._newSite(new, tls, name, router))
+            plan.ports[name] = _PortPlan(router, None, stack, self._listener(new, name, stack))
+        return plan
+
+    def _bind(self, plan: _Plan) -> None:
+        """Listen on every new endpoint of C{plan}; on a failure, close those bound and raise."""
+        if not self.running:
+            return  # bound when the service starts
+        bound: list[PortListener] = []
+        for port in plan.ports.values():
+            if port.listener is None:
+                continue
+            try:
+                port.listener.bind()
+            except BindError as e:
+                for listener in bound:
+                    listener.unbind()
+                plan.discard()
+                raise ReloadError([f"{plan.config.path}: {e}"]) from e
+            bound.append(port.listener)
+
+    def _commit(self, plan: _Plan) -> None:
+        """Switch to C{plan} in one synchronous step (see the module docstring)."""
+        new = plan.config
+        removed: list[tuple[PoolState, list[Member], float]] = []
+        for old, state in plan.replaced:
             drain = state.settings.connectionDraining
             gone = state.inherit(old, drain > 0)
             if gone:
                 removed.append((state, gone, drain))
-
-        routers = self._buildRouters(new, pools, previous, onReplace)
-        for key, old in previous.items():
-            if key not in pools:
+        for key, oldState in self.ctx.pools.items():
+            if key not in plan.pools:
                 # A pair no rule uses any more: all its members drain away.
-                gone = [m for m in old.members if not m.draining]
+                gone = [m for m in oldState.members if not m.draining]
                 for m in gone:
                     m.draining = True
-                removed.append((old, gone, old.settings.connectionDraining))
-        # Ports: swap tables in place, add new ports, remove old ones.
-        for name, router in routers.items():
+                removed.append((oldState, gone, oldState.settings.connectionDraining))
+        kept = {p.reuse for p in plan.ports.values() if p.reuse is not None}
+        for name in [n for n in self.ports if n not in kept]:
+            listener = self.ports.pop(name).listener
+            d = maybeDeferred(listener.disownServiceParent)
+            d.addErrback(lambda f, name=name: self.log.failure("stopping listener {name}", f, name=name))
+        ports: dict[str, _Port] = {}
+        for name, p in plan.ports.items():
             fp = new.frontendPorts[name]
-            if (
-                name in self.sites
-                and self.endpoints.get(name) == fp.endpoint
-                and self._proxyInPlace(fp, name)
-                and self._tlsInPlace(new, name)
-            ):
-                self.sites[name].router = router
-                self.sites[name].listenerPort = fp.port or 0
+            if p.listener is not None:
+                p.listener.setServiceParent(self)  # bound already (L{_bind})
+                ports[name] = _Port(p.listener, p.stack)  # type: ignore[arg-type]
+                continue
+            assert p.reuse is not None
+            running = self.ports[p.reuse]
+            stack = running.stack
+            if p.stack is None:
+                if stack.tls is not None:
+                    stack.tls.serverTls = plan.tls.server[name]  # new connections use it
+                if stack.proxy is not None:
+                    stack.proxy.sources = fp.proxyProtocolSources
             else:
-                if name in self.listeners:
-                    self._removeListener(name)
-                svc = self._addListener(new, name, router)
-                if self.running:
-                    svc.privilegedStartService()
-                    svc.startService()
-        for name in list(self.listeners):
-            if name not in routers:
-                self._removeListener(name)
-        if (new.gateway.accessLog, new.gateway.accessLogFormat) != (
-            self.config.gateway.accessLog,
-            self.config.gateway.accessLogFormat,
-        ):
-            self._setAccessLog(new.gateway.accessLog, new.gateway.accessLogFormat)
-        self._setObservability(new)
+                stack = p.stack
+                running.listener.factory.swap(stack.outer)
+            stack.site.router = p.router
+            stack.site.listenerPort = fp.port or 0
+            running.listener.label = f"[frontendPort:{name}]"
+            ports[name] = _Port(running.listener, stack)
+        self.ports = ports
+        publisher = None
+        if plan.access is not None:
+            publisher, writer = plan.access
+            if self.accessWriter is not None:
+                self.accessWriter.close()
+            self.accessWriter = writer
+        affinity = self.ctx.affinity
         if new.gateway.affinityKeys() != self.config.gateway.affinityKeys():
-            self.ctx.affinity = self._affinityCodec(new)
-            self.log.info(
-                "affinity keys changed: {n} key(s), the first signs", n=len(self.ctx.affinity.secrets)
-            )
-        self.ctx.pools = pools
-        self.routers = routers
+            affinity = self._affinityCodec(new)
+            self.log.info("affinity keys changed: {n} key(s), the first signs", n=len(affinity.secrets))
+        self.ctx.switch(new, plan.pools, plan.tagger, plan.errorPages, affinity, publisher)
+        self.routers = plan.routers
+        self.tls = plan.tls
         self.config = new
-        self.ctx.config = new
         self.health.refresh(new)
         for state, members, drain in removed:
             self._drain(state, members, drain)
-
-    def _listenerFactory(self, name: str) -> Any:
-        """The factory port C{name} listens with, under any PROXY protocol wrapper."""
-        factory = getattr(self.listeners.get(name), "factory", None)
-        from agwtx.http.proxyprotocol import ProxyProtocolFactory
-
-        if isinstance(factory, ProxyProtocolFactory):
-            return factory.wrappedFactory
-        return factory
-
-    def _proxyInPlace(self, fp: Any, name: str) -> bool:
-        """
-        Give a port that keeps the PROXY protocol its new sources in place
-        and say so; False when the port turns it on or off (re-listened).
-        """
-        from agwtx.http.proxyprotocol import ProxyProtocolFactory
-
-        factory = getattr(self.listeners.get(name), "factory", None)
-        if isinstance(factory, ProxyProtocolFactory) != fp.proxyProtocol:
-            return False
-        if fp.proxyProtocol:
-            factory.sources = fp.proxyProtocolSources
-        return True
-
-    def _tlsInPlace(self, new: GatewayConfig, name: str) -> bool:
-        """
-        Give a port that stays Https its new certificates in place (new
-        connections use them) and say so; False when the port switches
-        between Http and Https, so it must be re-listened.
-        """
-        # agw-tls (issue 5)
-        from agwtx.tls.server import TlsServerFactory
-
-        factory = self._listenerFactory(name)
-        serverTls = self._tlsFor(new).server.get(name)
-        if isinstance(factory, TlsServerFactory) != (serverTls is not None):
-            return False
-        if serverTls is not None:
-            factory.serverTls = serverTls
-        return True
-
-    def _removeListener(self, name: str) -> None:
-        svc = self.listeners.pop(name)
-        self.sites.pop(name, None)
-        self.endpoints.pop(name, None)
-        d = maybeDeferred(svc.disownServiceParent)
-        d.addErrback(lambda f: self.log.failure("stopping listener {name}", f, name=name))
 
     def _drain(self, state: PoolState, members: list[Member], seconds: float) -> None:
         keys = ", ".join(m.key for m in members)

@@ -90,6 +90,7 @@ def makeService(options: Options) -> IService:
     if worker:
         # A worker started by the first process: same ports, same affinity secret, no admin.
         secret = bytes.fromhex(os.environ.get(SECRET_ENV, "")) or None
+        private = os.environ.get(WORKER_ADMIN_ENV)
         gateway = _gatewayService(
             options,
             reactor,
@@ -97,28 +98,21 @@ def makeService(options: Options) -> IService:
             serveAdmin=False,
             affinitySecret=secret,
             instanceId=f"{socket.gethostname()}/{worker}",
+            workerAdmin=bool(private),
         )
-        private = os.environ.get(WORKER_ADMIN_ENV)
         if private:
             # The supervisor's admin endpoint asks this one for the worker's figures.
             from agwtx.ops.workerview import adminService
 
-            gateway.ctx.workerAdmin = True
             admin = adminService(gateway.ctx, config, reactor, endpoint=f"unix:{private}:mode=600")
             admin.setServiceParent(gateway)
         _reloadOnSighup(reactor, gateway)
         _reopenOnSigusr1(reactor, gateway)
         return gateway
     secret = config.gateway.affinitySecret or os.urandom(32)
-    gateway = _gatewayService(
-        options,
-        reactor,
-        reusePort=count > 1,
-        affinitySecret=secret,
-        instanceId=f"{socket.gethostname()}/0" if count > 1 else socket.gethostname(),
-    )
     top = MultiService()
     supervisor = None
+    workerView = None
     if count > 1:
         supervisor = WorkerSupervisor(
             reactor,
@@ -127,16 +121,25 @@ def makeService(options: Options) -> IService:
             secret,
             config.gateway.lameDuckPeriod + config.gateway.shutdownGracePeriod,
         )
-        supervisor.setServiceParent(top)
         from agwtx.ops.workerview import WorkerView
 
-        gateway.ctx.workerView = WorkerView(reactor, supervisor.adminSockets)
+        workerView = WorkerView(reactor, supervisor.adminSockets)
+    gateway = _gatewayService(
+        options,
+        reactor,
+        reusePort=count > 1,
+        affinitySecret=secret,
+        instanceId=f"{socket.gethostname()}/0" if count > 1 else socket.gethostname(),
+        workerView=workerView,
+    )
+    if supervisor is not None:
+        supervisor.setServiceParent(top)
     _reloadOnSighup(reactor, gateway, supervisor)
     _reopenOnSigusr1(reactor, gateway, supervisor)
     from agwtx.ops.watch import ConfigWatcher
 
     # [gateway] watchConfig, looked up at each tick (a reload may turn it on or off).
-    watcher = ConfigWatcher(reactor, lambda: gateway.config, lambda: gateway.ctx.reloadHandler())
+    watcher = ConfigWatcher(reactor, lambda: gateway.config, gateway.reload)
     watcher.setServiceParent(gateway)
     if not options["demo"] and supervisor is None:
         return gateway
@@ -180,16 +183,15 @@ def _reloadOnSighup(reactor: Any, gateway: Any, supervisor: Any = None) -> None:
     """C{kill -HUP} (systemd's ExecReload) re-reads the configuration, in every worker."""
     import signal
 
-    def reload() -> list[str]:
-        errors: list[str] = gateway.reload()
+    def reloaded(errors: list[str]) -> None:
+        # Every reload (SIGHUP, POST /reload, watchConfig) that applied is passed on to the workers.
         if supervisor is not None and not errors:
             supervisor.signal(signal.SIGHUP)
-        return errors
 
     def onSignal(signum: int, frame: Any) -> None:
-        reactor.callFromThread(reload)
+        reactor.callFromThread(gateway.reload)
 
-    gateway.ctx.reloadHandler = reload  # POST /reload on the admin endpoint does the same
+    gateway.reloadListeners.append(reloaded)
 
     signal.signal(signal.SIGHUP, onSignal)
 

@@ -82,7 +82,9 @@ HOP_BY_HOP = frozenset(
         b"http2-settings",
     }
 )
-# Framing the gateway writes itself, and the fields it adds or replaces.
+# Framing the gateway writes itself, and the fields it adds or replaces (the
+# request ID, trace context, X-Forwarded-*) or drops from untrusted clients
+# (Forwarded, X-Real-IP: docs/security.rst).
 GATEWAY_OWNED = frozenset(
     {
         b"content-length",
@@ -90,6 +92,12 @@ GATEWAY_OWNED = frozenset(
         b"x-forwarded-proto",
         b"x-forwarded-port",
         b"x-original-host",
+        b"x-forwarded-host",
+        b"x-request-id",
+        b"traceparent",
+        b"tracestate",
+        b"forwarded",
+        b"x-real-ip",
         b"expect",
     }
 )

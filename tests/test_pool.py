@@ -196,3 +196,30 @@ def test_the_gateway_process_collects_young_garbage_rarely() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_lease_chooses_first_and_fails_over_once() -> None:
+    """
+    The proxy's and the bridge's one member choice: a pinned member while
+    pinnable, else round robin; one failover to another member, never a
+    third; a retry on the same member is not a second member; in flight
+    back to 0 whatever happened.
+    """
+    clock = Clock()
+    state = poolState(n=3, cap=0)
+    a, b, c = state.members
+    lz = Lease(clock, state=state)
+    assert lz.first(b) is b
+    b.health = UNHEALTHY
+    assert lz.first(b) is a  # not pinnable: the pool's pick
+    lz.take(a, lambda: None, lambda m: None)
+    lz.take(a, lambda: None, lambda m: None)  # a retry on the same member
+    assert lz.tried == [a] and a.inflight == 1
+    other = lz.failover()
+    assert other is c  # b is unhealthy
+    lz.take(other, lambda: None, lambda m: None)
+    assert (a.inflight, c.inflight) == (0, 1)
+    assert lz.failover() is None  # two members tried: no third
+    lz.release()
+    lz.release()
+    assert [m.inflight for m in state.members] == [0, 0, 0]

@@ -26,6 +26,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -46,9 +47,17 @@ REJECTED = "still running the previous configuration"
 # -- helpers ------------------------------------------------------------------
 
 
-def backendOf(port: int) -> str:
-    """GET / on a new connection: the name of the demo backend that answered."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def backendOf(port: int, https: bool = False) -> str:
+    """GET / on a new connection (HTTPS: any certificate): the name of the demo backend that answered."""
+    if https:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=10, context=context
+        )
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request("GET", "/")
         r = conn.getresponse()

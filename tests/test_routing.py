@@ -106,6 +106,7 @@ class FakeRequest:
         self._disconnected = False
         self.agwError: str | None = None
         self.agwStatus: int | None = None
+        self.agwDecision: Any = None
         self.agwListener: str | None = None
         self.agwRule: str | None = None
         self.agwPool: str | None = None

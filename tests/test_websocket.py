@@ -780,7 +780,7 @@ class FakeLeg:
         self.failedByMe = False
         self.closedByMe = False
         self.transport = None
-        self._perMessageCompress = None
+        self.compressed = False
         self.rxMessages = self.rxBytes = 0
         self.sent: list[tuple[int | None, bytes | None, bool]] = []
 

@@ -35,13 +35,16 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.haproxy._info import ProxyInfo
-from twisted.protocols.haproxy._v1parser import V1Parser
-from twisted.protocols.haproxy._v2parser import V2Parser
-from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
+from agwtx.compat.twistedprivate import (
+    HAProxyProtocolWrapper,
+    HAProxyWrappingFactory,
+    ProxyInfo,
+    V1Parser,
+    V2Parser,
+)
 from agwtx.config.model import IPNetwork, inNetworks
 
 __all__ = ["LOG_INTERVAL", "ProxyProtocolFactory", "checkedSource"]

@@ -13,10 +13,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.logger import Logger
 from twisted.web import http, server
-from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from twisted.web.resource import Resource
 
 from agwtx.config.model import GatewaySettings
+from agwtx.compat.twistedprivate import (
+    ChunkedTransferDecoder,
+    MalformedChunkedDataError,
+    clientGone,
+    requestLine,
+)
 from agwtx.proxy.reverse import connectionTokens, errorPage, httpDate, startStreaming
 from agwtx.runtime.requestid import newRequestId
 from agwtx.routing.router import BackendTarget, PortRouter, isWebSocketUpgrade, requestHost, validHost
@@ -157,7 +162,7 @@ _HUGE_CHUNK = re.compile(b"0*[1-9A-Fa-f][0-9A-Fa-f]{15}")
 larger than any real body; see L{_BoundedChunkedDecoder}."""
 
 
-class _BoundedChunkedDecoder(_ChunkedTransferDecoder):
+class _BoundedChunkedDecoder(ChunkedTransferDecoder):
     """
     twisted.web's chunked decoder, refusing a chunk size no body reaches as
     soon as its digits are in, before the line even ends: taken, the gateway
@@ -168,7 +173,7 @@ class _BoundedChunkedDecoder(_ChunkedTransferDecoder):
 
     def _dataReceived_CHUNK_LENGTH(self) -> bool:
         if _HUGE_CHUNK.match(self._buffer):
-            raise _MalformedChunkedDataError("chunk size of 16 or more hex digits")
+            raise MalformedChunkedDataError("chunk size of 16 or more hex digits")
         return bool(super()._dataReceived_CHUNK_LENGTH())
 
     def _dataReceived_TRAILER(self) -> bool:
@@ -183,7 +188,7 @@ class _BoundedChunkedDecoder(_ChunkedTransferDecoder):
                 or name.translate(None, _TCHAR)
                 or len(value.translate(None, _CTL)) != len(value)
             ):
-                raise _MalformedChunkedDataError("malformed trailer field line")
+                raise MalformedChunkedDataError("malformed trailer field line")
         return bool(super()._dataReceived_TRAILER())
 
 
@@ -308,6 +313,8 @@ class GatewayRequest(server.Request):
     """The connection's peer: the TCP peer, or the PROXY protocol's client."""
     listenerPort: int = 0
     agwStream: Any = None
+    agwDecision: tuple[Any, int, str] | None = None
+    """The routing decision (L{GatewaySite.decide}): made once, when the head is complete."""
     agwDiscarded = False
     """The body was read and dropped (see L{_Discarded}): no backend may get this request."""
     _prepared = False
@@ -412,10 +419,7 @@ class GatewayRequest(server.Request):
             # No body (every GET): a shared empty stand-in, not a new BytesIO per request.
             self.content = _NO_BODY
             return
-        channel = self.channel
-        self.method = channel._command
-        self.uri = channel._path
-        self.clientproto = channel._version
+        self.method, self.uri, self.clientproto = requestLine(self.channel)
         self.path = self.uri.split(b"?", 1)[0]
         if self.uri[:1] != b"/":
             self._originForm()
@@ -467,7 +471,7 @@ class GatewayRequest(server.Request):
             return
         self._bodyCall = None
         channel = self.channel
-        if channel is None or self._disconnected:
+        if channel is None or clientGone(self):
             return
         log.info(
             "Request body from {client} stalled for {seconds} s: 408",
@@ -537,7 +541,7 @@ class GatewayRequest(server.Request):
             site.dispatch(self)
         except Exception:
             log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
-            if not self.finished and not self._disconnected:
+            if not self.finished and not clientGone(self):
                 errorPage(self, 500, "Internal Server Error")
 
 
@@ -952,8 +956,22 @@ class GatewaySite(server.Site):
         """C{[gateway] requestBodyTimeout} of the configuration in force."""
         return self.ctx.config.gateway.requestBodyTimeout  # type: ignore[no-any-return]
 
+    def decide(self, request: GatewayRequest) -> tuple[Any, int, str]:
+        """
+        The request's routing decision, made once, when its head is complete
+        (L{GatewayRequest.gotLength} for a request with a body, else
+        L{GatewayRequest.process}), and kept on the request: everything
+        after (the proxy, the WebSocket bridge, a redirect, the access log)
+        uses it, so a reload that swaps this port's table meanwhile never
+        changes a request in flight.
+        """
+        decision = request.agwDecision
+        if decision is None:
+            decision = request.agwDecision = self.resolve(request)
+        return decision
+
     def resolve(self, request: GatewayRequest) -> tuple[Any, int, str]:
-        """(target, 0, "") for a routable request, else (None, status, message)."""
+        """(target, 0, "") for a routable request, else (None, status, message), by the table in force."""
         hosts = request.requestHeaders.getRawHeaders(b"host")
         if hosts is None and request.clientproto == b"HTTP/1.1":
             return None, 400, "Bad Request: missing Host header"
@@ -975,7 +993,7 @@ class GatewaySite(server.Site):
         return route.target, 0, ""
 
     def dispatch(self, request: GatewayRequest) -> Any:
-        target, code, message = self.resolve(request)
+        target, code, message = self.decide(request)
         if target is None:
             if code == 400 and request.channel is not None:
                 # A malformed request (Host, target): nothing more is read
@@ -992,7 +1010,7 @@ class GatewaySite(server.Site):
         if it has one.  True also when the head is refused at once (a 400
         needs no body: the client is not kept waiting to send it).
         """
-        target, code, message = self.resolve(request)
+        target, code, message = self.decide(request)
         if target is None and code == 400 and request.channel is not None:
             request.channel.refuseRequest(message)
             return True

@@ -16,11 +16,23 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import IO, Any, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
-from twisted.logger import LogPublisher, globalLogPublisher
+from twisted.logger import LogLevel, LogPublisher, globalLogPublisher
 
-__all__ = ["AccessLogWriter", "accessPublisher", "accessRecord", "formatAccessLine", "formatAccessJson"]
+if TYPE_CHECKING:
+    from agwtx.http.site import GatewayRequest
+
+__all__ = [
+    "ACCESS_FORMAT",
+    "WEBSOCKET_CLOSE_FORMAT",
+    "AccessEvents",
+    "AccessLogWriter",
+    "accessPublisher",
+    "accessRecord",
+    "formatAccessLine",
+    "formatAccessJson",
+]
 
 FLUSH_INTERVAL = 1.0
 BUFFER = 64 * 1024
@@ -228,3 +240,151 @@ def accessPublisher(
     writer = AccessLogWriter(reactor, target, format)
     publisher.addObserver(writer)
     return publisher, writer
+
+
+ACCESS_FORMAT = (
+    '{client} "{method} {uri}" {status} {bytes} {duration_ms:.1f}ms '
+    "listener={listener} rule={rule} pool={pool} member={member}"
+)
+WEBSOCKET_CLOSE_FORMAT = (
+    '{client} "{method} {uri}" WebSocket closed by {closedBy}: client {clientCode} backend {backendCode} '
+    "request={requestId}"
+)
+
+
+class AccessEvents:
+    """
+    The access events of requests, refusals and WebSocket ends: built from
+    the request (its routing decision, timings, TLS), written to
+    C{observer} (the access log) and counted in the metrics.
+    """
+
+    def __init__(
+        self, clock: Any, observer: Callable[[dict[str, Any]], None], metrics: Any, instanceId: str = ""
+    ) -> None:
+        self.clock = clock
+        self.observer = observer
+        """Where events go; a reload that changes the access log replaces it."""
+        self.metrics = metrics
+        self.instanceId = instanceId
+
+    def accessLog(self, request: "GatewayRequest", aborted: bool = False) -> None:
+        """The access event of an answered (or, C{aborted}, abandoned) request."""
+        now = self.clock.seconds()
+        event = self._requestEvent(request, now)
+        if aborted:
+            event["status"] = 499
+        self._emit(event)
+
+    def webSocketClosed(self, request: "GatewayRequest", fields: dict[str, Any]) -> None:
+        """
+        The access event of a WebSocket's end (C{event} C{websocket_close}):
+        the handshake's fields plus C{fields} (close codes, duration, traffic).
+        The JSON access log writes it; the text line stays one per request.
+        """
+        event = self._requestEvent(request, self.clock.seconds())
+        event["event"] = "websocket_close"
+        event["log_format"] = WEBSOCKET_CLOSE_FORMAT
+        event.update(fields)
+        self.observer(event)
+
+    def refusedLog(self, client: str, status: int, sent: int, error: str, **fields: Any) -> None:
+        """
+        The access event of a request refused while its head was read (400,
+        408, 414, 431): no method, target or route is known, so they are "-"
+        and None, as for other requests refused before routing.
+        """
+        event = self._event(
+            self.clock.seconds(), 0.0, client, "-", "-", status, sent, None, None, None, None, error
+        )
+        event.update(fields)
+        self._emit(event)
+
+    def _requestEvent(self, request: "GatewayRequest", now: float) -> dict[str, Any]:
+        event = self._event(
+            now,
+            now - request.agwStart,
+            request.clientIP,
+            request.method.decode("latin-1"),
+            request.uri.decode("latin-1"),
+            request.code,
+            request.sentLength,
+            request.agwListener,
+            request.agwRule,
+            request.agwPool,
+            request.agwMember,
+            request.agwError,
+        )
+        headers = request.requestHeaders
+        host = headers.getRawHeaders(b"host")
+        agent = headers.getRawHeaders(b"user-agent")
+        trace = request.agwTrace
+        secure = request.isSecure()
+        event.update(
+            clientPort=getattr(request.client, "port", 0),
+            requestId=request.agwRequestId,
+            traceId=trace.traceId.decode("ascii") if trace is not None else None,
+            spanId=trace.spanId.decode("ascii") if trace is not None else None,
+            host=host[0].decode("latin-1") if host else None,
+            userAgent=agent[0].decode("latin-1") if agent else None,
+            httpVersion=request.clientproto.decode("latin-1"),
+            receivedBytes=request.agwHeadBytes + request.agwBodyBytes,
+            secure=secure,
+            ssl=request.tlsInfo() if secure else None,
+            serverStatus=request.agwStatus if request.agwMember is not None else None,
+            serverLatency=request.agwServerLatency,
+            settings=request.agwSettings,
+        )
+        return event
+
+    def _event(
+        self,
+        now: float,
+        duration: float,
+        client: str,
+        method: str,
+        uri: str,
+        status: int,
+        sent: int,
+        listener: str | None,
+        rule: str | None,
+        pool: str | None,
+        member: str | None,
+        error: str | None,
+    ) -> dict[str, Any]:
+        """
+        An access event: a twisted.logger event (namespace C{agw.access})
+        handed straight to the access observer, without L{Logger}'s per-call
+        work (it is on every request's path).
+        """
+        return {
+            "log_format": ACCESS_FORMAT,
+            "log_level": LogLevel.info,
+            "log_namespace": "agw.access",
+            "log_source": None,
+            "log_time": now,
+            "client": client,
+            "method": method,
+            "uri": uri,
+            "status": status,
+            "bytes": sent,
+            "duration_ms": duration * 1000,
+            "listener": listener,
+            "rule": rule,
+            "pool": pool,
+            "member": member,
+            "error": error,
+            "event": "access",
+            "instance": self.instanceId,
+        }
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        """Write an access event and count it in the metrics."""
+        self.observer(event)
+        self.metrics.request(
+            event["listener"] or "-",
+            event["rule"] or "-",
+            event["pool"] or "-",
+            event["status"],
+            event["duration_ms"] / 1000.0,
+        )

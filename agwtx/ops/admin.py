@@ -24,20 +24,20 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from agwtx.config.errors import InvalidValue
 from agwtx.config.values import parseEndpoint
+from agwtx.ops.listening import PortListener
 from agwtx.config.model import GatewayConfig
 from agwtx.ops.answers import isoTime, jsonBody
 from agwtx.ops.metrics import metricsResource
 from agwtx.ops.statuspage import installStatusPage
 from agwtx.proxy.pool import Member, PoolState
 from agwtx.proxy.reverse import errorPage
-from agwtx.ops.startup import ListeningService, serverEndpoint
+from agwtx.ops.startup import serverEndpoint
 
 __all__ = [
     "AdminGuard",
@@ -383,9 +383,7 @@ class _CurrentSettings:
         return getattr(config.gateway, name)
 
 
-def adminService(
-    ctx: Any, config: GatewayConfig, reactor: Any, endpoint: str | None = None
-) -> StreamServerEndpointService:
+def adminService(ctx: Any, config: GatewayConfig, reactor: Any, endpoint: str | None = None) -> PortListener:
     """
     The service that serves L{AdminSite} on C{config.gateway.admin}, or on
     C{endpoint} (a worker's private socket, see L{agwtx.ops.workerview}).
@@ -393,8 +391,12 @@ def adminService(
     endpoint = endpoint or config.gateway.admin
     assert endpoint is not None
     site = AdminSite(ctx, config, reactor)
-    svc = ListeningService(
-        "admin endpoint", endpoint, serverEndpoint(reactor, endpoint, "admin endpoint"), site
+    svc = PortListener(
+        "[gateway] admin",
+        endpoint,
+        serverEndpoint(reactor, endpoint, "admin endpoint"),
+        site,
+        what="admin endpoint",
     )
     svc.setName("admin")
     return svc

@@ -52,6 +52,8 @@ from typing import Any
 
 from twisted.python import log
 
+from agwtx.compat.twistedprivate import epollInternals
+
 __all__ = ["installLeanPoll"]
 
 _STOPPED = object()
@@ -68,11 +70,7 @@ def installLeanPoll(reactor: Any) -> bool:
         return False
     if not isinstance(reactor, EPollReactor) or getattr(reactor, "_agwLeanPoll", False):
         return False
-    poller = reactor._poller
-    selectables = reactor._selectables
-    writes = reactor._writes
-    doReadOrWrite = reactor._doReadOrWrite
-    disconnect = reactor._disconnectSelectable
+    poller, selectables, writes, doReadOrWrite, disconnect = epollInternals(reactor)
     realAddWriter = reactor.addWriter
     realRemoveWriter = reactor.removeWriter
     realRemoveAll = reactor.removeAll

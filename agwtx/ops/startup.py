@@ -18,13 +18,11 @@ import errno
 import sys
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 __all__ = [
-    "ListeningService",
     "StartupError",
     "installExceptHook",
     "listenFailure",
@@ -85,29 +83,6 @@ def serverEndpoint(reactor: Any, description: str, what: str) -> Any:
             f"cannot listen on {description} ({what}): systemd passed no socket with that index "
             "(LISTEN_FDS); start it from its .socket unit"
         ) from None
-
-
-class ListeningService(StreamServerEndpointService):
-    """
-    A listening service whose bind failure is a L{StartupError} naming what
-    listens (C{frontendPort:NAME}, C{admin}), the address, port and reason.
-    """
-
-    _raiseSynchronously = True
-
-    def __init__(self, what: str, description: str, endpoint: Any, factory: Any) -> None:
-        super().__init__(endpoint, factory)
-        self.what = what
-        self.description = description
-        """The endpoint string, named when the failure has no address (unix sockets)."""
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except (CannotListenError, OSError) as e:
-            message = listenFailure(self.what, e, self.description)
-            log.critical("agw: {message}", message=message)
-            raise StartupError(message) from None
 
 
 def installExceptHook() -> None:

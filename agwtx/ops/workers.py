@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from agwtx.compat.twistedprivate import tcpEndpointParts
 from agwtx.ops.workerview import WORKER_ADMIN_ENV
 
 __all__ = ["ReusePortEndpoint", "WorkerSupervisor", "reusePortEndpoint", "SECRET_ENV"]
@@ -81,13 +82,8 @@ def reusePortEndpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
         family = socket.AF_INET
     else:
         return endpoint
-    return ReusePortEndpoint(
-        reactor,
-        endpoint._port,  # type: ignore[attr-defined]
-        endpoint._interface,  # type: ignore[attr-defined]
-        endpoint._backlog,  # type: ignore[attr-defined]
-        family,
-    )
+    port, interface, backlog = tcpEndpointParts(endpoint)
+    return ReusePortEndpoint(reactor, port, interface, backlog, family)
 
 
 class _WorkerProtocol(ProcessProtocol):

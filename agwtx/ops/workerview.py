@@ -33,13 +33,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory, readBody
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.iweb import IAgentEndpointFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from agwtx.ops import admin, answers
+from agwtx.compat.twistedprivate import HTTP11ClientFactory, clientGone, setPoolFactory
 from agwtx.config.model import GatewayConfig
 
 __all__ = [
@@ -82,7 +83,7 @@ class _WorkerSockets:
         return UNIXClientEndpoint(self.reactor, self.sockets[index], timeout=WORKER_TIMEOUT)
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
+class _QuietClientFactory(HTTP11ClientFactory):
     noisy = False
 
 
@@ -93,7 +94,7 @@ class WorkerView:
         self.reactor = reactor
         self.sockets = sockets
         pool = HTTPConnectionPool(reactor, persistent=False)
-        pool._factory = _QuietClientFactory  # no "Starting factory" line per scrape
+        setPoolFactory(pool, _QuietClientFactory)  # no "Starting factory" line per scrape
         self.agent = Agent.usingEndpointFactory(reactor, _WorkerSockets(reactor, sockets), pool=pool)
 
     def fetch(self, path: bytes, parse: Callable[[bytes], Any]) -> defer.Deferred[Answers]:
@@ -239,7 +240,7 @@ class _Combined(Resource, Generic[T]):
         d = view.fetch(self.path, self.parse)
 
         def done(answers: Answers) -> None:
-            if request._disconnected:
+            if clientGone(request):
                 return
             request.write(self.renderer(request, self.combine(own, answers)))
             request.finish()

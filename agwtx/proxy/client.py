@@ -26,9 +26,9 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTCP
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from zope.interface import implementer
 
+from agwtx.compat.twistedprivate import ChunkedTransferDecoder, MalformedChunkedDataError
 from agwtx.config.values import HEADER_TOKEN_RE
 
 __all__ = [
@@ -101,7 +101,7 @@ class UpstreamConnection(Protocol):
         self.state = _IDLE
         self.buffer = b""
         self.remaining = 0
-        self.decoder: _ChunkedTransferDecoder | None = None
+        self.decoder: ChunkedTransferDecoder | None = None
         self.keepAlive = True
         self.reused = False
         self.gotBytes = False
@@ -292,7 +292,7 @@ class UpstreamConnection(Protocol):
             return
         if chunked:
             self.state = _BODY_CHUNKED
-            self.decoder = _ChunkedTransferDecoder(self._chunk, self._chunkedDone)
+            self.decoder = ChunkedTransferDecoder(self._chunk, self._chunkedDone)
             handler.responseHead(self, status, reason, headers)
             if rest:
                 self._bodyChunked(rest)
@@ -332,7 +332,7 @@ class UpstreamConnection(Protocol):
         assert self.decoder is not None
         try:
             self.decoder.dataReceived(data)
-        except _MalformedChunkedDataError:
+        except MalformedChunkedDataError:
             self._fail("malformed chunked body")
 
     def _chunk(self, data: bytes) -> None:

@@ -138,11 +138,18 @@ class Lease:
     flight but hold no slot, since a bridge keeps its connection for hours
     and a cap sized for request/response exchanges would let a few open
     WebSockets starve every HTTP request to the member.
+
+    With its pool's C{state}, a lease also makes the member choices of one
+    request, the same for the proxy and the WebSocket bridge: L{first} (the
+    affinity cookie's member, else the pool's queue-aware round robin) and
+    L{failover} (one other member, never a third).
     """
 
     __slots__ = (
         "clock",
         "slotted",
+        "state",
+        "tried",
         "member",
         "counted",
         "slot",
@@ -153,9 +160,12 @@ class Lease:
         "onRefuse",
     )
 
-    def __init__(self, clock: IReactorTime, slotted: bool = True) -> None:
+    def __init__(self, clock: IReactorTime, slotted: bool = True, state: "PoolState | None" = None) -> None:
         self.clock = clock
         self.slotted = slotted
+        self.state = state
+        self.tried: list[Member] = []
+        """The distinct members this lease has taken, in order."""
         self.member: Member | None = None
         self.counted = False
         self.slot = False
@@ -164,6 +174,27 @@ class Lease:
         self.timer: IDelayedCall | None = None
         self.onGrant: Callable[[], None] | None = None
         self.onRefuse: Callable[[str], None] | None = None
+
+    def first(self, pinned: Member | None = None) -> Member | None:
+        """
+        The member to try first: C{pinned} (the affinity cookie's) while it
+        may still serve its clients (L{Member.pinnable}), else the pool's
+        pick (L{PoolState.pick}); None when no member is available.
+        """
+        if pinned is not None and pinned.pinnable:
+            return pinned
+        assert self.state is not None
+        return self.state.pick()
+
+    def failover(self) -> Member | None:
+        """
+        The member for one retry elsewhere after the current one failed, or
+        None: another available member, and only while fewer than two
+        distinct members were tried.
+        """
+        if len(self.tried) >= 2 or self.state is None:
+            return None
+        return self.state.pick(exclude=self.tried)
 
     @property
     def held(self) -> bool:
@@ -179,6 +210,8 @@ class Lease:
         if self.member is not None:
             self.release()
         self.member = member
+        if member not in self.tried:
+            self.tried.append(member)
         cap = member.maxConnections
         if not self.slotted or cap == 0 or (member.active < cap and not member.queue):
             # the common case, inline: a slot at once

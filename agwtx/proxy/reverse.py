@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from agwtx.proxy.affinity import affinityCookies
 from agwtx.runtime.errorpages import ErrorPages
+from agwtx.compat.twistedprivate import clientGone
 from agwtx.proxy.pool import Lease, Member, PoolState
 from agwtx.proxy.client import UpstreamConnection, UpstreamError
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from agwtx.routing.router import BackendTarget, GatewayContext
     from agwtx.http.site import GatewayRequest
 
-__all__ = ["HOP_BY_HOP", "forwardedRequestHeaders", "proxy", "errorPage", "responseHeaders"]
+__all__ = ["HOP_BY_HOP", "chooseMember", "errorPage", "forwardedRequestHeaders", "proxy", "responseHeaders"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -245,7 +246,7 @@ def errorPage(
     )
     for name, value in extra:
         request.responseHeaders.addRawHeader(name, value)
-    if not request._disconnected:
+    if not clientGone(request):
         request.write(body)
         request.finish()
     return NOT_DONE_YET
@@ -386,6 +387,7 @@ class _Exchange:
         target: "BackendTarget",
         head: Callable[[Member], bytes],
         bodyLength: int,
+        lease: Lease,
     ) -> None:
         self.ctx = ctx
         self.request = request
@@ -402,13 +404,12 @@ class _Exchange:
         self.producerConn: UpstreamConnection | None = None
         self.done = False
         self.attempts = 0
-        self.tried: list[Member] = []
         self.pinned: Member | None = None
         self.setAffinity = False
         self.pump: _BodyPump | None = None
         self.stream: _StreamedBody | None = None
         self.sentAt = 0.0
-        self.lease = Lease(ctx.reactor)
+        self.lease = lease
         """The hold on C{member}: counted in flight, one of its connection slots (or waiting for one)."""
 
     # -- start
@@ -430,7 +431,6 @@ class _Exchange:
     def _connect(self, member: Member) -> None:
         self.member = member
         self.request.agwMember = member.key
-        self.tried.append(member)
         self.attempts += 1
         if self.lease.held and self.lease.member is member:
             self._dial()  # a retry on the same member keeps its slot
@@ -515,9 +515,7 @@ class _Exchange:
         """
         if self.request.method not in SAFE_RETRY or self.stream is not None:
             return False
-        if len(self.tried) >= 2:  # distinct members: a retry on the same one replaces its entry
-            return False
-        other = self.state.pick(exclude=self.tried)
+        other = self.lease.failover()
         if other is None:
             return False
         log.info(
@@ -578,7 +576,7 @@ class _Exchange:
         request = self.request
         if request.producer is not None:
             request.unregisterProducer()
-        if not request._disconnected and not request.finished:
+        if not clientGone(request) and not request.finished:
             request.finish()
 
     def responseFailed(self, err: UpstreamError, retryable: bool) -> None:
@@ -595,7 +593,6 @@ class _Exchange:
                     requestId=request.agwRequestId,
                     member=self.member.key,
                 )
-                self.tried.remove(self.member)
                 self._connect(self.member)
                 return
             if err.kind == "reset" and self.member is not None:
@@ -681,10 +678,15 @@ class _Exchange:
         self.ctx.accessLog(self.request, aborted=True)
 
 
-def _chooseMember(
-    ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarget"
+def chooseMember(
+    ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarget", lease: Lease
 ) -> tuple[Member | None, Member | None]:
-    """(member, pinned): the affinity cookie's member when genuine and available, else round robin."""
+    """
+    (member, pinned) for a new request or WebSocket handshake, by
+    L{Lease.first}: the affinity cookie's member when genuine and available,
+    else the pool's pick.  C{pinned} is that member when the cookie needs no
+    renewal (signed with the current key), else None (a new cookie is set).
+    """
     state = target.state
     settings = target.settings
     if settings.cookieBasedAffinity:
@@ -693,11 +695,13 @@ def _chooseMember(
             found = ctx.affinity.findMember(target.scope, raw, (m.key for m in state.members))
             if found is not None:
                 candidate = state.member(found[0])
-                if candidate is not None and candidate.pinnable:
+                member = lease.first(candidate)
+                if member is candidate:
                     # Pinned by a former key: served by the same member, and
                     # (pinned None) given a cookie of the signing key.
-                    return candidate, candidate if found[1] else None
-    return state.pick(), None
+                    return member, member if found[1] else None
+                return member, None
+    return lease.first(), None
 
 
 def _picksHost(target: "BackendTarget", request: "GatewayRequest") -> bool:
@@ -766,6 +770,7 @@ def _begin(
     framing: tuple[bytes, bytes] | None,
     bodyLength: int,
     stream: _StreamedBody | None,
+    lease: Lease,
 ) -> None:
     pickHost = _picksHost(target, request)  # then head() writes each member's Host line
     fwd = backendRequestHeaders(request, target, None, _CONTENT_LENGTH)
@@ -779,7 +784,7 @@ def _begin(
             return prefix + b"Host: " + m.hostHeader + b"\r\n" + lines + b"\r\n"
         return prefix + lines + b"\r\n"
 
-    exchange = _Exchange(ctx, request, target, head, bodyLength)
+    exchange = _Exchange(ctx, request, target, head, bodyLength, lease)
     exchange.pinned = pinned
     exchange.stream = stream
     if stream is not None:
@@ -794,7 +799,8 @@ def proxy(ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarg
         # Already under way since the headers arrived (see L{startStreaming}).
         stream.end()
         return NOT_DONE_YET
-    member, pinned = _chooseMember(ctx, request, target)
+    lease = Lease(ctx.reactor, state=target.state)
+    member, pinned = chooseMember(ctx, request, target, lease)
     if member is None or getattr(request, "agwDiscarded", False):
         # Discarded: no member when the body began, so it was not kept to send.
         return errorPage(request, 502, "Bad Gateway: no healthy backend is available")
@@ -807,7 +813,7 @@ def proxy(ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarg
     framing = None
     if bodyLength > 0 or request.method in (b"POST", b"PUT", b"PATCH"):
         framing = (b"Content-Length", b"%d" % bodyLength)
-    _begin(ctx, request, target, member, pinned, framing, bodyLength, None)
+    _begin(ctx, request, target, member, pinned, framing, bodyLength, None, lease)
     return NOT_DONE_YET
 
 
@@ -819,13 +825,14 @@ def startStreaming(
     headers are complete.  False when no member is available (the body is
     then received as usual and answered with the 502 afterwards).
     """
-    member, pinned = _chooseMember(ctx, request, target)
+    lease = Lease(ctx.reactor, state=target.state)
+    member, pinned = chooseMember(ctx, request, target, lease)
     if member is None:
         return False
     stream = _StreamedBody(request, length)
     request.agwStream = stream
     framing = (b"Transfer-Encoding", b"chunked") if length is None else (b"Content-Length", b"%d" % length)
-    _begin(ctx, request, target, member, pinned, framing, length or 0, stream)
+    _begin(ctx, request, target, member, pinned, framing, length or 0, stream, lease)
     return True
 
 

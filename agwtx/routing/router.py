@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 from urllib.parse import unquote_to_bytes
 
-from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.logger import Logger, globalLogPublisher
 from twisted.web.server import NOT_DONE_YET
 
 from agwtx.proxy.affinity import AffinityCodec
+from agwtx.config.errors import ConfigError
 from agwtx.runtime.limits import ConnectionLimits
 from agwtx.runtime.errorpages import ErrorPages
 from agwtx.config.model import (
@@ -57,16 +58,6 @@ __all__ = [
 ]
 
 log = Logger(namespace="agw.routing")
-
-ACCESS_FORMAT = (
-    '{client} "{method} {uri}" {status} {bytes} {duration_ms:.1f}ms '
-    "listener={listener} rule={rule} pool={pool} member={member}"
-)
-WEBSOCKET_CLOSE_FORMAT = (
-    '{client} "{method} {uri}" WebSocket closed by {closedBy}: client {clientCode} backend {backendCode} '
-    "request={requestId}"
-)
-
 
 # -- pure helpers ---------------------------------------------------------
 
@@ -300,78 +291,144 @@ class PortRouter:
 # -- runtime context --------------------------------------------------------
 
 
-class GatewayContext:
+class OpenWebSockets(set):  # type: ignore[type-arg]
     """
-    What request handling needs at runtime: the reactor, the upstream pool,
-    pool states and the affinity codec.  Built by the gateway service.
+    The registry of open WebSocket bridges (objects with C{member} and
+    C{close(code, reason)}): counted by the status page, closed by a drain
+    or a stop.
     """
 
-    def __init__(self, reactor: Any, upstream: Any, affinity: AffinityCodec) -> None:
-        self.reactor = reactor
-        self.upstream = upstream
-        self.affinity = affinity
-        self.pools: dict[tuple[str, str], PoolState] = {}
-        self.webSocketHandler: Callable[["GatewayRequest", BackendTarget], Any] | None = None
-        self.passiveListeners: list[Callable[[PoolState, Member, str, str], None]] = []
-        from agwtx.ops.metrics import GatewayMetrics
+    def __init__(self, clock: Any) -> None:
+        super().__init__()
+        self.clock = clock
 
-        self.metrics = GatewayMetrics(self)
-        from agwtx.runtime.deadlines import Deadlines
-
-        self.deadlines = Deadlines(reactor)
-        """Request timeouts (a sweep, not a timer per request)."""
-        self.connections = ConnectionLimits(self)
-        """Client connections held now, against C{[gateway] maxConnections*}."""
-        self.activeRequests = 0
-        """HTTP requests being answered now (graceful stop waits for them)."""
-        self.stopping = False
-        """A stop has begun (lame duck, then drain): the admin C{/ready} answers 503."""
-        self.workerView: Any = None
-        """With C{workers} > 1, in the supervisor: its L{agwtx.ops.workerview.WorkerView}."""
-        self.workerAdmin = False
-        """In a worker: its admin site is the private one the supervisor asks."""
-        self.openWebSockets: set[Any] = set()
-        """Open WebSocket bridges: objects with C{member} and C{close(code, reason)}."""
-        self.reloadHandler: Callable[[], list[str]] | None = None
-        self.accessObserver: Callable[[dict[str, Any]], None] = globalLogPublisher
-        """Where access events go; the gateway service points it at the access log."""
-        self.config: Any = None
-        """The configuration in force (set by the gateway service, swapped on reload)."""
-        self.tagger = RequestTagger(GatewaySettings())
-        """Request IDs and trace context by the settings in force (swapped on reload)."""
-        self.errorPages = ErrorPages(None)
-        """Custom error pages of the configuration in force (swapped on reload)."""
-        self.instanceId = ""
-        """This process in the JSON access log's instanceId (host name and worker)."""
-
-    def closeWebSockets(self, code: int, reason: str, members: Sequence[Member] | None = None) -> Any:
+    def close(self, code: int, reason: str, members: Sequence[Member] | None = None) -> Any:
         """
         Close open WebSockets (all, or those to C{members}) on both legs with
         C{code}; the Deferred fires when they are gone, or after 5 s.
         """
         from twisted.internet.defer import Deferred
 
-        chosen = [
-            ws
-            for ws in list(self.openWebSockets)
-            if members is None or getattr(ws, "member", None) in members
-        ]
+        chosen = [ws for ws in list(self) if members is None or getattr(ws, "member", None) in members]
         for ws in chosen:
             try:
                 ws.close(code, reason)
             except Exception:
                 log.failure("closing a WebSocket")
         done: Deferred[None] = Deferred()
-        deadline = self.reactor.seconds() + 5.0
+        deadline = self.clock.seconds() + 5.0
 
         def poll() -> None:
-            if any(ws in self.openWebSockets for ws in chosen) and self.reactor.seconds() < deadline:
-                self.reactor.callLater(0.05, poll)
+            if any(ws in self for ws in chosen) and self.clock.seconds() < deadline:
+                self.clock.callLater(0.05, poll)
             else:
                 done.callback(None)
 
         poll()
         return done
+
+
+class GatewayContext:
+    """
+    What request handling needs at runtime, made of collaborators the
+    gateway service builds and hands over at construction: the reactor, the
+    upstream pool, the affinity codec, the configuration in force with its
+    pool states, request tagger and error pages, the access log's
+    observer, the reload hook, the WebSocket bridge (a factory, given the
+    context), the worker view.  Built here from those: the metrics, the
+    request deadlines, the connection limits, the access events
+    (L{agwtx.ops.accesslog.AccessEvents}) and the open WebSockets' registry.
+
+    After construction only L{switch} (a reload's commit) replaces the
+    configuration-dependent collaborators, all in one step; the rest is
+    runtime state (counters, C{stopping}).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        upstream: Any,
+        affinity: AffinityCodec,
+        *,
+        config: Any = None,
+        pools: dict[tuple[str, str], PoolState] | None = None,
+        tagger: RequestTagger | None = None,
+        errorPages: ErrorPages | None = None,
+        accessObserver: Callable[[dict[str, Any]], None] = globalLogPublisher,
+        instanceId: str = "",
+        reloadHandler: Callable[[], list[str]] | None = None,
+        webSocketFactory: Callable[["GatewayContext"], Any] | None = None,
+        workerView: Any = None,
+        workerAdmin: bool = False,
+        metrics: Any = None,
+        deadlines: Any = None,
+    ) -> None:
+        from agwtx.ops.accesslog import AccessEvents
+        from agwtx.runtime.deadlines import Deadlines
+        from agwtx.ops.metrics import GatewayMetrics
+
+        self.reactor = reactor
+        self.upstream = upstream
+        self.affinity = affinity
+        self.config: Any = config
+        """The configuration in force (swapped by L{switch})."""
+        self.pools: dict[tuple[str, str], PoolState] = pools if pools is not None else {}
+        self.tagger = tagger if tagger is not None else RequestTagger(GatewaySettings())
+        """Request IDs and trace context by the settings in force."""
+        self.errorPages = errorPages if errorPages is not None else ErrorPages(None)
+        """Custom error pages of the configuration in force."""
+        self.instanceId = instanceId
+        """This process in the JSON access log's instanceId (host name and worker)."""
+        self.reloadHandler = reloadHandler
+        """Re-read the configuration (C{POST /reload}, SIGHUP): returns the errors."""
+        self.workerView = workerView
+        """With C{workers} > 1, in the supervisor: its L{agwtx.ops.workerview.WorkerView}."""
+        self.workerAdmin = workerAdmin
+        """In a worker: its admin site is the private one the supervisor asks."""
+        self.passiveListeners: list[Callable[[PoolState, Member, str, str], None]] = []
+        self.metrics = metrics if metrics is not None else GatewayMetrics(self)
+        self.deadlines = deadlines if deadlines is not None else Deadlines(reactor)
+        """Request timeouts (a sweep, not a timer per request)."""
+        self.connections = ConnectionLimits(self)
+        """Client connections held now, against C{[gateway] maxConnections*}."""
+        self.access = AccessEvents(reactor, accessObserver, self.metrics, instanceId)
+        # The access events' entry points, bound once (they are on every request's path).
+        self.accessLog = self.access.accessLog
+        self.webSocketClosed = self.access.webSocketClosed
+        self.refusedLog = self.access.refusedLog
+        self.openWebSockets = OpenWebSockets(reactor)
+        """Open WebSocket bridges: objects with C{member} and C{close(code, reason)}."""
+        self.closeWebSockets = self.openWebSockets.close
+        self.activeRequests = 0
+        """HTTP requests being answered now (graceful stop waits for them)."""
+        self.stopping = False
+        """A stop has begun (lame duck, then drain): the admin C{/ready} answers 503."""
+        self.webSocketHandler: Callable[["GatewayRequest", BackendTarget], Any] | None = (
+            webSocketFactory(self) if webSocketFactory is not None else None
+        )
+
+    def switch(
+        self,
+        config: Any,
+        pools: dict[tuple[str, str], PoolState],
+        tagger: RequestTagger,
+        errorPages: ErrorPages,
+        affinity: AffinityCodec,
+        accessObserver: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        """A reload's commit: the new configuration's collaborators, all at once."""
+        self.config = config
+        self.pools = pools
+        self.tagger = tagger
+        self.errorPages = errorPages
+        self.affinity = affinity
+        if accessObserver is not None:
+            self.access.observer = accessObserver
+
+    @property
+    def accessObserver(self) -> Callable[[dict[str, Any]], None]:
+        """Where access events go (the access log)."""
+        return self.access.observer
 
     def webSocket(self, request: "GatewayRequest", target: BackendTarget) -> Any:
         if self.webSocketHandler is None:
@@ -382,127 +439,6 @@ class GatewayContext:
         self.metrics.upstreamError(state.name, member.key, kind)
         for listener in self.passiveListeners:
             listener(state, member, kind, detail)
-
-    def accessLog(self, request: "GatewayRequest", aborted: bool = False) -> None:
-        """The access event of an answered (or, C{aborted}, abandoned) request."""
-        now = self.reactor.seconds()
-        event = self._requestEvent(request, now)
-        if aborted:
-            event["status"] = 499
-        self._emit(event)
-
-    def webSocketClosed(self, request: "GatewayRequest", fields: dict[str, Any]) -> None:
-        """
-        The access event of a WebSocket's end (C{event} C{websocket_close}):
-        the handshake's fields plus C{fields} (close codes, duration, traffic).
-        The JSON access log writes it; the text line stays one per request.
-        """
-        event = self._requestEvent(request, self.reactor.seconds())
-        event["event"] = "websocket_close"
-        event["log_format"] = WEBSOCKET_CLOSE_FORMAT
-        event.update(fields)
-        self.accessObserver(event)
-
-    def refusedLog(self, client: str, status: int, sent: int, error: str, **fields: Any) -> None:
-        """
-        The access event of a request refused while its head was read (400,
-        408, 414, 431): no method, target or route is known, so they are "-"
-        and None, as for other requests refused before routing.
-        """
-        event = self._event(
-            self.reactor.seconds(), 0.0, client, "-", "-", status, sent, None, None, None, None, error
-        )
-        event.update(fields)
-        self._emit(event)
-
-    def _requestEvent(self, request: "GatewayRequest", now: float) -> dict[str, Any]:
-        event = self._event(
-            now,
-            now - request.agwStart,
-            request.clientIP,
-            request.method.decode("latin-1"),
-            request.uri.decode("latin-1"),
-            request.code,
-            request.sentLength,
-            request.agwListener,
-            request.agwRule,
-            request.agwPool,
-            request.agwMember,
-            request.agwError,
-        )
-        headers = request.requestHeaders
-        host = headers.getRawHeaders(b"host")
-        agent = headers.getRawHeaders(b"user-agent")
-        trace = request.agwTrace
-        secure = request.isSecure()
-        event.update(
-            clientPort=getattr(request.client, "port", 0),
-            requestId=request.agwRequestId,
-            traceId=trace.traceId.decode("ascii") if trace is not None else None,
-            spanId=trace.spanId.decode("ascii") if trace is not None else None,
-            host=host[0].decode("latin-1") if host else None,
-            userAgent=agent[0].decode("latin-1") if agent else None,
-            httpVersion=request.clientproto.decode("latin-1"),
-            receivedBytes=request.agwHeadBytes + request.agwBodyBytes,
-            secure=secure,
-            ssl=request.tlsInfo() if secure else None,
-            serverStatus=request.agwStatus if request.agwMember is not None else None,
-            serverLatency=request.agwServerLatency,
-            settings=request.agwSettings,
-        )
-        return event
-
-    def _event(
-        self,
-        now: float,
-        duration: float,
-        client: str,
-        method: str,
-        uri: str,
-        status: int,
-        sent: int,
-        listener: str | None,
-        rule: str | None,
-        pool: str | None,
-        member: str | None,
-        error: str | None,
-    ) -> dict[str, Any]:
-        """
-        An access event: a twisted.logger event (namespace C{agw.access})
-        handed straight to the access observer, without L{Logger}'s per-call
-        work (it is on every request's path).
-        """
-        return {
-            "log_format": ACCESS_FORMAT,
-            "log_level": LogLevel.info,
-            "log_namespace": "agw.access",
-            "log_source": None,
-            "log_time": now,
-            "client": client,
-            "method": method,
-            "uri": uri,
-            "status": status,
-            "bytes": sent,
-            "duration_ms": duration * 1000,
-            "listener": listener,
-            "rule": rule,
-            "pool": pool,
-            "member": member,
-            "error": error,
-            "event": "access",
-            "instance": self.instanceId,
-        }
-
-    def _emit(self, event: dict[str, Any]) -> None:
-        """Write an access event and count it in the metrics."""
-        self.accessObserver(event)
-        self.metrics.request(
-            event["listener"] or "-",
-            event["rule"] or "-",
-            event["pool"] or "-",
-            event["status"],
-            event["duration_ms"] / 1000.0,
-        )
 
 
 def buildRouters(
@@ -518,10 +454,15 @@ def buildRouters(
     is filled with a L{PoolState} per (pool, settings) pair the rules use.
     On a reload, C{previous} holds the running states: an unchanged pair
     keeps its state object (health, counters, open connections), a changed
-    one gets a new state and C{onReplace(old, new)} is called to carry over
-    what must survive.
+    one gets a new state and C{onReplace(old, new)} is called, so that the
+    caller can carry over what must survive when it commits.  Nothing
+    running is changed.
+
+    @raise agwtx.config.ConfigError: a plugin rule cannot be configured
+        (every such rule's problems).
     """
     routers: dict[str, PortRouter] = {}
+    pluginErrors: list[str] = []
 
     def backend(rule: str, poolName: str, settingsName: str, prefix: str | None = None) -> BackendTarget:
         settings = config.backendHttpSettings[settingsName]
@@ -594,7 +535,11 @@ def buildRouters(
             fallback = None
             if rule.backendAddressPool and rule.backendHttpSettings:
                 fallback = backend(name, rule.backendAddressPool, rule.backendHttpSettings)
-            target = pluginTarget(config, rule, fallback, backend, redirect)
+            try:
+                target = pluginTarget(config, rule, fallback, backend, redirect)
+            except ConfigError as e:  # every plugin rule's problems at once
+                pluginErrors.extend(e.errors)
+                continue
         else:
             assert rule.backendAddressPool and rule.backendHttpSettings
             target = backend(name, rule.backendAddressPool, rule.backendHttpSettings)
@@ -619,6 +564,8 @@ def buildRouters(
                 order=order,
             )
         )
+    if pluginErrors:
+        raise ConfigError(pluginErrors)
     for router in routers.values():
         router.routes.sort(key=lambda r: r.order)
     return routers

@@ -440,7 +440,7 @@ class HttpsServerProtocol(TLSMemoryBIOFactory.protocol):  # type: ignore[misc, n
             return None
         if self.agwVerifyError is not None:
             return None  # refused already
-        chain = self._tlsConnection.get_verified_chain()
+        chain = self.getHandle().get_verified_chain()
         if not chain or len(chain) < 2:
             return None  # no certificate, or one that is its own trust anchor
         cert, issuer = chain[0].to_cryptography(), chain[1].to_cryptography()

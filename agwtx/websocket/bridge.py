@@ -77,6 +77,7 @@ Autobahn options and why:
 from __future__ import annotations
 
 import base64
+import copy
 import binascii
 import inspect
 import os
@@ -111,10 +112,12 @@ from zope.interface import implementer
 
 from agwtx.websocket import xormask
 from agwtx.proxy.affinity import affinityCookies
+from agwtx.compat.autobahnprivate import feedFrames, isMessageCompressed
+from agwtx.compat.twistedprivate import bufferedInput, clientGone
 from agwtx.proxy.pool import Lease, Member, PoolState
 from agwtx.proxy.client import relayableHead
 from agwtx.proxy.reverse import (
-    _chooseMember,
+    chooseMember,
     backendRequestHeaders,
     connectFailureKind,
     connectionTokens,
@@ -458,6 +461,13 @@ class _Leg:
 
     fast = False
     """Set by the session when neither leg compresses: see L{_relayWhole}."""
+    compressed = False
+    """Whether permessage-deflate runs on this leg (known once its handshake is done, L{opening})."""
+
+    def opening(self) -> None:
+        """The leg's handshake is done: note what it negotiated."""
+        self.opened = True
+        self.compressed = bool(self.websocket_extensions_in_use)  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
         if (
@@ -471,7 +481,7 @@ class _Leg:
             data = self._relayWhole(data)
             if not data:
                 return
-        self._dataReceived(data)  # type: ignore[attr-defined]
+        feedFrames(self, data)
 
     def _relayWhole(self, data: bytes) -> bytes:
         """
@@ -566,7 +576,7 @@ class _Leg:
     def onMessageFrameBegin(self, length: int) -> None:
         if self.failedByMe:  # type: ignore[attr-defined]
             return
-        if self._isMessageCompressed:  # type: ignore[attr-defined]
+        if isMessageCompressed(self):
             # A compressed frame's length says nothing about the message's:
             # counted as it inflates (onMessageFrameData).
             self._consumed = 0
@@ -587,7 +597,7 @@ class _Leg:
     def onMessageFrameData(self, payload: bytes) -> None:
         if self.failedByMe:  # type: ignore[attr-defined]
             return
-        if self._isMessageCompressed:  # type: ignore[attr-defined]
+        if isMessageCompressed(self):
             # autobahn has added (inflated - compressed) for this chunk to
             # message_data_total_length and bounded the inflation by it;
             # adding the compressed bytes consumed makes it the inflated
@@ -638,7 +648,7 @@ class _Leg:
             # A whole message in one frame: one frame out, exactly.
             if other.state != _OPEN:
                 return
-            if other._perMessageCompress is None:
+            if not other.compressed:
                 other.sendWhole(data, self._binary)
                 return
             if not other.maxMessagePayloadSize:
@@ -770,7 +780,7 @@ class _ClientLeg(_Leg, WebSocketServerProtocol):  # type: ignore[misc]
         return result
 
     def onOpen(self) -> None:
-        self.opened = True
+        self.opening()
         self.session.clientOpened(self)
 
 
@@ -808,7 +818,7 @@ class _BackendLeg(_Leg, WebSocketClientProtocol):  # type: ignore[misc]
         super().failHandshake(reason)
 
     def onOpen(self) -> None:
-        self.opened = True
+        self.opening()
         self.session.backendOpened(self)
 
 
@@ -882,6 +892,7 @@ class WebSocketSession:
         handshake: ClientHandshake,
         member: Member,
         pinned: Member | None,
+        lease: Lease,
     ) -> None:
         self.bridge = bridge
         self.ctx = bridge.ctx
@@ -893,7 +904,6 @@ class WebSocketSession:
         self.handshake = handshake
         self.member = member
         self.pinned = pinned
-        self.tried: list[Member] = []
         self.phase = DIALING
         self.timer: IDelayedCall | None = None
         self.idleTimer: IDelayedCall | None = None
@@ -904,7 +914,7 @@ class WebSocketSession:
         self.dialedAt = 0.0
         self.closedBy: str | None = None
         self.clientHeaders = {}
-        self.lease = Lease(self.clock, slotted=False)
+        self.lease = lease
         """Counts the session in flight on its member; no connection slot (see L{Lease})."""
         self._flushed = (0, 0, 0, 0)
         self.throttles: list[_Throttle] = []
@@ -920,7 +930,6 @@ class WebSocketSession:
     def _dial(self, member: Member) -> None:
         self.member = member
         self.request.agwMember = member.key
-        self.tried.append(member)
         self.lease.hold(member)
         factory = self.bridge.backendFactory(self, member)
         self.factory = factory
@@ -985,11 +994,10 @@ class WebSocketSession:
             return
         detail = str(reason.value)
         self.ctx.passiveFailure(self.state, self.member, connectFailureKind(reason), detail)
-        if len(self.tried) < 2:
-            other = self.state.pick(exclude=self.tried)
-            if other is not None:
-                self._dial(other)
-                return
+        other = self.lease.failover()
+        if other is not None:
+            self._dial(other)
+            return
         log.warn(
             "request={requestId}: WebSocket backend {member} unreachable: {error}",
             requestId=self.request.agwRequestId,
@@ -1125,7 +1133,7 @@ class WebSocketSession:
         request = self.request
         channel = request.channel
         transport = channel.transport if channel is not None else None
-        if transport is None or request._disconnected:
+        if transport is None or clientGone(request):
             return False
         proto = _ClientLeg()
         proto.factory = self.bridge.serverFactory
@@ -1164,12 +1172,7 @@ class WebSocketSession:
             )
         lines.append(b"\r\n")
         # Bytes the client sent after its handshake, buffered by HTTPChannel.
-        pending = b"".join(getattr(channel, "_dataBuffer", ()) or ()) + (
-            getattr(channel, "_buffer", b"") or b""
-        )
-        if hasattr(channel, "_dataBuffer"):
-            channel._dataBuffer = []
-        proto.dataReceived(b"".join(lines) + pending)
+        proto.dataReceived(b"".join(lines) + bufferedInput(channel))
         return True
 
     def clientOpened(self, leg: _ClientLeg) -> None:
@@ -1181,7 +1184,7 @@ class WebSocketSession:
         self.phase = OPEN
         leg.peerLeg = backend
         backend.peerLeg = leg
-        leg.fast = backend.fast = leg._perMessageCompress is None and backend._perMessageCompress is None
+        leg.fast = backend.fast = not leg.compressed and not backend.compressed
         for writer, reader in ((leg, backend), (backend, leg)):
             transport = writer.transport
             if transport is not None:
@@ -1515,8 +1518,7 @@ class WebSocketBridge:
                 **_COMMON_OPTIONS,
             )
             self._clientFactories[deflate] = base
-        factory = _BackendFactory.__new__(_BackendFactory)
-        factory.__dict__.update(base.__dict__)
+        factory = copy.copy(base)
         factory.protocols = session.handshake.subprotocols
         factory.session = session  # type: ignore[attr-defined]
         factory.member = member  # type: ignore[attr-defined]
@@ -1527,10 +1529,11 @@ class WebSocketBridge:
             handshake = checkHandshake(request.method, request.clientproto, request.requestHeaders)
         except HandshakeError as e:
             return errorPage(request, e.code, e.message, e.headers)
-        member, pinned = _chooseMember(self.ctx, request, target)
+        lease = Lease(self.ctx.reactor, slotted=False, state=target.state)
+        member, pinned = chooseMember(self.ctx, request, target, lease)
         if member is None:
             return errorPage(request, 502, "Bad Gateway: no healthy backend is available")
-        WebSocketSession(self, request, target, handshake, member, pinned).start()
+        WebSocketSession(self, request, target, handshake, member, pinned, lease).start()
         return NOT_DONE_YET
 
     def abortHandshakes(self) -> int:
