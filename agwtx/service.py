@@ -45,7 +45,8 @@ from agwtx.compat.twistedprivate import clearExitSignal
 from agwtx.ops.listening import BindError, PortFactory, PortListener
 from agwtx.config.model import GatewayConfig
 from agwtx.proxy.pool import Member, PoolState
-from agwtx.routing.router import GatewayContext, PortRouter, buildRouters
+from agwtx.context import GatewayContext
+from agwtx.routing.router import PortRouter, buildRouters
 from agwtx.ops.startup import StartupError, reason, serverEndpoint
 from agwtx.ops.systemd import notify
 from agwtx.proxy.client import UpstreamPool

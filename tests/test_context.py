@@ -17,7 +17,7 @@ from agwtx.proxy.affinity import AffinityCodec
 from agwtx.config.loader import loadConfig
 from agwtx.runtime.errorpages import ErrorPages
 from agwtx.runtime.requestid import RequestTagger
-from agwtx.routing.router import GatewayContext, OpenWebSockets
+from agwtx.context import GatewayContext, OpenWebSockets
 from agwtx.service import GatewayService
 from agwtx.websocket.bridge import WebSocketBridge
 from tests.support import basicIni

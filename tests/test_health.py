@@ -53,7 +53,7 @@ from agwtx.config.model import (
     Probe,
 )
 from agwtx.proxy.pool import HEALTHY, UNHEALTHY, UNKNOWN, PoolState
-from agwtx.routing.router import GatewayContext
+from agwtx.context import GatewayContext
 from tests.support import ROOT, Proc, basicIni, freePort, startBackend, startGateway, stubResult, waitForPort
 
 # -- deterministic: fixtures ----------------------------------------------------------

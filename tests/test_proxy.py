@@ -741,7 +741,7 @@ def test_refused_connects_leave_no_request_counted_in_flight(
     from agwtx.config.model import BackendAddress, BackendAddressPool, BackendHttpSettings
     from agwtx.proxy.pool import PoolState
     from agwtx.proxy.reverse import proxy
-    from agwtx.routing.router import GatewayContext
+    from agwtx.context import GatewayContext
 
     upstream = _RefusingUpstream()
     ctx = GatewayContext(Clock(), upstream, AffinityCodec(b"k" * 32))

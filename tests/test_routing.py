@@ -279,7 +279,7 @@ def test_host_routing(sites: dict[str, GatewaySite], port: str, host: bytes | No
     ],
 )
 def test_valid_host(host: bytes, valid: bool) -> None:
-    from agwtx.routing.router import validHost
+    from agwtx.routing.match import validHost
 
     assert validHost(host) is valid
 
@@ -388,7 +388,7 @@ def test_host_index_agrees_with_trying_each_listener_in_order() -> None:
 
 def test_path_index_agrees_with_trying_each_path_rule_in_order() -> None:
     from agwtx.routing.index import PathIndex
-    from agwtx.routing.router import normalizePath, pathMatcher
+    from agwtx.routing.match import normalizePath, pathMatcher
 
     rng = random.Random(11)
     pieces = ["a", "B", "img", "images", "api", "v1", ""]
@@ -409,7 +409,7 @@ def test_path_index_agrees_with_trying_each_path_rule_in_order() -> None:
 
 
 def _slowNormalize(path: bytes) -> str | None:
-    from agwtx.routing.router import normalizePath
+    from agwtx.routing.match import normalizePath
 
     # with an escape in it (%41 is "A"), a path takes the full decoding route
     decoded = normalizePath(path + b"%41")

@@ -47,7 +47,7 @@ from agwtx.config.model import (
     UrlPathMap,
 )
 from agwtx.proxy.pool import HEALTHY, UNHEALTHY, UNKNOWN, PoolState
-from agwtx.routing.router import GatewayContext
+from agwtx.context import GatewayContext
 from agwtx.ops.statuspage import (
     CONTENT_SECURITY_POLICY,
     HISTORY,

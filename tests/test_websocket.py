@@ -34,7 +34,7 @@ from websockets.sync.client import ClientConnection, connect
 from agwtx.proxy.affinity import AffinityCodec
 from agwtx.config.model import BackendAddress, BackendAddressPool, BackendHttpSettings
 from agwtx.proxy.pool import PoolState
-from agwtx.routing.router import GatewayContext
+from agwtx.context import GatewayContext
 from agwtx.websocket import xormask
 from agwtx.websocket.bridge import (
     DEFLATE,

@@ -24,10 +24,11 @@ from agwtx.compat.twistedprivate import (
 )
 from agwtx.proxy.reverse import connectionTokens, errorPage, httpDate, startStreaming
 from agwtx.runtime.requestid import newRequestId
-from agwtx.routing.router import BackendTarget, PortRouter, isWebSocketUpgrade, requestHost, validHost
+from agwtx.routing.match import isWebSocketUpgrade, requestHost, validHost
+from agwtx.routing.router import BackendTarget, PortRouter
 
 if TYPE_CHECKING:
-    from agwtx.routing.router import GatewayContext
+    from agwtx.context import GatewayContext
 
 __all__ = [
     "PLAIN_HTTP_ON_HTTPS",

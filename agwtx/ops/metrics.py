@@ -25,7 +25,7 @@ from prometheus_client.twisted import MetricsResource
 from agwtx.proxy.pool import HEALTHY, QUEUE_WAIT_BUCKETS, UNHEALTHY
 
 if TYPE_CHECKING:
-    from agwtx.routing.router import GatewayContext
+    from agwtx.context import GatewayContext
 
 __all__ = ["GatewayMetrics", "metricsResource"]
 

@@ -31,7 +31,8 @@ from agwtx.proxy.pool import Lease, Member, PoolState
 from agwtx.proxy.client import UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
-    from agwtx.routing.router import BackendTarget, GatewayContext
+    from agwtx.context import GatewayContext
+    from agwtx.routing.router import BackendTarget
     from agwtx.http.site import GatewayRequest
 
 __all__ = ["HOP_BY_HOP", "chooseMember", "errorPage", "forwardedRequestHeaders", "proxy", "responseHeaders"]

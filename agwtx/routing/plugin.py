@@ -18,7 +18,7 @@ and renders the chosen target:
   - An exception, or a value that is not one of the rule's targets: 502
     C{Bad Gateway: the routing plugin failed}, and a C{log.failure} (or
     C{log.error}) event naming the plugin and the rule.  The gateway carries on.
-  - A path that does not decode (see L{agwtx.routing.router.normalizePath}): 400,
+  - A path that does not decode (see L{agwtx.routing.match.normalizePath}): 400,
     as for path maps, without asking the plugin.
 
 A request whose body streams to the backend is routed when its headers are
@@ -51,10 +51,10 @@ from agwtx.config.model import GatewayConfig, RequestRoutingRule
 from agwtx.config.errors import ConfigError
 from agwtx.config.ini import _scan
 from agwtx.proxy.reverse import errorPage
-from agwtx.routing.router import normalizePath, requestHost
+from agwtx.routing.match import normalizePath, requestHost
 
 if TYPE_CHECKING:
-    from agwtx.routing.router import GatewayContext
+    from agwtx.context import GatewayContext
     from agwtx.http.site import GatewayRequest
 
 __all__ = [

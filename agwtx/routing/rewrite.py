@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 from twisted.web.http_headers import Headers
 
 from agwtx.config.model import GatewayConfig, RewriteRule, RewriteRuleSet
-from agwtx.routing.router import requestHost
+from agwtx.routing.match import requestHost
 
 if TYPE_CHECKING:
     from agwtx.http.site import GatewayRequest

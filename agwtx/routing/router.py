@@ -15,141 +15,41 @@ whose pattern matches the normalised path, else the map's default.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
-from urllib.parse import unquote_to_bytes
+from typing import TYPE_CHECKING, Any, Callable
 
-from twisted.logger import Logger, globalLogPublisher
+from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
-from agwtx.proxy.affinity import AffinityCodec
 from agwtx.config.errors import ConfigError
-from agwtx.runtime.limits import ConnectionLimits
-from agwtx.runtime.errorpages import ErrorPages
 from agwtx.config.model import (
     REDIRECT_STATUS,
     BackendHttpSettings,
     GatewayConfig,
-    GatewaySettings,
     HttpListener,
     RedirectConfiguration,
     RequestRoutingRule,
 )
-from agwtx.proxy.pool import Member, PoolState
+from agwtx.proxy.pool import PoolState
 from agwtx.proxy.reverse import errorPage, httpDate, proxy
-from agwtx.runtime.requestid import RequestTagger
 from agwtx.routing.index import HostIndex, PathIndex, hostMatcher
+from agwtx.routing.match import isWebSocketUpgrade, normalizePath, pathMatcher, requestHost
+from agwtx.routing.plugin import pluginTarget
 
 if TYPE_CHECKING:
+    from agwtx.context import GatewayContext
     from agwtx.http.site import GatewayRequest
+
 
 __all__ = [
     "BackendTarget",
-    "GatewayContext",
     "PortRouter",
     "RedirectTarget",
     "buildRouters",
     "hostMatcher",
-    "normalizePath",
-    "pathMatcher",
-    "requestHost",
-    "validHost",
 ]
 
 log = Logger(namespace="agw.routing")
-
-# -- pure helpers ---------------------------------------------------------
-
-
-# RFC 3986 section 3.2.2 and 3.2.3: a reg-name (unreserved, sub-delims and
-# %-escapes) or a bracketed IPv6 literal, then an optional port of digits.
-_HOST_SYNTAX = re.compile(rb"(?:[A-Za-z0-9\-._~%!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{0,5}))?\Z")
-
-
-def validHost(host: bytes) -> bool:
-    """
-    Whether a Host header value is a syntactically valid authority.  Empty
-    is allowed (RFC 9110 section 7.2: a target without an authority).  Like
-    nginx, a name that starts with a dot or holds two dots together is
-    refused, and so is a port past 65535.
-    """
-    if not host:
-        return True
-    m = _HOST_SYNTAX.match(host)
-    if m is None or host[:1] == b"." or b".." in host:
-        return False
-    port = m.group(1)
-    return not port or int(port) <= 65535
-
-
-def requestHost(host: bytes | None) -> str:
-    """The Host header's name, lowercased, without port or trailing dot."""
-    if not host:
-        return ""
-    h = host.decode("latin-1").strip().lower()
-    if h.startswith("["):
-        end = h.find("]")
-        return h[1:end] if end > 0 else h
-    name, _, _ = h.partition(":")
-    return name.rstrip(".")
-
-
-def normalizePath(path: bytes) -> str | None:
-    """
-    Percent-decode a request path and resolve C{.} and C{..} segments
-    (RFC 3986 5.2.4), so that C{/images/../admin} is matched as C{/admin}.
-    None when the path is not origin-form or decodes to invalid UTF-8 or NUL.
-    """
-    if not path.startswith(b"/"):
-        return None
-    if b"%" not in path and b"/." not in path and b"\0" not in path:
-        # The common case: nothing to decode or resolve (same result, a fraction of the cost).
-        try:
-            return path.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    decoded = unquote_to_bytes(path)
-    if b"\0" in decoded:
-        return None
-    try:
-        text = decoded.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    out: list[str] = []
-    segments = text.split("/")[1:]
-    for i, seg in enumerate(segments):
-        last = i == len(segments) - 1
-        if seg == ".":
-            if last:
-                out.append("")
-            continue
-        if seg == "..":
-            if out:
-                out.pop()
-            if last:
-                out.append("")
-            continue
-        out.append(seg)
-    return "/" + "/".join(out)
-
-
-def pathMatcher(patterns: Sequence[str]) -> Callable[[str], bool]:
-    """Azure path patterns: exact, or a prefix when they end in C{*}; case-insensitive."""
-    exact = {p.lower() for p in patterns if not p.endswith("*")}
-    prefixes = tuple(p[:-1].lower() for p in patterns if p.endswith("*"))
-
-    def match(path: str) -> bool:
-        lowered = path.lower()
-        return lowered in exact or (bool(prefixes) and lowered.startswith(prefixes))
-
-    return match
-
-
-def isWebSocketUpgrade(request: "GatewayRequest") -> bool:
-    upgrade = request.requestHeaders.getRawHeaders(b"upgrade")
-    return bool(upgrade) and any(v.strip().lower() == b"websocket" for v in upgrade)  # type: ignore[union-attr]
-
 
 # -- targets --------------------------------------------------------------
 
@@ -288,159 +188,6 @@ class PortRouter:
         return index.route(host)  # type: ignore[no-any-return]
 
 
-# -- runtime context --------------------------------------------------------
-
-
-class OpenWebSockets(set):  # type: ignore[type-arg]
-    """
-    The registry of open WebSocket bridges (objects with C{member} and
-    C{close(code, reason)}): counted by the status page, closed by a drain
-    or a stop.
-    """
-
-    def __init__(self, clock: Any) -> None:
-        super().__init__()
-        self.clock = clock
-
-    def close(self, code: int, reason: str, members: Sequence[Member] | None = None) -> Any:
-        """
-        Close open WebSockets (all, or those to C{members}) on both legs with
-        C{code}; the Deferred fires when they are gone, or after 5 s.
-        """
-        from twisted.internet.defer import Deferred
-
-        chosen = [ws for ws in list(self) if members is None or getattr(ws, "member", None) in members]
-        for ws in chosen:
-            try:
-                ws.close(code, reason)
-            except Exception:
-                log.failure("closing a WebSocket")
-        done: Deferred[None] = Deferred()
-        deadline = self.clock.seconds() + 5.0
-
-        def poll() -> None:
-            if any(ws in self for ws in chosen) and self.clock.seconds() < deadline:
-                self.clock.callLater(0.05, poll)
-            else:
-                done.callback(None)
-
-        poll()
-        return done
-
-
-class GatewayContext:
-    """
-    What request handling needs at runtime, made of collaborators the
-    gateway service builds and hands over at construction: the reactor, the
-    upstream pool, the affinity codec, the configuration in force with its
-    pool states, request tagger and error pages, the access log's
-    observer, the reload hook, the WebSocket bridge (a factory, given the
-    context), the worker view.  Built here from those: the metrics, the
-    request deadlines, the connection limits, the access events
-    (L{agwtx.ops.accesslog.AccessEvents}) and the open WebSockets' registry.
-
-    After construction only L{switch} (a reload's commit) replaces the
-    configuration-dependent collaborators, all in one step; the rest is
-    runtime state (counters, C{stopping}).
-    """
-
-    def __init__(
-        self,
-        reactor: Any,
-        upstream: Any,
-        affinity: AffinityCodec,
-        *,
-        config: Any = None,
-        pools: dict[tuple[str, str], PoolState] | None = None,
-        tagger: RequestTagger | None = None,
-        errorPages: ErrorPages | None = None,
-        accessObserver: Callable[[dict[str, Any]], None] = globalLogPublisher,
-        instanceId: str = "",
-        reloadHandler: Callable[[], list[str]] | None = None,
-        webSocketFactory: Callable[["GatewayContext"], Any] | None = None,
-        workerView: Any = None,
-        workerAdmin: bool = False,
-        metrics: Any = None,
-        deadlines: Any = None,
-    ) -> None:
-        from agwtx.ops.accesslog import AccessEvents
-        from agwtx.runtime.deadlines import Deadlines
-        from agwtx.ops.metrics import GatewayMetrics
-
-        self.reactor = reactor
-        self.upstream = upstream
-        self.affinity = affinity
-        self.config: Any = config
-        """The configuration in force (swapped by L{switch})."""
-        self.pools: dict[tuple[str, str], PoolState] = pools if pools is not None else {}
-        self.tagger = tagger if tagger is not None else RequestTagger(GatewaySettings())
-        """Request IDs and trace context by the settings in force."""
-        self.errorPages = errorPages if errorPages is not None else ErrorPages(None)
-        """Custom error pages of the configuration in force."""
-        self.instanceId = instanceId
-        """This process in the JSON access log's instanceId (host name and worker)."""
-        self.reloadHandler = reloadHandler
-        """Re-read the configuration (C{POST /reload}, SIGHUP): returns the errors."""
-        self.workerView = workerView
-        """With C{workers} > 1, in the supervisor: its L{agwtx.ops.workerview.WorkerView}."""
-        self.workerAdmin = workerAdmin
-        """In a worker: its admin site is the private one the supervisor asks."""
-        self.passiveListeners: list[Callable[[PoolState, Member, str, str], None]] = []
-        self.metrics = metrics if metrics is not None else GatewayMetrics(self)
-        self.deadlines = deadlines if deadlines is not None else Deadlines(reactor)
-        """Request timeouts (a sweep, not a timer per request)."""
-        self.connections = ConnectionLimits(self)
-        """Client connections held now, against C{[gateway] maxConnections*}."""
-        self.access = AccessEvents(reactor, accessObserver, self.metrics, instanceId)
-        # The access events' entry points, bound once (they are on every request's path).
-        self.accessLog = self.access.accessLog
-        self.webSocketClosed = self.access.webSocketClosed
-        self.refusedLog = self.access.refusedLog
-        self.openWebSockets = OpenWebSockets(reactor)
-        """Open WebSocket bridges: objects with C{member} and C{close(code, reason)}."""
-        self.closeWebSockets = self.openWebSockets.close
-        self.activeRequests = 0
-        """HTTP requests being answered now (graceful stop waits for them)."""
-        self.stopping = False
-        """A stop has begun (lame duck, then drain): the admin C{/ready} answers 503."""
-        self.webSocketHandler: Callable[["GatewayRequest", BackendTarget], Any] | None = (
-            webSocketFactory(self) if webSocketFactory is not None else None
-        )
-
-    def switch(
-        self,
-        config: Any,
-        pools: dict[tuple[str, str], PoolState],
-        tagger: RequestTagger,
-        errorPages: ErrorPages,
-        affinity: AffinityCodec,
-        accessObserver: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
-        """A reload's commit: the new configuration's collaborators, all at once."""
-        self.config = config
-        self.pools = pools
-        self.tagger = tagger
-        self.errorPages = errorPages
-        self.affinity = affinity
-        if accessObserver is not None:
-            self.access.observer = accessObserver
-
-    @property
-    def accessObserver(self) -> Callable[[dict[str, Any]], None]:
-        """Where access events go (the access log)."""
-        return self.access.observer
-
-    def webSocket(self, request: "GatewayRequest", target: BackendTarget) -> Any:
-        if self.webSocketHandler is None:
-            return errorPage(request, 501, "Not Implemented: WebSocket bridge not available")
-        return self.webSocketHandler(request, target)
-
-    def passiveFailure(self, state: PoolState, member: Member, kind: str, detail: str) -> None:
-        self.metrics.upstreamError(state.name, member.key, kind)
-        for listener in self.passiveListeners:
-            listener(state, member, kind, detail)
-
-
 def buildRouters(
     config: GatewayConfig,
     pools: dict[tuple[str, str], PoolState],
@@ -530,8 +277,6 @@ def buildRouters(
         elif rule.redirectConfiguration is not None:
             target = redirect(name, rule.redirectConfiguration)
         elif rule.ruleType == "Plugin":
-            from agwtx.routing.plugin import pluginTarget
-
             fallback = None
             if rule.backendAddressPool and rule.backendHttpSettings:
                 fallback = backend(name, rule.backendAddressPool, rule.backendHttpSettings)

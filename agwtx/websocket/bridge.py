@@ -126,7 +126,8 @@ from agwtx.proxy.reverse import (
 )
 
 if TYPE_CHECKING:
-    from agwtx.routing.router import BackendTarget, GatewayContext
+    from agwtx.context import GatewayContext
+    from agwtx.routing.router import BackendTarget
     from agwtx.http.site import GatewayRequest
 
 DEFLATE = "max_output_len" in inspect.signature(PerMessageDeflate.decompress_message_data).parameters
