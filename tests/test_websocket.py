@@ -36,16 +36,10 @@ from agwtx.config.model import BackendAddress, BackendAddressPool, BackendHttpSe
 from agwtx.proxy.pool import PoolState
 from agwtx.context import GatewayContext
 from agwtx.websocket import xormask
-from agwtx.websocket.bridge import (
-    DEFLATE,
-    HandshakeError,
-    WebSocketBridge,
-    WebSocketSession,
-    checkHandshake,
-    frameHead,
-    parseExtensionOffers,
-    xorMask,
-)
+from agwtx.websocket.bridge import WebSocketBridge
+from agwtx.websocket.frames import DEFLATE, frameHead, xorMask
+from agwtx.websocket.handshake import HandshakeError, checkHandshake, parseExtensionOffers
+from agwtx.websocket.session import WebSocketSession
 from tests.rawbackend import RawBackend, headerValue, readHead
 from tests.support import Proc, basicIni, freePort, startGateway, waitFor
 from tests.ws_helpers import closesOf, startScriptedBackend
@@ -699,7 +693,7 @@ def test_checkHandshake_accepts() -> None:
     assert hs.key == KEY.encode()
     assert hs.subprotocols == ["v2.chat", "v1.chat"]
     # The unknown extension and the offer with a bad parameter are declined
-    # (all of them where autobahn cannot bound inflation: agwtx.websocket.bridge.DEFLATE).
+    # (all of them where autobahn cannot bound inflation: agwtx.websocket.frames.DEFLATE).
     assert hs.deflateOffers == (["permessage-deflate; client_max_window_bits"] if DEFLATE else [])
 
 
