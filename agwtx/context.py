@@ -29,7 +29,7 @@ from agwtx.ops.metrics import GatewayMetrics
 from agwtx.routing.router import BackendTarget
 
 if TYPE_CHECKING:
-    from agwtx.http.site import GatewayRequest
+    from agwtx.http.request import GatewayRequest
 
 
 log = Logger(namespace="agw.routing")

@@ -20,7 +20,7 @@ from twisted.web.http_headers import Headers
 from agwtx.config.model import GatewaySettings
 from agwtx.config.values import parseNetworks
 from agwtx.http.proxyprotocol import ProxyProtocolFactory
-from agwtx.http.site import clientAddress, forwardedAddress, rightmostUntrusted
+from agwtx.http.forwarded import clientAddress, forwardedAddress, rightmostUntrusted
 from tests.certs import selfSigned
 from tests.support import Proc, freePort, startBackend, startGateway, waitFor
 

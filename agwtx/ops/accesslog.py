@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable
 from twisted.logger import LogLevel, LogPublisher, globalLogPublisher
 
 if TYPE_CHECKING:
-    from agwtx.http.site import GatewayRequest
+    from agwtx.http.request import GatewayRequest
 
 __all__ = [
     "ACCESS_FORMAT",

@@ -33,7 +33,7 @@ from agwtx.proxy.client import UpstreamConnection, UpstreamError
 if TYPE_CHECKING:
     from agwtx.context import GatewayContext
     from agwtx.routing.router import BackendTarget
-    from agwtx.http.site import GatewayRequest
+    from agwtx.http.request import GatewayRequest
 
 __all__ = ["HOP_BY_HOP", "chooseMember", "errorPage", "forwardedRequestHeaders", "proxy", "responseHeaders"]
 

@@ -11,7 +11,7 @@ from urllib.parse import unquote_to_bytes
 
 
 if TYPE_CHECKING:
-    from agwtx.http.site import GatewayRequest
+    from agwtx.http.request import GatewayRequest
 
 # -- pure helpers ---------------------------------------------------------
 

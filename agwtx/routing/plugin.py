@@ -55,7 +55,7 @@ from agwtx.routing.match import normalizePath, requestHost
 
 if TYPE_CHECKING:
     from agwtx.context import GatewayContext
-    from agwtx.http.site import GatewayRequest
+    from agwtx.http.request import GatewayRequest
 
 __all__ = [
     "PluginDiscoveryError",
@@ -383,7 +383,7 @@ def routingRequest(request: "GatewayRequest") -> RoutingRequest | None:
         return None
     headers = request.requestHeaders
     hosts = headers.getRawHeaders(b"host")
-    client = request.clientIP  # decided in one place: agwtx.http.site.clientAddress
+    client = request.clientIP  # decided in one place: agwtx.http.forwarded.clientAddress
     uri = request.uri
     return RoutingRequest(
         request.method.decode("latin-1"),

@@ -52,7 +52,7 @@ from agwtx.config.model import GatewayConfig, RewriteRule, RewriteRuleSet
 from agwtx.routing.match import requestHost
 
 if TYPE_CHECKING:
-    from agwtx.http.site import GatewayRequest
+    from agwtx.http.request import GatewayRequest
 
 __all__ = ["RewriteSet", "compileRewriteSet", "rewriteCompiler"]
 

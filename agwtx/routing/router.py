@@ -38,7 +38,7 @@ from agwtx.routing.plugin import pluginTarget
 
 if TYPE_CHECKING:
     from agwtx.context import GatewayContext
-    from agwtx.http.site import GatewayRequest
+    from agwtx.http.request import GatewayRequest
 
 
 __all__ = [

@@ -68,7 +68,7 @@ from agwtx.config.model import (
 )
 from agwtx.config.sslpolicy import TLS13_SUITES, ResolvedPolicy, applyPolicy, resolvePolicy, versionName
 from agwtx.routing.router import hostMatcher
-from agwtx.http.site import PLAIN_HTTP_ON_HTTPS, sendRefusal
+from agwtx.http.refusal import PLAIN_HTTP_ON_HTTPS, sendRefusal
 from agwtx.config.certificates import (
     LoadedCertificate,
     TlsError,

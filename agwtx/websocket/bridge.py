@@ -109,7 +109,7 @@ from agwtx.websocket.session import DIALING, WebSocketSession
 if TYPE_CHECKING:
     from agwtx.context import GatewayContext
     from agwtx.routing.router import BackendTarget
-    from agwtx.http.site import GatewayRequest
+    from agwtx.http.request import GatewayRequest
 
 
 __all__ = [

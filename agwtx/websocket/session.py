@@ -32,7 +32,7 @@ from agwtx.websocket.legs import _BackendFactory, _BackendLeg, _ClientLeg, _Leg
 if TYPE_CHECKING:
     from agwtx.websocket.bridge import WebSocketBridge
     from agwtx.routing.router import BackendTarget
-    from agwtx.http.site import GatewayRequest
+    from agwtx.http.request import GatewayRequest
 
 
 log = Logger(namespace="agw.websocket")
