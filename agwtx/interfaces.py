@@ -252,9 +252,13 @@ class IRoutingPlugin(Interface):
         Choose the target for one request.
 
         @return: a target from C{candidates} (C{candidates.backend(...)},
-            C{candidates.redirect(...)}, C{candidates.fallback}), a
-            L{Decision}, or None for the rule's fallback (a 404 when the
-            rule has none).  Anything else is treated as a plugin failure.
+            C{candidates.redirect(...)}, C{candidates.fallback}), any
+            twisted.web resource (L{twisted.web.resource.IResource}: a
+            C{static.File}, a C{Resource} subclass, a Klein app's resource;
+            traversed from the request's path and rendered as twisted.web
+            does), a L{Decision} holding either, or None for the rule's
+            fallback (a 404 when the rule has none).  Anything else is
+            treated as a plugin failure.
         """
 
 

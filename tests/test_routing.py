@@ -731,6 +731,43 @@ boom = Boom()
 """
 
 
+RESOURCES_PLUGIN = """
+from twisted.plugin import IPlugin
+from twisted.web.resource import Resource
+from twisted.web.static import File
+from zope.interface import implementer
+
+from agwtx.interfaces import IRoutingPlugin, PluginRuleConfig, checkOptionKeys
+
+
+class Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain")
+        return b"hello from a plain Resource, postpath " + b"/".join(request.postpath) + b"\\n"
+
+
+@implementer(IPlugin, IRoutingPlugin)
+class Resources:
+    name = "resources"
+
+    def configure(self, options, section):
+        checkOptionKeys(options, required=("root",))
+        return PluginRuleConfig(options=File(options["root"]))
+
+    def route(self, request, candidates):
+        if request.path.startswith("/static/"):
+            return candidates.options  # a twisted.web.static.File of the root directory
+        if request.path.startswith("/hello/"):
+            return Hello()
+        return None
+
+
+resources = Resources()
+"""
+
+
 def writeDropIn(base: Path, modules: Mapping[str, str]) -> Path:
     """A C{BASE/agwtx/plugins/} drop-in directory (no __init__.py) holding C{modules}."""
     directory = base / "agwtx" / "plugins"
@@ -1128,7 +1165,7 @@ def test_header_route_to_a_redirect_and_no_fallback_is_404() -> None:
     target = pluginTargetFor(pluginConfig("headerRoute", options, fallback=False))
     assert chosenPool(target, FakeRequest(headers=((b"X-Go", b"AWAY"),))) == "redirect:away"
     request = FakeRequest()
-    target.render(SimpleNamespace(), request)  # type: ignore[arg-type]
+    target.render(request)  # type: ignore[arg-type]
     assert (request.code, b"".join(request.written)) == (
         404,
         b"404 Not Found: the routing plugin chose no target\n",
@@ -1222,7 +1259,7 @@ def test_plugin_failure_is_502_and_logged() -> None:
     try:
         for path in (b"/boom", b"/stray"):
             request = FakeRequest(uri=path)
-            target.render(SimpleNamespace(), request)  # type: ignore[arg-type]
+            target.render(request)  # type: ignore[arg-type]
             assert request.code == 502
             assert b"".join(request.written) == b"502 Bad Gateway: the routing plugin failed\n"
     finally:
@@ -1240,7 +1277,7 @@ def test_plugin_decision_headers_are_sanitised() -> None:
     candidates = Candidates(rule="r", options=None, fallback=fallback, codec=AffinityCodec())
     target = PluginTarget("r", _Raises(), candidates)  # type: ignore[arg-type]
     request = FakeRequest(uri=b"/decision")
-    target.render(SimpleNamespace(), request)  # type: ignore[arg-type]
+    target.render(request)  # type: ignore[arg-type]
     assert request.code == 302
     assert request.responseHeaders.getRawHeaders(b"x-why") == [b"fallback  Injected: 1"]
 
@@ -1249,7 +1286,7 @@ def test_plugin_undecodable_path_is_400_without_asking() -> None:
     candidates = Candidates(rule="r", options=None, codec=AffinityCodec())
     target = PluginTarget("r", _Raises(), candidates)  # type: ignore[arg-type]
     request = FakeRequest(uri=b"/%ff")
-    target.render(SimpleNamespace(), request)  # type: ignore[arg-type]
+    target.render(request)  # type: ignore[arg-type]
     assert request.code == 400
 
 
@@ -1346,6 +1383,10 @@ hostNames = public.test
 frontendPort = main
 hostNames = boom.test
 
+[httpListener:res]
+frontendPort = main
+hostNames = res.test
+
 [httpListener:split]
 frontendPort = main
 hostNames = split.test
@@ -1437,6 +1478,15 @@ plugin = boom
 backendAddressPool = A
 backendHttpSettings = s
 
+[requestRoutingRule:rRes]
+ruleType = Plugin
+priority = 145
+httpListener = res
+plugin = resources
+plugin.root = {static}
+backendAddressPool = A
+backendHttpSettings = s
+
 [requestRoutingRule:rSplit]
 ruleType = Plugin
 priority = 150
@@ -1507,7 +1557,12 @@ class Gateway:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("routing")
     dropins = tmp / "dropins"
-    writeDropIn(dropins, {"sourcenetwork": docsExample(), "boomplugin": BOOM_PLUGIN})
+    writeDropIn(
+        dropins, {"sourcenetwork": docsExample(), "boomplugin": BOOM_PLUGIN, "resources": RESOURCES_PLUGIN}
+    )
+    static = tmp / "www"
+    (static / "static" / "sub").mkdir(parents=True)
+    (static / "static" / "sub" / "page.html").write_text("<p>maintenance</p>\n")
     a, pa = startBackend(tmp, "A")
     b, pb = startBackend(tmp, "B")
     p1, p2 = freePort(), freePort()
@@ -1515,7 +1570,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     try:
         gw = startGatewayWith(
             tmp,
-            GATEWAY_INI.format(p1=p1, p2=p2, a=pa, b=pb),
+            GATEWAY_INI.format(p1=p1, p2=p2, a=pa, b=pb, static=static),
             p1,
             {"PYTHONPATH": str(dropins)},
         )
@@ -1616,6 +1671,25 @@ def test_gateway_plugin_failure_is_502_and_gateway_lives_on(gateway: Gateway) ->
     out = gateway.proc.output()
     assert "routing plugin boom failed on rule rBoom" in out
     assert "RuntimeError: the plugin blew up" in out
+    assert gateway.proc.proc.poll() is None
+
+
+def test_gateway_serves_any_twisted_web_resource_a_plugin_returns(gateway: Gateway) -> None:
+    """
+    A routing plugin may answer with any IResource: a twisted.web.static.File
+    (traversed from the request's path, as twisted.web does) and a plain
+    Resource subclass are both served through the real gateway; None still
+    means the rule's fallback.
+    """
+    status, headers, body = gateway.request("res.test", "/static/sub/page.html")
+    assert (status, body) == (200, b"<p>maintenance</p>\n")
+    assert headers["content-type"] == ["text/html"]
+    assert gateway.request("res.test", "/static/sub/missing.html")[0] == 404
+    status, headers, body = gateway.request("res.test", "/hello/a/b")
+    assert (status, body) == (200, b"hello from a plain Resource, postpath hello/a/b\n")
+    assert headers["content-type"] == ["text/plain"]
+    status, _, body = gateway.request("res.test", "/other")
+    assert status == 200 and backendOf(body) == "A"
     assert gateway.proc.proc.poll() is None
 
 

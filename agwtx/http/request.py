@@ -329,7 +329,7 @@ class GatewayRequest(server.Request):
         self.prepath = []
         self.postpath = []
         try:
-            site.dispatch(self)
+            self.render(site.getResourceFor(self))
         except Exception:
             log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
             if not self.finished and not clientGone(self):

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 from twisted.web import server
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
+from zope.interface import implementer
 
 from agwtx.proxy.reverse import errorPage, startStreaming
 from agwtx.routing.match import isWebSocketUpgrade, requestHost, validHost
+from agwtx.routing.resource import GatewayResource, resourceFor
 from agwtx.routing.router import BackendTarget, PortRouter
 
 from agwtx.http.channel import GatewayChannel
@@ -40,6 +42,24 @@ log = Logger(namespace="agw.web")
 
 class _Unused(Resource):
     isLeaf = True
+
+
+@implementer(IResource)
+class _ErrorAnswer(GatewayResource):
+    """A request routing refuses (400, 404, 421...): the gateway's own error page."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+
+    def render(self, request: GatewayRequest) -> Any:
+        if self.code == 400 and request.channel is not None:
+            # A malformed request (Host, target): nothing more is read
+            # from the connection, as nginx does, so what follows it is
+            # never taken as requests.
+            request.channel.persistent = False
+            return errorPage(request, self.code, self.message, [(b"Connection", b"close")])
+        return errorPage(request, self.code, self.message)
 
 
 class GatewaySite(server.Site):
@@ -142,17 +162,23 @@ class GatewaySite(server.Site):
                 return None, refusal[0], refusal[1]
         return route.target, 0, ""
 
-    def dispatch(self, request: GatewayRequest) -> Any:
+    def getResourceFor(self, request: GatewayRequest) -> Any:  # type: ignore[override]
+        """
+        The twisted.web resource that answers C{request}, by the request's
+        routing decision (L{decide}): the rule's target (a path map's or
+        plugin rule's concrete target once chosen), any resource a routing
+        plugin answered with (traversed from the request's path, see
+        L{agwtx.routing.resource}), or the gateway's own error answer.
+        """
         target, code, message = self.decide(request)
         if target is None:
-            if code == 400 and request.channel is not None:
-                # A malformed request (Host, target): nothing more is read
-                # from the connection, as nginx does, so what follows it is
-                # never taken as requests.
-                request.channel.persistent = False
-                return errorPage(request, code, message, [(b"Connection", b"close")])
-            return errorPage(request, code, message)
-        return target.render(self.ctx, request)
+            return _ErrorAnswer(code, message)
+        resolve = getattr(target, "resolve", None)  # PathMapTarget, PluginTarget: the concrete target
+        if resolve is not None:
+            chosen = resolve(request)
+            if chosen is not None:  # else the rule answers with its own error page
+                target = chosen
+        return resourceFor(target, request)
 
     def startStreaming(self, request: GatewayRequest, length: int | None) -> bool:
         """

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 from twisted.logger import Logger
 import twisted.plugin
 from twisted.web.http_headers import Headers
+from twisted.web.resource import IResource
+from zope.interface import implementer
 
 import agwtx.plugins
 from agwtx.proxy.affinity import AffinityCodec
@@ -52,9 +54,9 @@ from agwtx.config.errors import ConfigError
 from agwtx.config.ini import _scan
 from agwtx.proxy.reverse import errorPage
 from agwtx.routing.match import normalizePath, requestHost
+from agwtx.routing.resource import GatewayResource, renderResource
 
 if TYPE_CHECKING:
-    from agwtx.context import GatewayContext
     from agwtx.http.request import GatewayRequest
 
 __all__ = [
@@ -451,8 +453,14 @@ def _processCodec() -> AffinityCodec:
     return _process_codec
 
 
-class PluginTarget:
-    """A rule with C{ruleType = Plugin}: asks its plugin which candidate serves each request."""
+@implementer(IResource)
+class PluginTarget(GatewayResource):
+    """
+    A rule with C{ruleType = Plugin}: asks its plugin which candidate serves
+    each request.  The plugin may also answer with any twisted.web resource
+    (L{IResource}: a C{static.File}, a plain C{Resource} subclass, a Klein
+    app's resource), which is then traversed and rendered the twisted.web way.
+    """
 
     kind = "plugin"
 
@@ -516,7 +524,9 @@ class PluginTarget:
             chosen = candidates.fallback
             if chosen is None:
                 return _NO_TARGET
-        elif id(chosen) not in self._allowed:
+        elif id(chosen) not in self._allowed and (
+            getattr(chosen, "agwTarget", False) or not IResource.providedBy(chosen)
+        ):
             log.error(
                 "routing plugin {plugin} returned {value!r} on rule {rule}, not one of its targets",
                 plugin=self.plugin.name,
@@ -526,7 +536,7 @@ class PluginTarget:
             return _FAILED
         if not extra:
             return chosen
-        if hasattr(chosen, "rewrite"):
+        if getattr(chosen, "agwTarget", False) and hasattr(chosen, "rewrite"):
             chosen = copy.copy(chosen)
             chosen.rewrite = _WithHeaders(chosen.rewrite, extra)
             return chosen
@@ -534,18 +544,18 @@ class PluginTarget:
 
     def resolve(self, request: "GatewayRequest") -> Any:
         """
-        The concrete target for C{request} (a backend or redirect target), or
-        None when it is answered with an error.  L{GatewaySite.startStreaming}
+        The concrete target for C{request} (a backend or redirect target, or
+        the plugin's own resource), or None when it is answered with an error.  L{GatewaySite.startStreaming}
         calls this when the headers are complete, to stream a body early.
         """
         choice = self._ask(request, None)
         return None if isinstance(choice, _Refusal) else choice
 
-    def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
-        choice = self._ask(request, ctx)
+    def render(self, request: "GatewayRequest") -> Any:
+        choice = self._ask(request, None)
         if isinstance(choice, _Refusal):
             return errorPage(request, choice.code, choice.message)
-        return choice.render(ctx, request)
+        return renderResource(choice, request)
 
     def __repr__(self) -> str:
         return f"<PluginTarget rule={self.rule} plugin={self.plugin.name}>"
@@ -557,18 +567,19 @@ def _header(name: bytes | str, value: bytes | str) -> tuple[bytes, bytes]:
     return _CRLF.sub(b"", n), _CRLF.sub(b" ", v)
 
 
-class _Prefixed:
-    """A target without a rewrite hook (a redirect): the headers go on before it renders."""
+@implementer(IResource)
+class _Prefixed(GatewayResource):
+    """A target without a rewrite hook (a redirect, any resource): the headers go on before it renders."""
 
     def __init__(self, target: Any, headers: tuple[tuple[bytes, bytes], ...]) -> None:
         self.target = target
         self.headers = headers
-        self.kind = target.kind
+        self.kind = getattr(target, "kind", "resource")
 
-    def render(self, ctx: Any, request: Any) -> Any:
+    def render(self, request: Any) -> Any:
         for name, value in self.headers:
             request.responseHeaders.addRawHeader(name, value)
-        return self.target.render(ctx, request)
+        return renderResource(self.target, request)
 
 
 def pluginTarget(

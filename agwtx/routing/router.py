@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from twisted.logger import Logger
+from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from agwtx.config.errors import ConfigError
 from agwtx.config.model import (
@@ -35,9 +37,9 @@ from agwtx.proxy.reverse import errorPage, httpDate, proxy
 from agwtx.routing.index import HostIndex, PathIndex, hostMatcher
 from agwtx.routing.match import isWebSocketUpgrade, normalizePath, pathMatcher, requestHost
 from agwtx.routing.plugin import pluginTarget
+from agwtx.routing.resource import GatewayResource
 
 if TYPE_CHECKING:
-    from agwtx.context import GatewayContext
     from agwtx.http.request import GatewayRequest
 
 
@@ -54,8 +56,9 @@ log = Logger(namespace="agw.routing")
 # -- targets --------------------------------------------------------------
 
 
+@implementer(IResource)
 @dataclass(eq=False)
-class BackendTarget:
+class BackendTarget(GatewayResource):
     """Send the request (or the WebSocket) to a member of a pool."""
 
     rule: str
@@ -85,7 +88,8 @@ class BackendTarget:
         newPath = (base + rest.lstrip("/")).encode("latin-1")
         return newPath + (b"?" + query if q else b"")
 
-    def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
+    def render(self, request: "GatewayRequest") -> Any:
+        ctx = request.site.ctx
         request.agwPool = self.state.name
         request.agwSettings = self.settings.name
         if isWebSocketUpgrade(request):
@@ -93,8 +97,9 @@ class BackendTarget:
         return proxy(ctx, request, self)
 
 
+@implementer(IResource)
 @dataclass(eq=False)
-class RedirectTarget:
+class RedirectTarget(GatewayResource):
     """Answer with a redirect (301/302/303/307), WebSocket handshakes included."""
 
     rule: str
@@ -124,7 +129,7 @@ class RedirectTarget:
             base += (b"&" if b"?" in base else b"?") + query
         return base
 
-    def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
+    def render(self, request: "GatewayRequest") -> Any:
         code = REDIRECT_STATUS[self.config.redirectType]
         location = self.location(request)
         request.setResponseCode(code)
@@ -137,8 +142,9 @@ class RedirectTarget:
         return NOT_DONE_YET
 
 
+@implementer(IResource)
 @dataclass(eq=False)
-class PathMapTarget:
+class PathMapTarget(GatewayResource):
     """Choose among path rules (first match wins), else the default."""
 
     rule: str
@@ -156,11 +162,11 @@ class PathMapTarget:
             index = self._index = PathIndex(self.entries)
         return index.lookup(path, self.default)
 
-    def render(self, ctx: "GatewayContext", request: "GatewayRequest") -> Any:
+    def render(self, request: "GatewayRequest") -> Any:
         target = self.resolve(request)
         if target is None:
             return errorPage(request, 400, "Bad Request: the path cannot be decoded")
-        return target.render(ctx, request)
+        return target.render(request)
 
 
 @dataclass(eq=False)
