@@ -52,6 +52,18 @@ from agwtx.ops.systemd import notify
 from agwtx.proxy.client import UpstreamPool
 from agwtx.http.site import GatewaySite
 from agwtx.websocket.bridge import WebSocketBridge
+from agwtx.config.certificates import TlsError
+from agwtx.config.errors import ConfigError
+from agwtx.config.loader import loadConfig
+from agwtx.health.probe import HealthService
+from agwtx.http.proxyprotocol import ProxyProtocolFactory
+from agwtx.ops.accesslog import accessPublisher
+from agwtx.ops.workers import reusePortEndpoint
+from agwtx.ops.workerview import adminService
+from agwtx.routing.rewrite import rewriteCompiler
+from agwtx.runtime.errorpages import ErrorPages
+from agwtx.runtime.requestid import RequestTagger
+from agwtx.tls.gateway import GatewayTls
 
 __all__ = ["GatewayService", "ReloadError", "makeGatewayService"]
 
@@ -155,11 +167,6 @@ class GatewayService(MultiService):
         workerAdmin: bool = False,
         workerView: Any = None,
     ) -> None:
-        from agwtx.ops.accesslog import accessPublisher
-        from agwtx.runtime.errorpages import ErrorPages
-        from agwtx.runtime.requestid import RequestTagger
-        from agwtx.tls.gateway import GatewayTls
-
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -208,7 +215,6 @@ class GatewayService(MultiService):
             listener.setServiceParent(self)
             self.ports[name] = _Port(listener, stack)
         # Health probes and the admin endpoint.
-        from agwtx.health.probe import HealthService
 
         self.health = HealthService(
             self.ctx,
@@ -218,8 +224,6 @@ class GatewayService(MultiService):
         )
         self.health.setServiceParent(self)
         if config.gateway.admin and serveAdmin:
-            from agwtx.ops.workerview import adminService
-
             adminService(self.ctx, config, reactor).setServiceParent(self)
 
     def _affinityCodec(self, config: GatewayConfig) -> AffinityCodec:
@@ -254,7 +258,6 @@ class GatewayService(MultiService):
 
         @raise agwtx.config.ConfigError: a plugin rule cannot be configured.
         """
-        from agwtx.routing.rewrite import rewriteCompiler
 
         pools: dict[tuple[str, str], PoolState] = {}
         replaced: list[tuple[PoolState, PoolState]] = []
@@ -285,8 +288,6 @@ class GatewayService(MultiService):
         tlsFactory = outer if outer is not site else None
         proxyFactory = None
         if fp.proxyProtocol:
-            from agwtx.http.proxyprotocol import ProxyProtocolFactory
-
             outer = proxyFactory = ProxyProtocolFactory(
                 outer, fp.proxyProtocolSources, self.reactor, lambda: site.headerTimeout, name
             )
@@ -296,8 +297,6 @@ class GatewayService(MultiService):
         fp = config.frontendPorts[name]
         description = withBacklog(fp.endpoint)
         if self.reusePort:
-            from agwtx.ops.workers import reusePortEndpoint
-
             endpoint = reusePortEndpoint(self.reactor, description)
         else:
             endpoint = serverEndpoint(self.reactor, description, f"frontendPort:{name}")
@@ -411,9 +410,6 @@ class GatewayService(MultiService):
         return errors
 
     def _reloadFile(self) -> list[str]:
-        from agwtx.config.errors import ConfigError
-        from agwtx.config.loader import loadConfig
-
         try:
             new = loadConfig(self.config.path)
         except ConfigError as e:
@@ -464,13 +460,6 @@ class GatewayService(MultiService):
 
         @raise ReloadError: naming the certificate, plugin rule or file.
         """
-        from agwtx.ops.accesslog import accessPublisher
-        from agwtx.config.errors import ConfigError
-        from agwtx.runtime.errorpages import ErrorPages
-        from agwtx.runtime.requestid import RequestTagger
-        from agwtx.config.certificates import TlsError
-        from agwtx.tls.gateway import GatewayTls
-
         # The loader checked the certificate files; they are read again here
         # to be used, and may have changed in between.
         try:

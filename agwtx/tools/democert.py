@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agwtx.config.model import SslCertificate
+from agwtx.config.certificates import TlsError, loadCertificate
 
 __all__ = ["CERT_FILE", "KEY_FILE", "ensureDemoCertificate", "subjectAltName"]
 
@@ -43,7 +44,6 @@ def subjectAltName(names: Iterable[str]) -> x509.SubjectAlternativeName:
 
 def _usable(certPath: Path, keyPath: Path, now: datetime.datetime) -> bool:
     """An existing pair that loads as a listener certificate would and is valid for another week."""
-    from agwtx.config.certificates import TlsError, loadCertificate
 
     try:
         loadCertificate(SslCertificate("demo", str(certPath), str(keyPath)), now + RENEW_BEFORE)

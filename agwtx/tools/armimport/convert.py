@@ -66,6 +66,7 @@ from agwtx.tools.armimport.sections import (
     _variableProblem,
 )
 from agwtx.tools.armimport.read import ArmImportError, FoundGateway, _get, _isEmpty, _View, findGateways
+from agwtx.config.sslpolicy import PREDEFINED
 
 DEFAULT_TLS_DIR = "/etc/agw/tls"
 ERROR_PAGES_DIR = "/etc/agw/errorpages"
@@ -478,7 +479,6 @@ class _Converter:
                     f"{label}disabledSslProtocols = {_brief(disabled)}: written as a Custom policy "
                     "with AppGwSslPolicy20150501's cipher suites"
                 )
-                from agwtx.config.sslpolicy import PREDEFINED
 
                 kind, low = "Custom", enabled[0]
                 suites = list(PREDEFINED["AppGwSslPolicy20150501"][2])
