@@ -1,7 +1,10 @@
 """
-The front of a listener: twisted.web's HTTP/1.1 server (parsing, limits,
-pipelining, request-smuggling defences) with a request class that routes
-instead of traversing a resource tree.
+The site of a frontend port: twisted.web's HTTP/1.1 server (parsing, limits,
+pipelining, request-smuggling defences) whose C{getResourceFor} routes
+instead of traversing one resource tree: the port's routing table picks the
+rule, and the rule's target, a twisted.web resource, renders the request
+(L{agwtx.routing.resource}).  The request and the channel are in
+L{agwtx.http.request} and L{agwtx.http.channel}.
 """
 
 from __future__ import annotations
