@@ -39,9 +39,11 @@ deploy-check: setup
 	(umask 077 && openssl rand -hex 32 >"$$tmp/admin.token") && \
 	"$$tmp/venv/bin/twistd" agw --config "$$tmp/gw.ini" --check
 
+# lint-imports checks the layer contracts in .importlinter (docs/development.rst).
 lint: setup
 	$(VENV)/bin/ruff check agwtx twisted tests bench conformance
 	$(VENV)/bin/ruff format --check agwtx twisted tests bench conformance
+	$(VENV)/bin/lint-imports
 
 # -ra: the summary says why each test was skipped (CI=true turns the
 # status page's missing-Chromium skip into a failure).
@@ -55,8 +57,8 @@ fuzz: setup
 
 # PyPy: Debian's pypy3 (PyPy 7.3.11, Python 3.9) gives the same gateway two to
 # three times CPython's HTTP throughput (2.2 and 2.8 times in two runs of
-# `.venv/bin/python bench/http_bench.py --duration 10` on 2026-12-03: README,
-# Performance). The venv is
+# `.venv/bin/python bench/http_bench.py --duration 10` on 2026-12-03:
+# docs/performance.rst). The venv is
 # .venv-pypy; pypy3 and pypy3-venv are installed from Debian's packages when
 # missing (this needs root, as .ci/run has). --only-binary: cryptography's
 # newest release with a PyPy 3.9 wheel (43.0.3) is taken instead of building a
@@ -84,7 +86,7 @@ test-pypy: setup-pypy
 	$(PYPY_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider $(PYTEST_ARGS)
 
 # The conformance run with the gateway and echo backend on PyPy, without the
-# permessage-deflate groups 12 and 13 (not negotiated there: README, PyPy).
+# permessage-deflate groups 12 and 13 (not negotiated there: docs/pypy.rst).
 conformance-pypy: setup-pypy
 	bash conformance/setup-wstest.sh >/dev/null
 	$(PYPY_VENV)/bin/python conformance/run_autobahn.py --cases '1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*'

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
-    from agwtx.affinity import AffinityCodec
+    from agwtx.proxy.affinity import AffinityCodec
 
 __all__ = [
     "BackendRef",
@@ -54,6 +54,8 @@ __all__ = [
     "Decision",
     "IRoutingPlugin",
     "PluginConfigError",
+    "boolOption",
+    "checkOptionKeys",
     "PluginRuleConfig",
     "RedirectRef",
     "RoutingRequest",
@@ -250,7 +252,52 @@ class IRoutingPlugin(Interface):
         Choose the target for one request.
 
         @return: a target from C{candidates} (C{candidates.backend(...)},
-            C{candidates.redirect(...)}, C{candidates.fallback}), a
-            L{Decision}, or None for the rule's fallback (a 404 when the
-            rule has none).  Anything else is treated as a plugin failure.
+            C{candidates.redirect(...)}, C{candidates.fallback}), any
+            twisted.web resource (L{twisted.web.resource.IResource}: a
+            C{static.File}, a C{Resource} subclass, a Klein app's resource;
+            traversed from the request's path and rendered as twisted.web
+            does), a L{Decision} holding either, or None for the rule's
+            fallback (a 404 when the rule has none).  Anything else is
+            treated as a plugin failure.
         """
+
+
+# -- helpers for IRoutingPlugin.configure --------------------------------------
+
+
+def checkOptionKeys(
+    options: Mapping[str, str], required: Sequence[str] = (), optional: Sequence[str] = ()
+) -> None:
+    """
+    A helper for L{IRoutingPlugin.configure}: unknown keys and missing
+    required ones raise L{PluginConfigError}.
+    """
+    allowed = {k.lower(): k for k in (*required, *optional)}
+    for key in options:
+        if key.lower() not in allowed:
+            expected = ", ".join(f"plugin.{k}" for k in (*required, *optional)) or "none"
+            raise PluginConfigError(key, f"unknown option; expected one of: {expected}")
+    given = {k.lower() for k, v in options.items() if v.strip()}
+    for key in required:
+        if key.lower() not in given:
+            raise PluginConfigError(key, "required option is missing")
+
+
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def boolOption(options: Mapping[str, str], key: str, default: bool) -> bool:
+    """
+    A helper for L{IRoutingPlugin.configure}: the boolean option C{key}
+    (C{true}/C{false}, C{yes}/C{no}, C{1}/C{0}), or C{default} when it is
+    absent or empty.
+
+    @raise PluginConfigError: for any other value.
+    """
+    text = (options.get(key) or "").strip()
+    if not text:
+        return default
+    value = _BOOLS.get(text.lower())
+    if value is None:
+        raise PluginConfigError(key, f"expected true or false, got {text!r}")
+    return value

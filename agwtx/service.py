@@ -11,7 +11,7 @@ to in one synchronous step (L{GatewayService._commit}).  Any failure before
 that step is logged and answered error by error and changes nothing.  The
 switch: each port's Site gets its new routing table in one assignment (a
 port whose endpoint stays is never re-bound: a TLS or PROXY protocol change
-swaps its protocol stack, L{agwtx.listening}), listeners are added or removed as needed,
+swaps its protocol stack, L{agwtx.ops.listening}), listeners are added or removed as needed,
 unchanged (pool, settings) pairs keep their state, changed ones take over
 the members that stay (the same objects, health included), and removed
 members drain: no new requests (affinity-pinned clients excepted, as in
@@ -40,17 +40,30 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
-from agwtx.affinity import AffinityCodec
+from agwtx.proxy.affinity import AffinityCodec
 from agwtx.compat.twistedprivate import clearExitSignal
-from agwtx.listening import BindError, PortFactory, PortListener
-from agwtx.model import GatewayConfig
-from agwtx.pool import Member, PoolState
-from agwtx.routing import GatewayContext, PortRouter, buildRouters
-from agwtx.startup import StartupError, reason, serverEndpoint
-from agwtx.systemd import notify
-from agwtx.upstream import UpstreamPool
-from agwtx.web import GatewaySite
-from agwtx.websocket import WebSocketBridge
+from agwtx.ops.listening import BindError, PortFactory, PortListener
+from agwtx.config.model import GatewayConfig
+from agwtx.proxy.pool import Member, PoolState
+from agwtx.context import GatewayContext
+from agwtx.routing.router import PortRouter, buildRouters
+from agwtx.ops.startup import StartupError, reason, serverEndpoint
+from agwtx.ops.systemd import notify
+from agwtx.proxy.client import UpstreamPool
+from agwtx.http.site import GatewaySite
+from agwtx.websocket.bridge import WebSocketBridge
+from agwtx.config.certificates import TlsError
+from agwtx.config.errors import ConfigError
+from agwtx.config.loader import loadConfig
+from agwtx.health.probe import HealthService
+from agwtx.http.proxyprotocol import ProxyProtocolFactory
+from agwtx.ops.accesslog import accessPublisher
+from agwtx.ops.workers import reusePortEndpoint
+from agwtx.ops.workerview import adminService
+from agwtx.routing.rewrite import rewriteCompiler
+from agwtx.runtime.errorpages import ErrorPages
+from agwtx.runtime.requestid import RequestTagger
+from agwtx.tls.gateway import GatewayTls
 
 __all__ = ["GatewayService", "ReloadError", "makeGatewayService"]
 
@@ -154,11 +167,6 @@ class GatewayService(MultiService):
         workerAdmin: bool = False,
         workerView: Any = None,
     ) -> None:
-        from agwtx.accesslog import accessPublisher
-        from agwtx.errorpages import ErrorPages
-        from agwtx.requestid import RequestTagger
-        from agwtx.tls import GatewayTls
-
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -207,7 +215,6 @@ class GatewayService(MultiService):
             listener.setServiceParent(self)
             self.ports[name] = _Port(listener, stack)
         # Health probes and the admin endpoint.
-        from agwtx.health import HealthService
 
         self.health = HealthService(
             self.ctx,
@@ -217,8 +224,6 @@ class GatewayService(MultiService):
         )
         self.health.setServiceParent(self)
         if config.gateway.admin and serveAdmin:
-            from agwtx.workerview import adminService
-
             adminService(self.ctx, config, reactor).setServiceParent(self)
 
     def _affinityCodec(self, config: GatewayConfig) -> AffinityCodec:
@@ -253,7 +258,6 @@ class GatewayService(MultiService):
 
         @raise agwtx.config.ConfigError: a plugin rule cannot be configured.
         """
-        from agwtx.rewrite import rewriteCompiler
 
         pools: dict[tuple[str, str], PoolState] = {}
         replaced: list[tuple[PoolState, PoolState]] = []
@@ -284,8 +288,6 @@ class GatewayService(MultiService):
         tlsFactory = outer if outer is not site else None
         proxyFactory = None
         if fp.proxyProtocol:
-            from agwtx.proxyprotocol import ProxyProtocolFactory
-
             outer = proxyFactory = ProxyProtocolFactory(
                 outer, fp.proxyProtocolSources, self.reactor, lambda: site.headerTimeout, name
             )
@@ -295,8 +297,6 @@ class GatewayService(MultiService):
         fp = config.frontendPorts[name]
         description = withBacklog(fp.endpoint)
         if self.reusePort:
-            from agwtx.workers import reusePortEndpoint
-
             endpoint = reusePortEndpoint(self.reactor, description)
         else:
             endpoint = serverEndpoint(self.reactor, description, f"frontendPort:{name}")
@@ -410,8 +410,6 @@ class GatewayService(MultiService):
         return errors
 
     def _reloadFile(self) -> list[str]:
-        from agwtx.config import ConfigError, loadConfig
-
         try:
             new = loadConfig(self.config.path)
         except ConfigError as e:
@@ -462,12 +460,6 @@ class GatewayService(MultiService):
 
         @raise ReloadError: naming the certificate, plugin rule or file.
         """
-        from agwtx.accesslog import accessPublisher
-        from agwtx.config import ConfigError
-        from agwtx.errorpages import ErrorPages
-        from agwtx.requestid import RequestTagger
-        from agwtx.tls import GatewayTls, TlsError
-
         # The loader checked the certificate files; they are read again here
         # to be used, and may have changed in between.
         try:

@@ -15,9 +15,10 @@ from typing import Any, NoReturn
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from agwtx.config import ConfigError, loadConfig, summarize
-from agwtx.plugin import checkPlugins
-from agwtx.model import GatewayConfig
+from agwtx.config.errors import ConfigError
+from agwtx.config.loader import loadConfig, summarize
+from agwtx.routing.plugin import checkPlugins
+from agwtx.config.model import GatewayConfig
 
 __all__ = ["Options", "makeService"]
 
@@ -49,7 +50,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self["demo"]:
             # The demo config's HTTPS listener uses a self-signed certificate made on first run.
-            from agwtx.democert import ensureDemoCertificate
+            from agwtx.tools.democert import ensureDemoCertificate
 
             certDir = os.path.join(os.path.dirname(os.path.abspath(self["config"])), "demo-tls")
             try:
@@ -73,12 +74,12 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    from agwtx.workers import SECRET_ENV, WorkerSupervisor
-    from agwtx.workerview import WORKER_ADMIN_ENV
+    from agwtx.ops.workers import SECRET_ENV, WorkerSupervisor
+    from agwtx.ops.workerview import WORKER_ADMIN_ENV
 
-    from agwtx.gctune import tuneGarbageCollector
-    from agwtx.reactorpoll import installLeanPoll
-    from agwtx.startup import installExceptHook
+    from agwtx.ops.gctune import tuneGarbageCollector
+    from agwtx.ops.reactorpoll import installLeanPoll
+    from agwtx.ops.startup import installExceptHook
 
     installExceptHook()
     installLeanPoll(reactor)
@@ -101,7 +102,7 @@ def makeService(options: Options) -> IService:
         )
         if private:
             # The supervisor's admin endpoint asks this one for the worker's figures.
-            from agwtx.workerview import adminService
+            from agwtx.ops.workerview import adminService
 
             admin = adminService(gateway.ctx, config, reactor, endpoint=f"unix:{private}:mode=600")
             admin.setServiceParent(gateway)
@@ -120,7 +121,7 @@ def makeService(options: Options) -> IService:
             secret,
             config.gateway.lameDuckPeriod + config.gateway.shutdownGracePeriod,
         )
-        from agwtx.workerview import WorkerView
+        from agwtx.ops.workerview import WorkerView
 
         workerView = WorkerView(reactor, supervisor.adminSockets)
     gateway = _gatewayService(
@@ -135,14 +136,14 @@ def makeService(options: Options) -> IService:
         supervisor.setServiceParent(top)
     _reloadOnSighup(reactor, gateway, supervisor)
     _reopenOnSigusr1(reactor, gateway, supervisor)
-    from agwtx.watch import ConfigWatcher
+    from agwtx.ops.watch import ConfigWatcher
 
     # [gateway] watchConfig, looked up at each tick (a reload may turn it on or off).
     watcher = ConfigWatcher(reactor, lambda: gateway.config, gateway.reload)
     watcher.setServiceParent(gateway)
     if not options["demo"] and supervisor is None:
         return gateway
-    from agwtx.demo import demoService
+    from agwtx.tools.demo import demoService
 
     if options["demo"]:
         for i, description in enumerate(DEMO_BACKENDS):
@@ -159,8 +160,8 @@ def _gatewayService(options: Options, reactor: Any, **kw: Any) -> Any:
     error (still before twistd daemonises), not as a traceback.
     """
     from agwtx.service import makeGatewayService
-    from agwtx.startup import StartupError
-    from agwtx.tls import TlsError
+    from agwtx.ops.startup import StartupError
+    from agwtx.config.certificates import TlsError
 
     try:
         return makeGatewayService(options.gatewayConfig, reactor, **kw)

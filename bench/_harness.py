@@ -728,7 +728,7 @@ class TlsFiles:
 def make_tls_files(directory: Path, timeout: float = 30.0) -> TlsFiles:
     """A self-signed certificate for 127.0.0.1 / localhost in ``directory``.
 
-    Made with ``agwtx.democert.ensureDemoCertificate`` (EC P-256, the
+    Made with ``agwtx.tools.democert.ensureDemoCertificate`` (EC P-256, the
     ``cryptography`` package) when agw is importable (the repo root is added
     to sys.path), else with ``openssl req`` (also EC P-256, same names).
     """
@@ -737,12 +737,12 @@ def make_tls_files(directory: Path, timeout: float = 30.0) -> TlsFiles:
     if root not in sys.path:
         sys.path.append(root)
     try:
-        from agwtx.democert import ensureDemoCertificate
+        from agwtx.tools.democert import ensureDemoCertificate
     except ImportError as exc:
-        reason = f"agwtx.democert not importable ({exc})"
+        reason = f"agwtx.tools.democert not importable ({exc})"
     else:
         cert, key = ensureDemoCertificate(directory)
-        return TlsFiles(Path(cert), Path(key), "agwtx.democert (EC P-256)")
+        return TlsFiles(Path(cert), Path(key), "agwtx.tools.democert (EC P-256)")
     openssl = find_executable("openssl", ["/usr/bin/openssl"])
     if openssl is None:
         raise HarnessError(f"cannot make a certificate: {reason}, and no openssl found")

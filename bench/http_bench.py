@@ -37,7 +37,7 @@ compiling agw's hot path for the first seconds) against the same target:
     by ``make setup-pypy`` from Debian's ``pypy3``), with the environment
     that ``make run-pypy`` and ``etc/agw.service`` give it:
     ``PYPY_GC_NURSERY=32MB`` (``--pypy-gc-nursery``; ``default`` leaves
-    PyPy's own, half the L2 cache; README, PyPy, for what that buys and
+    PyPy's own, half the L2 cache; docs/pypy.rst, for what that buys and
     costs). Without that twistd the row fails with a hint and the other
     rows still run.
 ``nginx-tls``
@@ -56,7 +56,7 @@ connections) and its p50 is the latency it adds rather than queueing;
 wrk's latency excludes the wait. ``--paced-delay 0`` skips it.
 
 The two TLS rows share one self-signed EC P-256 certificate for 127.0.0.1
-made at run time in the temp dir (``agwtx.democert``; ``openssl req`` when
+made at run time in the temp dir (``agwtx.tools.democert``; ``openssl req`` when
 agw is not importable). Each is measured twice, for ``--duration`` each:
 
 1. keep-alive: ``wrk`` on ``https://`` with the same connections as the

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet.address import IPv4Address
 from twisted.web.http_headers import Headers
 
-from agwtx.model import (
+from agwtx.config.model import (
     BackendAddress,
     BackendAddressPool,
     BackendHttpSettings,
@@ -64,9 +64,9 @@ from agwtx.model import (
     RewriteRuleSet,
     UrlPathMap,
 )
-from agwtx.rewrite import compileRewriteSet
-from agwtx.routing import buildRouters
-from agwtx.web import GatewaySite
+from agwtx.routing.rewrite import compileRewriteSet
+from agwtx.routing.router import buildRouters
+from agwtx.http.site import GatewaySite
 
 GOAL_US = 50.0
 

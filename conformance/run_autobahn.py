@@ -5,7 +5,7 @@ and through the gateway, and compare the two.
 Modes (both by default, with the same case list):
 
   direct  wstest's fuzzingclient against the echo backend
-          (``python -m agwtx.demo``) at ws://127.0.0.1:BACKEND_PORT/
+          (``python -m agwtx.tools.demo``) at ws://127.0.0.1:BACKEND_PORT/
   agw     the same, through the gateway (``twistd -n agw --config ...``)
           at ws://127.0.0.1:AGW_PORT/, which proxies to that backend
 
@@ -442,7 +442,7 @@ def run(opts: Options, died: list[str]) -> dict[str, dict[str, CaseResult]]:
             [
                 opts.python,
                 "-m",
-                "agwtx.demo",
+                "agwtx.tools.demo",
                 "--listen",
                 f"tcp:{backend_port}:interface=127.0.0.1",
             ],
@@ -520,7 +520,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument(
         "--python",
         default=sys.executable,
-        help="Python 3 with agw installed; runs agwtx.demo, and its twistd runs the "
+        help="Python 3 with agw installed; runs agwtx.tools.demo, and its twistd runs the "
         "gateway (default: this interpreter)",
     )
     p.add_argument(

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from agwtx.democert import subjectAltName
+from agwtx.tools.democert import subjectAltName
 
 ONE_DAY = datetime.timedelta(days=1)
 

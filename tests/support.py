@@ -119,7 +119,15 @@ class Proc:
 def startBackend(tmp: Path, name: str = "b1", port: int | None = None) -> tuple[Proc, int]:
     port = port or freePort()
     proc = Proc(
-        [sys.executable, "-m", "agwtx.demo", "--listen", f"tcp:{port}:interface=127.0.0.1", "--name", name],
+        [
+            sys.executable,
+            "-m",
+            "agwtx.tools.demo",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--name",
+            name,
+        ],
         tmp / f"backend-{name}-{port}.log",
     )
     waitForPort(port, proc.proc)

@@ -10,7 +10,7 @@ from pathlib import Path
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 
-from agwtx.accesslog import AccessLogWriter, accessPublisher, formatAccessLine
+from agwtx.ops.accesslog import AccessLogWriter, accessPublisher, formatAccessLine
 from tests.support import basicIni, freePort, startBackend, startGateway
 
 EVENT = {

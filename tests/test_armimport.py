@@ -1,5 +1,5 @@
 """
-Tests for L{agwtx.armimport}: Azure Application Gateway definitions (ARM
+Tests for L{agwtx.tools.armimport}: Azure Application Gateway definitions (ARM
 templates, C{az network application-gateway show} JSON) to agw INI.
 
 The inputs live in C{tests/data/arm}:
@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from agwtx.armimport import ArmEvaluator, ArmImportError, convert, findGateways, loadJson, main
-from agwtx.config import loadConfig
-from agwtx.model import GatewayConfig
+from agwtx.tools.armimport import ArmEvaluator, ArmImportError, convert, findGateways, loadJson, main
+from agwtx.config.loader import loadConfig
+from agwtx.config.model import GatewayConfig
 from tests.certs import CA, certPem, keyPem, selfSigned
 
 DATA = Path(__file__).resolve().parent / "data" / "arm"
@@ -376,9 +376,9 @@ def test_fullCertificates(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def runImport(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    """C{python -m agwtx.armimport ARGS} in its own process (the real command)."""
+    """C{python -m agwtx.tools.armimport ARGS} in its own process (the real command)."""
     return subprocess.run(
-        [sys.executable, "-m", "agwtx.armimport", *args],
+        [sys.executable, "-m", "agwtx.tools.armimport", *args],
         capture_output=True,
         text=True,
         timeout=60,

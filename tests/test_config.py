@@ -1,5 +1,5 @@
 """
-Tests for L{agwtx.config}: value parsers, every class of mistake with its
+Tests for L{agwtx.config.loader}: value parsers, every class of mistake with its
 exact message, and whole configurations that must load.
 """
 
@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from agwtx.config import (
-    ConfigError,
+from agwtx.config.errors import ConfigError, InvalidValue
+from agwtx.config.loader import loadConfig, summarize
+from agwtx.config.values import (
     EndpointInfo,
-    InvalidValue,
-    loadConfig,
     parseBackendAddress,
     parseBackendAddresses,
     parseBool,
@@ -34,9 +33,8 @@ from agwtx.config import (
     parseRewriteValue,
     parseStatusRanges,
     parseUrlPathPattern,
-    summarize,
 )
-from agwtx.model import (
+from agwtx.config.model import (
     BackendAddress,
     GatewayConfig,
     PathRule,

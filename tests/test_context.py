@@ -12,14 +12,14 @@ from pathlib import Path
 
 from twisted.internet.testing import MemoryReactorClock
 
-from agwtx.accesslog import AccessEvents
-from agwtx.affinity import AffinityCodec
-from agwtx.config import loadConfig
-from agwtx.errorpages import ErrorPages
-from agwtx.requestid import RequestTagger
-from agwtx.routing import GatewayContext, OpenWebSockets
+from agwtx.ops.accesslog import AccessEvents
+from agwtx.proxy.affinity import AffinityCodec
+from agwtx.config.loader import loadConfig
+from agwtx.runtime.errorpages import ErrorPages
+from agwtx.runtime.requestid import RequestTagger
+from agwtx.context import GatewayContext, OpenWebSockets
 from agwtx.service import GatewayService
-from agwtx.websocket import WebSocketBridge
+from agwtx.websocket.bridge import WebSocketBridge
 from tests.support import basicIni
 
 ROOT = Path(__file__).resolve().parent.parent / "agwtx"

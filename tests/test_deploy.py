@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agwtx.config import loadConfig
+from agwtx.config.loader import loadConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from agwtx.config import _KEYS, _PATTERN_KEYS
+from agwtx.config.keys import _KEYS, _PATTERN_KEYS
 from tests.support import ROOT
 
 DOC = ROOT / "docs" / "configuration.rst"
@@ -55,7 +55,7 @@ def test_every_key_of_the_loader_is_documented() -> None:
 def test_every_documented_key_exists() -> None:
     extra = [
         f"docs/configuration.rst documents {key!r} under {sectionTitle(kind)}, "
-        "which agwtx/config.py (_KEYS, _PATTERN_KEYS) does not have"
+        "which agwtx/config/keys.py (_KEYS, _PATTERN_KEYS) does not have"
         for kind, keys in documentedKeys().items()
         for key in keys
         if key not in (*_KEYS.get(kind, ()), *_PATTERN_KEYS.get(kind, ()))

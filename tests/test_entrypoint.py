@@ -13,8 +13,8 @@ from twisted.application.service import IServiceMaker
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface.verify import verifyObject
 
-from agwtx.config import loadConfig
-from agwtx.democert import ensureDemoCertificate
+from agwtx.config.loader import loadConfig
+from agwtx.tools.democert import ensureDemoCertificate
 from tests.support import ROOT, TWISTD, basicIni, freePort
 
 

@@ -171,7 +171,7 @@ def test_watch_config_follows_the_kubernetes_symlink_swap_and_ignores_invalid_fi
 
 
 def test_watch_config_watches_every_file_the_config_reads() -> None:
-    from agwtx.model import (
+    from agwtx.config.model import (
         CustomErrorPage,
         GatewayConfig,
         GatewaySettings,
@@ -180,7 +180,7 @@ def test_watch_config_watches_every_file_the_config_reads() -> None:
         TrustedClientCertificate,
         TrustedRootCertificate,
     )
-    from agwtx.watch import watchedFiles
+    from agwtx.ops.watch import watchedFiles
 
     config = GatewayConfig(
         path="/etc/agw/gw.ini",

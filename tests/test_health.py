@@ -31,9 +31,9 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, S
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
-from agwtx.admin import adminResource, backendHealth, isoTime
-from agwtx.affinity import AffinityCodec
-from agwtx.health import (
+from agwtx.ops.admin import adminResource, backendHealth, isoTime
+from agwtx.proxy.affinity import AffinityCodec
+from agwtx.health.probe import (
     MAX_PROBE_BODY,
     HealthService,
     HttpProber,
@@ -42,9 +42,9 @@ from agwtx.health import (
     ProbeSkipped,
     probeRequestFor,
 )
-from agwtx.healthcli import COLUMNS, formatTable
-from agwtx.healthcli import main as healthMain
-from agwtx.model import (
+from agwtx.tools.healthcli import COLUMNS, formatTable
+from agwtx.tools.healthcli import main as healthMain
+from agwtx.config.model import (
     DEFAULT_PROBE,
     BackendAddress,
     BackendAddressPool,
@@ -52,8 +52,8 @@ from agwtx.model import (
     GatewayConfig,
     Probe,
 )
-from agwtx.pool import HEALTHY, UNHEALTHY, UNKNOWN, PoolState
-from agwtx.routing import GatewayContext
+from agwtx.proxy.pool import HEALTHY, UNHEALTHY, UNKNOWN, PoolState
+from agwtx.context import GatewayContext
 from tests.support import ROOT, Proc, basicIni, freePort, startBackend, startGateway, stubResult, waitForPort
 
 # -- deterministic: fixtures ----------------------------------------------------------
@@ -996,7 +996,7 @@ def test_cliAgainstRunningGateway(tmp_path: Path, procs: list[Any]) -> None:
 
     def agwHealth(adminPort: int) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "agwtx.healthcli", "--admin", f"http://127.0.0.1:{adminPort}"],
+            [sys.executable, "-m", "agwtx.tools.healthcli", "--admin", f"http://127.0.0.1:{adminPort}"],
             cwd=str(ROOT),
             check=False,
             capture_output=True,

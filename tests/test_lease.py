@@ -1,5 +1,5 @@
 """
-The backend lease (L{agwtx.pool.Lease}) is the one place that counts a
+The backend lease (L{agwtx.proxy.pool.Lease}) is the one place that counts a
 request or WebSocket in flight on a member, for the proxy and the WebSocket
 bridge alike.  This drives a failure at every step through the real twistd
 gateway -- connect refused (with failover), reset before the response,

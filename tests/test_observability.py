@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from twisted.web.http_headers import Headers
 
-from agwtx.accesslog import accessRecord, formatAccessJson
-from agwtx.errorpages import ErrorPages, prefersJson
-from agwtx.model import CustomErrorPage, GatewayConfig, GatewaySettings, HttpListener
-from agwtx.requestid import RequestTagger, parseTraceparent
+from agwtx.ops.accesslog import accessRecord, formatAccessJson
+from agwtx.runtime.errorpages import ErrorPages, prefersJson
+from agwtx.config.model import CustomErrorPage, GatewayConfig, GatewaySettings, HttpListener
+from agwtx.runtime.requestid import RequestTagger, parseTraceparent
 from tests.certs import selfSigned
 from tests.rawbackend import RawBackend, readHead
 from tests.support import Proc, basicIni, freePort, startGateway, waitFor
@@ -145,7 +145,7 @@ def test_incoming_request_id_trust(settings: GatewaySettings, peer: str, incomin
 
 
 def test_trusted_proxy_id_kept_and_header_name_configurable() -> None:
-    from agwtx.config import parseNetworks
+    from agwtx.config.values import parseNetworks
 
     tagger = RequestTagger(
         GatewaySettings(trustedProxies=parseNetworks("10.0.0.0/8"), requestIdHeader="X-Correlation-ID")

@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.internet.defer import succeed
 from twisted.internet.testing import MemoryReactorClock
 
-from agwtx.ocsp import OcspChecker, judge, responderUrl
+from agwtx.tls.ocsp import OcspChecker, judge, responderUrl
 from tests.certs import CA
 
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)

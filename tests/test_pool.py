@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from agwtx.model import BackendAddress, BackendAddressPool, BackendHttpSettings
-from agwtx.pool import UNHEALTHY, Lease, Member, PoolState
+from agwtx.config.model import BackendAddress, BackendAddressPool, BackendHttpSettings
+from agwtx.proxy.pool import UNHEALTHY, Lease, Member, PoolState
 
 
 def poolState(n: int = 1, cap: int = 2, queue: int = 2, timeout: float = 5.0) -> PoolState:
@@ -176,14 +176,14 @@ def test_frontend_ports_listen_with_a_backlog_for_thousands_of_clients(
 
 def test_the_gateway_process_collects_young_garbage_rarely() -> None:
     """
-    makeService's collector settings (agwtx.gctune): with thousands of
+    makeService's collector settings (agwtx.ops.gctune): with thousands of
     requests in flight the default threshold made full collections take a
     quarter of the gateway's CPU time.
     """
     import gc
     import platform
 
-    from agwtx.gctune import YOUNG_THRESHOLD, tuneGarbageCollector
+    from agwtx.ops.gctune import YOUNG_THRESHOLD, tuneGarbageCollector
 
     if platform.python_implementation() != "CPython":
         assert not tuneGarbageCollector()  # PyPy's collector is left alone

@@ -737,11 +737,11 @@ def test_refused_connects_leave_no_request_counted_in_flight(
     from twisted.internet.task import Clock
     from twisted.web.test.requesthelper import DummyRequest
 
-    from agwtx.affinity import AffinityCodec
-    from agwtx.model import BackendAddress, BackendAddressPool, BackendHttpSettings
-    from agwtx.pool import PoolState
-    from agwtx.proxy import proxy
-    from agwtx.routing import GatewayContext
+    from agwtx.proxy.affinity import AffinityCodec
+    from agwtx.config.model import BackendAddress, BackendAddressPool, BackendHttpSettings
+    from agwtx.proxy.pool import PoolState
+    from agwtx.proxy.reverse import proxy
+    from agwtx.context import GatewayContext
 
     upstream = _RefusingUpstream()
     ctx = GatewayContext(Clock(), upstream, AffinityCodec(b"k" * 32))
@@ -777,7 +777,7 @@ def test_connect_failure_kind_comes_from_the_exception_type() -> None:
     from twisted.internet import error
     from twisted.python.failure import Failure
 
-    from agwtx.proxy import connectFailureKind
+    from agwtx.proxy.reverse import connectFailureKind
 
     assert connectFailureKind(Failure(error.ConnectionRefusedError("any text"))) == "refused"
     assert connectFailureKind(Failure(error.TimeoutError("connection refused? no: a timeout"))) == "connect"

@@ -17,10 +17,10 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.web.http_headers import Headers
 
-from agwtx.model import GatewaySettings
-from agwtx.config import parseNetworks
-from agwtx.proxyprotocol import ProxyProtocolFactory
-from agwtx.web import clientAddress, forwardedAddress, rightmostUntrusted
+from agwtx.config.model import GatewaySettings
+from agwtx.config.values import parseNetworks
+from agwtx.http.proxyprotocol import ProxyProtocolFactory
+from agwtx.http.forwarded import clientAddress, forwardedAddress, rightmostUntrusted
 from tests.certs import selfSigned
 from tests.support import Proc, freePort, startBackend, startGateway, waitFor
 

@@ -1,5 +1,5 @@
 """
-The lean epoll loop (agwtx.reactorpoll) on a private EPollReactor, with real
+The lean epoll loop (agwtx.ops.reactorpoll) on a private EPollReactor, with real
 TCP sockets on loopback: small writes are sent without registering for
 EPOLLOUT, large ones fall back to epoll and flow control, close-after-write
 delivers everything, and an exception in a protocol drops that connection
@@ -15,7 +15,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.selectreactor import SelectReactor
 from twisted.python import log
 
-from agwtx.reactorpoll import installLeanPoll
+from agwtx.ops.reactorpoll import installLeanPoll
 
 epollreactor = pytest.importorskip("twisted.internet.epollreactor")
 

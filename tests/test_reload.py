@@ -478,7 +478,7 @@ def test_drain_follows_the_member_across_reloads(tmp_path: Path) -> None:
     """
     from twisted.internet.testing import MemoryReactorClock
 
-    from agwtx.config import loadConfig
+    from agwtx.config.loader import loadConfig
     from agwtx.service import GatewayService
 
     cfg = tmp_path / "gw.ini"

@@ -23,9 +23,10 @@ from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 import agwtx.plugins
-from agwtx import plugin as pluginModule
-from agwtx.affinity import AffinityCodec
-from agwtx.config import ConfigError, loadConfig
+from agwtx.routing import plugin as pluginModule
+from agwtx.proxy.affinity import AffinityCodec
+from agwtx.config.errors import ConfigError
+from agwtx.config.loader import loadConfig
 from agwtx.interfaces import (
     Candidates,
     Decision,
@@ -34,7 +35,7 @@ from agwtx.interfaces import (
     PluginRuleConfig,
     RoutingRequest,
 )
-from agwtx.model import (
+from agwtx.config.model import (
     BackendAddress,
     BackendAddressPool,
     BackendHttpSettings,
@@ -48,7 +49,7 @@ from agwtx.model import (
     RewriteRuleSet,
     UrlPathMap,
 )
-from agwtx.plugin import (
+from agwtx.routing.plugin import (
     PluginDiscoveryError,
     PluginTarget,
     availablePlugins,
@@ -56,9 +57,9 @@ from agwtx.plugin import (
     findPlugin,
     routingRequest,
 )
-from agwtx.rewrite import compileRewriteSet, rewriteCompiler
-from agwtx.routing import BackendTarget, PathMapTarget, RedirectTarget, buildRouters, hostMatcher
-from agwtx.web import GatewaySite
+from agwtx.routing.rewrite import compileRewriteSet, rewriteCompiler
+from agwtx.routing.router import BackendTarget, PathMapTarget, RedirectTarget, buildRouters, hostMatcher
+from agwtx.http.site import GatewaySite
 from tests.support import TWISTD, Proc, freePort, startBackend, waitForPort
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,7 +279,7 @@ def test_host_routing(sites: dict[str, GatewaySite], port: str, host: bytes | No
     ],
 )
 def test_valid_host(host: bytes, valid: bool) -> None:
-    from agwtx.routing import validHost
+    from agwtx.routing.match import validHost
 
     assert validHost(host) is valid
 
@@ -386,8 +387,8 @@ def test_host_index_agrees_with_trying_each_listener_in_order() -> None:
 
 
 def test_path_index_agrees_with_trying_each_path_rule_in_order() -> None:
-    from agwtx.routeindex import PathIndex
-    from agwtx.routing import normalizePath, pathMatcher
+    from agwtx.routing.index import PathIndex
+    from agwtx.routing.match import normalizePath, pathMatcher
 
     rng = random.Random(11)
     pieces = ["a", "B", "img", "images", "api", "v1", ""]
@@ -408,7 +409,7 @@ def test_path_index_agrees_with_trying_each_path_rule_in_order() -> None:
 
 
 def _slowNormalize(path: bytes) -> str | None:
-    from agwtx.routing import normalizePath
+    from agwtx.routing.match import normalizePath
 
     # with an escape in it (%41 is "A"), a path takes the full decoding route
     decoded = normalizePath(path + b"%41")
@@ -730,6 +731,43 @@ boom = Boom()
 """
 
 
+RESOURCES_PLUGIN = """
+from twisted.plugin import IPlugin
+from twisted.web.resource import Resource
+from twisted.web.static import File
+from zope.interface import implementer
+
+from agwtx.interfaces import IRoutingPlugin, PluginRuleConfig, checkOptionKeys
+
+
+class Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain")
+        return b"hello from a plain Resource, postpath " + b"/".join(request.postpath) + b"\\n"
+
+
+@implementer(IPlugin, IRoutingPlugin)
+class Resources:
+    name = "resources"
+
+    def configure(self, options, section):
+        checkOptionKeys(options, required=("root",))
+        return PluginRuleConfig(options=File(options["root"]))
+
+    def route(self, request, candidates):
+        if request.path.startswith("/static/"):
+            return candidates.options  # a twisted.web.static.File of the root directory
+        if request.path.startswith("/hello/"):
+            return Hello()
+        return None
+
+
+resources = Resources()
+"""
+
+
 def writeDropIn(base: Path, modules: Mapping[str, str]) -> Path:
     """A C{BASE/agwtx/plugins/} drop-in directory (no __init__.py) holding C{modules}."""
     directory = base / "agwtx" / "plugins"
@@ -1047,7 +1085,7 @@ def pluginConfig(
     fallback: bool = True,
     secret: bytes | None = None,
 ) -> GatewayConfig:
-    from agwtx.model import GatewaySettings
+    from agwtx.config.model import GatewaySettings
 
     return GatewayConfig(
         path="plugin.ini",
@@ -1127,7 +1165,7 @@ def test_header_route_to_a_redirect_and_no_fallback_is_404() -> None:
     target = pluginTargetFor(pluginConfig("headerRoute", options, fallback=False))
     assert chosenPool(target, FakeRequest(headers=((b"X-Go", b"AWAY"),))) == "redirect:away"
     request = FakeRequest()
-    target.render(SimpleNamespace(), request)  # type: ignore[arg-type]
+    target.render(request)  # type: ignore[arg-type]
     assert (request.code, b"".join(request.written)) == (
         404,
         b"404 Not Found: the routing plugin chose no target\n",
@@ -1221,7 +1259,7 @@ def test_plugin_failure_is_502_and_logged() -> None:
     try:
         for path in (b"/boom", b"/stray"):
             request = FakeRequest(uri=path)
-            target.render(SimpleNamespace(), request)  # type: ignore[arg-type]
+            target.render(request)  # type: ignore[arg-type]
             assert request.code == 502
             assert b"".join(request.written) == b"502 Bad Gateway: the routing plugin failed\n"
     finally:
@@ -1239,7 +1277,7 @@ def test_plugin_decision_headers_are_sanitised() -> None:
     candidates = Candidates(rule="r", options=None, fallback=fallback, codec=AffinityCodec())
     target = PluginTarget("r", _Raises(), candidates)  # type: ignore[arg-type]
     request = FakeRequest(uri=b"/decision")
-    target.render(SimpleNamespace(), request)  # type: ignore[arg-type]
+    target.render(request)  # type: ignore[arg-type]
     assert request.code == 302
     assert request.responseHeaders.getRawHeaders(b"x-why") == [b"fallback  Injected: 1"]
 
@@ -1248,7 +1286,7 @@ def test_plugin_undecodable_path_is_400_without_asking() -> None:
     candidates = Candidates(rule="r", options=None, codec=AffinityCodec())
     target = PluginTarget("r", _Raises(), candidates)  # type: ignore[arg-type]
     request = FakeRequest(uri=b"/%ff")
-    target.render(SimpleNamespace(), request)  # type: ignore[arg-type]
+    target.render(request)  # type: ignore[arg-type]
     assert request.code == 400
 
 
@@ -1277,7 +1315,7 @@ def test_streamed_uploads_resolve_plugin_and_path_map_targets_early(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """GatewaySite.startStreaming asks the rule's target for the concrete one, headers in hand."""
-    import agwtx.web
+    import agwtx.http.site
 
     started: list[str] = []
 
@@ -1285,7 +1323,7 @@ def test_streamed_uploads_resolve_plugin_and_path_map_targets_early(
         started.append(target.state.name)
         return True
 
-    monkeypatch.setattr(agwtx.web, "startStreaming", startStreaming)  # the proxy's, as web calls it
+    monkeypatch.setattr(agwtx.http.site, "startStreaming", startStreaming)  # the proxy's, as web calls it
     ctx: Any = SimpleNamespace()
     site = GatewaySite(ctx, buildRouters(pluginConfig("headerRoute", CANARY_OPTIONS), {})["fp"], 80)
     canary = FakeRequest(uri=b"/up", method=b"POST", headers=((b"X-Canary", b"1"),))
@@ -1344,6 +1382,10 @@ hostNames = public.test
 [httpListener:boom]
 frontendPort = main
 hostNames = boom.test
+
+[httpListener:res]
+frontendPort = main
+hostNames = res.test
 
 [httpListener:split]
 frontendPort = main
@@ -1436,6 +1478,15 @@ plugin = boom
 backendAddressPool = A
 backendHttpSettings = s
 
+[requestRoutingRule:rRes]
+ruleType = Plugin
+priority = 145
+httpListener = res
+plugin = resources
+plugin.root = {static}
+backendAddressPool = A
+backendHttpSettings = s
+
 [requestRoutingRule:rSplit]
 ruleType = Plugin
 priority = 150
@@ -1506,7 +1557,12 @@ class Gateway:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("routing")
     dropins = tmp / "dropins"
-    writeDropIn(dropins, {"sourcenetwork": docsExample(), "boomplugin": BOOM_PLUGIN})
+    writeDropIn(
+        dropins, {"sourcenetwork": docsExample(), "boomplugin": BOOM_PLUGIN, "resources": RESOURCES_PLUGIN}
+    )
+    static = tmp / "www"
+    (static / "static" / "sub").mkdir(parents=True)
+    (static / "static" / "sub" / "page.html").write_text("<p>maintenance</p>\n")
     a, pa = startBackend(tmp, "A")
     b, pb = startBackend(tmp, "B")
     p1, p2 = freePort(), freePort()
@@ -1514,7 +1570,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     try:
         gw = startGatewayWith(
             tmp,
-            GATEWAY_INI.format(p1=p1, p2=p2, a=pa, b=pb),
+            GATEWAY_INI.format(p1=p1, p2=p2, a=pa, b=pb, static=static),
             p1,
             {"PYTHONPATH": str(dropins)},
         )
@@ -1615,6 +1671,25 @@ def test_gateway_plugin_failure_is_502_and_gateway_lives_on(gateway: Gateway) ->
     out = gateway.proc.output()
     assert "routing plugin boom failed on rule rBoom" in out
     assert "RuntimeError: the plugin blew up" in out
+    assert gateway.proc.proc.poll() is None
+
+
+def test_gateway_serves_any_twisted_web_resource_a_plugin_returns(gateway: Gateway) -> None:
+    """
+    A routing plugin may answer with any IResource: a twisted.web.static.File
+    (traversed from the request's path, as twisted.web does) and a plain
+    Resource subclass are both served through the real gateway; None still
+    means the rule's fallback.
+    """
+    status, headers, body = gateway.request("res.test", "/static/sub/page.html")
+    assert (status, body) == (200, b"<p>maintenance</p>\n")
+    assert headers["content-type"] == ["text/html"]
+    assert gateway.request("res.test", "/static/sub/missing.html")[0] == 404
+    status, headers, body = gateway.request("res.test", "/hello/a/b")
+    assert (status, body) == (200, b"hello from a plain Resource, postpath hello/a/b\n")
+    assert headers["content-type"] == ["text/plain"]
+    status, _, body = gateway.request("res.test", "/other")
+    assert status == 200 and backendOf(body) == "A"
     assert gateway.proc.proc.poll() is None
 
 

@@ -32,9 +32,9 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogPublisher, globalLogPublisher
 
-from agwtx.admin import adminResource
-from agwtx.affinity import AffinityCodec
-from agwtx.model import (
+from agwtx.ops.admin import adminResource
+from agwtx.proxy.affinity import AffinityCodec
+from agwtx.config.model import (
     BackendAddress,
     BackendAddressPool,
     BackendHttpSettings,
@@ -46,9 +46,9 @@ from agwtx.model import (
     RequestRoutingRule,
     UrlPathMap,
 )
-from agwtx.pool import HEALTHY, UNHEALTHY, UNKNOWN, PoolState
-from agwtx.routing import GatewayContext
-from agwtx.statuspage import (
+from agwtx.proxy.pool import HEALTHY, UNHEALTHY, UNKNOWN, PoolState
+from agwtx.context import GatewayContext
+from agwtx.ops.statuspage import (
     CONTENT_SECURITY_POLICY,
     HISTORY,
     HealthHistory,

@@ -36,23 +36,18 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from agwtx.democert import ensureDemoCertificate
-from agwtx.model import (
+from agwtx.tools.democert import ensureDemoCertificate
+from agwtx.config.model import (
     BackendHttpSettings,
     GatewayConfig,
     HttpListener,
     SslCertificate,
     TrustedRootCertificate,
 )
-from agwtx.tls import (
-    GatewayTls,
-    TlsError,
-    TlsHandshakeError,
-    buildServerTls,
-    certificateProblems,
-    loadCertificate,
-    selectCertificate,
-)
+from agwtx.config.certificates import TlsError, certificateProblems, loadCertificate
+from agwtx.tls.backend import TlsHandshakeError
+from agwtx.tls.gateway import GatewayTls
+from agwtx.tls.server import buildServerTls, selectCertificate
 from tests.certs import CA, Issued, selfSigned
 from tests.support import ROOT, TWISTD, Proc, freePort, startBackend, startGateway, waitFor, waitForPort
 
@@ -148,7 +143,7 @@ def startTlsBackend(tmp: Path, name: str, cert: Path, key: Path) -> tuple[Proc, 
     port = freePort()
     description = f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     proc = Proc(
-        [sys.executable, "-m", "agwtx.demo", "--listen", description, "--name", name],
+        [sys.executable, "-m", "agwtx.tools.demo", "--listen", description, "--name", name],
         tmp / f"backend-{name}-{port}.log",
     )
     waitForPort(port, proc.proc)
@@ -744,10 +739,10 @@ def spoilAfterCheck(cert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file is overwritten, and the loader's check is made to see the file as it
     was (a renewal script writing it between the two reads).
     """
-    from agwtx import tls
+    from agwtx.config import loader
 
     cert.write_text("renewal in progress\n")
-    monkeypatch.setattr(tls, "certificateProblems", lambda obj, now=None: [])
+    monkeypatch.setattr(loader, "certificateProblems", lambda obj, now=None: [])
 
 
 def test_reload_reports_a_certificate_spoiled_after_the_check(
@@ -759,7 +754,7 @@ def test_reload_reports_a_certificate_spoiled_after_the_check(
     (file, section, key) and the running configuration stays, as for any
     other reload error; before, it was "internal error while applying".
     """
-    from agwtx.config import loadConfig
+    from agwtx.config.loader import loadConfig
     from agwtx.service import GatewayService
 
     cert, key = pki.inter.issue(["localhost"]).write(tmp_path, "live")
@@ -777,7 +772,8 @@ def test_startup_reports_a_certificate_spoiled_after_the_check(
     tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The same between twistd's option check and makeService: exit 1 with the error, no traceback."""
-    from agwtx import reactorpoll, tap
+    from agwtx import tap
+    from agwtx.ops import reactorpoll
 
     cert, key = pki.inter.issue(["localhost"]).write(tmp_path, "live")
     ini = tmp_path / "gw.ini"

@@ -25,8 +25,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
-from agwtx.model import GatewayConfig, GatewaySettings, HttpListener, SslCertificate, SslPolicy
-from agwtx.tls import buildServerTls
+from agwtx.config.model import GatewayConfig, GatewaySettings, HttpListener, SslCertificate, SslPolicy
+from agwtx.tls.server import buildServerTls
 from tests.certs import CA, Issued, keyPem
 from tests.rawbackend import PROBE_ANSWER, RawBackend, headerValue, readHead
 from tests.support import Proc, freePort, startBackend, startGateway, waitFor, waitForPort
@@ -643,7 +643,7 @@ def test_ocsp_refusals_are_400_and_logged(gw: Gw, pki: Pki, stem: str, reason: s
 
 
 def test_check_summary_names_the_profile() -> None:
-    from agwtx.config import summarize
+    from agwtx.config.loader import summarize
 
     config = GatewayConfig(
         path="gw.ini",
@@ -653,7 +653,7 @@ def test_check_summary_names_the_profile() -> None:
 
 
 def test_predefined_policies_match_azures_table() -> None:
-    from agwtx.tlspolicy import PREDEFINED
+    from agwtx.config.sslpolicy import PREDEFINED
 
     counts = {name: (low, high, len(suites)) for name, (low, high, suites) in PREDEFINED.items()}
     assert counts == {
@@ -688,7 +688,7 @@ def test_sessions_do_not_resume_where_client_certificates_are_asked(
 
 
 def test_what_this_openssl_cannot_do_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agwtx.tlspolicy as tp
+    import agwtx.config.sslpolicy as tp
 
     monkeypatch.setattr(tp, "_available", lambda name: name != "DES-CBC3-SHA")
     monkeypatch.setattr(tp, "versionAvailable", lambda version: version >= SSL.TLS1_2_VERSION)

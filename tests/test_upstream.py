@@ -11,7 +11,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from agwtx.upstream import UpstreamConnection, UpstreamError, UpstreamPool
+from agwtx.proxy.client import UpstreamConnection, UpstreamError, UpstreamPool
 
 
 class Recorder:
@@ -237,7 +237,7 @@ def test_backpressure_pauses_backend_socket(env: Any) -> None:
 def test_deadlines_fire_overdue_only_and_stop_sweeping_when_empty() -> None:
     from twisted.internet.task import Clock
 
-    from agwtx.deadlines import Deadlines
+    from agwtx.runtime.deadlines import Deadlines
 
     clock = Clock()
     d = Deadlines(clock, resolution=0.25)
@@ -259,7 +259,7 @@ def test_deadlines_fire_overdue_only_and_stop_sweeping_when_empty() -> None:
 def test_deadline_callback_error_does_not_stop_the_sweep() -> None:
     from twisted.internet.task import Clock
 
-    from agwtx.deadlines import Deadlines
+    from agwtx.runtime.deadlines import Deadlines
 
     clock = Clock()
     d = Deadlines(clock)

@@ -1,6 +1,6 @@
 """
 The listener channel's client timeouts, on a controlled clock: the idle
-timeout (agwtx.web.GatewayChannel keeps TimeoutMixin's behaviour with one
+timeout (agwtx.http.channel.GatewayChannel keeps TimeoutMixin's behaviour with one
 DelayedCall per connection; 60 s) and the request-head deadline
 (C{[gateway] requestHeaderTimeout}, 60 s by default); and the answer to a
 head that cannot be read (400, 408, 414, 431), followed by a lingering close.
@@ -16,11 +16,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web import server
 
-from agwtx.limits import ConnectionLimits
-from agwtx.model import GatewaySettings
-from agwtx.errorpages import ErrorPages
-from agwtx.requestid import RequestTagger
-from agwtx.web import LINGER_BYTES, LINGER_TIMEOUT, GatewayChannel, GatewaySite
+from agwtx.runtime.limits import ConnectionLimits
+from agwtx.config.model import GatewaySettings
+from agwtx.runtime.errorpages import ErrorPages
+from agwtx.runtime.requestid import RequestTagger
+from agwtx.http.channel import GatewayChannel
+from agwtx.http.refusal import LINGER_BYTES, LINGER_TIMEOUT
+from agwtx.http.site import GatewaySite
 
 IDLE = 60.0
 REFUSED: list[tuple[str, int, int, str]] = []

@@ -31,21 +31,15 @@ from twisted.web.http_headers import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from agwtx.affinity import AffinityCodec
-from agwtx.model import BackendAddress, BackendAddressPool, BackendHttpSettings
-from agwtx.pool import PoolState
-from agwtx.routing import GatewayContext
-from agwtx import xormask
-from agwtx.websocket import (
-    DEFLATE,
-    HandshakeError,
-    WebSocketBridge,
-    WebSocketSession,
-    checkHandshake,
-    frameHead,
-    parseExtensionOffers,
-    xorMask,
-)
+from agwtx.proxy.affinity import AffinityCodec
+from agwtx.config.model import BackendAddress, BackendAddressPool, BackendHttpSettings
+from agwtx.proxy.pool import PoolState
+from agwtx.context import GatewayContext
+from agwtx.websocket import xormask
+from agwtx.websocket.bridge import WebSocketBridge
+from agwtx.websocket.frames import DEFLATE, frameHead, xorMask
+from agwtx.websocket.handshake import HandshakeError, checkHandshake, parseExtensionOffers
+from agwtx.websocket.session import WebSocketSession
 from tests.rawbackend import RawBackend, headerValue, readHead
 from tests.support import Proc, basicIni, freePort, startGateway, waitFor
 from tests.ws_helpers import closesOf, startScriptedBackend
@@ -699,7 +693,7 @@ def test_checkHandshake_accepts() -> None:
     assert hs.key == KEY.encode()
     assert hs.subprotocols == ["v2.chat", "v1.chat"]
     # The unknown extension and the offer with a bad parameter are declined
-    # (all of them where autobahn cannot bound inflation: agwtx.websocket.DEFLATE).
+    # (all of them where autobahn cannot bound inflation: agwtx.websocket.frames.DEFLATE).
     assert hs.deflateOffers == (["permessage-deflate; client_max_window_bits"] if DEFLATE else [])
 
 
@@ -714,7 +708,7 @@ def test_xorMask_matches_the_definition(size: int, offset: int) -> None:
 
 @pytest.mark.parametrize("sizes", [[0], [7], [8, 9], [1, 2, 3, 100_001], [4096, 13, 65536]])
 def test_word_masker_matches_the_definition_across_process_calls(sizes: list[int]) -> None:
-    # agwtx.xormask replaces autobahn's masker on PyPy before autobahn 26;
+    # agwtx.websocket.xormask replaces autobahn's masker on PyPy before autobahn 26;
     # it is checked here on every runtime (cffi is there on both).
     mask = b"\x9c\x01\xff\x42"
     masker = xormask.createMasker(mask)
@@ -859,7 +853,7 @@ def openSession(clock: Clock, **settings: Any) -> tuple[WebSocketBridge, WebSock
 
 
 def test_affinity_cookie_followed_while_its_member_drains() -> None:
-    """As for HTTP requests: a pinned client keeps its member while it drains (README, Reload)."""
+    """As for HTTP requests: a pinned client keeps its member while it drains (docs/operations.rst, Reload)."""
     clock = Clock()
     bridge, target, request, dialed = newBridge(clock, members=2, cookieBasedAffinity=True)
     pinned = target.state.members[1]

@@ -3,7 +3,7 @@ Every private or undocumented autobahn name the WebSocket bridge uses (see
 L{agwtx.compat}).
 
 The bridge relays frame by frame between two autobahn protocols
-(L{agwtx.websocket}), so it reads autobahn's frame-parser state on the hot
+(L{agwtx.websocket.bridge}), so it reads autobahn's frame-parser state on the hot
 path: those reads stay in place (an accessor per frame would cost a call
 each) and are listed in L{ITEMS}, checked like the rest.  The two
 underscore names called through here are L{feedFrames} and
@@ -47,7 +47,7 @@ _FRAMES = (
 
 
 def _state(name: str, why: str = _FRAMES, owner: str = _PROTOCOL) -> Private:
-    return Private(owner, name, "attribute", "agwtx.websocket", why)
+    return Private(owner, name, "attribute", "agwtx.websocket.bridge", why)
 
 
 ITEMS: tuple[Private, ...] = (
@@ -131,7 +131,7 @@ ITEMS: tuple[Private, ...] = (
         _PROTOCOL,
         "sendCloseFrame",
         "method",
-        "agwtx.websocket",
+        "agwtx.websocket.bridge",
         "closes with the relayed (or the gateway's) code and reason",
         ("code", "reasonUtf8", "isReply"),
     ),
@@ -155,9 +155,9 @@ ITEMS: tuple[Private, ...] = (
         _PROTOCOL,
         "onServerConnectionDropTimeout",
         "method",
-        "agwtx.websocket",
+        "agwtx.websocket.bridge",
         "the drop timer of a leg the bridge closes",
     ),
-    Private(_PROTOCOL, "dropConnection", "method", "agwtx.websocket", "aborts a leg", ("abort",)),
+    Private(_PROTOCOL, "dropConnection", "method", "agwtx.websocket.bridge", "aborts a leg", ("abort",)),
 )
 """Every private or undocumented autobahn name agw uses; checked by C{tests/test_compat.py}."""

@@ -4,11 +4,11 @@ Every private Twisted name agw uses (see L{agwtx.compat}).
 agw's code reaches these names through the accessors and re-exports below;
 the exceptions are overrides of private methods in agw's own subclasses
 (they must be defined where the subclass is) and attribute reads on the
-per-byte path of the HTTP head parser in L{agwtx.web}, which are listed in
+per-byte path of the HTTP head parser in L{agwtx.http.site}, which are listed in
 L{ITEMS} with the rest and checked the same way.
 
 Private names replaced by public APIs (issue 23): C{StreamServerEndpointService._raiseSynchronously}
-(L{agwtx.listening.PortListener} binds synchronously and raises by itself)
+(L{agwtx.ops.listening.PortListener} binds synchronously and raises by itself)
 and C{TLSMemoryBIOProtocol._tlsConnection} (C{getHandle()} returns it).
 """
 
@@ -107,7 +107,7 @@ def setPoolFactory(pool: Any, factory: type) -> None:
 
 _CHANNEL = "twisted.web.http:HTTPChannel"
 _WEB_HEAD = (
-    "agwtx.web reads it while parsing a request head (deadline, refusals); the "
+    "agwtx.http.site reads it while parsing a request head (deadline, refusals); the "
     "head parser's state has no public view"
 )
 
@@ -116,17 +116,19 @@ ITEMS: tuple[Private, ...] = (
         _CHANNEL,
         "_command",
         "attribute",
-        "agwtx.web (requestLine)",
+        "agwtx.http.site (requestLine)",
         "the request line's method when the head ends, to stream the body to a backend as it "
         "arrives instead of spooling it (the Request has it only after the body)",
     ),
-    Private(_CHANNEL, "_path", "attribute", "agwtx.web (requestLine)", "the target, as for _command"),
-    Private(_CHANNEL, "_version", "attribute", "agwtx.web (requestLine)", "the version, as for _command"),
+    Private(_CHANNEL, "_path", "attribute", "agwtx.http.site (requestLine)", "the target, as for _command"),
+    Private(
+        _CHANNEL, "_version", "attribute", "agwtx.http.site (requestLine)", "the version, as for _command"
+    ),
     Private(
         _CHANNEL,
         "_handlingRequest",
         "attribute",
-        "agwtx.web",
+        "agwtx.http.site",
         "whether a head is being read: arms the head deadline (408 for slow heads) and keeps "
         "the 400/431 answers to heads; " + _WEB_HEAD,
     ),
@@ -134,7 +136,7 @@ ITEMS: tuple[Private, ...] = (
         _CHANNEL,
         "_HTTPChannel__first_line",
         "attribute",
-        "agwtx.web",
+        "agwtx.http.site",
         "whether the request line is still awaited: 414 for a long request line vs 431 for a "
         "long header; " + _WEB_HEAD,
     ),
@@ -142,15 +144,15 @@ ITEMS: tuple[Private, ...] = (
         _CHANNEL,
         "_receivedHeaderSize",
         "attribute",
-        "agwtx.web",
+        "agwtx.http.site",
         "the head's size for the access log's receivedBytes, and 431 vs 400; " + _WEB_HEAD,
     ),
-    Private(_CHANNEL, "_receivedHeaderCount", "attribute", "agwtx.web", "as _receivedHeaderSize"),
+    Private(_CHANNEL, "_receivedHeaderCount", "attribute", "agwtx.http.site", "as _receivedHeaderSize"),
     Private(
         _CHANNEL,
         "_respondToBadRequestAndDisconnect",
         "method",
-        "agwtx.web (override)",
+        "agwtx.http.site (override)",
         "twisted.web closes at once after a bare 400, which loses the answer when input is "
         "left unread; the override answers 400/431 with a body and lingers, as nginx does",
     ),
@@ -158,7 +160,7 @@ ITEMS: tuple[Private, ...] = (
         _CHANNEL,
         "_maybeChooseTransferDecoder",
         "method",
-        "agwtx.web (override)",
+        "agwtx.http.site (override)",
         "refuses a Content-Length past 2**63-1 (a backend parsing it into 64 bits would wrap "
         "it: request smuggling); no public hook sees the framing headers",
         ("header", "data"),
@@ -167,7 +169,7 @@ ITEMS: tuple[Private, ...] = (
         _CHANNEL,
         "_failChooseTransferDecoder",
         "method",
-        "agwtx.web",
+        "agwtx.http.site",
         "twisted.web's own 400 for bad framing, used by the override above",
     ),
     Private(
@@ -182,7 +184,7 @@ ITEMS: tuple[Private, ...] = (
         "twisted.protocols.basic:LineReceiver",
         "_buffer",
         "attribute",
-        "agwtx.web, agwtx.websocket (bufferedInput)",
+        "agwtx.http.site, agwtx.websocket (bufferedInput)",
         "the unparsed part of a head line: a bare LF in it is refused at once instead of at the "
         "head deadline; after a WebSocket handshake, bytes to hand over",
     ),
@@ -190,7 +192,7 @@ ITEMS: tuple[Private, ...] = (
         "twisted.web.http:Request",
         "_cleanup",
         "method",
-        "agwtx.web (override)",
+        "agwtx.http.site (override)",
         "ends the request's bookkeeping (in-flight count, body timer) when the answer is done, "
         "without notifyFinish: two Deferreds per request were measurable on the request path",
     ),
@@ -198,25 +200,29 @@ ITEMS: tuple[Private, ...] = (
         "twisted.web.http:Request",
         "_disconnected",
         "attribute",
-        "agwtx.proxy, agwtx.websocket, agwtx.workerview, agwtx.web (clientGone)",
+        "agwtx.proxy.reverse, agwtx.websocket.bridge, agwtx.ops.workerview, agwtx.http.site (clientGone)",
         "whether the client left; the public alternative, notifyFinish, costs a Deferred per request",
     ),
     Private(
         "twisted.web.http",
         "_ChunkedTransferDecoder",
         "class",
-        "agwtx.upstream (ChunkedTransferDecoder), agwtx.web (_BoundedChunkedDecoder)",
+        "agwtx.proxy.client (ChunkedTransferDecoder), agwtx.http.site (_BoundedChunkedDecoder)",
         "decodes chunked bodies (backends' responses, clients' requests) with twisted.web's "
         "tested decoder (its size and extension limits included) instead of a second one",
     ),
     Private(
-        "twisted.web.http", "_MalformedChunkedDataError", "class", "agwtx.upstream, agwtx.web", "its error"
+        "twisted.web.http",
+        "_MalformedChunkedDataError",
+        "class",
+        "agwtx.proxy.client, agwtx.http.site",
+        "its error",
     ),
     Private(
         "twisted.web.http:_ChunkedTransferDecoder",
         "_dataReceived_CHUNK_LENGTH",
         "method",
-        "agwtx.web (override)",
+        "agwtx.http.site (override)",
         "refuses a chunk size of 16 or more hex digits as soon as the digits arrive (else the "
         "gateway waits for a body that never comes); the decoder has no public hook",
     ),
@@ -224,81 +230,85 @@ ITEMS: tuple[Private, ...] = (
         "twisted.web.http:_ChunkedTransferDecoder",
         "_dataReceived_TRAILER",
         "method",
-        "agwtx.web (override)",
+        "agwtx.http.site (override)",
         "checks that trailer lines are field lines (twisted.web keeps them unchecked; found by the fuzzer)",
     ),
     Private(
         "twisted.web.http:_ChunkedTransferDecoder",
         "_buffer",
         "attribute",
-        "agwtx.web (_BoundedChunkedDecoder)",
+        "agwtx.http.site (_BoundedChunkedDecoder)",
         "the undecoded input those two overrides inspect",
     ),
     Private(
         "twisted.web.http:_ChunkedTransferDecoder",
         "_start",
         "attribute",
-        "agwtx.web (_BoundedChunkedDecoder)",
+        "agwtx.http.site (_BoundedChunkedDecoder)",
         "where the decoder resumes its search for a line end in _buffer",
     ),
     Private(
         "twisted.web.client",
         "_HTTP11ClientFactory",
         "class",
-        "agwtx.workerview (HTTP11ClientFactory)",
+        "agwtx.ops.workerview (HTTP11ClientFactory)",
         "a quiet subclass (noisy = False): no 'Starting factory' log line per worker scrape",
     ),
     Private(
         "twisted.web.client:HTTPConnectionPool",
         "_factory",
         "attribute",
-        "agwtx.workerview (setPoolFactory)",
+        "agwtx.ops.workerview (setPoolFactory)",
         "where the pool takes that factory from; no public parameter",
     ),
     Private(
         "twisted.protocols.haproxy",
         "_info",
         "module",
-        "agwtx.proxyprotocol (ProxyInfo)",
+        "agwtx.http.proxyprotocol (ProxyInfo)",
         "the PROXY protocol's parsers and info: the public API (proxyEndpoint) wraps a whole "
         "endpoint without source checks or a header deadline, which agw adds",
     ),
-    Private("twisted.protocols.haproxy", "_v1parser", "module", "agwtx.proxyprotocol (V1Parser)", "as _info"),
-    Private("twisted.protocols.haproxy", "_v2parser", "module", "agwtx.proxyprotocol (V2Parser)", "as _info"),
+    Private(
+        "twisted.protocols.haproxy", "_v1parser", "module", "agwtx.http.proxyprotocol (V1Parser)", "as _info"
+    ),
+    Private(
+        "twisted.protocols.haproxy", "_v2parser", "module", "agwtx.http.proxyprotocol (V2Parser)", "as _info"
+    ),
     Private(
         "twisted.protocols.haproxy",
         "_wrapper",
         "module",
-        "agwtx.proxyprotocol (HAProxyProtocolWrapper, HAProxyWrappingFactory)",
+        "agwtx.http.proxyprotocol (HAProxyProtocolWrapper, HAProxyWrappingFactory)",
         "as _info",
     ),
     Private(
         "twisted.internet.epollreactor:EPollReactor",
         "_poller",
         "attribute",
-        "agwtx.reactorpoll (epollInternals)",
-        "the lean epoll loop (see agwtx.reactorpoll: about 14 % of CPU time was the legacy "
+        "agwtx.ops.reactorpoll (epollInternals)",
+        "the lean epoll loop (see agwtx.ops.reactorpoll: about 14 % of CPU time was the legacy "
         "logging context per I/O event, and two epoll_ctl calls per short write)",
     ),
     Private(
         "twisted.internet.epollreactor:EPollReactor",
         "_selectables",
         "attribute",
-        "agwtx.reactorpoll",
+        "agwtx.ops.reactorpoll",
         "as _poller",
     ),
     Private(
         "twisted.internet.epollreactor:EPollReactor",
         "_writes",
         "attribute",
-        "agwtx.reactorpoll",
+        "agwtx.ops.reactorpoll",
         "as _poller",
     ),
     Private(
         "twisted.internet.epollreactor:EPollReactor",
         "_doReadOrWrite",
         "method",
-        "agwtx.reactorpoll",
+        "agwtx.ops.reactorpoll",
         "as _poller",
         ("selectable", "fd", "event"),
     ),
@@ -306,7 +316,7 @@ ITEMS: tuple[Private, ...] = (
         "twisted.internet.epollreactor:EPollReactor",
         "_disconnectSelectable",
         "method",
-        "agwtx.reactorpoll",
+        "agwtx.ops.reactorpoll",
         "as _poller",
         ("selectable", "why", "isRead"),
     ),
@@ -321,7 +331,7 @@ ITEMS: tuple[Private, ...] = (
         "twisted.internet.endpoints:TCP4ServerEndpoint",
         "_port",
         "attribute",
-        "agwtx.workers (tcpEndpointParts)",
+        "agwtx.ops.workers (tcpEndpointParts)",
         "workers listen on the same tcp: endpoint with SO_REUSEPORT, taken from the parsed "
         "description (no public accessor, and no public parser but serverFromString)",
     ),
@@ -329,11 +339,15 @@ ITEMS: tuple[Private, ...] = (
         "twisted.internet.endpoints:TCP4ServerEndpoint",
         "_interface",
         "attribute",
-        "agwtx.workers",
+        "agwtx.ops.workers",
         "as _port",
     ),
     Private(
-        "twisted.internet.endpoints:TCP4ServerEndpoint", "_backlog", "attribute", "agwtx.workers", "as _port"
+        "twisted.internet.endpoints:TCP4ServerEndpoint",
+        "_backlog",
+        "attribute",
+        "agwtx.ops.workers",
+        "as _port",
     ),
 )
 """Every private Twisted name agw uses; C{tests/test_compat.py} checks each against the installed Twisted."""

@@ -33,11 +33,12 @@ from agwtx.interfaces import (
     Candidates,
     IRoutingPlugin,
     PluginConfigError,
+    boolOption,
+    checkOptionKeys,
     PluginRuleConfig,
     RedirectRef,
     RoutingRequest,
 )
-from agwtx.plugin import boolOption, checkOptionKeys
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 

@@ -36,10 +36,11 @@ from agwtx.interfaces import (
     Decision,
     IRoutingPlugin,
     PluginConfigError,
+    boolOption,
+    checkOptionKeys,
     PluginRuleConfig,
     RoutingRequest,
 )
-from agwtx.plugin import boolOption, checkOptionKeys
 
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ITEM_RE = re.compile(r"(?P<pool>[^/:\s]+)\s*/\s*(?P<settings>[^/:\s]+)\s*:\s*(?P<weight>[0-9]+)")

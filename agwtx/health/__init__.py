@@ -1,0 +1,1 @@
+"""Backend health: probes and the health states they set."""

@@ -1,0 +1,336 @@
+"""
+The request of a listener (L{GatewayRequest}): twisted.web's request with
+the head checks, absolute-form targets, header hygiene and the routing
+hand-over of the gateway.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+from twisted.web import server
+
+from agwtx.compat.twistedprivate import (
+    clientGone,
+    requestLine,
+)
+from agwtx.proxy.reverse import errorPage
+from agwtx.routing.match import validHost
+
+from agwtx.http.forwarded import clientAddress
+
+if TYPE_CHECKING:
+    from agwtx.http.site import GatewaySite
+
+
+log = Logger(namespace="agw.web")
+
+
+class _NoBody:
+    """The body of a request without one: read as empty, shared by all such requests."""
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def tell(self) -> int:
+        return 0
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+_NO_BODY = _NoBody()
+
+
+class _Discarded(_NoBody):
+    """
+    The body of a request no backend will receive (a redirect, an unknown
+    host, no healthy member, any answer of the gateway's own): read from the
+    client and dropped as it arrives, never spooled to memory or a file.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+
+
+MAX_CONTENT_LENGTH = 2**63 - 1
+"""The largest request Content-Length taken (a signed 64-bit length)."""
+
+
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_CTL = bytes(c for c in range(32) if c != 9) + b"\x7f"
+"""Control characters a header field value may not hold (RFC 9110 section 5.5:
+NUL, CR and LF must be refused; the others may be, and a proxy refuses them
+rather than pass a byte a backend may read as white space or a line end)."""
+
+MAX_DROPPED_NAMES_LOGGED = 4
+"""Header names with C{_} named in the one log event per request that drops
+them (each cut to 64 bytes): enough to diagnose, too little to flood."""
+
+
+class GatewayRequest(server.Request):
+    """A request on a gateway listener; carries what the access log reports."""
+
+    defaultContentType = None
+    agwListener: str | None = None
+    agwRule: str | None = None
+    agwPool: str | None = None
+    agwMember: str | None = None
+    agwError: str | None = None
+    agwStatus: int | None = None
+    agwStart: float = 0.0
+    agwSettings: str | None = None
+    agwRequestId: str | None = None
+    """Set with the trace context (L{agwtx.runtime.requestid.RequestTagger.tag}) when the request is prepared."""
+    agwIdHeader: bytes = b"X-Request-ID"
+    agwTrace: Any = None
+    agwServerLatency: float | None = None
+    """Seconds from the backend request's head written to the backend's response head."""
+    agwHeadBytes = 0
+    agwBodyBytes = 0
+    clientIP: str = "-"
+    """The client's address, from the one place that decides it (L{clientAddress})."""
+    clientPort: int | None = None
+    """The client's port; None when a trusted forwarder named the client."""
+    peerIP: str = "-"
+    """The connection's peer: the TCP peer, or the PROXY protocol's client."""
+    listenerPort: int = 0
+    agwStream: Any = None
+    agwDecision: tuple[Any, int, str] | None = None
+    """The routing decision (L{GatewaySite.decide}): made once, when the head is complete."""
+    agwDiscarded = False
+    """The body was read and dropped (see L{_Discarded}): no backend may get this request."""
+    _prepared = False
+    _bodyCall: Any = None
+    _bodyLast = 0.0
+
+    def _prepare(self) -> None:
+        if self._prepared:
+            return
+        self._prepared = True
+        site: GatewaySite = self.channel.site
+        self.site = site
+        site.ctx.activeRequests += 1
+        self._counted = True
+        self.agwStart = site.ctx.reactor.seconds()
+        self.peerIP, self.clientIP, self.clientPort = clientAddress(
+            self.client, self.requestHeaders, site.ctx.config.gateway
+        )
+        self.listenerPort = site.listenerPort or getattr(self.host, "port", 0)
+        tagger = site.ctx.tagger
+        self.agwIdHeader = tagger.header
+        tagger.tag(self)
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting and self.agwRequestId is not None:
+            # Every answer carries the request ID: proxied, redirected, the gateway's own.
+            self.responseHeaders.setRawHeaders(self.agwIdHeader, [self.agwRequestId.encode("ascii")])
+        super().write(data)
+
+    def tlsInfo(self) -> tuple[str, str] | None:
+        """(cipher, protocol) of the client's TLS connection, looked up once per connection."""
+        channel = self.channel
+        if channel is None:
+            return None
+        return channel.tlsInfo()  # type: ignore[no-any-return]
+
+    _counted = False
+
+    def _done(self, result: Any) -> None:
+        """Stop counting this request as in flight (idempotent)."""
+        if self._counted:
+            self._counted = False
+            self.site.ctx.activeRequests -= 1
+
+    agwOnLost: Any = None
+    """Called with the reason when the client goes away before the response
+    is finished (the proxy aborts its backend request).  A plain hook rather
+    than C{notifyFinish}: two Deferreds per request are measurable here."""
+
+    def connectionLost(self, reason: Any) -> None:
+        self._stopBodyTimer()
+        super().connectionLost(reason)
+        self._done(None)
+        hook, self.agwOnLost = self.agwOnLost, None
+        if hook is not None:
+            hook(reason)
+
+    def _cleanup(self) -> None:
+        self._stopBodyTimer()
+        self.agwOnLost = None
+        super()._cleanup()
+        self._done(None)
+
+    def handedOver(self) -> None:
+        """
+        The connection now belongs to someone else (a WebSocket bridge took
+        over the transport): it is no longer an HTTP request in flight.
+        """
+        self._done(None)
+
+    agwClientCert: Any = None
+    """The TLS client certificate (L{agwtx.tls.clientauth.ClientCertificate}) on HTTPS listeners."""
+    _agwClientAuth: Any = ()
+
+    def clientAuthRefusal(self, listener: str) -> tuple[int, str] | None:
+        """
+        The TLS connection's verdict on this request's client certificate for
+        C{listener} (mutual TLS): None to go on, else (status, message).  Asked
+        once per request however often the request is resolved.
+        """
+        if self._agwClientAuth == ():
+            transport = self.channel.transport if self.channel is not None else None
+            check = getattr(transport, "clientAuthRefusal", None)
+            self._agwClientAuth = check(listener) if check is not None else None
+            if check is not None:
+                self.agwClientCert = transport.clientCertificate()  # type: ignore[union-attr]
+        return self._agwClientAuth  # type: ignore[no-any-return]
+
+    def isSecure(self) -> bool:
+        """Whether the listener is HTTPS: known per port, no interface lookup per request."""
+        if self._prepared:
+            return self.site.secure
+        return bool(super().isSecure())
+
+    def gotLength(self, length: int | None) -> None:
+        """
+        The headers are complete.  A request with a body that routes to a
+        backend starts its backend exchange now and streams the body as it
+        arrives, instead of spooling it first.
+        """
+        if length == 0:
+            # No body (every GET): a shared empty stand-in, not a new BytesIO per request.
+            self.content = _NO_BODY
+            return
+        self.method, self.uri, self.clientproto = requestLine(self.channel)
+        self.path = self.uri.split(b"?", 1)[0]
+        if self.uri[:1] != b"/":
+            self._originForm()
+        self._prepare()
+        self._startBodyTimer()
+        try:
+            if self.site.startStreaming(self, length):
+                self.content = io.BytesIO()
+                return
+        except Exception:
+            log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
+        self.agwDiscarded = True
+        self.content = _Discarded()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._bodyCall is not None:
+            self._bodyLast = self.site.ctx.reactor.seconds()
+        self.agwBodyBytes += len(data)
+        stream = self.agwStream
+        if stream is not None:
+            stream.data(data)
+        else:
+            self.content.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        self._stopBodyTimer()
+        super().requestReceived(command, path, version)
+
+    # The request body deadline ([gateway] requestBodyTimeout, nginx's
+    # client_body_timeout): the longest pause between two reads of a body.
+    # One timer per body, re-armed only when it fires after data came in.
+
+    def _startBodyTimer(self) -> None:
+        reactor = self.site.ctx.reactor
+        self._bodyLast = reactor.seconds()
+        self._bodyCall = reactor.callLater(self.site.bodyTimeout, self._bodyTimerFired)
+
+    def _stopBodyTimer(self) -> None:
+        call, self._bodyCall = self._bodyCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _bodyTimerFired(self) -> None:
+        reactor = self.site.ctx.reactor
+        timeout = self.site.bodyTimeout
+        idle = reactor.seconds() - self._bodyLast
+        if idle < timeout:
+            self._bodyCall = reactor.callLater(timeout - idle, self._bodyTimerFired)
+            return
+        self._bodyCall = None
+        channel = self.channel
+        if channel is None or clientGone(self):
+            return
+        log.info(
+            "Request body from {client} stalled for {seconds} s: 408",
+            client=self.clientIP,
+            seconds=timeout,
+        )
+        # Nothing more is read from this connection: it closes after the answer.
+        channel.persistent = False
+        channel.dataReceived = channel._discard  # type: ignore[method-assign]
+        message = f"Request Timeout: the request body stalled for more than {timeout:g} s"
+        stream = self.agwStream
+        exchange = getattr(stream, "exchange", None)
+        if exchange is not None:
+            exchange.bodyTimedOut()
+        if not self.finished:
+            errorPage(self, 408, message)
+        elif channel.transport is not None:
+            channel.transport.loseConnection()
+
+    def _originForm(self) -> None:
+        """
+        Accept the absolute-form of request target (C{GET http://host/path},
+        what clients send to a proxy), as RFC 9112 section 3.2.2 requires of
+        every server: its authority replaces any Host header and the target
+        becomes the path and query.  Anything else that is not a path (and an
+        authority that is empty or has user information) is left for
+        L{GatewaySite.resolve} to answer with 400.
+        """
+        uri = self.uri
+        scheme = uri[:8].lower()
+        if scheme.startswith(b"http://"):
+            start = 7
+        elif scheme.startswith(b"https://"):
+            start = 8
+        else:
+            return
+        end = len(uri)
+        for separator in (b"/", b"?"):
+            found = uri.find(separator, start)
+            if 0 <= found < end:
+                end = found
+        authority = uri[start:end]
+        if not authority or b"@" in authority:
+            return
+        hosts = self.requestHeaders.getRawHeaders(b"host")
+        if (hosts is None and self.clientproto != b"HTTP/1.0") or (
+            hosts is not None and (len(hosts) > 1 or not validHost(hosts[0]))
+        ):
+            # HTTP/1.1 without Host, two Host lines, or an invalid one: 400
+            # whatever the target says (RFC 9112 section 3.2), as nginx.
+            return
+        target = uri[end:]
+        if not target.startswith(b"/"):
+            target = b"/" + target
+        self.uri = target
+        self.path = target.split(b"?", 1)[0]
+        self.requestHeaders.setRawHeaders(b"host", [authority])
+
+    def process(self) -> None:
+        if self.uri[:1] != b"/":
+            self._originForm()
+        self._prepare()
+        site: GatewaySite = self.site
+        self.prepath = []
+        self.postpath = []
+        try:
+            self.render(site.getResourceFor(self))
+        except Exception:
+            log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
+            if not self.finished and not clientGone(self):
+                errorPage(self, 500, "Internal Server Error")

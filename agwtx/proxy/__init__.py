@@ -1,0 +1,1 @@
+"""Proxying to backends: the reverse-proxy answer, the backend HTTP client and the backend pools."""

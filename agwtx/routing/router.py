@@ -1,0 +1,333 @@
+"""
+Routing: listener -> rule -> target, per frontend port.
+
+A L{PortRouter} is built once from a config (and again on reload) and never
+changes; the listener's Site holds the current one and swaps it in one step.
+A WebSocket handshake is routed exactly like any other request to the same
+listener and path.
+
+Evaluation order on a port: multi-site listeners before the basic one;
+among them, the rule priority (lower first) when priorities are set, then
+exact host names before wildcard ones, then file order.  Within a rule:
+Basic -> its target; PathBasedRouting -> the first path rule (in file order)
+whose pattern matches the normalised path, else the map's default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from twisted.logger import Logger
+from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from agwtx.config.errors import ConfigError
+from agwtx.config.model import (
+    REDIRECT_STATUS,
+    BackendHttpSettings,
+    GatewayConfig,
+    HttpListener,
+    RedirectConfiguration,
+    RequestRoutingRule,
+)
+from agwtx.proxy.pool import PoolState
+from agwtx.proxy.reverse import errorPage, httpDate, proxy
+from agwtx.routing.index import HostIndex, PathIndex, hostMatcher
+from agwtx.routing.match import isWebSocketUpgrade, normalizePath, pathMatcher, requestHost
+from agwtx.routing.plugin import pluginTarget
+from agwtx.routing.resource import GatewayResource
+
+if TYPE_CHECKING:
+    from agwtx.http.request import GatewayRequest
+
+
+__all__ = [
+    "BackendTarget",
+    "PortRouter",
+    "RedirectTarget",
+    "buildRouters",
+    "hostMatcher",
+]
+
+log = Logger(namespace="agw.routing")
+
+# -- targets --------------------------------------------------------------
+
+
+@implementer(IResource)
+@dataclass(eq=False)
+class BackendTarget(GatewayResource):
+    """Send the request (or the WebSocket) to a member of a pool."""
+
+    rule: str
+    state: PoolState
+    settings: BackendHttpSettings
+    scope: str
+    hostHeader: bytes | None = None
+    rewrite: Any = None
+    pathPrefix: str | None = None
+    """For path maps with a settings C{path}: the matched prefix it replaces."""
+    connector: Callable[..., Any] | None = None
+    tlsKey: str = ""
+    kind: str = "backend"
+
+    def backendPath(self, request: "GatewayRequest") -> bytes:
+        uri: bytes = request.uri
+        override = self.settings.path
+        if override is None:
+            return uri
+        path, q, query = uri.partition(b"?")
+        raw = path.decode("latin-1")
+        if self.pathPrefix is not None and raw.lower().startswith(self.pathPrefix.lower()):
+            rest = raw[len(self.pathPrefix) :]
+        else:
+            rest = raw.lstrip("/")
+        base = override if override.endswith("/") else override + "/"
+        newPath = (base + rest.lstrip("/")).encode("latin-1")
+        return newPath + (b"?" + query if q else b"")
+
+    def render(self, request: "GatewayRequest") -> Any:
+        ctx = request.site.ctx
+        request.agwPool = self.state.name
+        request.agwSettings = self.settings.name
+        if isWebSocketUpgrade(request):
+            return ctx.webSocket(request, self)
+        return proxy(ctx, request, self)
+
+
+@implementer(IResource)
+@dataclass(eq=False)
+class RedirectTarget(GatewayResource):
+    """Answer with a redirect (301/302/303/307), WebSocket handshakes included."""
+
+    rule: str
+    config: RedirectConfiguration
+    targetBase: str | None = None
+    """For targetListener: scheme://host[:port] template; host comes from the request."""
+    targetScheme: str = "https"
+    targetPort: int | None = None
+    kind: str = "redirect"
+
+    def location(self, request: "GatewayRequest") -> bytes:
+        cfg = self.config
+        path, q, query = request.uri.partition(b"?")
+        if cfg.targetUrl is not None:
+            base = cfg.targetUrl.encode("utf-8")
+            if cfg.includePath:
+                base = base.rstrip(b"/") + path
+        else:
+            host = requestHost(request.requestHeaders.getRawHeaders(b"host", [b""])[0])
+            if ":" in host:
+                host = f"[{host}]"
+            default = 443 if self.targetScheme == "https" else 80
+            port = "" if self.targetPort in (None, default) else f":{self.targetPort}"
+            base = f"{self.targetScheme}://{host}{port}".encode("idna" if host.isascii() else "utf-8")
+            base += path if cfg.includePath else b"/"
+        if cfg.includeQueryString and q:
+            base += (b"&" if b"?" in base else b"?") + query
+        return base
+
+    def render(self, request: "GatewayRequest") -> Any:
+        code = REDIRECT_STATUS[self.config.redirectType]
+        location = self.location(request)
+        request.setResponseCode(code)
+        request.responseHeaders.setRawHeaders(b"date", [httpDate()])
+        request.responseHeaders.setRawHeaders(b"location", [location])
+        request.responseHeaders.setRawHeaders(b"content-length", [b"0"])
+        request.agwStatus = code
+        request.write(b"")
+        request.finish()
+        return NOT_DONE_YET
+
+
+@implementer(IResource)
+@dataclass(eq=False)
+class PathMapTarget(GatewayResource):
+    """Choose among path rules (first match wins), else the default."""
+
+    rule: str
+    entries: list[tuple[Callable[[str], bool], list[str], Any]]
+    default: Any
+    kind: str = "pathmap"
+    _index: Any = field(default=None, repr=False, compare=False)
+
+    def resolve(self, request: "GatewayRequest") -> Any:
+        path = normalizePath(request.path)
+        if path is None:
+            return None
+        index = self._index
+        if index is None:
+            index = self._index = PathIndex(self.entries)
+        return index.lookup(path, self.default)
+
+    def render(self, request: "GatewayRequest") -> Any:
+        target = self.resolve(request)
+        if target is None:
+            return errorPage(request, 400, "Bad Request: the path cannot be decoded")
+        return target.render(request)
+
+
+@dataclass(eq=False)
+class ListenerRoute:
+    listener: HttpListener
+    rule: RequestRoutingRule
+    target: Any
+    order: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+
+@dataclass(eq=False)
+class PortRouter:
+    """All listeners of one frontend port, in evaluation order."""
+
+    port: str
+    protocol: str
+    routes: list[ListenerRoute] = field(default_factory=list)
+    _index: Any = field(default=None, repr=False, compare=False)
+
+    def route(self, host: str) -> ListenerRoute | None:
+        """The first route serving C{host}, found by index (L{agwtx.routing.index}), not by a scan."""
+        index = self._index
+        if index is None:  # built on first use: buildRouters has finished the table
+            index = self._index = HostIndex(self.routes)
+        return index.route(host)  # type: ignore[no-any-return]
+
+
+def buildRouters(
+    config: GatewayConfig,
+    pools: dict[tuple[str, str], PoolState],
+    connectorFor: Callable[[BackendHttpSettings], tuple[Callable[..., Any] | None, str]] | None = None,
+    rewriteFor: Callable[[str], Any] | None = None,
+    previous: dict[tuple[str, str], PoolState] | None = None,
+    onReplace: Callable[[PoolState, PoolState], None] | None = None,
+) -> dict[str, PortRouter]:
+    """
+    One L{PortRouter} per frontend port from a validated config.  C{pools}
+    is filled with a L{PoolState} per (pool, settings) pair the rules use.
+    On a reload, C{previous} holds the running states: an unchanged pair
+    keeps its state object (health, counters, open connections), a changed
+    one gets a new state and C{onReplace(old, new)} is called, so that the
+    caller can carry over what must survive when it commits.  Nothing
+    running is changed.
+
+    @raise agwtx.config.ConfigError: a plugin rule cannot be configured
+        (every such rule's problems).
+    """
+    routers: dict[str, PortRouter] = {}
+    pluginErrors: list[str] = []
+
+    def backend(rule: str, poolName: str, settingsName: str, prefix: str | None = None) -> BackendTarget:
+        settings = config.backendHttpSettings[settingsName]
+        pool = config.backendAddressPools[poolName]
+        key = (poolName, settingsName)
+        state = pools.get(key)
+        if state is None:
+            old = previous.get(key) if previous else None
+            if old is not None and old.pool == pool and old.settings == settings:
+                state = old
+            else:
+                state = PoolState(pool, settings)
+                if old is not None and onReplace is not None:
+                    onReplace(old, state)
+            pools[key] = state
+        connector, tlsKey = connectorFor(settings) if connectorFor else (None, "")
+        host = settings.hostName.encode("idna") if settings.hostName else None
+        return BackendTarget(
+            rule=rule,
+            state=state,
+            settings=settings,
+            scope=f"{poolName}/{settingsName}",
+            hostHeader=host,
+            pathPrefix=prefix,
+            connector=connector,
+            tlsKey=tlsKey,
+        )
+
+    def redirect(rule: str, name: str) -> RedirectTarget:
+        cfg = config.redirectConfigurations[name]
+        if cfg.targetListener is None:
+            return RedirectTarget(rule=rule, config=cfg)
+        target = config.httpListeners[cfg.targetListener]
+        fp = config.frontendPorts[target.frontendPort]
+        return RedirectTarget(
+            rule=rule,
+            config=cfg,
+            targetScheme=target.protocol.lower(),
+            targetPort=fp.port,
+        )
+
+    for index, (name, rule) in enumerate(config.requestRoutingRules.items()):
+        listener = config.httpListeners[rule.httpListener]
+        target: Any
+        if rule.ruleType == "PathBasedRouting":
+            assert rule.urlPathMap is not None
+            pm = config.urlPathMaps[rule.urlPathMap]
+            entries = []
+            for pr in pm.pathRules:
+                if pr.redirectConfiguration is not None:
+                    t: Any = redirect(name, pr.redirectConfiguration)
+                else:
+                    assert pr.backendAddressPool and pr.backendHttpSettings
+                    prefix = None
+                    if len(pr.paths) == 1 and pr.paths[0].endswith("*"):
+                        prefix = pr.paths[0][:-1]
+                    t = backend(name, pr.backendAddressPool, pr.backendHttpSettings, prefix)
+                entries.append((pathMatcher(pr.paths), list(pr.paths), t))
+            if pm.defaultRedirectConfiguration is not None:
+                default: Any = redirect(name, pm.defaultRedirectConfiguration)
+            else:
+                assert pm.defaultBackendAddressPool and pm.defaultBackendHttpSettings
+                default = backend(name, pm.defaultBackendAddressPool, pm.defaultBackendHttpSettings)
+            target = PathMapTarget(rule=name, entries=entries, default=default)
+        elif rule.redirectConfiguration is not None:
+            target = redirect(name, rule.redirectConfiguration)
+        elif rule.ruleType == "Plugin":
+            fallback = None
+            if rule.backendAddressPool and rule.backendHttpSettings:
+                fallback = backend(name, rule.backendAddressPool, rule.backendHttpSettings)
+            try:
+                target = pluginTarget(config, rule, fallback, backend, redirect)
+            except ConfigError as e:  # every plugin rule's problems at once
+                pluginErrors.extend(e.errors)
+                continue
+        else:
+            assert rule.backendAddressPool and rule.backendHttpSettings
+            target = backend(name, rule.backendAddressPool, rule.backendHttpSettings)
+        if rewriteFor is not None and rule.rewriteRuleSet:
+            _attachRewrite(target, rewriteFor(rule.rewriteRuleSet))
+        hostNames = listener.hostNames
+        wildcard = any("*" in h or "?" in h for h in hostNames)
+        order = (
+            0 if hostNames else 1,
+            rule.priority if rule.priority is not None else 0,
+            1 if wildcard else 0,
+            index,
+        )
+        router = routers.get(listener.frontendPort)
+        if router is None:
+            router = routers[listener.frontendPort] = PortRouter(listener.frontendPort, listener.protocol)
+        router.routes.append(
+            ListenerRoute(
+                listener=listener,
+                rule=rule,
+                target=target,
+                order=order,
+            )
+        )
+    if pluginErrors:
+        raise ConfigError(pluginErrors)
+    for router in routers.values():
+        router.routes.sort(key=lambda r: r.order)
+    return routers
+
+
+def _attachRewrite(target: Any, rewrite: Any) -> None:
+    if isinstance(target, BackendTarget):
+        target.rewrite = rewrite
+    elif isinstance(target, PathMapTarget):
+        for _, _, t in target.entries:
+            _attachRewrite(t, rewrite)
+        _attachRewrite(target.default, rewrite)
+    elif hasattr(target, "attachRewrite"):  # e.g. agwtx.routing.plugin.PluginTarget
+        target.attachRewrite(rewrite)

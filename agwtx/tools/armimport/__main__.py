@@ -1,0 +1,7 @@
+"""C{python -m agwtx.tools.armimport}: the C{agw-import-arm} command."""
+
+import sys
+
+from agwtx.tools.armimport.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The WebSocket bridge: client handshake, backend dial and the frame relay."""
