@@ -7,6 +7,11 @@ repeated headers keep their order, the X-Forwarded-* set is added, bodies
 stream with flow control in both directions, a backend that cannot be
 reached is a 502 and one that does not answer within C{requestTimeout} a
 504, and a client that leaves aborts the backend request.
+
+At about 840 lines this is a little over the 800 lines a module should
+keep to: it is one job, the exchange's state machine (choose, connect,
+send or stream the body, relay the answer, fail over, time out, clean up),
+whose steps share one object's state and read best side by side.
 """
 
 from __future__ import annotations
