@@ -30,6 +30,18 @@ def readHead(conn: socket.socket, limit: int = 1 << 20) -> tuple[bytes, bytes]:
     return head, rest
 
 
+def handshakeHead(port: int, host: bytes, path: bytes = b"/ws", timeout: float = 10) -> bytes:
+    """Send a minimal WebSocket handshake to the gateway on C{port}; return the answer's head."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(
+            b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        head, _ = readHead(s)
+    return head
+
+
 def headerValue(head: bytes, name: bytes) -> bytes | None:
     for line in head.split(b"\r\n")[1:]:
         k, _, v = line.partition(b":")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rawbackend import readHead
+from tests.rawbackend import handshakeHead
 from tests.support import basicIni, freePort, startGateway
 
 
@@ -57,12 +57,7 @@ def test_connect_timeout_setting_bounds_proxy_and_bridge_dials(tmp_path: Path, b
         assert elapsed < 9, elapsed
 
         started = time.monotonic()
-        with socket.create_connection(("127.0.0.1", gw), timeout=30) as s:
-            s.sendall(
-                b"GET /ws HTTP/1.1\r\nHost: app.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-            )
-            head, _ = readHead(s)
+        head = handshakeHead(gw, b"app.example", timeout=30)
         assert head.startswith(b"HTTP/1.1 502 "), head
         assert time.monotonic() - started < 9
     finally:

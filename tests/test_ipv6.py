@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rawbackend import headerValue, readHead
+from tests.rawbackend import handshakeHead, headerValue, readHead
 from tests.support import basicIni, freePort, startGateway, waitFor
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -144,12 +144,7 @@ def test_ipv6_member_is_proxied_probed_pinned_and_bridged_with_a_bracketed_host(
         assert v6backend.hosts(b"GET /app2 ") == [b"[::1]"]
 
         # Bridged: the WebSocket handshake towards the member carries [::1] too.
-        with socket.create_connection(("127.0.0.1", gw), timeout=10) as s:
-            s.sendall(
-                b"GET /ws HTTP/1.1\r\nHost: site.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-            )
-            head, _ = readHead(s)
+        head = handshakeHead(gw, b"site.example")
         assert head.startswith(b"HTTP/1.1 101 "), head
         assert v6backend.hosts(b"GET /ws ") == [b"[::1]"]
 
