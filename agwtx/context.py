@@ -21,7 +21,7 @@ from agwtx.config.model import (
     GatewaySettings,
 )
 from agwtx.proxy.pool import Member, PoolState
-from agwtx.proxy.reverse import errorPage
+from agwtx.runtime.answers import errorPage
 from agwtx.runtime.requestid import RequestTagger
 from agwtx.ops.accesslog import AccessEvents
 from agwtx.runtime.deadlines import Deadlines

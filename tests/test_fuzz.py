@@ -66,7 +66,7 @@ settings.register_profile(
 )
 PROFILE = settings.get_profile(os.environ.get("AGW_FUZZ_PROFILE", "agw-ci"))
 
-# The oracle's own list (not agwtx.proxy.reverse.HOP_BY_HOP): a field dropped from
+# The oracle's own list (not agwtx.runtime.headers.HOP_BY_HOP): a field dropped from
 # the gateway's list must show up here as a difference.
 HOP_BY_HOP = frozenset(
     {

@@ -7,7 +7,7 @@ unreadable heads and pipelining limits.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.logger import Logger
 from twisted.web import http
@@ -16,7 +16,7 @@ from agwtx.compat.twistedprivate import (
     ChunkedTransferDecoder,
     MalformedChunkedDataError,
 )
-from agwtx.proxy.reverse import connectionTokens
+from agwtx.runtime.headers import connectionTokens
 
 from agwtx.http.refusal import (
     LINGER_BYTES,
@@ -34,9 +34,6 @@ from agwtx.http.refusal import (
     sendRefusal,
 )
 from agwtx.http.request import MAX_CONTENT_LENGTH, MAX_DROPPED_NAMES_LOGGED, _CTL, _TCHAR
-
-if TYPE_CHECKING:
-    pass
 
 
 log = Logger(namespace="agw.web")

@@ -7,14 +7,10 @@ C{X-Forwarded-For} / C{Forwarded}.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 
 from agwtx.config.model import GatewaySettings
-
-
-if TYPE_CHECKING:
-    pass
 
 
 def clientAddress(peer: Any, headers: Any, settings: GatewaySettings) -> tuple[str, str, int | None]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.logger import Logger
 
-from agwtx.proxy.reverse import httpDate
+from agwtx.runtime.headers import httpDate
 from agwtx.runtime.requestid import newRequestId
 
 

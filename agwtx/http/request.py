@@ -7,7 +7,7 @@ hand-over of the gateway.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.logger import Logger
 from twisted.web import server
@@ -16,13 +16,10 @@ from agwtx.compat.twistedprivate import (
     clientGone,
     requestLine,
 )
-from agwtx.proxy.reverse import errorPage
+from agwtx.runtime.answers import errorPage
 from agwtx.routing.match import validHost
 
 from agwtx.http.forwarded import clientAddress
-
-if TYPE_CHECKING:
-    from agwtx.http.site import GatewaySite
 
 
 log = Logger(namespace="agw.web")
@@ -116,7 +113,7 @@ class GatewayRequest(server.Request):
         if self._prepared:
             return
         self._prepared = True
-        site: GatewaySite = self.channel.site
+        site: Any = self.channel.site  # the GatewaySite (agwtx.http.site imports this module)
         self.site = site
         site.ctx.activeRequests += 1
         self._counted = True
@@ -325,7 +322,7 @@ class GatewayRequest(server.Request):
         if self.uri[:1] != b"/":
             self._originForm()
         self._prepare()
-        site: GatewaySite = self.site
+        site: Any = self.site
         self.prepath = []
         self.postpath = []
         try:

@@ -16,7 +16,8 @@ from twisted.web import server
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
-from agwtx.proxy.reverse import errorPage, startStreaming
+from agwtx.runtime.answers import errorPage
+from agwtx.proxy.reverse import startStreaming
 from agwtx.routing.match import isWebSocketUpgrade, requestHost, validHost
 from agwtx.routing.resource import GatewayResource, resourceFor
 from agwtx.routing.router import BackendTarget, PortRouter

@@ -36,7 +36,7 @@ from agwtx.ops.answers import isoTime, jsonBody
 from agwtx.ops.metrics import metricsResource
 from agwtx.ops.statuspage import installStatusPage
 from agwtx.proxy.pool import Member, PoolState
-from agwtx.proxy.reverse import errorPage
+from agwtx.runtime.answers import errorPage
 from agwtx.ops.startup import serverEndpoint
 
 __all__ = [

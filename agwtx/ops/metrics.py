@@ -15,7 +15,7 @@ process).
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -24,8 +24,6 @@ from prometheus_client.twisted import MetricsResource
 
 from agwtx.proxy.pool import HEALTHY, QUEUE_WAIT_BUCKETS, UNHEALTHY
 
-if TYPE_CHECKING:
-    from agwtx.context import GatewayContext
 
 __all__ = ["GatewayMetrics", "metricsResource"]
 
@@ -33,7 +31,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class _HealthCollector(Collector):
-    def __init__(self, ctx: "GatewayContext") -> None:
+    def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
 
     def collect(self) -> Iterator[Any]:
@@ -148,7 +146,7 @@ class _RequestCollector(Collector):
 class GatewayMetrics:
     """The gateway's metrics and the hooks that update them."""
 
-    def __init__(self, ctx: "GatewayContext") -> None:
+    def __init__(self, ctx: Any) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         # (listener, rule, pool, "2xx") -> [count]

@@ -8,56 +8,37 @@ stream with flow control in both directions, a backend that cannot be
 reached is a 502 and one that does not answer within C{requestTimeout} a
 504, and a client that leaves aborts the backend request.
 
-At about 840 lines this is a little over the 800 lines a module should
-keep to: it is one job, the exchange's state machine (choose, connect,
-send or stream the body, relay the answer, fail over, time out, clean up),
-whose steps share one object's state and read best side by side.
+The context (L{agwtx.context.GatewayContext}) and the target
+(L{agwtx.routing.router.BackendTarget}) are typed C{Any} here: both modules
+sit above this one (they import it), and a type-only import back would
+be an import cycle.
 """
 
 from __future__ import annotations
 
-import time
-from http import HTTPStatus
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 from twisted.internet.error import ConnectBindError, ConnectionRefusedError
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from agwtx.proxy.affinity import affinityCookies
-from agwtx.runtime.errorpages import ErrorPages
 from agwtx.compat.twistedprivate import clientGone
 from agwtx.proxy.pool import Lease, Member, PoolState
 from agwtx.proxy.client import UpstreamConnection, UpstreamError
 
+from agwtx.runtime.answers import errorPage, reasonPhrase
+from agwtx.runtime.headers import HOP_BY_HOP, connectionTokens, responseHeaders
+
 if TYPE_CHECKING:
-    from agwtx.context import GatewayContext
-    from agwtx.routing.router import BackendTarget
     from agwtx.http.request import GatewayRequest
 
-__all__ = ["HOP_BY_HOP", "chooseMember", "errorPage", "forwardedRequestHeaders", "proxy", "responseHeaders"]
+__all__ = ["chooseMember", "forwardedRequestHeaders", "proxy", "startStreaming"]
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        # HTTP/2's upgrade field (RFC 9113 section 3.2.1, RFC 7540 3.2.1):
-        # connection-specific by definition, whether Connection names it or not.
-        b"http2-settings",
-    }
-)
 _NEVER_NAMED = frozenset({b"host"})
 SPOOFABLE = frozenset({b"forwarded", b"x-forwarded-host", b"x-real-ip"})
 """Forwarding headers believed only from C{[gateway] trustedProxies}."""
@@ -84,13 +65,6 @@ def connectFailureKind(reason: Failure | None) -> str:
         if reason.check(ConnectBindError):
             return "local"
     return "connect"
-
-
-def connectionTokens(values: list[bytes] | None) -> frozenset[bytes]:
-    """Header names listed in Connection headers (lowercased)."""
-    if not values:
-        return frozenset()
-    return frozenset(t.strip().lower() for v in values for t in v.split(b",") if t.strip())
 
 
 def forwardedRequestHeaders(
@@ -157,108 +131,6 @@ def forwardedRequestHeaders(
         if not forwardedHost:
             out.append((b"X-Forwarded-Host", originalHost))
     return out
-
-
-_date: list[Any] = [-1, b""]
-
-
-def httpDate() -> bytes:
-    """The current time as an HTTP Date value (IMF-fixdate), made once per second."""
-    second = int(time.time())
-    if second != _date[0]:
-        _date[1] = datetimeToString(second)
-        _date[0] = second
-    return _date[1]  # type: ignore[no-any-return]
-
-
-def responseHeaders(headers: list[tuple[bytes, bytes]]) -> Headers:
-    """
-    Backend response headers minus hop-by-hop ones, order kept; a Date added
-    when the backend sent none (RFC 9110 section 6.6.1: a recipient with a
-    clock forwarding such a response must add one).
-    """
-    named: frozenset[bytes] = frozenset()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named = named | connectionTokens([value])
-    out = Headers()
-    add = out.addRawHeader
-    dated = False
-    for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in named:
-            continue
-        if lname == b"date":
-            dated = True
-        add(name, value)
-    if not dated:
-        add(b"Date", httpDate())
-    return out
-
-
-def _reasonPhrases() -> dict[int, bytes]:
-    phrases = {int(status): status.phrase.encode("ascii") for status in HTTPStatus}
-    phrases.update(RESPONSES)
-    return phrases
-
-
-_REASONS = _reasonPhrases()
-
-
-def reasonPhrase(code: int) -> bytes:
-    """
-    The reason phrase for C{code}. Twisted's table lacks some registered
-    codes (421, 426, 429, 431, 451, ...) and would write "Unknown Status";
-    those get the standard phrase, and an unregistered code gets an empty
-    one (RFC 9112 section 4 allows it).
-    """
-    return _REASONS.get(code, b"")
-
-
-def errorPage(
-    request: "GatewayRequest", code: int, message: str, extra: Iterable[tuple[bytes, bytes]] = ()
-) -> int:
-    """
-    The gateway's own error answer (plus C{extra} headers, e.g. a 426's
-    Sec-WebSocket-Version): the listener's or the gateway's custom page for
-    C{code} when one is configured, JSON for a client that prefers it, else
-    a line of plain text (see L{agwtx.runtime.errorpages}).  The reason is also
-    recorded for the access log; the request ID header is added on write.
-    """
-    request.agwError = message
-    if request.startedWriting:
-        # Too late for a status: cut the connection so the client sees a truncated response.
-        transport = request.channel.transport if request.channel else None
-        if transport is not None:
-            transport.abortConnection()
-        return NOT_DONE_YET
-    requestId = getattr(request, "agwRequestId", None)  # None: not a prepared GatewayRequest
-    pages = request.site.ctx.errorPages if requestId is not None else _NO_PAGES
-    contentType, body = pages.body(
-        getattr(request, "agwListener", None),
-        code,
-        message,
-        requestId,
-        request.requestHeaders.getRawHeaders(b"accept"),
-    )
-    request.setResponseCode(code, reasonPhrase(code))
-    request.responseHeaders = Headers(
-        {
-            b"date": [httpDate()],
-            b"content-type": [contentType],
-            b"content-length": [b"%d" % len(body)],
-            b"cache-control": [b"no-store"],
-        }
-    )
-    for name, value in extra:
-        request.responseHeaders.addRawHeader(name, value)
-    if not clientGone(request):
-        request.write(body)
-        request.finish()
-    return NOT_DONE_YET
-
-
-_NO_PAGES = ErrorPages(None)
 
 
 @implementer(IPullProducer)
@@ -388,9 +260,9 @@ class _Exchange:
 
     def __init__(
         self,
-        ctx: "GatewayContext",
+        ctx: Any,
         request: "GatewayRequest",
-        target: "BackendTarget",
+        target: Any,
         head: Callable[[Member], bytes],
         bodyLength: int,
         lease: Lease,
@@ -685,7 +557,7 @@ class _Exchange:
 
 
 def chooseMember(
-    ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarget", lease: Lease
+    ctx: Any, request: "GatewayRequest", target: Any, lease: Lease
 ) -> tuple[Member | None, Member | None]:
     """
     (member, pinned) for a new request or WebSocket handshake, by
@@ -710,7 +582,7 @@ def chooseMember(
     return lease.first(), None
 
 
-def _picksHost(target: "BackendTarget", request: "GatewayRequest") -> bool:
+def _picksHost(target: Any, request: "GatewayRequest") -> bool:
     """
     Whether the Host line is each member's own name: C{pickHostNameFromBackendAddress}
     without C{hostName}, or no C{hostName} and a client request without Host
@@ -732,7 +604,7 @@ def _fromTrustedProxy(request: "GatewayRequest") -> bool:
 
 def backendRequestHeaders(
     request: "GatewayRequest",
-    target: "BackendTarget",
+    target: Any,
     member: Member | None,
     dropExtra: frozenset[bytes],
 ) -> list[tuple[bytes, bytes]]:
@@ -768,9 +640,9 @@ def backendRequestHeaders(
 
 
 def _begin(
-    ctx: "GatewayContext",
+    ctx: Any,
     request: "GatewayRequest",
-    target: "BackendTarget",
+    target: Any,
     member: Member,
     pinned: Member | None,
     framing: tuple[bytes, bytes] | None,
@@ -798,7 +670,7 @@ def _begin(
     exchange.start(member)
 
 
-def proxy(ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarget") -> Any:
+def proxy(ctx: Any, request: "GatewayRequest", target: Any) -> Any:
     """Relay C{request} to a member of the target pool."""
     stream = request.agwStream
     if stream is not None:
@@ -823,9 +695,7 @@ def proxy(ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarg
     return NOT_DONE_YET
 
 
-def startStreaming(
-    ctx: "GatewayContext", request: "GatewayRequest", target: "BackendTarget", length: int | None
-) -> bool:
+def startStreaming(ctx: Any, request: "GatewayRequest", target: Any, length: int | None) -> bool:
     """
     Start relaying a request whose body is still arriving: called when its
     headers are complete.  False when no member is available (the body is

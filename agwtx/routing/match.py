@@ -6,12 +6,10 @@ is for, path normalisation and matching, the WebSocket upgrade test.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 from urllib.parse import unquote_to_bytes
 
-
-if TYPE_CHECKING:
-    from agwtx.http.request import GatewayRequest
+from twisted.web.iweb import IRequest
 
 # -- pure helpers ---------------------------------------------------------
 
@@ -100,6 +98,6 @@ def pathMatcher(patterns: Sequence[str]) -> Callable[[str], bool]:
     return match
 
 
-def isWebSocketUpgrade(request: "GatewayRequest") -> bool:
+def isWebSocketUpgrade(request: IRequest) -> bool:
     upgrade = request.requestHeaders.getRawHeaders(b"upgrade")
     return bool(upgrade) and any(v.strip().lower() == b"websocket" for v in upgrade)  # type: ignore[union-attr]

@@ -52,7 +52,7 @@ from agwtx.interfaces import (
 from agwtx.config.model import GatewayConfig, RequestRoutingRule
 from agwtx.config.errors import ConfigError
 from agwtx.config.ini import _scan
-from agwtx.proxy.reverse import errorPage
+from agwtx.runtime.answers import errorPage
 from agwtx.routing.match import normalizePath, requestHost
 from agwtx.routing.resource import GatewayResource, renderResource
 

@@ -33,7 +33,9 @@ from agwtx.config.model import (
     RequestRoutingRule,
 )
 from agwtx.proxy.pool import PoolState
-from agwtx.proxy.reverse import errorPage, httpDate, proxy
+from agwtx.runtime.answers import errorPage
+from agwtx.runtime.headers import httpDate
+from agwtx.proxy.reverse import proxy
 from agwtx.routing.index import HostIndex, PathIndex, hostMatcher
 from agwtx.routing.match import isWebSocketUpgrade, normalizePath, pathMatcher, requestHost
 from agwtx.routing.plugin import pluginTarget

@@ -90,10 +90,8 @@ from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
 from agwtx.proxy.pool import Lease, Member
-from agwtx.proxy.reverse import (
-    chooseMember,
-    errorPage,
-)
+from agwtx.runtime.answers import errorPage
+from agwtx.proxy.reverse import chooseMember
 
 from agwtx.websocket.frames import BUFFER_FRAME, DEFLATE, PIECE, frameHead, xorMask
 from agwtx.websocket.handshake import ClientHandshake, HandshakeError, checkHandshake, parseExtensionOffers

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autobahn.websocket.compress import (
     PerMessageDeflate,
@@ -19,10 +19,6 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from agwtx.websocket import xormask
-
-
-if TYPE_CHECKING:
-    pass
 
 
 DEFLATE = "max_output_len" in inspect.signature(PerMessageDeflate.decompress_message_data).parameters

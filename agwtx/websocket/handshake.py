@@ -9,22 +9,16 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autobahn.websocket.compress import (
     PerMessageDeflateOffer,
 )
 from twisted.web.http_headers import Headers
 
-from agwtx.proxy.reverse import (
-    connectionTokens,
-    responseHeaders,
-)
+from agwtx.runtime.headers import connectionTokens, responseHeaders
 
 from agwtx.websocket.frames import DEFLATE
-
-if TYPE_CHECKING:
-    pass
 
 
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
@@ -42,11 +42,6 @@ from agwtx.websocket.frames import (
 )
 from agwtx.websocket.handshake import _statusOf
 
-if TYPE_CHECKING:
-    from agwtx.websocket.session import WebSocketSession
-
-    pass
-
 
 log = Logger(namespace="agw.websocket")
 
@@ -60,7 +55,8 @@ class _Leg:
     used here (C{state}, C{current_frame}, C{failedByMe}, ...) are theirs.
     """
 
-    session: WebSocketSession
+    session: Any
+    """The L{agwtx.websocket.session.WebSocketSession} (that module imports this one)."""
     peerLeg: Any = None
     isBackend = False
     closeHeld = False
@@ -451,7 +447,7 @@ class _BackendFactory(WebSocketClientFactory):
     noisy = False
 
     def buildProtocol(self, addr: Any) -> _BackendLeg:
-        session: WebSocketSession = self.session  # type: ignore[attr-defined]
+        session = self.session  # type: ignore[attr-defined]
         proto = _BackendLeg()
         proto.factory = self
         proto.session = session

@@ -19,18 +19,14 @@ from agwtx.proxy.affinity import affinityCookies
 from agwtx.compat.twistedprivate import bufferedInput, clientGone
 from agwtx.proxy.pool import Lease, Member, PoolState
 from agwtx.proxy.client import relayableHead
-from agwtx.proxy.reverse import (
-    backendRequestHeaders,
-    connectFailureKind,
-    errorPage,
-)
+from agwtx.runtime.answers import errorPage
+from agwtx.proxy.reverse import backendRequestHeaders, connectFailureKind
 
 from agwtx.websocket.frames import GOING_AWAY, INTERNAL_ERROR, _CLOSED, _CONNECTING, _OPEN, _Throttle
 from agwtx.websocket.handshake import ClientHandshake, _NOT_FORWARDED, _REFUSAL_HEADERS, _returnedHeaders
 from agwtx.websocket.legs import _BackendFactory, _BackendLeg, _ClientLeg, _Leg
 
 if TYPE_CHECKING:
-    from agwtx.websocket.bridge import WebSocketBridge
     from agwtx.routing.router import BackendTarget
     from agwtx.http.request import GatewayRequest
 
@@ -56,7 +52,7 @@ class WebSocketSession:
 
     def __init__(
         self,
-        bridge: WebSocketBridge,
+        bridge: Any,
         request: GatewayRequest,
         target: BackendTarget,
         handshake: ClientHandshake,

@@ -1,0 +1,85 @@
+"""
+The gateway's own HTTP answers: the reason phrase of a status and
+L{errorPage}, through which every error the gateway makes itself goes
+(custom pages, JSON for clients that prefer it, plain text otherwise).
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any, Iterable
+
+from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers
+from twisted.web.server import NOT_DONE_YET
+
+from agwtx.compat.twistedprivate import clientGone
+from agwtx.runtime.headers import httpDate
+from agwtx.runtime.errorpages import ErrorPages
+
+__all__ = ["errorPage", "reasonPhrase"]
+
+
+def _reasonPhrases() -> dict[int, bytes]:
+    phrases = {int(status): status.phrase.encode("ascii") for status in HTTPStatus}
+    phrases.update(RESPONSES)
+    return phrases
+
+
+_REASONS = _reasonPhrases()
+
+
+def reasonPhrase(code: int) -> bytes:
+    """
+    The reason phrase for C{code}. Twisted's table lacks some registered
+    codes (421, 426, 429, 431, 451, ...) and would write "Unknown Status";
+    those get the standard phrase, and an unregistered code gets an empty
+    one (RFC 9112 section 4 allows it).
+    """
+    return _REASONS.get(code, b"")
+
+
+def errorPage(request: Any, code: int, message: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> int:
+    """
+    The gateway's own error answer (plus C{extra} headers, e.g. a 426's
+    Sec-WebSocket-Version): the listener's or the gateway's custom page for
+    C{code} when one is configured, JSON for a client that prefers it, else
+    a line of plain text (see L{agwtx.runtime.errorpages}).  The reason is also
+    recorded for the access log; the request ID header is added on write.
+    C{request} is a L{agwtx.http.request.GatewayRequest}, or the admin
+    site's plain twisted.web request (no custom pages apply there).
+    """
+    request.agwError = message
+    if request.startedWriting:
+        # Too late for a status: cut the connection so the client sees a truncated response.
+        transport = request.channel.transport if request.channel else None
+        if transport is not None:
+            transport.abortConnection()
+        return NOT_DONE_YET
+    requestId = getattr(request, "agwRequestId", None)  # None: not a prepared GatewayRequest
+    pages = request.site.ctx.errorPages if requestId is not None else _NO_PAGES
+    contentType, body = pages.body(
+        getattr(request, "agwListener", None),
+        code,
+        message,
+        requestId,
+        request.requestHeaders.getRawHeaders(b"accept"),
+    )
+    request.setResponseCode(code, reasonPhrase(code))
+    request.responseHeaders = Headers(
+        {
+            b"date": [httpDate()],
+            b"content-type": [contentType],
+            b"content-length": [b"%d" % len(body)],
+            b"cache-control": [b"no-store"],
+        }
+    )
+    for name, value in extra:
+        request.responseHeaders.addRawHeader(name, value)
+    if not clientGone(request):
+        request.write(body)
+        request.finish()
+    return NOT_DONE_YET
+
+
+_NO_PAGES = ErrorPages(None)
