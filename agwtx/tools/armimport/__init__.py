@@ -67,7 +67,8 @@ comment giving the Azure name.
 from __future__ import annotations
 
 from agwtx.tools.armimport.cli import main
-from agwtx.tools.armimport.convert import DEFAULT_TLS_DIR, SECTION_ORDER, convert
+from agwtx.tools.armimport.base import SECTION_ORDER
+from agwtx.tools.armimport.convert import DEFAULT_TLS_DIR, convert
 from agwtx.tools.armimport.evaluate import ArmEvaluator
 from agwtx.tools.armimport.read import ArmImportError, FoundGateway, findGateways, loadJson
 

@@ -1,0 +1,314 @@
+"""
+How requests are routed: C{[redirectConfiguration:NAME]},
+C{[urlPathMap:NAME]} (path rules), C{[rewriteRuleSet:NAME]} (header
+rewrites) and C{[requestRoutingRule:NAME]}, and the checks between rules
+(priorities, one rule per listener, every listener used).  The syntax of path
+rules, rewrite rules and plugin options is described in
+L{agwtx.config.loader}.
+"""
+
+from __future__ import annotations
+
+from agwtx.config.builder import _Builder, _kwargs
+from agwtx.config.errors import InvalidValue
+from agwtx.config.ini import _Section
+from agwtx.config.keys import _REWRITE_KEY_RE
+from agwtx.config.model import (
+    PathRule,
+    RedirectConfiguration,
+    RequestRoutingRule,
+    RewriteRule,
+    RewriteRuleSet,
+    UrlPathMap,
+)
+from agwtx.config.values import (
+    REDIRECT_TYPES,
+    RULE_NAME_RE,
+    RULE_TYPES,
+    _choice,
+    _got,
+    _parseHeaderName,
+    _parseUrl,
+    parseBool,
+    parseInt,
+    parseName,
+    parsePathRule,
+    parseRewriteCondition,
+    parseRewriteValue,
+)
+
+_RULE_REFS = {
+    "httpListener": "httpListener",
+    "backendAddressPool": "backendAddressPool",
+    "backendHttpSettings": "backendHttpSettings",
+    "redirectConfiguration": "redirectConfiguration",
+    "urlPathMap": "urlPathMap",
+    "rewriteRuleSet": "rewriteRuleSet",
+}
+
+
+class _RuleSections(_Builder):
+    """Builds redirects, path maps, rewrite rule sets and routing rules, and checks the rules together."""
+
+    def _redirectConfiguration(self, sec: _Section) -> RedirectConfiguration:
+        assert sec.name is not None
+        if sec.given("targetListener") and sec.given("targetUrl"):
+            sec.error(
+                sec.later("targetListener", "targetUrl"),
+                "expected targetListener or targetUrl, not both",
+            )
+        elif not (sec.given("targetListener") or sec.given("targetUrl")):
+            sec.error(None, "expected targetListener or targetUrl")
+        return RedirectConfiguration(
+            **_kwargs(
+                name=sec.name,
+                redirectType=sec.get(
+                    "redirectType",
+                    lambda t: _choice(t, REDIRECT_TYPES),
+                ),
+                targetListener=self.ref(sec, "targetListener", "httpListener"),
+                targetUrl=sec.get("targetUrl", _parseUrl),
+                includePath=sec.get("includePath", parseBool),
+                includeQueryString=sec.get("includeQueryString", parseBool),
+            )
+        )
+
+    def _urlPathMap(self, sec: _Section) -> UrlPathMap:
+        assert sec.name is not None
+        _checkTarget(
+            sec,
+            "defaultBackendAddressPool",
+            "defaultBackendHttpSettings",
+            "defaultRedirectConfiguration",
+            required=True,
+        )
+        rules: list[PathRule] = []
+        seenPaths: dict[str, str] = {}
+        seenRules: dict[str, str] = {}
+        for entry in sec.entries:
+            if not entry.key.lower().startswith("pathrule.") or entry.key.lower() in ("pathrule.",):
+                continue
+            name = entry.key[len("pathRule.") :]
+            try:
+                parseName(name)
+                if name.lower() in seenRules:
+                    raise InvalidValue(f"path rule {_got(name)} is defined twice")
+                rule = parsePathRule(name, entry.value)
+            except InvalidValue as e:
+                sec.error(entry.key, str(e))
+                continue
+            seenRules[name.lower()] = name
+            for attr in ("backendAddressPool", "backendHttpSettings", "redirectConfiguration"):
+                self.refName(sec, entry.key, attr, getattr(rule, attr))
+            for pattern in rule.paths:
+                other = seenPaths.get(pattern.lower())
+                if other is not None:
+                    sec.error(
+                        entry.key,
+                        f"path {_got(pattern)} is already listed in pathRule {_got(other)}",
+                    )
+                seenPaths[pattern.lower()] = name
+            rules.append(rule)
+        if not rules and not sec.failed:
+            sec.error(None, "expected at least one pathRule.NAME key")
+        return UrlPathMap(
+            name=sec.name,
+            defaultBackendAddressPool=self.ref(sec, "defaultBackendAddressPool", "backendAddressPool"),
+            defaultBackendHttpSettings=self.ref(sec, "defaultBackendHttpSettings", "backendHttpSettings"),
+            defaultRedirectConfiguration=self.ref(
+                sec, "defaultRedirectConfiguration", "redirectConfiguration"
+            ),
+            pathRules=tuple(rules),
+        )
+
+    def _rewriteRuleSet(self, sec: _Section) -> RewriteRuleSet:
+        assert sec.name is not None
+        order: list[str] = []
+        names: dict[str, str] = {}
+        firstKey: dict[str, str] = {}
+        conditions: dict[str, list[tuple[str, str, bool, bool]]] = {}
+        request: dict[str, list[tuple[str, str | None]]] = {}
+        response: dict[str, list[tuple[str, str | None]]] = {}
+        responseConditionKey: dict[str, str] = {}
+        for entry in sec.entries:
+            match = _REWRITE_KEY_RE.fullmatch(entry.key)
+            if match is None:
+                continue
+            ruleName = match.group("rule")
+            if not RULE_NAME_RE.fullmatch(ruleName):
+                sec.error(
+                    entry.key,
+                    f"expected a rule name of 1..80 letters, digits, '_' or '-', got {_got(ruleName)}",
+                )
+                continue
+            rid = ruleName.lower()
+            if rid not in names:
+                names[rid] = ruleName
+                firstKey[rid] = entry.key
+                order.append(rid)
+                conditions[rid], request[rid], response[rid] = [], [], []
+            try:
+                if match.group("cond"):
+                    condition = parseRewriteCondition(entry.value)
+                    if condition[0].startswith("http_resp_"):
+                        responseConditionKey.setdefault(rid, entry.key)
+                    conditions[rid].append(condition)
+                else:
+                    isResponse = match.group("action").lower() == "responseheader"
+                    header = _parseHeaderName(match.group("header"), isResponse)
+                    value = parseRewriteValue(entry.value, isResponse) if entry.value else None
+                    (response if isResponse else request)[rid].append((header, value))
+            except InvalidValue as e:
+                sec.error(entry.key, str(e))
+        rules: list[RewriteRule] = []
+        for rid in order:
+            where = f"rule.{names[rid]}"
+            if not (request[rid] or response[rid]):
+                sec.errors.add(
+                    sec.lineOf(firstKey[rid]),
+                    f"[{sec.header}] {where}",
+                    "expected at least one requestHeader or responseHeader action",
+                )
+                sec.failed = True
+            elif rid in responseConditionKey and request[rid]:
+                sec.error(
+                    responseConditionKey[rid],
+                    "a condition on a response header cannot guard requestHeader actions; "
+                    "put them in a rule of their own",
+                )
+            rules.append(
+                RewriteRule(
+                    name=names[rid],
+                    conditions=tuple(conditions[rid]),
+                    requestHeaders=tuple(request[rid]),
+                    responseHeaders=tuple(response[rid]),
+                )
+            )
+        if not order and not sec.failed:
+            sec.error(None, "expected at least one rule.NAME.requestHeader or responseHeader key")
+        return RewriteRuleSet(name=sec.name, rules=tuple(rules))
+
+    def _requestRoutingRule(self, sec: _Section) -> RequestRoutingRule | None:
+        assert sec.name is not None
+        refs = {key: self.ref(sec, key, kind) for key, kind in _RULE_REFS.items()}
+        ruleType = sec.get("ruleType", lambda t: _choice(t, RULE_TYPES))
+        if ruleType is None:
+            if sec.given("ruleType"):
+                sec.get("priority", lambda t: parseInt(t, 1, 20000))
+                return None
+            ruleType = "Basic"
+        priority = sec.get("priority", lambda t: parseInt(t, 1, 20000))
+        if not sec.given("httpListener"):
+            sec.error("httpListener", "required key is missing")
+        pluginOptions = tuple(
+            (entry.key[len("plugin.") :], entry.value)
+            for entry in sec.entries
+            if entry.key.lower().startswith("plugin.")
+        )
+        notAllowed = f"not allowed with ruleType {ruleType}"
+        if ruleType == "Basic":
+            _checkTarget(
+                sec,
+                "backendAddressPool",
+                "backendHttpSettings",
+                "redirectConfiguration",
+                required=True,
+            )
+            for key in ("urlPathMap", "plugin"):
+                if sec.given(key):
+                    sec.error(key, notAllowed)
+        elif ruleType == "PathBasedRouting":
+            if not sec.given("urlPathMap"):
+                sec.error("urlPathMap", "required for ruleType PathBasedRouting")
+            for key in (
+                "backendAddressPool",
+                "backendHttpSettings",
+                "redirectConfiguration",
+                "plugin",
+            ):
+                if sec.given(key):
+                    sec.error(key, notAllowed)
+        else:
+            if not sec.given("plugin"):
+                sec.error("plugin", "required for ruleType Plugin")
+            _checkTarget(sec, "backendAddressPool", "backendHttpSettings", None, required=False)
+            for key in ("redirectConfiguration", "urlPathMap"):
+                if sec.given(key):
+                    sec.error(key, notAllowed)
+        if ruleType != "Plugin":
+            for entry in sec.entries:
+                if entry.key.lower().startswith("plugin."):
+                    sec.error(entry.key, notAllowed)
+        plugin = sec.get("plugin", lambda t: parseName(t.strip()))
+        if refs["httpListener"] is None:
+            return None
+        return RequestRoutingRule(
+            **_kwargs(
+                name=sec.name,
+                ruleType=ruleType,
+                priority=priority,
+                plugin=plugin,
+                pluginOptions=pluginOptions,
+                **refs,
+            )
+        )
+
+    # -- cross-checks -------------------------------------------------------
+
+    def _checkRules(self) -> None:
+        rules = self.built["requestRoutingRule"]
+        withPriority = [name for name, (rule, _) in rules.items() if rule.priority is not None]
+        priorities: dict[int, str] = {}
+        listeners: dict[str, str] = {}
+        for name, (rule, sec) in rules.items():
+            if rule.priority is None and withPriority:
+                sec.error(
+                    "priority",
+                    f"missing; rule {_got(withPriority[0])} has a priority, so every rule needs one",
+                )
+            elif rule.priority is not None:
+                other = priorities.setdefault(rule.priority, name)
+                if other != name:
+                    sec.error("priority", f"{rule.priority} is already used by rule {_got(other)}")
+            other = listeners.setdefault(rule.httpListener, name)
+            if other != name:
+                sec.error(
+                    "httpListener",
+                    f"listener {_got(rule.httpListener)} is already used by rule {_got(other)}; "
+                    "each listener belongs to exactly one rule",
+                )
+        if not self.names["requestRoutingRule"]:
+            return  # "nothing to serve" says it all
+        # Rules that failed to build still count as using their listener.
+        used = {
+            name.lower()
+            for sec, key, kind, name in self.refs
+            if sec.kind == "requestRoutingRule" and key == "httpListener"
+        }
+        for sec in self.sections:
+            if sec.kind == "httpListener" and sec.name is not None and sec.name.lower() not in used:
+                sec.error(
+                    None,
+                    "no requestRoutingRule uses this listener, so its requests could not be routed",
+                )
+
+
+def _checkTarget(
+    sec: _Section, poolKey: str, settingsKey: str, redirectKey: str | None, required: bool
+) -> None:
+    """Pool and settings come together; they and the redirect exclude each other."""
+    hasPool, hasSettings = sec.given(poolKey), sec.given(settingsKey)
+    hasRedirect = redirectKey is not None and sec.given(redirectKey)
+    if hasPool != hasSettings:
+        given, missing = (poolKey, settingsKey) if hasPool else (settingsKey, poolKey)
+        sec.error(given, f"needs {missing} as well")
+    if redirectKey is not None and hasRedirect and (hasPool or hasSettings):
+        sec.error(
+            redirectKey,
+            f"expected either {poolKey} and {settingsKey} or {redirectKey}, not both",
+        )
+    if required and not (hasPool or hasSettings or hasRedirect):
+        alternatives = f"{poolKey} and {settingsKey}"
+        if redirectKey is not None:
+            alternatives += f", or {redirectKey}"
+        sec.error(None, f"expected {alternatives}")
