@@ -1752,6 +1752,16 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "rewrite HTTP2-Settings",
+        "[rewriteRuleSet:rw]\nrule.a.requestHeader.X-A = 1\nrule.a.requestHeader.HTTP2-Settings = AAMA\n",
+        [
+            (
+                "@3: [rewriteRuleSet:rw] rule.a.requestHeader.HTTP2-Settings: header 'HTTP2-Settings' is "
+                "hop-by-hop: the gateway manages it and it cannot be rewritten"
+            ),
+        ],
+    ),
+    (
         "rewrite Content-Length",
         "[rewriteRuleSet:rw]\nrule.a.responseHeader.Content-Length = 0\nrule.a.responseHeader.X-A = 1\n",
         [

@@ -454,7 +454,7 @@ _VARIABLES = (
 _VARIABLES_EXPECTED = ", ".join(_VARIABLES + ("http_req_<Header>", "http_resp_<Header>"))
 REWRITE_VARIABLES = frozenset(_VARIABLES)
 """The C{var_*} variables rewrite rules may use."""
-_HOP_BY_HOP = frozenset(
+HOP_BY_HOP_FIELDS = frozenset(
     {
         "connection",
         "keep-alive",
@@ -465,8 +465,13 @@ _HOP_BY_HOP = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
+        # HTTP/2's upgrade field (RFC 9113 section 3.2.1): connection-specific
+        # by definition, whether Connection names it or not.
+        "http2-settings",
     }
 )
+"""Connection-specific fields (lowercase): never forwarded, never rewritten;
+L{agwtx.runtime.headers.HOP_BY_HOP} is this set as bytes."""
 
 
 def _checkVariable(name: str) -> None:
@@ -517,7 +522,7 @@ def _parseHeaderName(text: str, response: bool) -> str:
     if not HEADER_TOKEN_RE.fullmatch(text):
         raise InvalidValue(f"expected a header name, got {_got(text)}")
     lowered = text.lower()
-    if lowered in _HOP_BY_HOP:
+    if lowered in HOP_BY_HOP_FIELDS:
         raise InvalidValue(
             f"header {_got(text)} is hop-by-hop: the gateway manages it and it cannot be rewritten"
         )
@@ -526,7 +531,7 @@ def _parseHeaderName(text: str, response: bool) -> str:
     return text
 
 
-UNREWRITABLE_HEADERS = _HOP_BY_HOP | {"content-length"}
+UNREWRITABLE_HEADERS = HOP_BY_HOP_FIELDS | {"content-length"}
 """Headers a rewrite rule may not set or remove (lowercase)."""
 
 
@@ -583,7 +588,7 @@ def _parseAccessLogFormat(text: str) -> str:
     return value
 
 
-_RESERVED_ID_HEADERS = _HOP_BY_HOP | {
+_RESERVED_ID_HEADERS = HOP_BY_HOP_FIELDS | {
     "content-length",
     "host",
     "traceparent",

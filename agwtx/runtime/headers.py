@@ -12,24 +12,12 @@ from typing import Any
 from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 
+from agwtx.config.values import HOP_BY_HOP_FIELDS
+
 __all__ = ["HOP_BY_HOP", "connectionTokens", "httpDate", "responseHeaders"]
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        # HTTP/2's upgrade field (RFC 9113 section 3.2.1, RFC 7540 3.2.1):
-        # connection-specific by definition, whether Connection names it or not.
-        b"http2-settings",
-    }
-)
+HOP_BY_HOP = frozenset(name.encode("ascii") for name in HOP_BY_HOP_FIELDS)
+"""The connection-specific fields, as the proxy compares them (lowercase bytes)."""
 
 
 def connectionTokens(values: list[bytes] | None) -> frozenset[bytes]:
