@@ -74,16 +74,24 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    from agwtx.ops.workers import SECRET_ENV, WorkerSupervisor
-    from agwtx.ops.workerview import WORKER_ADMIN_ENV
-
     from agwtx.ops.gctune import tuneGarbageCollector
     from agwtx.ops.reactorpoll import installLeanPoll
     from agwtx.ops.startup import installExceptHook
 
     installExceptHook()
     installLeanPoll(reactor)
+    service = _services(options, reactor)
+    # After the service tree exists, so the freeze takes the routing tables,
+    # pools and TLS contexts out of later collections too.
     tuneGarbageCollector()
+    return service
+
+
+def _services(options: Options, reactor: Any) -> IService:
+    """The gateway's service tree for this process (a worker's, or the first process's)."""
+    from agwtx.ops.workers import SECRET_ENV, WorkerSupervisor
+    from agwtx.ops.workerview import WORKER_ADMIN_ENV
+
     config = options.gatewayConfig
     worker = int(options["worker"])
     count = config.gateway.workers

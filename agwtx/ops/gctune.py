@@ -15,8 +15,9 @@ L{tuneGarbageCollector} raises the young-generation threshold to
 L{YOUNG_THRESHOLD} allocations, so most request objects are freed by
 reference counting before any collection sees them and few are promoted
 (same measurement: 0.15 s of collector time in 8 s, no full collection),
-and freezes the objects that exist when the service starts (modules,
-configuration, routing tables) out of every later collection.  Cyclic
+and freezes the objects that exist once the service tree is built (modules,
+configuration, routing tables, pools, TLS contexts) out of every later
+collection.  Cyclic
 garbage waits for at most that many allocations before it is freed.
 PyPy's collector works differently and is left alone.
 """
