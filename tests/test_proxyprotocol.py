@@ -22,7 +22,7 @@ from agwtx.config.values import parseNetworks
 from agwtx.http.proxyprotocol import ProxyProtocolFactory
 from agwtx.http.forwarded import clientAddress, forwardedAddress, rightmostUntrusted
 from tests.certs import selfSigned
-from tests.support import Proc, freePort, startBackend, startGateway, waitFor
+from tests.support import Proc, basicIni, freePort, startBackend, startGateway, waitFor
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -338,3 +338,69 @@ def test_refusals_are_logged_at_most_once_per_interval() -> None:
         ("no PROXY header", 4),
     ]
     assert factory.refusedCount == 7
+
+
+def _proxiedGet(port: int, client: str) -> socket.socket | None:
+    """
+    A connection from the balancer (127.0.0.1) naming C{client} in a PROXY
+    v1 header, then a GET: the open socket when it was answered 200 (kept
+    alive), None when the gateway closed it unanswered.
+    """
+    s = socket.socket()
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    try:
+        s.sendall(v1Header(client, 4000) + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = s.recv(65536)
+    except ConnectionError:
+        data = b""
+    if not data:
+        s.close()
+        return None
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
+    return s
+
+
+def test_connection_limits_count_the_client_the_proxy_header_names(tmp_path: Path) -> None:
+    """
+    On a port with the PROXY protocol, maxConnectionsPerClient = 2 counts
+    the clients the headers name, not the balancer every connection comes
+    from, and maxConnections = 3 holds: a third connection for one client
+    and a fourth in all are closed unanswered (counted by reason), the
+    others are served, and the gateway stays up.
+    """
+    from tests.test_security import _metric
+
+    b, pb = startBackend(tmp_path, "A")
+    port, admin = freePort(), freePort()
+    gateway = f"admin = tcp:{admin}:interface=127.0.0.1\nmaxConnections = 3\nmaxConnectionsPerClient = 2"
+    ini = basicIni(port, [pb], gateway=gateway).replace(
+        "interface = 127.0.0.1\n",
+        "interface = 127.0.0.1\nproxyProtocol = true\nproxyProtocolSources = 127.0.0.0/8\n",
+        1,
+    )
+    gw = startGateway(tmp_path, ini, port)
+    held: list[socket.socket] = []
+    try:
+        first = [_proxiedGet(port, "203.0.113.1") for _ in range(3)]
+        assert [s is not None for s in first] == [True, True, False]
+        second = [_proxiedGet(port, "203.0.113.2") for _ in range(2)]
+        assert [s is not None for s in second] == [True, False]  # 3 in all
+        held = [s for s in first + second if s is not None]
+        refused = 'agw_connections_refused_total{reason="%s"}'
+        waitFor(lambda: _metric(admin, refused % "maxConnectionsPerClient") == 1, what="per-client refusal")
+        waitFor(lambda: _metric(admin, refused % "maxConnections") == 1, what="total refusal")
+        for s in held:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")  # still served
+            s.close()
+        held = []
+        again = waitFor(lambda: _proxiedGet(port, "203.0.113.1"), what="served after the holders left")
+        held.append(again)
+        assert gw.proc.poll() is None
+        assert "Traceback" not in gw.output()
+    finally:
+        for s in held:
+            s.close()
+        gw.stop()
+        b.stop()

@@ -96,6 +96,28 @@ class GatewayChannel(http.HTTPChannel):
     _dropped: list[bytes] | None = None
     """Names of the current request head's fields dropped for an C{_}."""
 
+    def connectionMade(self) -> None:
+        """
+        Take a connection slot (L{agwtx.runtime.limits}) for the client, or
+        close at once, unread, over C{[gateway] maxConnections} or
+        C{maxConnectionsPerClient}.  Here rather than when the listener
+        accepts: behind the PROXY protocol wrapper the transport's peer is
+        the client its header named (not the balancer), and plain, TLS and
+        PROXY ports count the same way.
+        """
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        slot = self.site.ctx.connections.acquire(getattr(peer, "host", None))
+        if slot is None:
+            self.dataReceived = self._ignore  # type: ignore[method-assign]
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        self.agwSlot = slot
+        self._peer = peer
+        super().connectionMade()
+
+    def _ignore(self, data: bytes) -> None:
+        """What a connection closed over a limit still delivers (the rest of a read): dropped."""
+
     # A deadline for the request head, against clients that send it a byte at
     # a time (the idle timer restarts on every byte, so alone it never fires).
     # It is armed only when a read leaves a head begun but unfinished, which

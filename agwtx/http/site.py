@@ -88,19 +88,6 @@ class GatewaySite(server.Site):
         self.secure = False
         """Set by the gateway service when this port is wrapped in TLS."""
 
-    def buildProtocol(self, addr: Any) -> Any:
-        """
-        A channel for a new connection, or None (the listener closes the
-        socket at once, unread) when C{[gateway] maxConnections} or
-        C{maxConnectionsPerClient} is reached: see L{agwtx.runtime.limits}.
-        """
-        slot = self.ctx.connections.acquire(getattr(addr, "host", None))
-        if slot is None:
-            return None
-        channel = super().buildProtocol(addr)
-        channel.agwSlot = slot
-        return channel
-
     def acceptableProtocols(self) -> list[bytes]:
         # None to hand to Twisted's TLS wrapper: ALPN is answered by the
         # listener's own context (tls._selectHttp11: http/1.1, or no protocol

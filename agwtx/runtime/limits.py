@@ -4,8 +4,10 @@ gateway process holds) and C{maxConnectionsPerClient} (from one client
 address; addresses in C{trustedProxies} are exempt, as a CDN or an L7
 proxy in front carries many clients on its own address).
 
-A connection over a limit is closed as soon as it is accepted, before a
-byte is read (the listener's factory returns no protocol), counted in
+A connection over a limit is closed as soon as its HTTP channel is
+connected, before a byte is read (L{agwtx.http.channel.GatewayChannel.connectionMade}:
+behind the PROXY protocol, that is once the header named the client, which
+is the address counted), counted in
 C{agw_connections_refused_total{reason}}, and logged at most once per
 L{LOG_INTERVAL} seconds with the number refused since the last line, so a
 flood does not flood the log too.

@@ -509,10 +509,3 @@ class TlsServerFactory(TLSMemoryBIOFactory):
 
     def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         return self.serverTls.serverConnectionForTLS(tlsProtocol)
-
-    def buildProtocol(self, addr: Any) -> Any:
-        # The Site may refuse the connection (a connection limit): then no TLS either.
-        inner = self.wrappedFactory.buildProtocol(addr)
-        if inner is None:
-            return None
-        return self.protocol(self, inner)
