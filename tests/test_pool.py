@@ -223,3 +223,18 @@ def test_a_lease_chooses_first_and_fails_over_once() -> None:
     lz.release()
     lz.release()
     assert [m.inflight for m in state.members] == [0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "host, key, hostHeader",
+    [
+        ("10.0.0.1", "10.0.0.1:8080", b"10.0.0.1"),
+        ("2001:db8::1", "[2001:db8::1]:8080", b"[2001:db8::1]"),
+        ("b\u00fccher.example", "b\u00fccher.example:8080", b"xn--bcher-kva.example"),
+    ],
+)
+def test_a_members_key_and_host_value_are_worked_out_once(host: str, key: str, hostHeader: bytes) -> None:
+    """Host and port never change: the key and the Host value are plain attributes, not recomputed per use."""
+    m = Member(host, 8080)
+    assert (m.key, m.hostHeader) == (key, hostHeader)
+    assert (vars(m)["key"], vars(m)["hostHeader"]) == (key, hostHeader)

@@ -77,17 +77,17 @@ class Member:
     """Queue waits per L{QUEUE_WAIT_BUCKETS} bucket, the last one +Inf."""
     waitSum: float = 0.0
 
-    @property
-    def key(self) -> str:
-        """The member's identity in affinity cookies and logs."""
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+    key: str = field(init=False, default="")
+    """The member's identity in affinity cookies and logs: C{host:port}, an IPv6 literal in brackets."""
+    hostHeader: bytes = field(init=False, default=b"", repr=False)
+    """The member's name as a Host value (no port): IPv6 literals in brackets, names in IDNA."""
 
-    @property
-    def hostHeader(self) -> bytes:
-        """The member's name as a Host value (no port): IPv6 literals in brackets, names in IDNA."""
-        return hostForHeader(self.host).encode("idna")
+    def __post_init__(self) -> None:
+        # host and port never change after construction: both are worked out
+        # once, not on every request head or affinity lookup.
+        host = hostForHeader(self.host)
+        self.key = f"{host}:{self.port}"
+        self.hostHeader = host.encode("idna")
 
     @property
     def available(self) -> bool:
