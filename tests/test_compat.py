@@ -1,8 +1,8 @@
 """
-The private Twisted and autobahn names agw relies on (L{agwtx.compat}):
+The private Twisted, autobahn and pyOpenSSL names agw relies on (L{agwtx.compat}):
 each is checked against the installed release, so an upgrade that moves
 one fails the test named after it; and no agw module outside
-L{agwtx.compat} imports a private name from either library.
+L{agwtx.compat} imports a private name from any of them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agwtx.compat import Private
-from agwtx.compat import autobahnprivate, twistedprivate
+from agwtx.compat import autobahnprivate, pyopensslprivate, twistedprivate
 
 ROOT = Path(__file__).resolve().parent.parent / "agwtx"
 
@@ -29,10 +29,15 @@ def test_autobahn_private_name_is_still_there(item: Private) -> None:
     assert item.problem() is None, item.problem()
 
 
+@pytest.mark.parametrize("item", pyopensslprivate.ITEMS, ids=str)
+def test_pyopenssl_private_name_is_still_there(item: Private) -> None:
+    assert item.problem() is None, item.problem()
+
+
 def test_every_item_says_why() -> None:
-    for item in twistedprivate.ITEMS + autobahnprivate.ITEMS:
+    for item in twistedprivate.ITEMS + autobahnprivate.ITEMS + pyopensslprivate.ITEMS:
         assert item.why and item.usedBy, item
-    names = [str(i) for i in twistedprivate.ITEMS + autobahnprivate.ITEMS]
+    names = [str(i) for i in twistedprivate.ITEMS + autobahnprivate.ITEMS + pyopensslprivate.ITEMS]
     assert len(names) == len(set(names))
 
 
@@ -57,12 +62,15 @@ def test_a_moved_item_is_reported_by_name() -> None:
     assert (owner.problem() or "").startswith("twisted.web.http:NoSuchClass.x: its owner")
 
 
+_LIBRARIES = ("twisted", "autobahn", "OpenSSL")
+
+
 def privateImports(source: str) -> list[str]:
-    """Imports of a private Twisted or autobahn module or name (an alias is not a name)."""
+    """Imports of a private Twisted, autobahn or pyOpenSSL module or name (an alias is not a name)."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module.split(".")[0] not in ("twisted", "autobahn"):
+            if node.module.split(".")[0] not in _LIBRARIES:
                 continue
             if any(part.startswith("_") for part in node.module.split(".")):
                 found.append(node.module)
@@ -71,8 +79,7 @@ def privateImports(source: str) -> list[str]:
             found.extend(
                 a.name
                 for a in node.names
-                if a.name.split(".")[0] in ("twisted", "autobahn")
-                and any(p.startswith("_") for p in a.name.split("."))
+                if a.name.split(".")[0] in _LIBRARIES and any(p.startswith("_") for p in a.name.split("."))
             )
     return found
 
@@ -81,6 +88,7 @@ def test_private_imports_live_in_the_compat_modules_only() -> None:
     assert privateImports("from twisted.web.http import _ChunkedTransferDecoder") == [
         "twisted.web.http._ChunkedTransferDecoder"
     ]
+    assert privateImports("from OpenSSL._util import lib") == ["OpenSSL._util"]
     assert privateImports("from twisted.protocols.haproxy._info import ProxyInfo") == [
         "twisted.protocols.haproxy._info"
     ]
@@ -110,6 +118,7 @@ def test_private_imports_live_in_the_compat_modules_only() -> None:
         r"\._isMessageCompressed\b",
         r"\._perMessageCompress\b",
         r"\.__dict__\.update\(",
+        r"\._context\b",
     ],
 )
 def test_private_attributes_are_reached_through_compat(pattern: str) -> None:

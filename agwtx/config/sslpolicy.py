@@ -35,6 +35,7 @@ from typing import Mapping
 
 from OpenSSL import SSL
 
+from agwtx.compat.pyopensslprivate import setTls13Suites
 from agwtx.config.model import SslPolicy
 
 __all__ = [
@@ -250,14 +251,8 @@ def versionAvailable(version: int) -> bool:
         except SSL.Error:
             return False
         contexts.append(ctx)
-    try:
-        contexts[0].use_certificate(cert)  # type: ignore[arg-type]
-        contexts[0].use_privatekey(key)  # type: ignore[arg-type]
-    except TypeError:  # pyOpenSSL before 24.3
-        from OpenSSL.crypto import X509, PKey
-
-        contexts[0].use_certificate(X509.from_cryptography(cert))
-        contexts[0].use_privatekey(PKey.from_cryptography_key(key))
+    contexts[0].use_certificate(cert)  # type: ignore[arg-type]
+    contexts[0].use_privatekey(key)  # type: ignore[arg-type]
     server = SSL.Connection(contexts[0], None)
     server.set_accept_state()
     client = SSL.Connection(contexts[1], None)
@@ -407,12 +402,6 @@ def applyPolicy(ctx: SSL.Context, policy: ResolvedPolicy) -> None:
     ctx.set_min_proto_version(policy.minVersion)
     ctx.set_max_proto_version(policy.maxVersion)
     if policy.tls13Suites:
-        setter = getattr(ctx, "set_tls13_ciphersuites", None)
-        if setter is not None:
-            setter(policy.tls13Suites.encode("ascii"))
-        else:  # pyOpenSSL before 25.2
-            from OpenSSL._util import lib
-
-            lib.SSL_CTX_set_ciphersuites(ctx._context, policy.tls13Suites.encode("ascii"))  # type: ignore[attr-defined]
+        setTls13Suites(ctx, policy.tls13Suites.encode("ascii"))
     # Last: it makes a Connection from the context (pyOpenSSL's check).
     ctx.set_cipher_list((policy.cipherString or "DEFAULT").encode("ascii"))

@@ -141,14 +141,6 @@ def _signedBy(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> bool:
     )
 
 
-def _utc(response: Any, name: str) -> datetime.datetime | None:
-    value = getattr(response, name + "_utc", None)
-    if value is None:
-        naive = getattr(response, name)
-        value = naive.replace(tzinfo=datetime.timezone.utc) if naive is not None else None
-    return value  # type: ignore[no-any-return]
-
-
 def judge(
     der: bytes,
     request: ocsp.OCSPRequest,
@@ -173,7 +165,7 @@ def judge(
         return "the OCSP response is about another certificate", None
     if not _signedBy(response, issuer):
         return "the OCSP response is not signed by the issuer or its delegated responder", None
-    thisUpdate, nextUpdate = _utc(response, "this_update"), _utc(response, "next_update")
+    thisUpdate, nextUpdate = response.this_update_utc, response.next_update_utc
     if thisUpdate is not None and thisUpdate > now + SKEW:
         return "the OCSP response is not yet valid", None
     if nextUpdate is not None and nextUpdate < now - SKEW:
