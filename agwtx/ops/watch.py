@@ -3,11 +3,12 @@ C{[gateway] watchConfig = true}: reload when the config file, or a
 certificate or key file it names, changes.
 
 Polling, not inotify: every L{WATCH_INTERVAL} seconds each file is
-C{stat}ed through its path (symlinks followed) and its real path resolved,
+C{stat}ed through its path (symlinks followed: one system call a file),
 so an edit in place, a file replaced by rename, and the atomic swap
 Kubernetes does for mounted ConfigMaps and Secrets (the C{..data} symlink
-pointed at a new directory) are all seen, portably, with no extra
-dependency.  A change runs the same reload as SIGHUP: an invalid new file
+pointed at a new directory, whose files are new inodes) are all seen,
+portably, with no extra dependency.  The list of files is made once per
+configuration, not per tick.  A change runs the same reload as SIGHUP: an invalid new file
 is logged error by error and changes nothing, and is not retried until a
 file changes again.  Only the first process watches; it passes the reload
 on to its workers as SIGHUP does.
@@ -31,7 +32,7 @@ WATCH_INTERVAL = 1.0
 
 log = Logger(namespace="agw.watch")
 
-FileState = Tuple[str, Optional[Tuple[int, int, int, int]]]
+FileState = Optional[Tuple[int, int, int, int]]
 
 
 def watchedFiles(config: GatewayConfig) -> list[str]:
@@ -55,14 +56,15 @@ def watchedFiles(config: GatewayConfig) -> list[str]:
 
 
 def fileStates(paths: list[str]) -> list[FileState]:
-    """Per path: its real path and (device, inode, size, mtime in ns), None when missing."""
+    """Per path: (device, inode, size, mtime in ns) of the file it leads to, None when missing."""
     states: list[FileState] = []
     for path in paths:
         try:
             st = os.stat(path)
-            states.append((os.path.realpath(path), (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)))
         except OSError:
-            states.append((path, None))
+            states.append(None)
+        else:
+            states.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
     return states
 
 
@@ -76,6 +78,9 @@ class ConfigWatcher(Service):
         self.current = current
         self.reload = reload
         self.seen: list[FileState] | None = None
+        self.config: GatewayConfig | None = None
+        self.paths: list[str] = []
+        """L{watchedFiles} of C{config}, the configuration last looked at."""
         self.loop = LoopingCall(self.tick)
         self.loop.clock = clock
 
@@ -94,16 +99,22 @@ class ConfigWatcher(Service):
         except Exception:
             log.failure("watching the configuration files")
 
-    def _tick(self) -> None:
+    def _files(self) -> list[str]:
         config = self.current()
-        if not config.gateway.watchConfig:
+        if config is not self.config:
+            self.config, self.paths = config, watchedFiles(config)
+        return self.paths
+
+    def _tick(self) -> None:
+        if not self.current().gateway.watchConfig:
             self.seen = None
             return
-        states = fileStates(watchedFiles(config))
+        paths = self._files()
+        states = fileStates(paths)
         if self.seen is None or states == self.seen:
             self.seen = states
             return
-        changed = [path for (path, state), (_, old) in zip(states, self.seen) if state != old]
+        changed = [path for path, state, old in zip(paths, states, self.seen) if state != old]
         log.info(
             "watchConfig: {files} changed; reloading",
             files=", ".join(changed) or "the set of watched files",
@@ -112,4 +123,4 @@ class ConfigWatcher(Service):
         # The files named by the configuration now in force (the new one, or
         # the old one when the new file was rejected), as they are now: a
         # rejected file is not tried again until something changes.
-        self.seen = fileStates(watchedFiles(self.current()))
+        self.seen = fileStates(self._files())
