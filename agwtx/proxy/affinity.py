@@ -5,8 +5,9 @@ The value is a member token: C{HMAC-SHA256(key, scope, member)} truncated
 to 16 bytes, base64url (22 characters).  The scope (pool and settings
 names) makes a cookie minted for one pool mean nothing to another; the
 member's address is not in it, not even encoded: the gateway finds the
-member by computing the token of each member of the pool (cached) and
-comparing.  Any gateway instance holding the same keys honours the same
+member in a map, per scope, from every token of every member of the pool
+(under each key) to that member, made again when the membership changes, so
+a request's cookie costs one dict lookup.  Any gateway instance holding the same keys honours the same
 cookie, which is what lets agw scale out without shared state.
 
 Keys rotate without logging anyone out: C{[gateway] affinitySecrets = new,
@@ -33,6 +34,8 @@ _TAG_BYTES = 16
 _TOKEN_LENGTH = 22
 """Characters of a member token: 16 bytes in unpadded base64url."""
 _CACHE_LIMIT = 8192
+_SCOPE_LIMIT = 1024
+"""Scopes with a reverse map kept (one per (pool, settings) pair a rule uses)."""
 
 
 def _b64(data: bytes) -> bytes:
@@ -47,6 +50,8 @@ class AffinityCodec:
     """
     Signs and verifies affinity cookie values with one or more keys: the
     first signs, all verify.  Without keys, a random one for this process.
+    The keys never change: new keys (a reload) are a new codec, with maps
+    of its own.
     """
 
     def __init__(self, secret: bytes | None = None, secrets: Sequence[bytes] = ()) -> None:
@@ -54,6 +59,8 @@ class AffinityCodec:
         self.secrets = keys
         self.secret = keys[0]
         self._tokens: dict[tuple[int, str, str], bytes] = {}
+        self._byScope: dict[str, tuple[tuple[str, ...], dict[bytes, tuple[str, bool]]]] = {}
+        """Per scope: the member keys the map was made for, and token -> (member key, signing key?)."""
 
     # -- member tokens (affinity cookies)
 
@@ -83,12 +90,24 @@ class AffinityCodec:
         """
         if len(value) != _TOKEN_LENGTH:
             return None
-        keys = list(memberKeys)
+        keys = tuple(memberKeys)
+        entry = self._byScope.get(scope)
+        if entry is None or entry[0] != keys:
+            entry = self._byScope[scope] = (keys, self._reverseMap(scope, keys))
+        # A plain dict lookup, not a constant-time comparison: the timing
+        # can tell only whether the value's (per-process keyed) hash meets
+        # a token's, which says nothing about a token's bytes.
+        return entry[1].get(value)
+
+    def _reverseMap(self, scope: str, memberKeys: tuple[str, ...]) -> dict[bytes, tuple[str, bool]]:
+        """Every token of C{memberKeys} in C{scope} under every key, to (member key, signing key?)."""
+        if len(self._byScope) >= _SCOPE_LIMIT:
+            self._byScope.clear()
+        found: dict[bytes, tuple[str, bool]] = {}
         for index in range(len(self.secrets)):
-            for memberKey in keys:
-                if hmac.compare_digest(value, self._token(index, scope, memberKey)):
-                    return memberKey, index == 0
-        return None
+            for memberKey in memberKeys:
+                found.setdefault(self._token(index, scope, memberKey), (memberKey, index == 0))
+        return found
 
     # -- signed values (routing plugins)
 
