@@ -36,6 +36,7 @@ from agwtx.ops.answers import isoTime, jsonBody
 from agwtx.ops.metrics import metricsResource
 from agwtx.ops.statuspage import installStatusPage
 from agwtx.proxy.pool import Member, PoolState
+from agwtx.routing.match import splitHost
 from agwtx.runtime.answers import errorPage
 from agwtx.ops.startup import serverEndpoint
 
@@ -188,37 +189,6 @@ _READS = frozenset({b"GET", b"HEAD"})
 _SAME_ORIGIN_FETCH = frozenset({b"same-origin", b"none"})
 
 
-def _splitHost(value: bytes) -> tuple[str, int | None] | None:
-    """C{(name, port)} from a Host value (name lowercased, IPv6 without brackets), or None."""
-    try:
-        text = value.decode("ascii").strip().lower()
-    except UnicodeDecodeError:
-        return None
-    port: int | None = None
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            return None
-        name, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                return None
-            portText = rest[1:]
-        else:
-            portText = None
-    else:
-        name, sep, portText = text.partition(":")
-        if not sep:
-            portText = None
-    if portText is not None:
-        if not portText.isdigit() or len(portText) > 5:
-            return None
-        port = int(portText)
-    if not name:
-        return None
-    return name, port
-
-
 def _sameAddress(name: str, address: str | None) -> bool:
     if not address:
         return False
@@ -264,7 +234,7 @@ class AdminGuard:
             return True
         if not hosts or len(hosts) != 1:
             return False
-        split = _splitHost(hosts[0])
+        split = splitHost(hosts[0])
         if split is None:
             return False
         name, port = split

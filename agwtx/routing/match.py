@@ -35,6 +35,18 @@ def validHost(host: bytes) -> bool:
     return not port or int(port) <= 65535
 
 
+def splitHost(host: bytes) -> tuple[str, int | None] | None:
+    """
+    C{(name, port)} of a non-empty, valid (L{validHost}) Host value: the
+    name as L{requestHost} gives it, the port or None; None when invalid.
+    """
+    host = host.strip()
+    m = _HOST_SYNTAX.match(host)
+    if not host or m is None or not validHost(host):
+        return None
+    return requestHost(host), int(m.group(1)) if m.group(1) else None
+
+
 def requestHost(host: bytes | None) -> str:
     """The Host header's name, lowercased, without port or trailing dot."""
     if not host:
