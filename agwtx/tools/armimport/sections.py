@@ -183,7 +183,6 @@ _BACKREFS: Mapping[str, frozenset[str]] = {
 
 _ELEMENT_NOT_CONVERTED: Mapping[str, str] = {
     "firewallpolicy": "agw has no web application firewall",
-    "customerrorconfigurations": "agw has no custom error pages",
     "loaddistributionpolicy": "agw balances round robin over healthy members",
     "defaultloaddistributionpolicy": "agw balances round robin over healthy members",
     "authenticationcertificates": "v1 authentication certificates; use trustedRootCertificates",
