@@ -8,6 +8,7 @@ bodies, affinity keys and forwarding headers.  See docs/security.rst.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 import time
@@ -501,3 +502,57 @@ def test_service_unit_scores_at_most_2_in_systemd_analyze_security() -> None:
     for setting in ("User=agw", "UMask=0077", "LogsDirectory=agw", "SystemCallFilter=@system-service"):
         assert f"\n{setting}\n" in text, setting
     assert "\nMemoryDenyWriteExecute=yes" not in text  # PyPy's JIT needs W+X memory
+
+
+def test_refused_head_with_a_body_gets_one_answer_with_its_request_id(tmp_path: Path) -> None:
+    """
+    On an HTTPS listener with requestBodyTimeout = 1 (under the 5 s the
+    refused connection lingers), a POST with a Content-Length, a body that
+    never comes and an invalid Host: exactly one answer, the 400, then the
+    close; no 408 after it on the same connection.  The answer carries the
+    request's ID (the client's, trustClientRequestId), the one in the
+    access log.
+    """
+    import ssl
+
+    from tests.certs import selfSigned
+
+    b, pb = startBackend(tmp_path, "A")
+    port = freePort()
+    certPath, keyPath = selfSigned(["x.test"]).write(tmp_path, "x")
+    accessLog = tmp_path / "access.log"
+    gateway = f"accessLog = {accessLog}\naccessLogFormat = json\nrequestBodyTimeout = 1\ntrustClientRequestId = true"
+    ini = basicIni(port, [pb], gateway=gateway).replace(
+        "frontendPort = fp\nprotocol = Http\n", "frontendPort = fp\nprotocol = Https\nsslCertificate = c\n", 1
+    )
+    ini += f"\n[sslCertificate:c]\ncertificate = {certPath}\nprivateKey = {keyPath}\n"
+    gw = startGateway(tmp_path, ini, port)
+    try:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as raw:
+            with ctx.wrap_socket(raw, server_hostname="x.test") as s:
+                s.sendall(
+                    b"POST /up HTTP/1.1\r\nHost: bad host!\r\nContent-Length: 100\r\n"
+                    b"X-Request-ID: refused-request-7\r\n\r\n"
+                )
+                answer = b""
+                while True:  # until the gateway closes (the end of its lingering)
+                    try:
+                        chunk = s.recv(65536)
+                    except (ConnectionError, ssl.SSLError):
+                        break
+                    if not chunk:
+                        break
+                    answer += chunk
+        assert answer.count(b"HTTP/1.1 ") == 1, answer
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert b"\r\nX-Request-ID: refused-request-7\r\n" in answer, answer
+        waitFor(accessLog.exists, what="the access log")
+        events = [json.loads(line) for line in accessLog.read_text().splitlines()]
+        assert [(e["httpStatus"], e["transactionId"]) for e in events] == [(400, "refused-request-7")]
+        assert gw.proc.poll() is None
+    finally:
+        gw.stop()
+        b.stop()

@@ -254,9 +254,14 @@ class GatewayChannel(http.HTTPChannel):
         connection until the idle timeout).
         """
         phrase, _, text = message.partition(": ")
-        self._refuse(_canned(400, phrase.encode("ascii"), text.encode("ascii")))
+        self._refuse(_canned(400, phrase.encode("ascii"), text.encode("ascii")), self.requests[-1])
 
-    def _refuse(self, refusal: _Refusal) -> None:
+    def _refuse(self, refusal: _Refusal, request: Any = None) -> None:
+        """
+        Answer with C{refusal} and read nothing more.  C{request}: the
+        request whose head was read (its ID goes on the answer, its body
+        deadline is stopped: the body is not waited for).
+        """
         transport = self.transport
         if self._lingerCall is not None or transport is None or transport.disconnecting:
             return
@@ -268,7 +273,11 @@ class GatewayChannel(http.HTTPChannel):
         self.dataReceived = self.rawDataReceived = self._discard  # type: ignore[method-assign]
         self.lineReceived = self._discard  # type: ignore[method-assign]
         self._lingerCall = self.callLater(LINGER_TIMEOUT, self._lingerEnd)
-        sendRefusal(self.site.ctx, transport, refusal, self.site.soleListener())
+        requestId = None
+        if request is not None:
+            request.stopBodyTimer()
+            requestId = request.agwRequestId
+        sendRefusal(self.site.ctx, transport, refusal, self.site.soleListener(), requestId)
 
     def _discard(self, data: bytes) -> None:
         self._lingerBytes += len(data)

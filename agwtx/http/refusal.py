@@ -89,18 +89,26 @@ _501_TE = _canned(501, b"Not Implemented", b"the only transfer coding supported 
 PLAIN_HTTP_ON_HTTPS = _canned(400, b"Bad Request", b"a plain HTTP request was sent to an HTTPS port")
 
 
-def sendRefusal(ctx: GatewayContext, transport: Any, refusal: _Refusal, listener: str | None = None) -> None:
+def sendRefusal(
+    ctx: GatewayContext,
+    transport: Any,
+    refusal: _Refusal,
+    listener: str | None = None,
+    requestId: str | None = None,
+) -> None:
     """
     Log and send C{refusal} on a connection whose request could not be read,
     then shut the write side where the transport has one of its own (plain
     TCP; a TLS wrapper would pass the call on to the TCP socket under it and
     cut the TLS stream).  The caller drops what the client still sends.
 
-    The answer gets a new request ID (logged with it) and the custom page
-    for its status: C{listener}'s when the port has only that listener,
-    else the gateway's.
+    The answer carries C{requestId} (the refused request's, when its head
+    was read), else a new one, logged with it, and the custom page for its
+    status: C{listener}'s when the port has only that listener, else the
+    gateway's.
     """
-    requestId = newRequestId()
+    if requestId is None:
+        requestId = newRequestId()
     refusal = refusal.branded(ctx, listener)
     peer = transport.getPeer()
     ctx.refusedLog(

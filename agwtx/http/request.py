@@ -153,7 +153,7 @@ class GatewayRequest(server.Request):
     than C{notifyFinish}: two Deferreds per request are measurable here."""
 
     def connectionLost(self, reason: Any) -> None:
-        self._stopBodyTimer()
+        self.stopBodyTimer()
         super().connectionLost(reason)
         self._done(None)
         hook, self.agwOnLost = self.agwOnLost, None
@@ -161,7 +161,7 @@ class GatewayRequest(server.Request):
             hook(reason)
 
     def _cleanup(self) -> None:
-        self._stopBodyTimer()
+        self.stopBodyTimer()
         self.agwOnLost = None
         super()._cleanup()
         self._done(None)
@@ -233,7 +233,7 @@ class GatewayRequest(server.Request):
             self.content.write(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        self._stopBodyTimer()
+        self.stopBodyTimer()
         super().requestReceived(command, path, version)
 
     # The request body deadline ([gateway] requestBodyTimeout, nginx's
@@ -245,7 +245,8 @@ class GatewayRequest(server.Request):
         self._bodyLast = reactor.seconds()
         self._bodyCall = reactor.callLater(self.site.bodyTimeout, self._bodyTimerFired)
 
-    def _stopBodyTimer(self) -> None:
+    def stopBodyTimer(self) -> None:
+        """No more body is waited for (it is complete, or the request was refused)."""
         call, self._bodyCall = self._bodyCall, None
         if call is not None and call.active():
             call.cancel()
