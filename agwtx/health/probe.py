@@ -130,8 +130,7 @@ class ProbeRequest:
     @property
     def url(self) -> str:
         scheme = "https" if self.protocol == "Https" else "http"
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{scheme}://{host}:{self.port}{self.path}"
+        return f"{scheme}://{hostForHeader(self.address)}:{self.port}{self.path}"
 
 
 ProbeFunction = Callable[[ProbeRequest], "Deferred[ProbeResult]"]

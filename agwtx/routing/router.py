@@ -32,7 +32,7 @@ from agwtx.config.model import (
     RedirectConfiguration,
     RequestRoutingRule,
 )
-from agwtx.proxy.pool import PoolState
+from agwtx.proxy.pool import PoolState, hostForHeader
 from agwtx.runtime.answers import errorPage
 from agwtx.runtime.headers import httpDate
 from agwtx.proxy.reverse import proxy
@@ -120,9 +120,7 @@ class RedirectTarget(GatewayResource):
             if cfg.includePath:
                 base = base.rstrip(b"/") + path
         else:
-            host = requestHost(request.requestHeaders.getRawHeaders(b"host", [b""])[0])
-            if ":" in host:
-                host = f"[{host}]"
+            host = hostForHeader(requestHost(request.requestHeaders.getRawHeaders(b"host", [b""])[0]))
             default = 443 if self.targetScheme == "https" else 80
             port = "" if self.targetPort in (None, default) else f":{self.targetPort}"
             base = f"{self.targetScheme}://{host}{port}".encode("idna" if host.isascii() else "utf-8")

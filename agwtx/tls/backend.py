@@ -56,6 +56,7 @@ from agwtx.config.model import (
     BackendHttpSettings,
 )
 from agwtx.config.certificates import spki
+from agwtx.proxy.pool import hostForHeader
 
 log = Logger(namespace="agw.tls")
 
@@ -284,7 +285,7 @@ class BackendTls:
 
     def connect(self, host: str, port: int, factory: Any, timeout: float) -> IConnector:
         """Start a TLS connection; C{factory} sees it connected after the handshake."""
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        where = f"{hostForHeader(host)}:{port}"
         first = _HandshakeFirstFactory(factory, self.reactor, timeout, where)
         tls = TLSMemoryBIOFactory(self.creatorFor(host), True, first, clock=self.reactor)  # type: ignore[arg-type]
         return self.reactor.connectTCP(host, port, tls, timeout=timeout)  # type: ignore[no-any-return]
