@@ -369,6 +369,22 @@ def test_backend_refusal_status_passed_to_client(gateway: tuple[int, Proc]) -> N
     assert info.value.response.status_code == 404
 
 
+@pytest.mark.parametrize(
+    "status, phrase",
+    [(421, b"Misdirected Request"), (429, b"Too Many Requests"), (451, b"Unavailable For Legal Reasons")],
+)
+def test_backend_refusal_names_the_status_twisted_lacks(
+    gateway: tuple[int, Proc], status: int, phrase: bytes
+) -> None:
+    """The refusal's text names the status by its standard phrase, as the status line does (not "Error")."""
+    port, _ = gateway
+    with pytest.raises(InvalidStatus) as info:
+        wsConnect(port, f"/refuse/{status}")
+    assert info.value.response.status_code == status
+    assert info.value.response.reason_phrase == phrase.decode()
+    assert phrase + b": the backend refused the WebSocket handshake" in (info.value.response.body or b"")
+
+
 def test_backend_unreachable_is_502(tmpdir_module: Path) -> None:
     dead = freePort()
     with ownGateway(tmpdir_module, [dead]) as (gport, _):

@@ -13,13 +13,12 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES
 
 from agwtx.proxy.affinity import affinityCookies
 from agwtx.compat.twistedprivate import bufferedInput, clientGone
 from agwtx.proxy.pool import Lease, Member, PoolState
 from agwtx.proxy.client import relayableHead
-from agwtx.runtime.answers import errorPage
+from agwtx.runtime.answers import errorPage, reasonPhrase
 from agwtx.proxy.reverse import backendRequestHeaders, connectFailureKind
 
 from agwtx.websocket.frames import GOING_AWAY, INTERNAL_ERROR, _CLOSED, _CONNECTING, _OPEN, _Throttle
@@ -234,7 +233,7 @@ class WebSocketSession:
                     member=self.member.key,
                     status=status,
                 )
-                phrase = RESPONSES.get(status, b"Error").decode("latin-1")
+                phrase = reasonPhrase(status).decode("ascii") or "Error"
                 self._fail(status, f"{phrase}: the backend refused the WebSocket handshake", extra)
                 return
         if leg.handshakeError is not None:
