@@ -75,6 +75,33 @@ def waitForPort(port: int, proc: subprocess.Popen[bytes] | None = None, timeout:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def listeningSockets(pid: int, port: int) -> set[int]:
+    """
+    The inodes of the sockets process C{pid} holds listening on TCP C{port}
+    (any address, IPv4 or IPv6), from C{/proc}: the same set before and after
+    an event means the very same listening sockets were kept, not re-bound.
+    """
+    listening: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        path = Path(table)
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], int(fields[9])
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                listening.add(inode)
+    held: set[int] = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed since the listing
+            continue
+        if target.startswith("socket:["):
+            held.add(int(target[len("socket:[") : -1]))
+    return listening & held
+
+
 class Proc:
     """A subprocess that is always cleaned up, with its output in a file."""
 

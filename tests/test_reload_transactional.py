@@ -29,7 +29,7 @@ import pytest
 from tests.certs import selfSigned
 from tests.rawbackend import headerValue, readHead
 from tests.test_reload import backendOf
-from tests.support import Proc, TWISTD, freePort, startBackend, waitFor, waitForPort
+from tests.support import Proc, TWISTD, freePort, listeningSockets, startBackend, waitFor, waitForPort
 from tests.test_routing import writeDropIn
 
 PICKY_PLUGIN = """
@@ -308,17 +308,22 @@ privateKey = {key}
 def test_proxy_protocol_switch_keeps_the_socket(tmp_path: Path, backends: tuple[int, int]) -> None:
     """
     Turning the PROXY protocol on, then off, on a port whose endpoint stays:
-    the socket is never closed (a connection queued in its backlog before
-    the reload is served after it), and the new stack takes new connections.
+    the gateway holds the very same listening socket (same inode in
+    C{/proc}) before and after each reload, so nothing is re-bound; a
+    connection the old stack accepted before the reload is still served
+    after it, and the new stack takes new connections.
     """
     pa, _ = backends
     p1, admin = freePort(), freePort()
     gw = Gw(tmp_path, ini({"one": p1}, [pa], admin), p1, admin)
     try:
         assert served(p1) == "A"
+        sockets = listeningSockets(gw.proc.pid, p1)
+        assert len(sockets) == 1, sockets
         kept = socket.create_connection(("127.0.0.1", p1), timeout=10)  # accepted by the old stack
         status, body = gw.reload(ini({"one": p1}, [pa], admin, proxyProtocol=True))
         assert (status, body) == (200, {"ok": True, "errors": []})
+        assert listeningSockets(gw.proc.pid, p1) == sockets
         kept.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         head, _ = readHead(kept)
         assert head.startswith(b"HTTP/1.1 200 "), head
@@ -331,6 +336,7 @@ def test_proxy_protocol_switch_keeps_the_socket(tmp_path: Path, backends: tuple[
             assert head.startswith(b"HTTP/1.1 200 "), head
         status, body = gw.reload(ini({"one": p1}, [pa], admin))
         assert (status, body) == (200, {"ok": True, "errors": []})
+        assert listeningSockets(gw.proc.pid, p1) == sockets
         assert served(p1) == "A"
         assert "Couldn't listen" not in gw.proc.output()
     finally:
