@@ -81,7 +81,8 @@ class _Leg:
     fast = False
     """Set by the session when neither leg compresses: see L{_relayWhole}."""
     compressed = False
-    """Whether permessage-deflate runs on this leg (known once its handshake is done, L{opening})."""
+    """Whether permessage-deflate runs on this leg (known once its handshake is done, L{opening}, before
+    any frame is read); without it no message is compressed, which the frame paths check first."""
 
     def opening(self) -> None:
         """The leg's handshake is done: note what it negotiated."""
@@ -195,7 +196,7 @@ class _Leg:
     def onMessageFrameBegin(self, length: int) -> None:
         if self.failedByMe:  # type: ignore[attr-defined]
             return
-        if isMessageCompressed(self):
+        if self.compressed and isMessageCompressed(self):
             # A compressed frame's length says nothing about the message's:
             # counted as it inflates (onMessageFrameData).
             self._consumed = 0
@@ -216,7 +217,7 @@ class _Leg:
     def onMessageFrameData(self, payload: bytes) -> None:
         if self.failedByMe:  # type: ignore[attr-defined]
             return
-        if isMessageCompressed(self):
+        if self.compressed and isMessageCompressed(self):
             # autobahn has added (inflated - compressed) for this chunk to
             # message_data_total_length and bounded the inflation by it;
             # adding the compressed bytes consumed makes it the inflated
