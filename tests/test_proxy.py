@@ -785,3 +785,38 @@ def test_connect_failure_kind_comes_from_the_exception_type() -> None:
     assert connectFailureKind(None) == "connect"
     # socket() failing in the gateway (EMFILE): the member is not at fault
     assert connectFailureKind(Failure(error.ConnectBindError(24, "Too many open files"))) == "local"
+
+
+def test_answer_before_the_body_is_read_says_it_closes(tmp_path: Path) -> None:
+    """
+    A backend that answers a streamed upload before reading its body: the
+    client gets that answer with Connection: close (the rest of its body is
+    not read as a next request), then the close.
+    """
+
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!")
+        time.sleep(1)
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 10)
+            answer = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except ConnectionError:
+                    break
+                if not chunk:
+                    break
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413 "), answer
+        assert b"\r\nConnection: close" in head, answer
+        assert body == b"big!"
+    finally:
+        gw.stop()
+        backend.close()

@@ -204,7 +204,7 @@ def _readResponse(s: socket.socket) -> bytes:
 def test_stalled_request_body_gets_408_and_closes_its_backend_connection(tmp_path: Path) -> None:
     """
     requestBodyTimeout = 1: a body that stops after 10 of 100 bytes is
-    answered 408 and the connection closed, and the backend, which was
+    answered 408 with Connection: close and the connection closed, and the backend, which was
     receiving that body, sees its connection closed (not left waiting for the
     other 90 bytes); a body that keeps coming, a byte every 0.3 s, is not.
     """
@@ -240,6 +240,7 @@ def test_stalled_request_body_gets_408_and_closes_its_backend_connection(tmp_pat
             answer = _readResponse(s)
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert answer.endswith(b"408 Request Timeout: the request body stalled for more than 1 s\n")
+        assert b"\r\nConnection: close" in answer.partition(b"\r\n\r\n")[0]  # it says it closes
         waitFor(lambda: seen, what="the backend's connection closed")
         assert seen[0] in (b"closed after 10", b"reset after 10"), seen
         # a slow body that keeps coming is not cut

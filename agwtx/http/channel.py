@@ -355,7 +355,23 @@ class GatewayChannel(http.HTTPChannel):
     # or no body); a response delimited by the close still closes.  Only
     # such connections get the writeHeaders hook: the common one pays nothing.
 
+    _closing = False
+
+    def closeAfterResponse(self) -> None:
+        """
+        Close the connection after the response being answered, and say so
+        on it (C{Connection: close}, if its head is not written yet): the
+        one way the gateway decides to close after an answer (a stalled
+        body, a malformed request, an answer before the body was read).
+        It holds even if the request's body completes afterwards.
+        """
+        self._closing = True
+        self.persistent = False
+        self.writeHeaders = self._writeConnectionHeader  # type: ignore[method-assign]
+
     def checkPersistence(self, request: Any, version: bytes) -> bool:
+        if self._closing:
+            return False
         if self.site.ctx.stopping:
             # A stopping gateway (lame duck, drain) closes each connection
             # after its answer, so clients reconnect through the balancer to

@@ -268,7 +268,7 @@ class GatewayRequest(server.Request):
             seconds=timeout,
         )
         # Nothing more is read from this connection: it closes after the answer.
-        channel.persistent = False
+        channel.closeAfterResponse()
         channel.dataReceived = channel._discard  # type: ignore[method-assign]
         message = f"Request Timeout: the request body stalled for more than {timeout:g} s"
         stream = self.agwStream

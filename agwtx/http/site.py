@@ -61,8 +61,7 @@ class _ErrorAnswer(GatewayResource):
             # A malformed request (Host, target): nothing more is read
             # from the connection, as nginx does, so what follows it is
             # never taken as requests.
-            request.channel.persistent = False
-            return errorPage(request, self.code, self.message, [(b"Connection", b"close")])
+            request.channel.closeAfterResponse()
         return errorPage(request, self.code, self.message)
 
 

@@ -417,6 +417,7 @@ class _Exchange:
         if self.done:
             return
         self.headSent = True
+        self._closeIfUploading()
         self.lastActivity = now = self.ctx.reactor.seconds()
         request.agwServerLatency = now - self.sentAt
         request.setResponseCode(status, reason or reasonPhrase(status))
@@ -491,15 +492,18 @@ class _Exchange:
         self.done = True
         if self.stream is not None:
             self.stream.detach()
-            if not self.stream.ended and self.request.channel is not None:
-                # Answered before the client finished sending: close after this response.
-                self.request.channel.persistent = False
         if self.timing:
             self.timing = False
             self.ctx.deadlines.remove(self)
         self.lease.release()
 
+    def _closeIfUploading(self) -> None:
+        """Answered before the client finished sending its body: the connection closes after this response."""
+        if self.stream is not None and not self.stream.ended and self.request.channel is not None:
+            self.request.channel.closeAfterResponse()
+
     def _finishWithError(self, code: int, message: str) -> None:
+        self._closeIfUploading()
         self._cleanup()
         errorPage(self.request, code, message)
 
