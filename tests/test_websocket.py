@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 from autobahn.websocket.compress import PerMessageDeflateOffer
-from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -832,7 +833,7 @@ def newBridge(
         clientproto=b"HTTP/1.1",
         requestHeaders=_headers(),
         received_cookies={},
-        notifyFinish=Deferred,
+        agwOnLost=None,
         code=101,
         sentLength=0,
         agwStart=0.0,
@@ -879,6 +880,21 @@ def test_affinity_cookie_followed_while_its_member_drains() -> None:
     }
     bridge(request, target)
     assert dialed == [(pinned.host, pinned.port)]
+
+
+def test_a_client_gone_while_the_backend_is_dialled_ends_the_session() -> None:
+    """The request's C{agwOnLost} hook (as for proxied requests) tells the session the client left."""
+    clock = Clock()
+    bridge, target, request, dialed = newBridge(clock)
+    bridge(request, target)
+    (session,) = bridge.sessions
+    member = target.state.members[0]
+    assert (dialed, member.inflight) == ([(member.host, member.port)], 1)
+    request.agwOnLost(Failure(ConnectionDone()))
+    assert request.agwError == "client went away"
+    assert (bridge.sessions, member.inflight) == (set(), 0)
+    assert not clock.getDelayedCalls()  # the handshake timer is cancelled
+    assert session.phase == "ended"
 
 
 def test_idle_timeout_on_fake_clock() -> None:

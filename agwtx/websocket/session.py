@@ -89,7 +89,9 @@ class WebSocketSession:
     def start(self) -> None:
         self.bridge.sessions.add(self)
         self.timer = self.clock.callLater(self.settings.requestTimeout, self._handshakeTimedOut)
-        self.request.notifyFinish().addErrback(self._clientGone)
+        # The request's hook, as the proxy's (no Deferred per handshake):
+        # called if the client leaves before its answer (see L{_clientGone}).
+        self.request.agwOnLost = self._clientGone
         self._dial(self.member)
 
     def _dial(self, member: Member) -> None:
@@ -307,6 +309,7 @@ class WebSocketSession:
         self.configureLeg(proto)
         self.clientLeg = proto
         channel.transport = None
+        request.agwOnLost = None  # the client leg sees the client leave from now on
         proto.agwSlot, channel.agwSlot = getattr(channel, "agwSlot", None), None
         # HTTPChannel registered itself as the transport's producer; the
         # bridge registers its own once both legs are open.
