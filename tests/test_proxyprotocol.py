@@ -292,19 +292,14 @@ def test_rightmost_untrusted(chain: list[bytes], client: str | None) -> None:
 def test_client_address_believes_only_a_trusted_peer() -> None:
     from twisted.internet.address import IPv4Address
 
+    def address(host: str, headers: Headers, settings: GatewaySettings) -> tuple[str, str, int | None]:
+        return clientAddress(IPv4Address("TCP", host, 5), headers, settings, settings.isTrustedProxy(host))
+
     headers = Headers({b"x-forwarded-for": [b"192.0.2.1"]})
-    assert clientAddress(IPv4Address("TCP", "10.0.0.9", 5), headers, TRUSTED) == (
-        "10.0.0.9",
-        "192.0.2.1",
-        None,
-    )
-    assert clientAddress(IPv4Address("TCP", "11.0.0.9", 5), headers, TRUSTED) == ("11.0.0.9", "11.0.0.9", 5)
-    assert clientAddress(IPv4Address("TCP", "10.0.0.9", 5), headers, GatewaySettings()) == (
-        "10.0.0.9",
-        "10.0.0.9",
-        5,
-    )
-    assert clientAddress(IPv4Address("TCP", "10.0.0.9", 5), Headers(), TRUSTED) == ("10.0.0.9", "10.0.0.9", 5)
+    assert address("10.0.0.9", headers, TRUSTED) == ("10.0.0.9", "192.0.2.1", None)
+    assert address("11.0.0.9", headers, TRUSTED) == ("11.0.0.9", "11.0.0.9", 5)
+    assert address("10.0.0.9", headers, GatewaySettings()) == ("10.0.0.9", "10.0.0.9", 5)
+    assert address("10.0.0.9", Headers(), TRUSTED) == ("10.0.0.9", "10.0.0.9", 5)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,9 @@ from typing import Any
 from agwtx.config.model import GatewaySettings
 
 
-def clientAddress(peer: Any, headers: Any, settings: GatewaySettings) -> tuple[str, str, int | None]:
+def clientAddress(
+    peer: Any, headers: Any, settings: GatewaySettings, trusted: bool
+) -> tuple[str, str, int | None]:
     """
     C{(peerIP, clientIP, clientPort)} of a request: the one place the client
     address is decided, for X-Forwarded-For, the access log, rewrite
@@ -21,14 +23,15 @@ def clientAddress(peer: Any, headers: Any, settings: GatewaySettings) -> tuple[s
 
     C{peer} is the channel's peer: the TCP peer, or on a port with the PROXY
     protocol the client its header named.  When that peer is a trusted
-    forwarder (C{[gateway] trustedProxies}), the client is the right-most
+    forwarder (C{trusted}: in C{[gateway] trustedProxies}, as the caller
+    found once per request), the client is the right-most
     X-Forwarded-For entry not itself trusted (nginx's real_ip_recursive,
     Caddy's trusted_proxies); its port is unknown.  Otherwise the header is
     not believed.
     """
     peerIP = getattr(peer, "host", "-")
     port = getattr(peer, "port", None)
-    if settings.trustedProxies and settings.isTrustedProxy(peerIP):
+    if trusted:
         chain = headers.getRawHeaders(b"x-forwarded-for")
         if chain:
             client = rightmostUntrusted(chain, settings)

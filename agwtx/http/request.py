@@ -99,6 +99,8 @@ class GatewayRequest(server.Request):
     """The client's port; None when a trusted forwarder named the client."""
     peerIP: str = "-"
     """The connection's peer: the TCP peer, or the PROXY protocol's client."""
+    peerTrusted = False
+    """Whether L{peerIP} is in C{[gateway] trustedProxies}: looked up once, when the request is prepared."""
     listenerPort: int = 0
     agwStream: Any = None
     agwDecision: tuple[Any, int, str] | None = None
@@ -118,13 +120,16 @@ class GatewayRequest(server.Request):
         site.ctx.activeRequests += 1
         self._counted = True
         self.agwStart = site.ctx.reactor.seconds()
+        settings = site.ctx.config.gateway
+        peer = self.client
+        trusted = self.peerTrusted = settings.isTrustedProxy(getattr(peer, "host", "-"))
         self.peerIP, self.clientIP, self.clientPort = clientAddress(
-            self.client, self.requestHeaders, site.ctx.config.gateway
+            peer, self.requestHeaders, settings, trusted
         )
         self.listenerPort = site.listenerPort or getattr(self.host, "port", 0)
         tagger = site.ctx.tagger
         self.agwIdHeader = tagger.header
-        tagger.tag(self)
+        tagger.tag(self, trusted)
 
     def write(self, data: bytes) -> None:
         if not self.startedWriting and self.agwRequestId is not None:

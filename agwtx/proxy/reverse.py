@@ -600,12 +600,6 @@ def _picksHost(target: Any, request: "GatewayRequest") -> bool:
     )
 
 
-def _fromTrustedProxy(request: "GatewayRequest") -> bool:
-    """Whether the peer (the PROXY protocol's client, else the TCP peer) is in C{[gateway] trustedProxies}."""
-    config = getattr(getattr(getattr(request, "site", None), "ctx", None), "config", None)
-    return config is not None and bool(config.gateway.isTrustedProxy(request.peerIP))
-
-
 def backendRequestHeaders(
     request: "GatewayRequest",
     target: Any,
@@ -633,7 +627,7 @@ def backendRequestHeaders(
         request.listenerPort,
         host,
         dropExtra=tagger.dropping(dropExtra),
-        trusted=_fromTrustedProxy(request),
+        trusted=request.peerTrusted,
     )
     if pickHost and member is None:
         del fwd[0]

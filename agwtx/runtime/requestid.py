@@ -102,7 +102,6 @@ class RequestTagger:
         self.headerName = settings.requestIdHeader
         self.lower = self.header.lower()
         self.trustClients = settings.trustClientRequestId
-        self.hasTrusted = bool(settings.trustedProxies)
         self.replaced = frozenset({self.lower, b"traceparent", b"tracestate"})
         """Request headers the gateway writes itself (the incoming ones are not forwarded as they are)."""
         self._drops: dict[frozenset[bytes], frozenset[bytes]] = {}
@@ -114,14 +113,10 @@ class RequestTagger:
             drop = self._drops[extra] = self.replaced | extra
         return drop
 
-    def requestId(self, headers: Any, peer: str) -> str:
-        """The ID of a request from C{peer} with C{headers} (a twisted Headers)."""
+    def requestId(self, headers: Any, trusted: bool) -> str:
+        """The ID of a request with C{headers} (a twisted Headers) from a peer C{trusted} or not."""
         values = headers.getRawHeaders(self.lower)
-        if (
-            values
-            and len(values) == 1
-            and (self.trustClients or (self.hasTrusted and self.settings.isTrustedProxy(peer)))
-        ):
+        if values and len(values) == 1 and (self.trustClients or trusted):
             value = values[0].strip()
             if _ID_RE.match(value):
                 return value.decode("ascii")
@@ -138,10 +133,17 @@ class RequestTagger:
             return TraceContext(found[0], span, found[1], b",".join(state) if state else None, True)
         return TraceContext(b"%032x" % getrandbits(128), span, NEW_TRACE_FLAGS, None, False)
 
-    def tag(self, request: Any) -> None:
-        """Give C{request} (a GatewayRequest) its ID and trace context."""
+    def tag(self, request: Any, trusted: bool | None = None) -> None:
+        """
+        Give C{request} (a GatewayRequest) its ID and trace context.
+        C{trusted}: whether its peer is a trusted proxy, when the caller
+        already knows (L{agwtx.http.request.GatewayRequest.peerTrusted});
+        else looked up from its C{peerIP}.
+        """
+        if trusted is None:
+            trusted = self.settings.isTrustedProxy(request.peerIP)
         headers = request.requestHeaders
-        request.agwRequestId = self.requestId(headers, request.peerIP)
+        request.agwRequestId = self.requestId(headers, trusted)
         request.agwTrace = self.traceContext(headers)
 
     def backendHeaders(self, request: Any) -> list[tuple[bytes, bytes]]:
