@@ -6,7 +6,10 @@ so malformed, slow, chunked and huge responses are all easy to make.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import socket
+import ssl
 import threading
 from typing import Callable
 
@@ -30,15 +33,45 @@ def readHead(conn: socket.socket, limit: int = 1 << 20) -> tuple[bytes, bytes]:
     return head, rest
 
 
-def handshakeHead(port: int, host: bytes, path: bytes = b"/ws", timeout: float = 10) -> bytes:
-    """Send a minimal WebSocket handshake to the gateway on C{port}; return the answer's head."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(
-            b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        )
-        head, _ = readHead(s)
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+"""RFC 6455's GUID, appended to the key for C{Sec-WebSocket-Accept}."""
+
+
+def acceptFor(key: bytes) -> bytes:
+    """The C{Sec-WebSocket-Accept} value that answers C{Sec-WebSocket-Key: key} (RFC 6455 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + WS_GUID).digest())  # noqa: S324
+
+
+def handshakeRequest(host: bytes, path: bytes = b"/ws", extra: bytes = b"") -> bytes:
+    """A minimal WebSocket handshake; C{extra} adds header lines (each ending in CRLF)."""
+    return (
+        b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" + extra + b"\r\n"
+    )
+
+
+def handshakeHead(
+    port: int,
+    host: bytes,
+    path: bytes = b"/ws",
+    timeout: float = 10,
+    extra: bytes = b"",
+    context: ssl.SSLContext | None = None,
+    serverName: str = "localhost",
+) -> bytes:
+    """
+    Send L{handshakeRequest} to the gateway on C{port} (over TLS with
+    C{context}, for C{serverName}); return the answer's head.  The
+    connection is then closed without a close frame.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        s = context.wrap_socket(raw, server_hostname=serverName) if context is not None else raw
+        try:
+            s.sendall(handshakeRequest(host, path, extra))
+            head, _ = readHead(s)
+        finally:
+            s.close()
     return head
 
 

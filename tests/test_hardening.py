@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.rawbackend import RawBackend
+from tests.rawbackend import RawBackend, handshakeHead
 from tests.support import Proc, basicIni, freePort, startGateway
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
@@ -131,14 +131,9 @@ def test_header_names_with_underscores_are_dropped_from_websocket_handshakes(
     gateway: tuple[int, Proc], recorder: Recorder
 ) -> None:
     port, _ = gateway
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            b"X_Auth_User: admin\r\nX-Kept: 1\r\n\r\n"
-        )
-        # The recorder answers 200 to the handshake: a refusal passed on to the client.
-        assert s.recv(65536).startswith(b"HTTP/1.1 ")
+    answer = handshakeHead(port, b"x", extra=b"X_Auth_User: admin\r\nX-Kept: 1\r\n")
+    # The recorder answers 200 to the handshake: a refusal passed on to the client.
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
     head = recorder.heads[-1]
     assert head.startswith(b"GET /ws "), head
     assert b"x-kept" in recorder.names()

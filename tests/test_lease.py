@@ -22,13 +22,10 @@ from typing import Any, Iterator
 import pytest
 from websockets.sync.client import connect
 
-from tests.rawbackend import RawBackend, readHead
+from tests.rawbackend import RawBackend, handshakeHead, handshakeRequest, readHead
 from tests.support import TWISTD, Proc, freePort, startBackend, waitFor, waitForPort
 
-WS_HANDSHAKE = (
-    b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
+WS_HANDSHAKE = handshakeRequest(b"x", b"/chat")
 
 
 def reset(conn: socket.socket, head: bytes, rest: bytes) -> None:
@@ -235,11 +232,8 @@ def test_every_failure_releases_its_lease(setup: Setup) -> None:
         ws.send("hello")
         assert ws.recv(timeout=5) == "hello"
     # a WebSocket dropped by its client without a close frame
-    raw = socket.create_connection(("127.0.0.1", ports["mixed"]), timeout=10)
-    raw.sendall(WS_HANDSHAKE)
-    head, _ = readHead(raw)
+    head = handshakeHead(ports["mixed"], b"x", b"/chat")
     assert head.startswith(b"HTTP/1.1 101 "), head
-    raw.close()
     # reset before the response
     assert status(ports["reset"]) == 502
     # a backend that never answers: 504, and meanwhile a client queued behind it leaves

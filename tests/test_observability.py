@@ -28,7 +28,7 @@ from agwtx.runtime.errorpages import ErrorPages, prefersJson
 from agwtx.config.model import CustomErrorPage, GatewayConfig, GatewaySettings, HttpListener
 from agwtx.runtime.requestid import RequestTagger, parseTraceparent
 from tests.certs import selfSigned
-from tests.rawbackend import RawBackend, readHead
+from tests.rawbackend import RawBackend, headerValue, readHead
 from tests.support import Proc, basicIni, freePort, startGateway, waitFor
 from tests.ws_helpers import startScriptedBackend
 
@@ -244,11 +244,9 @@ class Recorder:
                 return
 
     def header(self, index: int, name: bytes) -> str | None:
-        for line in self.heads[index].split(b"\r\n")[1:]:
-            k, _, v = line.partition(b":")
-            if k.strip().lower() == name.lower():
-                return v.strip().decode()
-        return None
+        """Header C{name} of the C{index}th recorded head, as text."""
+        value = headerValue(self.heads[index], name)
+        return None if value is None else value.decode()
 
 
 @dataclass

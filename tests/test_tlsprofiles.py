@@ -8,7 +8,6 @@ for the issuer-DN check.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.client
 import json
@@ -28,7 +27,7 @@ from OpenSSL import SSL
 from agwtx.config.model import GatewayConfig, GatewaySettings, HttpListener, SslCertificate, SslPolicy
 from agwtx.tls.server import buildServerTls
 from tests.certs import CA, Issued, keyPem
-from tests.rawbackend import PROBE_ANSWER, RawBackend, headerValue, readHead
+from tests.rawbackend import PROBE_ANSWER, RawBackend, acceptFor, handshakeHead, headerValue
 from tests.support import Proc, freePort, startBackend, startGateway, waitFor, waitForPort
 
 needsOpenssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
@@ -139,12 +138,9 @@ def _wsHandler(heads: list[bytes]) -> Any:
             return
         heads.append(head)
         key = headerValue(head, b"sec-websocket-key") or b""
-        accept = base64.b64encode(
-            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()  # noqa: S324
-        )
         conn.sendall(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            b"Sec-WebSocket-Accept: " + acceptFor(key) + b"\r\n\r\n"
         )
 
     return handle
@@ -528,15 +524,9 @@ def test_request_for_a_strict_listener_on_another_listeners_connection_is_421(gw
 
 
 def wsHandshake(port: int, ctx: ssl.SSLContext) -> bytes:
-    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
-    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-        s.sendall(
-            b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            b"X-Client-Cert-Fingerprint: forged\r\n\r\n"
-        )
-        head, _ = readHead(s)
-        return head
+    return handshakeHead(
+        port, b"localhost", timeout=20, extra=b"X-Client-Cert-Fingerprint: forged\r\n", context=ctx
+    )
 
 
 def test_websocket_handshake_gets_the_variables_and_the_refusal(gw: Gw, pki: Pki) -> None:
