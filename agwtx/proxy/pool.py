@@ -212,9 +212,8 @@ class Lease:
         self.member = member
         if member not in self.tried:
             self.tried.append(member)
-        cap = member.maxConnections
-        if not self.slotted or cap == 0 or (member.active < cap and not member.queue):
-            # the common case, inline: a slot at once
+        if not self.slotted or member.hasRoom:
+            # the common case: a slot at once
             self.counted = True
             member.inflight += 1
             if self.slotted:
@@ -339,8 +338,7 @@ class PoolState:
             at = (start + i) % n
             m = members[at]
             if m.available and m not in excluded:
-                cap = m.maxConnections
-                if cap == 0 or (m.active < cap and not m.queue):  # L{Member.hasRoom}, inline
+                if m.hasRoom:
                     self._next = (at + 1) % n
                     return m
                 if best is None or len(m.queue) < len(best.queue):
