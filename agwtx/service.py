@@ -141,8 +141,8 @@ class _Plan:
         self.replaced = replaced
         self.ports: dict[str, _PortPlan] = {}
         self.access: tuple[Any, Any] | None = None
-        self.tagger: Any = None
-        self.errorPages: Any = None
+        self.tagger = RequestTagger(config.gateway)
+        self.errorPages = ErrorPages(config)
 
     def discard(self) -> None:
         """Give back what the plan opened (the new access log)."""
@@ -151,10 +151,18 @@ class _Plan:
         self.access = None
 
 
+def _secure(config: GatewayConfig, tls: Any, name: str) -> bool:
+    """Whether frontend port C{name} speaks TLS (the gateway's own, or an C{ssl:} endpoint's)."""
+    return name in tls.server or config.frontendPorts[name].endpoint.startswith("ssl:")
+
+
 class GatewayService(MultiService):
     """Everything one gateway process runs for one configuration."""
 
     log = Logger(namespace="agw")
+
+    webSockets: WebSocketBridge
+    """The WebSocket bridge of L{ctx}: a stop answers its handshakes still dialing."""
 
     def __init__(
         self,
@@ -198,17 +206,15 @@ class GatewayService(MultiService):
             accessObserver=publisher,
             instanceId=instanceId or socket.gethostname(),
             reloadHandler=self.reload,
-            webSocketFactory=WebSocketBridge,
+            webSocketFactory=self._webSocketBridge,
             workerAdmin=workerAdmin,
             workerView=workerView,
         )
-        self.webSockets: WebSocketBridge = self.ctx.webSocketHandler  # type: ignore[assignment]
         self.ports: dict[str, _Port] = {}
         """Each frontend port's listening socket and the protocol stack new connections get."""
         self.drains: list[Any] = []
         self.drainOf: WeakKeyDictionary[Member, object] = WeakKeyDictionary()
         """Each draining member's latest drain (a token): the one that ends it."""
-        self.stopping = False
         for name, router in self.routers.items():
             stack = self._stack(config, self.tls, name, self._newSite(config, self.tls, name, router))
             listener = self._listener(config, name, stack)
@@ -225,6 +231,11 @@ class GatewayService(MultiService):
         self.health.setServiceParent(self)
         if config.gateway.admin and serveAdmin:
             adminService(self.ctx, config, reactor).setServiceParent(self)
+
+    def _webSocketBridge(self, ctx: GatewayContext) -> WebSocketBridge:
+        """The context's WebSocket bridge (L{GatewayContext} builds it with itself), kept as L{webSockets}."""
+        self.webSockets = WebSocketBridge(ctx)
+        return self.webSockets
 
     def _affinityCodec(self, config: GatewayConfig) -> AffinityCodec:
         """The affinity keys of C{config} (the first signs, all verify), else the fallback key."""
@@ -276,9 +287,8 @@ class GatewayService(MultiService):
         return self.tls.connectorFor(settings)
 
     def _newSite(self, config: GatewayConfig, tls: Any, name: str, router: PortRouter) -> GatewaySite:
-        fp = config.frontendPorts[name]
-        site = GatewaySite(self.ctx, router, fp.port)
-        site.secure = name in tls.server or fp.endpoint.startswith("ssl:")
+        site = GatewaySite(self.ctx, router, config.frontendPorts[name].port)
+        site.secure = _secure(config, tls, name)
         return site
 
     def _stack(self, config: GatewayConfig, tls: Any, name: str, site: GatewaySite) -> _Stack:
@@ -332,7 +342,6 @@ class GatewayService(MultiService):
         out), then stop accepting, let work in flight finish within the
         grace period, and close.
         """
-        self.stopping = True
         self.ctx.stopping = True
         notify("STOPPING=1")
         lameDuck = self.config.gateway.lameDuckPeriod
@@ -470,8 +479,6 @@ class GatewayService(MultiService):
         except ConfigError as e:
             raise ReloadError(e.errors) from e
         plan = _Plan(new, tls, routers, pools, replaced)
-        plan.tagger = RequestTagger(new.gateway)
-        plan.errorPages = ErrorPages(new)
         gw, old = new.gateway, self.config.gateway
         if (gw.accessLog, gw.accessLogFormat) != (old.accessLog, old.accessLogFormat):
             try:
@@ -493,7 +500,7 @@ class GatewayService(MultiService):
             if reuse is not None and reuse not in kept:
                 kept.add(reuse)
                 stack = self.ports[reuse].stack
-                secure = name in tls.server or fp.endpoint.startswith("ssl:")
+                secure = _secure(new, tls, name)
                 inPlace = (
                     reuse == name
                     and stack.site.secure == secure
