@@ -109,7 +109,7 @@ class GatewayChannel(http.HTTPChannel):
         slot = self.site.ctx.connections.acquire(getattr(peer, "host", None))
         if slot is None:
             self.dataReceived = self._ignore  # type: ignore[method-assign]
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()  # type: ignore[union-attr]
             return
         self.agwSlot = slot
         self._peer = peer
