@@ -108,7 +108,7 @@ class GatewayRequest(server.Request):
     agwDiscarded = False
     """The body was read and dropped (see L{_Discarded}): no backend may get this request."""
     _prepared = False
-    _bodyCall: Any = None
+    _bodyTimed = False
     _bodyLast = 0.0
 
     def _prepare(self) -> None:
@@ -228,7 +228,7 @@ class GatewayRequest(server.Request):
         self.content = _Discarded()
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self._bodyCall is not None:
+        if self._bodyTimed:
             self._bodyLast = self.site.ctx.reactor.seconds()
         self.agwBodyBytes += len(data)
         stream = self.agwStream
@@ -243,27 +243,29 @@ class GatewayRequest(server.Request):
 
     # The request body deadline ([gateway] requestBodyTimeout, nginx's
     # client_body_timeout): the longest pause between two reads of a body.
-    # One timer per body, re-armed only when it fires after data came in.
+    # One entry in the context's deadline sweep per body (no DelayedCall),
+    # re-armed only when it comes due after data came in.
 
     def _startBodyTimer(self) -> None:
-        reactor = self.site.ctx.reactor
-        self._bodyLast = reactor.seconds()
-        self._bodyCall = reactor.callLater(self.site.bodyTimeout, self._bodyTimerFired)
+        ctx = self.site.ctx
+        self._bodyLast = ctx.reactor.seconds()
+        self._bodyTimed = True
+        ctx.deadlines.add(self, self.site.bodyTimeout, self._bodyTimerFired)
 
     def stopBodyTimer(self) -> None:
         """No more body is waited for (it is complete, or the request was refused)."""
-        call, self._bodyCall = self._bodyCall, None
-        if call is not None and call.active():
-            call.cancel()
+        if self._bodyTimed:
+            self._bodyTimed = False
+            self.site.ctx.deadlines.remove(self)
 
     def _bodyTimerFired(self) -> None:
-        reactor = self.site.ctx.reactor
+        ctx = self.site.ctx
         timeout = self.site.bodyTimeout
-        idle = reactor.seconds() - self._bodyLast
+        idle = ctx.reactor.seconds() - self._bodyLast
         if idle < timeout:
-            self._bodyCall = reactor.callLater(timeout - idle, self._bodyTimerFired)
+            ctx.deadlines.add(self, timeout - idle, self._bodyTimerFired)
             return
-        self._bodyCall = None
+        self._bodyTimed = False
         channel = self.channel
         if channel is None or clientGone(self):
             return
