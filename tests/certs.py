@@ -1,14 +1,22 @@
 """
 Test PKI made at test time with C{cryptography}: a root CA, an intermediate,
 and leaf certificates (good, expired, wrong-name, self-signed) written as PEM
-files.  EC P-256 keys keep generation fast.
+files.  EC P-256 keys keep generation fast.  With them, the TLS clients the
+tests use: Python's C{ssl} (L{Pki.clientContext}, L{httpsGet}) and
+C{openssl s_client} (L{sClient}).
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import http.client
+import socket
+import ssl
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -171,3 +179,91 @@ def selfSigned(names: list[str], cn: str | None = None) -> Issued:
     """A certificate nobody trusts: its own issuer."""
     own = CA(cn or names[0])
     return own.issue(names, cn)
+
+
+class Pki:
+    """
+    A test module's certificates, written as PEM files in C{dir} by stem;
+    clients trust C{caFile}.  Test modules subclass it with their CAs.
+    """
+
+    def __init__(self, directory: Path, caFile: Path) -> None:
+        self.dir = directory
+        self.caFile = caFile
+        self.files: dict[str, tuple[Path, Path]] = {}
+        self.issued: dict[str, Issued] = {}
+
+    def add(self, stem: str, issued: Issued, password: str | None = None) -> tuple[Path, Path]:
+        """Keep C{issued} as C{stem} and write C{stem}.pem and C{stem}.key."""
+        self.issued[stem] = issued
+        self.files[stem] = issued.write(self.dir, stem, password)
+        return self.files[stem]
+
+    def cert(self, stem: str) -> Path:
+        return self.files[stem][0]
+
+    def key(self, stem: str) -> Path:
+        return self.files[stem][1]
+
+    def fingerprint(self, stem: str) -> str:
+        """SHA-1 of the certificate's DER, lowercase hex (nginx's C{$ssl_client_fingerprint})."""
+        der = self.issued[stem].cert.public_bytes(serialization.Encoding.DER)
+        return hashlib.sha1(der).hexdigest()  # noqa: S324
+
+    def clientContext(self, stem: str | None = None, **attributes: Any) -> ssl.SSLContext:
+        """
+        A client context trusting C{caFile}, presenting certificate C{stem}
+        when given, with C{attributes} set on it (C{maximum_version=...}).
+        """
+        ctx = ssl.create_default_context(cafile=str(self.caFile))
+        if stem is not None:
+            ctx.load_cert_chain(str(self.cert(stem)), str(self.key(stem)))
+        for name, value in attributes.items():
+            setattr(ctx, name, value)
+        return ctx
+
+
+def tlsConnect(port: int, serverName: str | None, ctx: ssl.SSLContext) -> ssl.SSLSocket:
+    """A TLS connection to 127.0.0.1:C{port} sending C{serverName} as SNI (none when None)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=serverName)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def httpsGet(
+    port: int,
+    ctx: ssl.SSLContext,
+    path: str = "/",
+    serverName: str | None = "localhost",
+    host: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """
+    GET C{path} over TLS to 127.0.0.1:C{port} with SNI C{serverName} and
+    Host C{host} (by default the server name, else 127.0.0.1): status,
+    lowercased headers and body.
+    """
+    conn = http.client.HTTPSConnection(host or serverName or "127.0.0.1", port, context=ctx, timeout=30)
+    conn.sock = tlsConnect(port, serverName, ctx)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+
+def sClient(port: int, *args: str, serverName: str = "localhost") -> subprocess.CompletedProcess[str]:
+    """C{openssl s_client} to 127.0.0.1:C{port} with C{args}; it sends nothing and exits."""
+    return subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", serverName, *args],
+        input="",
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=20,
+    )

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,39 +48,27 @@ from agwtx.config.certificates import TlsError, certificateProblems, loadCertifi
 from agwtx.tls.backend import TlsHandshakeError
 from agwtx.tls.gateway import GatewayTls
 from agwtx.tls.server import buildServerTls, selectCertificate
-from tests.certs import CA, Issued, selfSigned
+from tests.certs import CA, Pki, httpsGet, sClient, selfSigned, tlsConnect
 from tests.support import ROOT, TWISTD, Proc, freePort, startBackend, startGateway, waitFor, waitForPort
 
 # -- the test PKI ------------------------------------------------------------------
 
 
-@dataclass
-class Pki:
-    dir: Path
-    root: CA
-    inter: CA
-    caFile: Path
-    files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
-    issued: dict[str, Issued] = field(default_factory=dict)
+class TlsPki(Pki):
+    """A root CA and an intermediate; clients trust the root (C{caFile})."""
 
-    def add(self, stem: str, issued: Issued, password: str | None = None) -> tuple[Path, Path]:
-        self.issued[stem] = issued
-        self.files[stem] = issued.write(self.dir, stem, password)
-        return self.files[stem]
-
-    def cert(self, stem: str) -> Path:
-        return self.files[stem][0]
-
-    def key(self, stem: str) -> Path:
-        return self.files[stem][1]
+    def __init__(self, directory: Path, root: CA, inter: CA) -> None:
+        super().__init__(directory, root.writeRoot(directory / "ca.pem"))
+        self.root = root
+        self.inter = inter
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
     d = tmp_path_factory.mktemp("pki")
     root = CA()
     inter = CA("agw test intermediate CA", parent=root)
-    p = Pki(d, root, inter, root.writeRoot(d / "ca.pem"))
+    p = TlsPki(d, root, inter)
     # listener certificates, issued by the intermediate (files hold the full chain)
     p.add("basic", inter.issue(["localhost", "127.0.0.1"], cn="basic listener"))
     p.add("a", inter.issue(["a.test"], cn="a.test"), password="s3cret")
@@ -99,44 +87,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return p
 
 
-def clientContext(pki: Pki, **kwargs: Any) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki.caFile))
-    for name, value in kwargs.items():
-        setattr(ctx, name, value)
-    return ctx
-
-
 def peerCN(sock: ssl.SSLSocket) -> str:
     der = sock.getpeercert(binary_form=True)
     assert der is not None
     cert = x509.load_der_x509_certificate(der)
     return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
-
-
-def tlsConnect(port: int, serverName: str | None, ctx: ssl.SSLContext) -> ssl.SSLSocket:
-    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
-    try:
-        return ctx.wrap_socket(raw, server_hostname=serverName)
-    except BaseException:
-        raw.close()
-        raise
-
-
-def httpsGet(
-    port: int,
-    path: str = "/",
-    serverName: str | None = "localhost",
-    ctx: ssl.SSLContext | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    assert ctx is not None
-    conn = http.client.HTTPSConnection(serverName or "127.0.0.1", port, context=ctx, timeout=30)
-    conn.sock = tlsConnect(port, serverName, ctx)
-    conn.request("GET", path, headers=headers or {})
-    resp = conn.getresponse()
-    body = resp.read()
-    conn.close()
-    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
 
 
 def startTlsBackend(tmp: Path, name: str, cert: Path, key: Path) -> tuple[Proc, int]:
@@ -164,7 +119,7 @@ class Gw:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Gw]:
+def gw(tmp_path_factory: pytest.TempPathFactory, pki: TlsPki) -> Iterator[Gw]:
     tmp = tmp_path_factory.mktemp("tlsgw")
     procs: list[Proc] = []
     ports: dict[str, int] = {}
@@ -367,8 +322,8 @@ redirectConfiguration = toHttps
 # -- HTTPS listeners ------------------------------------------------------------------
 
 
-def test_https_get_through_an_https_listener(gw: Gw, pki: Pki) -> None:
-    status, _, body = httpsGet(gw.main, "/headers", "localhost", clientContext(pki))
+def test_https_get_through_an_https_listener(gw: Gw, pki: TlsPki) -> None:
+    status, _, body = httpsGet(gw.main, pki.clientContext(), "/headers")
     assert status == 200
     doc = json.loads(body)
     assert doc["backend"] == "plainBasic"
@@ -378,21 +333,21 @@ def test_https_get_through_an_https_listener(gw: Gw, pki: Pki) -> None:
     assert sent["host"] == f"localhost:{gw.main}"
 
 
-def test_an_over_long_request_line_over_tls_is_414(gw: Gw, pki: Pki) -> None:
+def test_an_over_long_request_line_over_tls_is_414(gw: Gw, pki: TlsPki) -> None:
     # TLS has no write-side shutdown here: the answer is complete (Content-Length,
     # Connection: close) and the gateway reads and drops the rest until the
     # client closes.
-    with tlsConnect(gw.main, "localhost", clientContext(pki)) as s:
+    with tlsConnect(gw.main, "localhost", pki.clientContext()) as s:
         s.sendall(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
         resp = http.client.HTTPResponse(s)  # type: ignore[arg-type]
         resp.begin()
         assert resp.status == 414
         assert resp.getheader("Connection") == "close"
         assert resp.read().startswith(b"414 URI Too Long")
-    assert httpsGet(gw.main, "/headers", "localhost", clientContext(pki))[0] == 200
+    assert httpsGet(gw.main, pki.clientContext(), "/headers")[0] == 200
 
 
-def test_plain_http_to_the_https_port_gets_a_readable_400(gw: Gw, pki: Pki) -> None:
+def test_plain_http_to_the_https_port_gets_a_readable_400(gw: Gw, pki: TlsPki) -> None:
     # As nginx: an answer the client can show, not an empty reply.
     with socket.create_connection(("127.0.0.1", gw.main), timeout=20) as s:
         s.sendall(b"GET /headers HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -409,13 +364,13 @@ def test_plain_http_to_the_https_port_gets_a_readable_400(gw: Gw, pki: Pki) -> N
         timeout=60,
     )
     assert out.stdout == b"400"
-    assert httpsGet(gw.main, "/headers", "localhost", clientContext(pki))[0] == 200
+    assert httpsGet(gw.main, pki.clientContext(), "/headers")[0] == 200
 
 
-def test_full_chain_is_sent_and_ip_address_verifies(gw: Gw, pki: Pki) -> None:
+def test_full_chain_is_sent_and_ip_address_verifies(gw: Gw, pki: TlsPki) -> None:
     # The client trusts only the root: the intermediate must come from the server.
     # Connecting to 127.0.0.1 sends no SNI and checks the IP address SAN.
-    conn = http.client.HTTPSConnection("127.0.0.1", gw.main, context=clientContext(pki), timeout=30)
+    conn = http.client.HTTPSConnection("127.0.0.1", gw.main, context=pki.clientContext(), timeout=30)
     conn.request("GET", "/")
     resp = conn.getresponse()
     assert resp.status == 200
@@ -435,9 +390,9 @@ def test_full_chain_is_sent_and_ip_address_verifies(gw: Gw, pki: Pki) -> None:
     ],
 )
 def test_sni_chooses_the_listener_certificate(
-    gw: Gw, pki: Pki, serverName: str | None, cn: str, backend: str
+    gw: Gw, pki: TlsPki, serverName: str | None, cn: str, backend: str
 ) -> None:
-    ctx = clientContext(pki, check_hostname=False)
+    ctx = pki.clientContext(check_hostname=False)
     with tlsConnect(gw.main, serverName, ctx) as s:
         assert peerCN(s) == cn
         host = serverName or "127.0.0.1"
@@ -449,8 +404,8 @@ def test_sni_chooses_the_listener_certificate(
     assert data.endswith(f"Hello from agw demo backend {backend}\n".encode())
 
 
-def test_port_without_basic_listener_refuses_unknown_names(gw: Gw, pki: Pki) -> None:
-    ctx = clientContext(pki, check_hostname=False)
+def test_port_without_basic_listener_refuses_unknown_names(gw: Gw, pki: TlsPki) -> None:
+    ctx = pki.clientContext(check_hostname=False)
     with tlsConnect(gw.noBasic, "only.test", ctx) as s:
         assert peerCN(s) == "only.test"
     for name in ("other.test", None):
@@ -465,20 +420,20 @@ def test_port_without_basic_listener_refuses_unknown_names(gw: Gw, pki: Pki) -> 
     assert "Traceback" not in gw.proc.output()
 
 
-def test_alpn_offers_http11_only(gw: Gw, pki: Pki) -> None:
-    ctx = clientContext(pki)
+def test_alpn_offers_http11_only(gw: Gw, pki: TlsPki) -> None:
+    ctx = pki.clientContext()
     ctx.set_alpn_protocols(["h2", "http/1.1"])
     with tlsConnect(gw.main, "localhost", ctx) as s:
         assert s.selected_alpn_protocol() == "http/1.1"
-    ctx = clientContext(pki)
+    ctx = pki.clientContext()
     ctx.set_alpn_protocols(["h2"])
     with tlsConnect(gw.main, "localhost", ctx) as s:
         assert s.selected_alpn_protocol() is None
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
-def test_tls12_and_tls13_accepted(gw: Gw, pki: Pki, version: ssl.TLSVersion) -> None:
-    ctx = clientContext(pki, minimum_version=version, maximum_version=version)
+def test_tls12_and_tls13_accepted(gw: Gw, pki: TlsPki, version: ssl.TLSVersion) -> None:
+    ctx = pki.clientContext(minimum_version=version, maximum_version=version)
     with tlsConnect(gw.main, "localhost", ctx) as s:
         assert s.version() == version.name.replace("_", ".")
         name, _, _ = s.cipher()  # type: ignore[misc]
@@ -489,29 +444,11 @@ def test_tls12_and_tls13_accepted(gw: Gw, pki: Pki, version: ssl.TLSVersion) -> 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 @pytest.mark.parametrize("flag", ["-tls1", "-tls1_1"])
 def test_tls10_and_tls11_refused(gw: Gw, flag: str) -> None:
-    def sClient(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                "openssl",
-                "s_client",
-                "-connect",
-                f"127.0.0.1:{gw.main}",
-                "-servername",
-                "localhost",
-                *args,
-            ],
-            input="",
-            capture_output=True,
-            check=False,
-            text=True,
-            timeout=20,
-        )
-
     # The client allows legacy versions (SECLEVEL=0), so a failure is the server's doing.
-    refused = sClient(flag, "-cipher", "DEFAULT:@SECLEVEL=0")
+    refused = sClient(gw.main, flag, "-cipher", "DEFAULT:@SECLEVEL=0")
     assert refused.returncode != 0
     assert "alert protocol version" in refused.stdout + refused.stderr
-    accepted = sClient("-tls1_2")
+    accepted = sClient(gw.main, "-tls1_2")
     assert accepted.returncode == 0, accepted.stderr
 
 
@@ -524,9 +461,9 @@ def test_tls10_and_tls11_refused(gw: Gw, flag: str) -> None:
         ("ECDHE-ECDSA-AES128-SHA", False),  # CBC with SHA-1: only in the 2015/2017 policies
     ],
 )
-def test_default_policy_is_azures_default(gw: Gw, pki: Pki, cipher: str, ok: bool) -> None:
+def test_default_policy_is_azures_default(gw: Gw, pki: TlsPki, cipher: str, ok: bool) -> None:
     """Without an sslPolicy, a listener offers AppGwSslPolicy20220101's TLS 1.2 suites."""
-    ctx = clientContext(pki, maximum_version=ssl.TLSVersion.TLSv1_2)
+    ctx = pki.clientContext(maximum_version=ssl.TLSVersion.TLSv1_2)
     ctx.set_ciphers(cipher + ":@SECLEVEL=0")
     if ok:
         with tlsConnect(gw.main, "localhost", ctx) as s:
@@ -538,8 +475,8 @@ def test_default_policy_is_azures_default(gw: Gw, pki: Pki, cipher: str, ok: boo
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 @pytest.mark.parametrize("serverName", ["localhost", "a.test"])
-def test_sessions_resume(gw: Gw, pki: Pki, version: ssl.TLSVersion, serverName: str) -> None:
-    ctx = clientContext(pki, minimum_version=version, maximum_version=version)
+def test_sessions_resume(gw: Gw, pki: TlsPki, version: ssl.TLSVersion, serverName: str) -> None:
+    ctx = pki.clientContext(minimum_version=version, maximum_version=version)
     request = f"GET / HTTP/1.1\r\nHost: {serverName}\r\nConnection: close\r\n\r\n".encode()
 
     def exchange(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
@@ -556,7 +493,7 @@ def test_sessions_resume(gw: Gw, pki: Pki, version: ssl.TLSVersion, serverName: 
     assert reused
 
 
-def test_redirect_http_to_https_listener(gw: Gw, pki: Pki) -> None:
+def test_redirect_http_to_https_listener(gw: Gw, pki: TlsPki) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", gw.http, timeout=30)
     conn.request("GET", "/some/path?q=1&b=two", headers={"Host": f"localhost:{gw.http}"})
     resp = conn.getresponse()
@@ -568,23 +505,23 @@ def test_redirect_http_to_https_listener(gw: Gw, pki: Pki) -> None:
     assert (
         email.utils.parsedate_to_datetime(resp.getheader("date")).tzinfo is not None
     )  # the gateway's own answer
-    status, _, body = httpsGet(gw.main, "/some/path?q=1&b=two", "localhost", clientContext(pki))
+    status, _, body = httpsGet(gw.main, pki.clientContext(), "/some/path?q=1&b=two")
     assert status == 200 and body == b"Hello from agw demo backend plainBasic\n"
 
 
 # -- end-to-end TLS -----------------------------------------------------------------------
 
 
-def test_end_to_end_tls_to_a_trusted_backend(gw: Gw, pki: Pki) -> None:
-    ctx = clientContext(pki)
+def test_end_to_end_tls_to_a_trusted_backend(gw: Gw, pki: TlsPki) -> None:
+    ctx = pki.clientContext()
     for _ in range(3):  # the second and third reuse the pooled TLS connection
-        status, _, body = httpsGet(gw.main, "/e2e/x", "localhost", ctx)
+        status, _, body = httpsGet(gw.main, ctx, "/e2e/x")
         assert (status, body) == (200, b"Hello from agw demo backend tlsGood\n")
 
 
-def test_end_to_end_tls_with_host_name_override(gw: Gw, pki: Pki) -> None:
+def test_end_to_end_tls_with_host_name_override(gw: Gw, pki: TlsPki) -> None:
     # The backend's certificate names only backend.test: SNI and verification use hostName.
-    status, _, body = httpsGet(gw.main, "/named/x", "localhost", clientContext(pki))
+    status, _, body = httpsGet(gw.main, pki.clientContext(), "/named/x")
     assert (status, body) == (200, b"Hello from agw demo backend tlsNamed\n")
 
 
@@ -597,8 +534,8 @@ def test_end_to_end_tls_with_host_name_override(gw: Gw, pki: Pki) -> None:
         ("/system/x", "tlsGood", "certificate verify failed"),  # test CA not in the system store
     ],
 )
-def test_backend_certificate_failures_are_502(gw: Gw, pki: Pki, path: str, backend: str, why: str) -> None:
-    status, _, body = httpsGet(gw.main, path, "localhost", clientContext(pki))
+def test_backend_certificate_failures_are_502(gw: Gw, pki: TlsPki, path: str, backend: str, why: str) -> None:
+    status, _, body = httpsGet(gw.main, pki.clientContext(), path)
     assert status == 502
     if path == "/system/x":
         # Its probes (same connector, same trust) have already failed too.
@@ -609,9 +546,9 @@ def test_backend_certificate_failures_are_502(gw: Gw, pki: Pki, path: str, backe
     waitFor(lambda: logged in gw.proc.output(), timeout=5, what=logged)
 
 
-def test_verify_certificate_false_accepts_any_and_warns_once(gw: Gw, pki: Pki) -> None:
+def test_verify_certificate_false_accepts_any_and_warns_once(gw: Gw, pki: TlsPki) -> None:
     for _ in range(2):
-        status, _, body = httpsGet(gw.main, "/noverify/x", "localhost", clientContext(pki))
+        status, _, body = httpsGet(gw.main, pki.clientContext(), "/noverify/x")
         assert (status, body) == (200, b"Hello from agw demo backend tlsUntrusted\n")
     assert gw.proc.output().count("backendHttpSettings tlsNoVerify: verifyCertificate is false") == 1
 
@@ -637,7 +574,7 @@ def test_https_probes_go_through_tls(gw: Gw) -> None:
     assert bad["health"] == "Healthy", bad  # verification off: probes pass too
 
 
-def test_wss_through_an_https_listener(gw: Gw, pki: Pki) -> None:
+def test_wss_through_an_https_listener(gw: Gw, pki: TlsPki) -> None:
     # The asyncio client, not the threaded sync one: run by PyPy, the sync
     # client over TLS sometimes never gets its handshake answered, and the
     # gateway never sees the request; a CPython client against the same
@@ -647,7 +584,7 @@ def test_wss_through_an_https_listener(gw: Gw, pki: Pki) -> None:
     async def roundTrip(path: str) -> Any:
         raw = socket.create_connection(("127.0.0.1", gw.main), timeout=20)
         async with connect(
-            f"wss://localhost:{gw.main}{path}", sock=raw, ssl=clientContext(pki), open_timeout=20
+            f"wss://localhost:{gw.main}{path}", sock=raw, ssl=pki.clientContext(), open_timeout=20
         ) as ws:
             await ws.send("hello over tls")
             return await asyncio.wait_for(ws.recv(), 20)
@@ -706,14 +643,14 @@ def checkConfig(
     )
 
 
-def test_reload_picks_up_renewed_certificate(tmp_path: Path, pki: Pki) -> None:
+def test_reload_picks_up_renewed_certificate(tmp_path: Path, pki: TlsPki) -> None:
     """SIGHUP re-reads the certificate files; new connections get the new one."""
     backend, backendPort = startBackend(tmp_path, "b1")
     cert, key = pki.inter.issue(["localhost"], cn="before renewal").write(tmp_path, "live")
     port = freePort()
     gw = startGateway(tmp_path, httpsIni(port, cert, key, backendPort), port)
     try:
-        ctx = clientContext(pki)
+        ctx = pki.clientContext()
         with tlsConnect(port, "localhost", ctx) as s:
             assert peerCN(s) == "before renewal"
         pki.inter.issue(["localhost"], cn="after renewal").write(tmp_path, "live")
@@ -726,7 +663,7 @@ def test_reload_picks_up_renewed_certificate(tmp_path: Path, pki: Pki) -> None:
                 break
             time.sleep(0.1)
         assert cn == "after renewal", gw.output()
-        status, _, body = httpsGet(port, "/", "localhost", ctx)
+        status, _, body = httpsGet(port, ctx, "/")
         assert (status, body) == (200, b"Hello from agw demo backend b1\n")
     finally:
         gw.stop()
@@ -746,7 +683,7 @@ def spoilAfterCheck(cert: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_reload_reports_a_certificate_spoiled_after_the_check(
-    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, pki: TlsPki, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """
     A reload reads the certificate files twice: the loader checks them, the
@@ -769,7 +706,7 @@ def test_reload_reports_a_certificate_spoiled_after_the_check(
 
 
 def test_startup_reports_a_certificate_spoiled_after_the_check(
-    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, pki: TlsPki, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The same between twistd's option check and makeService: exit 1 with the error, no traceback."""
     from agwtx import tap
@@ -793,13 +730,13 @@ def test_startup_reports_a_certificate_spoiled_after_the_check(
     )
 
 
-def test_check_accepts_good_certificates(tmp_path: Path, pki: Pki) -> None:
+def test_check_accepts_good_certificates(tmp_path: Path, pki: TlsPki) -> None:
     result = checkConfig(tmp_path, pki.cert("basic"), pki.key("basic"))
     assert result.returncode == 0, result.stderr
     assert "configuration OK" in result.stdout
 
 
-def test_check_reports_missing_certificate_file(tmp_path: Path, pki: Pki) -> None:
+def test_check_reports_missing_certificate_file(tmp_path: Path, pki: TlsPki) -> None:
     missing = tmp_path / "nope.pem"
     result = checkConfig(tmp_path, missing, pki.key("basic"))
     assert result.returncode == 1
@@ -807,7 +744,7 @@ def test_check_reports_missing_certificate_file(tmp_path: Path, pki: Pki) -> Non
     assert str(missing) in result.stderr
 
 
-def test_check_reports_key_certificate_mismatch(tmp_path: Path, pki: Pki) -> None:
+def test_check_reports_key_certificate_mismatch(tmp_path: Path, pki: TlsPki) -> None:
     result = checkConfig(tmp_path, pki.cert("basic"), pki.key("other"))
     assert result.returncode == 1
     line = next(x for x in result.stderr.splitlines() if "[sslCertificate:main]" in x)
@@ -817,14 +754,14 @@ def test_check_reports_key_certificate_mismatch(tmp_path: Path, pki: Pki) -> Non
     )
 
 
-def test_check_reports_expired_certificate(tmp_path: Path, pki: Pki) -> None:
+def test_check_reports_expired_certificate(tmp_path: Path, pki: TlsPki) -> None:
     result = checkConfig(tmp_path, pki.cert("expired"), pki.key("expired"))
     assert result.returncode == 1
     assert "[sslCertificate:main] certificate: expired on " in result.stderr
     assert f"UTC ({pki.cert('expired')})" in result.stderr
 
 
-def test_check_reports_wrong_password(tmp_path: Path, pki: Pki) -> None:
+def test_check_reports_wrong_password(tmp_path: Path, pki: TlsPki) -> None:
     result = checkConfig(tmp_path, pki.cert("a"), pki.key("a"), password="wrong")
     assert result.returncode == 1
     assert (
@@ -878,7 +815,7 @@ def test_select_certificate_without_basic_listener() -> None:
     assert selectCertificate(listeners, None) is None
 
 
-def test_load_certificate_problems(tmp_path: Path, pki: Pki) -> None:
+def test_load_certificate_problems(tmp_path: Path, pki: TlsPki) -> None:
     good = loadCertificate(SslCertificate("good", str(pki.cert("basic")), str(pki.key("basic"))))
     assert good.dnsNames() == ["localhost"]
     assert len(good.chain) == 1  # the intermediate
@@ -920,7 +857,7 @@ def test_load_certificate_problems(tmp_path: Path, pki: Pki) -> None:
         loadCertificate(SslCertificate("late", str(pki.cert("basic")), str(pki.key("basic"))), now=later)
 
 
-def test_certificate_problems_for_the_config_loader(tmp_path: Path, pki: Pki) -> None:
+def test_certificate_problems_for_the_config_loader(tmp_path: Path, pki: TlsPki) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("nothing here\n")
     ok = SslCertificate("ok", str(pki.cert("basic")), str(pki.key("basic")))
@@ -935,7 +872,7 @@ def test_certificate_problems_for_the_config_loader(tmp_path: Path, pki: Pki) ->
     ]
 
 
-def test_server_contexts_policy(pki: Pki) -> None:
+def test_server_contexts_policy(pki: TlsPki) -> None:
     config = GatewayConfig(
         path="gw.ini",
         sslCertificates={"basic": SslCertificate("basic", str(pki.cert("basic")), str(pki.key("basic")))},

@@ -8,7 +8,6 @@ for the issuer-DN check.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import shutil
@@ -16,7 +15,7 @@ import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from OpenSSL import SSL
 
 from agwtx.config.model import GatewayConfig, GatewaySettings, HttpListener, SslCertificate, SslPolicy
 from agwtx.tls.server import buildServerTls
-from tests.certs import CA, Issued, keyPem
+from tests.certs import CA, Pki, httpsGet, keyPem, sClient
 from tests.rawbackend import PROBE_ANSWER, RawBackend, acceptFor, handshakeHead, headerValue
 from tests.support import Proc, freePort, startBackend, startGateway, waitFor, waitForPort
 
@@ -57,41 +56,26 @@ CERT_HEADERS = {
 }
 
 
-@dataclass
-class Pki:
-    dir: Path
-    serverCA: CA
-    clientCA: CA
-    chainRoot: CA
-    chainInter: CA
-    ocspCA: CA
-    ocspPort: int
-    files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
-    issued: dict[str, Issued] = field(default_factory=dict)
+class ProfilesPki(Pki):
+    """
+    A server CA (clients trust it), a client CA, a root with an issuing
+    intermediate, and an OCSP CA whose responder is to listen on C{ocspPort}.
+    """
 
-    def add(self, stem: str, issued: Issued) -> None:
-        self.issued[stem] = issued
-        self.files[stem] = issued.write(self.dir, stem)
-
-    def fingerprint(self, stem: str) -> str:
-        der = self.issued[stem].cert.public_bytes(serialization.Encoding.DER)
-        return hashlib.sha1(der).hexdigest()
+    def __init__(self, directory: Path) -> None:
+        self.serverCA = CA("agw server CA")
+        super().__init__(directory, self.serverCA.writeRoot(directory / "server-ca.pem"))
+        self.clientCA = CA("agw client CA")
+        self.chainRoot = CA("agw chain root CA")
+        self.chainInter = CA("agw chain issuing CA", parent=self.chainRoot)
+        self.ocspCA = CA("agw OCSP CA")
+        self.ocspPort = freePort()
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> ProfilesPki:
     d = tmp_path_factory.mktemp("pki")
-    chainRoot = CA("agw chain root CA")
-    p = Pki(
-        d,
-        CA("agw server CA"),
-        CA("agw client CA"),
-        chainRoot,
-        CA("agw chain issuing CA", parent=chainRoot),
-        CA("agw OCSP CA"),
-        freePort(),
-    )
-    p.serverCA.writeRoot(d / "server-ca.pem")
+    p = ProfilesPki(d)
     p.clientCA.writeRoot(d / "client-ca.pem")
     (d / "chain.pem").write_bytes(
         p.chainInter.cert.public_bytes(serialization.Encoding.PEM)
@@ -147,7 +131,7 @@ def _wsHandler(heads: list[bytes]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Gw]:
+def gw(tmp_path_factory: pytest.TempPathFactory, pki: ProfilesPki) -> Iterator[Gw]:
     tmp = tmp_path_factory.mktemp("profilesgw")
     backend, backendPort = startBackend(tmp, "echo")
     heads: list[bytes] = []
@@ -243,17 +227,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Gw]:
 # -- clients -------------------------------------------------------------------------------
 
 
-def sClient(port: int, *args: str, serverName: str = "localhost") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", serverName, *args],
-        input="",
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=20,
-    )
-
-
 def negotiated(result: subprocess.CompletedProcess[str]) -> str | None:
     """The cipher s_client reports, None when the handshake failed."""
     if result.returncode != 0:
@@ -265,30 +238,10 @@ def negotiated(result: subprocess.CompletedProcess[str]) -> str | None:
     return None
 
 
-def clientContext(pki: Pki, stem: str | None = None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki.dir / "server-ca.pem"))
-    if stem is not None:
-        cert, key = pki.files[stem]
-        ctx.load_cert_chain(str(cert), str(key))
-    return ctx
-
-
-def get(
-    port: int,
-    ctx: ssl.SSLContext,
-    path: str = "/headers",
-    host: str = "localhost",
-    serverName: str = "localhost",
-    headers: dict[str, str] | None = None,
-) -> tuple[int, bytes]:
-    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
-    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=20)
-    conn.sock = ctx.wrap_socket(raw, server_hostname=serverName)
-    conn.request("GET", path, headers=headers or {})
-    resp = conn.getresponse()
-    body = resp.read()
-    conn.close()
-    return resp.status, body
+def get(port: int, ctx: ssl.SSLContext, path: str = "/headers", **kwargs: Any) -> tuple[int, bytes]:
+    """L{httpsGet}'s status and body; by default of the demo backend's C{/headers}."""
+    status, _, body = httpsGet(port, ctx, path, **kwargs)
+    return status, body
 
 
 def backendHeaders(body: bytes) -> dict[str, str]:
@@ -396,7 +349,7 @@ def test_refused_version_is_logged(gw: Gw) -> None:
     )
 
 
-def test_gateway_policy_applies_to_listeners_without_profile(pki: Pki) -> None:
+def test_gateway_policy_applies_to_listeners_without_profile(pki: ProfilesPki) -> None:
     cert, key = pki.files["server"]
     config = GatewayConfig(
         path="gw.ini",
@@ -412,8 +365,10 @@ def test_gateway_policy_applies_to_listeners_without_profile(pki: Pki) -> None:
 # -- mutual TLS --------------------------------------------------------------------------------
 
 
-def test_trusted_client_certificate_gets_200_and_the_backend_its_fingerprint(gw: Gw, pki: Pki) -> None:
-    status, body = get(gw.ports["strict"], clientContext(pki, "good"))
+def test_trusted_client_certificate_gets_200_and_the_backend_its_fingerprint(
+    gw: Gw, pki: ProfilesPki
+) -> None:
+    status, body = get(gw.ports["strict"], pki.clientContext("good"))
     assert status == 200
     headers = backendHeaders(body)
     cert = pki.issued["good"].cert
@@ -430,15 +385,15 @@ def test_trusted_client_certificate_gets_200_and_the_backend_its_fingerprint(gw:
     assert "\n" not in headers["x-client-cert"] and unquote(headers["x-client-cert"]) == pem
 
 
-def test_client_cannot_inject_certificate_headers(gw: Gw, pki: Pki) -> None:
+def test_client_cannot_inject_certificate_headers(gw: Gw, pki: ProfilesPki) -> None:
     spoof = {"X-Client-Cert-Fingerprint": "00" * 20, "X-Client-Cert-Verification": "SUCCESS"}
-    status, body = get(gw.ports["strict"], clientContext(pki, "good"), headers=spoof)
+    status, body = get(gw.ports["strict"], pki.clientContext("good"), headers=spoof)
     assert status == 200
     headers = backendHeaders(body)
     assert headers["x-client-cert-fingerprint"] == pki.fingerprint("good")
     assert headers["x-client-cert-verification"] == "SUCCESS"
     # Passthrough without a certificate: the variables are empty, the client's values are gone.
-    status, body = get(gw.ports["pass"], clientContext(pki), headers=spoof)
+    status, body = get(gw.ports["pass"], pki.clientContext(), headers=spoof)
     assert status == 200
     pairs = [(k.lower(), v) for k, v in json.loads(body)["headers"]]
     assert [v for k, v in pairs if k == "x-client-cert-fingerprint"] == [""]
@@ -459,9 +414,9 @@ def test_client_cannot_inject_certificate_headers(gw: Gw, pki: Pki) -> None:
     ],
 )
 def test_strict_listener_refuses_with_400_and_logs(
-    gw: Gw, pki: Pki, stem: str | None, message: str, reason: str, subject: str
+    gw: Gw, pki: ProfilesPki, stem: str | None, message: str, reason: str, subject: str
 ) -> None:
-    status, body = get(gw.ports["strict"], clientContext(pki, stem))
+    status, body = get(gw.ports["strict"], pki.clientContext(stem))
     assert status == 400
     assert message.encode() in body
     issuer = "CN=someone else's CA,O=agw tests" if stem == "foreign" else "CN=agw client CA,O=agw tests"
@@ -481,12 +436,12 @@ def test_strict_listener_refuses_with_400_and_logs(
         ("nodn", "byInter", 200),
     ],
 )
-def test_verify_client_cert_issuer_dn(gw: Gw, pki: Pki, port: str, stem: str, status: int) -> None:
-    assert get(gw.ports[port], clientContext(pki, stem))[0] == status
+def test_verify_client_cert_issuer_dn(gw: Gw, pki: ProfilesPki, port: str, stem: str, status: int) -> None:
+    assert get(gw.ports[port], pki.clientContext(stem))[0] == status
 
 
-def test_issuer_dn_refusal_is_logged(gw: Gw, pki: Pki) -> None:
-    get(gw.ports["dn"], clientContext(pki, "byRoot"))
+def test_issuer_dn_refusal_is_logged(gw: Gw, pki: ProfilesPki) -> None:
+    get(gw.ports["dn"], pki.clientContext("byRoot"))
     waitFor(
         lambda: "issuer DN does not match a trusted client CA's subject" in gw.proc.output(),
         what="the issuer DN refusal",
@@ -502,25 +457,27 @@ def test_issuer_dn_refusal_is_logged(gw: Gw, pki: Pki) -> None:
     ],
 )
 def test_passthrough_forwards_whatever_was_sent(
-    gw: Gw, pki: Pki, stem: str | None, verification: str
+    gw: Gw, pki: ProfilesPki, stem: str | None, verification: str
 ) -> None:
-    status, body = get(gw.ports["pass"], clientContext(pki, stem))
+    status, body = get(gw.ports["pass"], pki.clientContext(stem))
     assert status == 200
     headers = backendHeaders(body)
     assert headers["x-client-cert-verification"] == verification
     assert headers["x-client-cert-fingerprint"] == (pki.fingerprint(stem) if stem else "")
 
 
-def test_request_for_a_strict_listener_on_another_listeners_connection_is_421(gw: Gw, pki: Pki) -> None:
+def test_request_for_a_strict_listener_on_another_listeners_connection_is_421(
+    gw: Gw, pki: ProfilesPki
+) -> None:
     port = gw.ports["sni"]
     # SNI a.test: the strict listener's handshake, good certificate.
-    assert get(port, clientContext(pki, "good"), host="a.test", serverName="a.test")[0] == 200
+    assert get(port, pki.clientContext("good"), host="a.test", serverName="a.test")[0] == 200
     # SNI localhost (the basic listener, no client authentication), Host a.test.
-    status, body = get(port, clientContext(pki, "good"), host="a.test", serverName="localhost")
+    status, body = get(port, pki.clientContext("good"), host="a.test", serverName="localhost")
     assert status == 421
     assert b"Misdirected Request" in body
     # The basic listener itself needs no certificate.
-    assert get(port, clientContext(pki), host="localhost", serverName="localhost")[0] == 200
+    assert get(port, pki.clientContext(), host="localhost", serverName="localhost")[0] == 200
 
 
 def wsHandshake(port: int, ctx: ssl.SSLContext) -> bytes:
@@ -529,17 +486,17 @@ def wsHandshake(port: int, ctx: ssl.SSLContext) -> bytes:
     )
 
 
-def test_websocket_handshake_gets_the_variables_and_the_refusal(gw: Gw, pki: Pki) -> None:
-    head = wsHandshake(gw.ports["strict"], clientContext(pki, "good"))
+def test_websocket_handshake_gets_the_variables_and_the_refusal(gw: Gw, pki: ProfilesPki) -> None:
+    head = wsHandshake(gw.ports["strict"], pki.clientContext("good"))
     assert head.startswith(b"HTTP/1.1 101"), head
     backendHead = waitFor(lambda: gw.wsHeads and gw.wsHeads[-1], what="the backend's handshake")
     assert headerValue(backendHead, b"x-client-cert-fingerprint") == pki.fingerprint("good").encode()
     assert headerValue(backendHead, b"x-client-cert-verification") == b"SUCCESS"
-    refused = wsHandshake(gw.ports["strict"], clientContext(pki))
+    refused = wsHandshake(gw.ports["strict"], pki.clientContext())
     assert refused.startswith(b"HTTP/1.1 400"), refused
 
 
-def test_reload_swaps_trusted_client_cas_and_keeps_open_connections(tmp_path: Path, pki: Pki) -> None:
+def test_reload_swaps_trusted_client_cas_and_keeps_open_connections(tmp_path: Path, pki: ProfilesPki) -> None:
     """SIGHUP re-reads a profile's CA file: new connections use the new CAs, open ones go on."""
     backend, backendPort = startBackend(tmp_path, "b1")
     newCA = CA("agw renewed client CA")
@@ -576,7 +533,7 @@ backendHttpSettings = s
 """
     gw = startGateway(tmp_path, ini, port)
     try:
-        ctx = clientContext(pki, "good")
+        ctx = pki.clientContext("good")
         kept = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=20)
         kept.sock = ctx.wrap_socket(
             socket.create_connection(("127.0.0.1", port), timeout=20), server_hostname="localhost"
@@ -588,9 +545,9 @@ backendHttpSettings = s
         caFile.write_bytes(newCA.cert.public_bytes(serialization.Encoding.PEM))
         gw.proc.send_signal(1)  # SIGHUP
         waitFor(
-            lambda: get(port, clientContext(pki, "renewed"), path="/")[0] == 200, what="the new CA in force"
+            lambda: get(port, pki.clientContext("renewed"), path="/")[0] == 200, what="the new CA in force"
         )
-        assert get(port, clientContext(pki, "good"), path="/")[0] == 400
+        assert get(port, pki.clientContext("good"), path="/")[0] == 400
 
         kept.request("GET", "/")  # the connection made before the reload is still served
         again = kept.getresponse()
@@ -605,8 +562,8 @@ backendHttpSettings = s
 
 
 @needsOpenssl
-def test_ocsp_good_certificate_is_served(gw: Gw, pki: Pki) -> None:
-    status, body = get(gw.ports["ocsp"], clientContext(pki, "ocspGood"))
+def test_ocsp_good_certificate_is_served(gw: Gw, pki: ProfilesPki) -> None:
+    status, body = get(gw.ports["ocsp"], pki.clientContext("ocspGood"))
     assert status == 200
     assert backendHeaders(body)["x-client-cert-verification"] == "SUCCESS"
 
@@ -620,8 +577,8 @@ def test_ocsp_good_certificate_is_served(gw: Gw, pki: Pki) -> None:
         ("ocspNone", "the certificate names no http:// OCSP responder"),
     ],
 )
-def test_ocsp_refusals_are_400_and_logged(gw: Gw, pki: Pki, stem: str, reason: str) -> None:
-    status, body = get(gw.ports["ocsp"], clientContext(pki, stem))
+def test_ocsp_refusals_are_400_and_logged(gw: Gw, pki: ProfilesPki, stem: str, reason: str) -> None:
+    status, body = get(gw.ports["ocsp"], pki.clientContext(stem))
     assert status == 400
     assert b"The SSL certificate error" in body
     subject = pki.issued[stem].cert.subject.rfc4514_string()
@@ -660,10 +617,10 @@ def test_predefined_policies_match_azures_table() -> None:
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 @pytest.mark.parametrize("port, resumes", [("strict", False), ("pass", False), ("p22", True)])
 def test_sessions_do_not_resume_where_client_certificates_are_asked(
-    gw: Gw, pki: Pki, version: ssl.TLSVersion, port: str, resumes: bool
+    gw: Gw, pki: ProfilesPki, version: ssl.TLSVersion, port: str, resumes: bool
 ) -> None:
     """A resumed session is not verified again: ports with client authentication do not resume."""
-    ctx = clientContext(pki, "foreign")
+    ctx = pki.clientContext("foreign")
     ctx.minimum_version = ctx.maximum_version = version
     first = ctx.wrap_socket(
         socket.create_connection(("127.0.0.1", gw.ports[port]), timeout=20), server_hostname="localhost"
