@@ -118,7 +118,8 @@ class GatewaySite(server.Site):
 
     def decide(self, request: GatewayRequest) -> tuple[Any, int, str]:
         """
-        The request's routing decision, made once, when its head is complete
+        The request's routing decision, the concrete target (a path map's or
+        plugin rule's choice) or the refusal, made once, when its head is complete
         (L{GatewayRequest.gotLength} for a request with a body, else
         L{GatewayRequest.process}), and kept on the request: everything
         after (the proxy, the WebSocket bridge, a redirect, the access log)
@@ -127,7 +128,15 @@ class GatewaySite(server.Site):
         """
         decision = request.agwDecision
         if decision is None:
-            decision = request.agwDecision = self.resolve(request)
+            decision = self.resolve(request)
+            resolve = getattr(decision[0], "resolve", None)
+            if resolve is not None:
+                # A path map's or plugin rule's concrete target, chosen here
+                # once; None: the rule answers with its own error page.
+                chosen = resolve(request)
+                if chosen is not None:
+                    decision = (chosen, 0, "")
+            request.agwDecision = decision
         return decision
 
     def resolve(self, request: GatewayRequest) -> tuple[Any, int, str]:
@@ -163,11 +172,6 @@ class GatewaySite(server.Site):
         target, code, message = self.decide(request)
         if target is None:
             return _ErrorAnswer(code, message)
-        resolve = getattr(target, "resolve", None)  # PathMapTarget, PluginTarget: the concrete target
-        if resolve is not None:
-            chosen = resolve(request)
-            if chosen is not None:  # else the rule answers with its own error page
-                target = chosen
         return resourceFor(target, request)
 
     def startStreaming(self, request: GatewayRequest, length: int | None) -> bool:
@@ -180,9 +184,6 @@ class GatewaySite(server.Site):
         if target is None and code == 400 and request.channel is not None:
             request.channel.refuseRequest(message)
             return True
-        resolveTarget = getattr(target, "resolve", None)  # PathMapTarget, PluginTarget: the concrete target
-        if resolveTarget is not None:
-            target = resolveTarget(request)
         if not isinstance(target, BackendTarget) or isWebSocketUpgrade(request):
             return False
         request.agwPool = target.state.name

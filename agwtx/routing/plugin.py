@@ -483,23 +483,22 @@ class PluginTarget(GatewayResource):
             out.append(c.fallback)
         return out
 
-    def _ask(self, request: Any, ctx: Any) -> Any:
+    def _ask(self, request: Any) -> Any:
         """The concrete target, or a L{_Refusal}; once per request."""
         cached = getattr(request, "agwPluginChoice", None)
         if cached is not None:
             return cached
-        choice = self._choose(request, ctx)
+        choice = self._choose(request)
         try:
             request.agwPluginChoice = choice
         except AttributeError:
             pass
         return choice
 
-    def _choose(self, request: Any, ctx: Any) -> Any:
+    def _choose(self, request: Any) -> Any:
         candidates = self.candidates
         if candidates.codec is None:
-            if ctx is None:
-                ctx = getattr(getattr(request, "site", None), "ctx", None)
+            ctx = getattr(getattr(request, "site", None), "ctx", None)
             codec = getattr(ctx, "affinity", None)
             candidates.codec = codec if isinstance(codec, AffinityCodec) else _processCodec()
         view = routingRequest(request)
@@ -545,14 +544,14 @@ class PluginTarget(GatewayResource):
     def resolve(self, request: "GatewayRequest") -> Any:
         """
         The concrete target for C{request} (a backend or redirect target, or
-        the plugin's own resource), or None when it is answered with an error.  L{GatewaySite.startStreaming}
-        calls this when the headers are complete, to stream a body early.
+        the plugin's own resource), or None when it is answered with an error.
+        L{agwtx.http.site.GatewaySite.decide} calls this once per request.
         """
-        choice = self._ask(request, None)
+        choice = self._ask(request)
         return None if isinstance(choice, _Refusal) else choice
 
     def render(self, request: "GatewayRequest") -> Any:
-        choice = self._ask(request, None)
+        choice = self._ask(request)
         if isinstance(choice, _Refusal):
             return errorPage(request, choice.code, choice.message)
         return renderResource(choice, request)
