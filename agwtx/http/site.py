@@ -97,9 +97,7 @@ class GatewaySite(server.Site):
 
     def soleListener(self) -> str | None:
         """The port's listener when it has only one (a request not yet read can only be for it)."""
-        routes = self.router.routes if self.router is not None else ()
-        names = {route.listener.name for route in routes}
-        return names.pop() if len(names) == 1 else None
+        return self.router.soleListener if self.router is not None else None
 
     @property
     def allowUnderscores(self) -> bool:

@@ -185,6 +185,8 @@ class PortRouter:
     protocol: str
     routes: list[ListenerRoute] = field(default_factory=list)
     _index: Any = field(default=None, repr=False, compare=False)
+    soleListener: str | None = None
+    """The port's listener when it has only one (set by L{buildRouters}): a request not yet read can only be for it."""
 
     def route(self, host: str) -> ListenerRoute | None:
         """The first route serving C{host}, found by index (L{agwtx.routing.index}), not by a scan."""
@@ -319,6 +321,8 @@ def buildRouters(
         raise ConfigError(pluginErrors)
     for router in routers.values():
         router.routes.sort(key=lambda r: r.order)
+        names = {route.listener.name for route in router.routes}
+        router.soleListener = names.pop() if len(names) == 1 else None
     return routers
 
 
