@@ -73,6 +73,22 @@ MAX_DROPPED_NAMES_LOGGED = 4
 them (each cut to 64 bytes): enough to diagnose, too little to flood."""
 
 
+def hostProblem(hosts: list[bytes] | None, clientproto: bytes) -> str | None:
+    """
+    Why a request with these Host lines is refused (a 400's message), or
+    None: HTTP/1.1 without Host, two Host lines, or an invalid one (RFC 9112
+    section 3.2, as nginx).  The one place both routing and the
+    absolute-form target look.
+    """
+    if hosts is None:
+        return "Bad Request: missing Host header" if clientproto == b"HTTP/1.1" else None
+    if len(hosts) > 1:
+        return "Bad Request: more than one Host header"
+    if not validHost(hosts[0]):
+        return "Bad Request: invalid Host header"
+    return None
+
+
 class GatewayRequest(server.Request):
     """A request on a gateway listener; carries what the access log reports."""
 
@@ -312,22 +328,27 @@ class GatewayRequest(server.Request):
         authority = uri[start:end]
         if not authority or b"@" in authority:
             return
-        hosts = self.requestHeaders.getRawHeaders(b"host")
-        if (hosts is None and self.clientproto != b"HTTP/1.0") or (
-            hosts is not None and (len(hosts) > 1 or not validHost(hosts[0]))
-        ):
-            # HTTP/1.1 without Host, two Host lines, or an invalid one: 400
-            # whatever the target says (RFC 9112 section 3.2), as nginx.
-            return
+        if hostProblem(self.requestHeaders.getRawHeaders(b"host"), self.clientproto) is not None:
+            return  # 400 whatever the target says
         target = uri[end:]
         if not target.startswith(b"/"):
             target = b"/" + target
+        self._originTarget = target
         self.uri = target
         self.path = target.split(b"?", 1)[0]
         self.requestHeaders.setRawHeaders(b"host", [authority])
 
+    _originTarget: bytes | None = None
+    """The path and query an absolute-form target became (L{_originForm})."""
+
     def process(self) -> None:
-        if self.uri[:1] != b"/":
+        target = self._originTarget
+        if target is not None:
+            # A request with a body, its target taken when its head was
+            # complete: twisted.web set the request line's target again.
+            self.uri = target
+            self.path = target.split(b"?", 1)[0]
+        elif not self._prepared and self.uri[:1] != b"/":
             self._originForm()
         self._prepare()
         site: Any = self.site

@@ -18,14 +18,14 @@ from zope.interface import implementer
 
 from agwtx.runtime.answers import errorPage
 from agwtx.proxy.reverse import startStreaming
-from agwtx.routing.match import isWebSocketUpgrade, requestHost, validHost
+from agwtx.routing.match import isWebSocketUpgrade, requestHost
 from agwtx.routing.resource import GatewayResource, resourceFor
 from agwtx.routing.router import BackendTarget, PortRouter
 
 from agwtx.http.channel import GatewayChannel
 from agwtx.http.forwarded import clientAddress, forwardedAddress, rightmostUntrusted
 from agwtx.http.refusal import PLAIN_HTTP_ON_HTTPS, sendRefusal
-from agwtx.http.request import GatewayRequest
+from agwtx.http.request import GatewayRequest, hostProblem
 
 if TYPE_CHECKING:
     from agwtx.context import GatewayContext
@@ -140,12 +140,9 @@ class GatewaySite(server.Site):
     def resolve(self, request: GatewayRequest) -> tuple[Any, int, str]:
         """(target, 0, "") for a routable request, else (None, status, message), by the table in force."""
         hosts = request.requestHeaders.getRawHeaders(b"host")
-        if hosts is None and request.clientproto == b"HTTP/1.1":
-            return None, 400, "Bad Request: missing Host header"
-        if hosts is not None and len(hosts) > 1:
-            return None, 400, "Bad Request: more than one Host header"
-        if hosts and not validHost(hosts[0]):
-            return None, 400, "Bad Request: invalid Host header"
+        problem = hostProblem(hosts, request.clientproto)
+        if problem is not None:
+            return None, 400, problem
         if not request.uri.startswith(b"/") and not (request.uri == b"*" and request.method == b"OPTIONS"):
             return None, 400, "Bad Request: the request target must be a path"
         route = self.router.route(requestHost(hosts[0] if hosts else None))
