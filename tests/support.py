@@ -8,12 +8,15 @@ wait is bounded.
 
 from __future__ import annotations
 
+import http.client
 import os
+import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -73,6 +76,75 @@ def waitForPort(port: int, proc: subprocess.Popen[bytes] | None = None, timeout:
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def httpGet(
+    port: int, path: str = "/", timeout: float = 10.0, method: str = "GET", body: bytes | None = None
+) -> tuple[int, bytes]:
+    """One request (GET unless C{method}) to 127.0.0.1:C{port} on a new connection: status and body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def sampleValue(text: str, sample: str) -> float:
+    """The value of C{sample} (a metric name with its labels, as the exposition writes it) in C{text}."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{sample} not in /metrics:\n{text}")
+
+
+def metric(admin: int, sample: str) -> float:
+    """The value of C{sample} on the admin endpoint's C{/metrics} (see L{sampleValue})."""
+    status, body = httpGet(admin, "/metrics")
+    assert status == 200, (status, body)
+    return sampleValue(body.decode(), sample)
+
+
+def refused(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:C{port} is refused (other errors are raised)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def backendOf(port: int, https: bool = False) -> str:
+    """GET / on a new connection (HTTPS: any certificate): the name of the demo backend that answered."""
+    if https:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=10, context=context
+        )
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        body = r.read()
+    finally:
+        conn.close()
+    assert r.status == 200, (r.status, body)
+    m = re.fullmatch(rb"Hello from agw demo backend (\w+)\n", body)
+    assert m is not None, body
+    return m.group(1).decode()
+
+
+def writeDropIn(base: Path, modules: Mapping[str, str]) -> Path:
+    """A C{BASE/agwtx/plugins/} drop-in directory (no __init__.py) holding C{modules}."""
+    directory = base / "agwtx" / "plugins"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        (directory / f"{name}.py").write_text(source)
+    return directory
 
 
 def listeningSockets(pid: int, port: int) -> set[int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tests.rawbackend import RawBackend, headerValue, readHead
-from tests.support import basicIni, freePort, startGateway, waitFor
+from tests.support import basicIni, freePort, httpGet, metric, startGateway, waitFor
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -125,37 +125,18 @@ def firstRequestHeld(tmp_path: Path, settings: str) -> Iterator[tuple[int, int, 
     backend.gate.clear()
     with gatewayBefore(tmp_path, [backend], settings) as (port, admin):
         with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(get, port, "/first")
+            first = pool.submit(httpGet, port, "/first", 60)
             waitFor(lambda: backend.busy == 1, what="the first request at the backend")
             yield port, admin, backend, pool, first
 
 
-def get(port: int, path: str = "/") -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def member(admin: int) -> dict[str, Any]:
     """The one backend member's row of status.json."""
-    status, body = get(admin, "/status.json")
+    status, body = httpGet(admin, "/status.json")
     assert status == 200
     [pool] = json.loads(body)["pools"]
     [m] = pool["members"]
     return m  # type: ignore[no-any-return]
-
-
-def metric(admin: int, name: str) -> float:
-    """The value of one sample (name with its labels, as the exposition writes it) on /metrics."""
-    _, text = get(admin, "/metrics")
-    for line in text.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in /metrics:\n{text.decode()}")
 
 
 def sendHead(port: int, path: str) -> socket.socket:
@@ -171,7 +152,7 @@ def test_fifty_slow_requests_share_five_backend_connections(tmp_path: Path) -> N
         admin,
     ):
         with ThreadPoolExecutor(50) as pool:
-            results = list(pool.map(lambda i: get(port, f"/{i}"), range(50)))
+            results = list(pool.map(lambda i: httpGet(port, f"/{i}", 60), range(50)))
         assert results == [(200, b"ok")] * 50
         assert backend.served == 50
         assert backend.accepted <= 5
@@ -191,9 +172,9 @@ def test_fifty_slow_requests_share_five_backend_connections(tmp_path: Path) -> N
 def test_a_full_queue_answers_503_and_counts_it(tmp_path: Path) -> None:
     settings = "maxConnectionsPerServer = 1\nmaxQueuedRequestsPerServer = 1\nqueueTimeout = 60"
     with firstRequestHeld(tmp_path, settings) as (port, admin, backend, pool, first):
-        second = pool.submit(get, port, "/second")
+        second = pool.submit(httpGet, port, "/second", 60)
         waitFor(lambda: member(admin)["queued"] == 1, what="the second request queued")
-        status, body = get(port, "/third")
+        status, body = httpGet(port, "/third", 60)
         assert status == 503
         assert (
             body == b"503 Service Unavailable: the backend is at its connection limit and its queue is full\n"
@@ -214,7 +195,7 @@ def test_a_full_queue_answers_503_and_counts_it(tmp_path: Path) -> None:
 def test_a_queue_timeout_answers_503(tmp_path: Path) -> None:
     settings = "maxConnectionsPerServer = 1\nqueueTimeout = 200ms"
     with firstRequestHeld(tmp_path, settings) as (port, admin, backend, pool, first):
-        status, body = get(port, "/late")
+        status, body = httpGet(port, "/late", 60)
         assert status == 503
         assert (
             body == b"503 Service Unavailable: no backend connection became free within the queue timeout\n"
@@ -234,7 +215,7 @@ def test_a_client_leaving_the_queue_frees_its_place(tmp_path: Path) -> None:
         waitFor(lambda: member(admin)["queued"] == 1, what="the request queued")
         leaving.close()
         waitFor(lambda: member(admin)["queued"] == 0, what="the queue emptied")
-        after = pool.submit(get, port, "/after")  # would be refused if the place were still taken
+        after = pool.submit(httpGet, port, "/after", 60)  # would be refused if the place were still taken
         waitFor(lambda: member(admin)["queued"] == 1, what="the next request queued")
         backend.gate.set()
         assert first.result() == (200, b"ok")
@@ -287,7 +268,7 @@ def test_idle_connections_are_reused_by_the_next_burst(tmp_path: Path) -> None:
         for round in range(2):
             backend.gate.clear()
             with ThreadPoolExecutor(burst) as pool:
-                futures = [pool.submit(get, port, f"/{round}-{i}") for i in range(burst)]
+                futures = [pool.submit(httpGet, port, f"/{round}-{i}", 60) for i in range(burst)]
                 waitFor(lambda: backend.busy == burst, what=f"{burst} requests held at the backend")
                 backend.gate.set()
                 assert [f.result() for f in futures] == [(200, b"ok")] * burst
@@ -305,10 +286,10 @@ def test_a_member_at_its_cap_gets_no_more_requests_while_another_has_room(tmp_pa
     settings = "maxConnectionsPerServer = 1\nqueueTimeout = 60"
     with gatewayBefore(tmp_path, [slow, fast], settings) as (port, admin):
         with ThreadPoolExecutor(1) as pool:
-            held = pool.submit(get, port, "/held")
+            held = pool.submit(httpGet, port, "/held", 60)
             waitFor(lambda: slow.busy == 1, what="the first request at the slow member")
             for i in range(6):
-                assert get(port, f"/next{i}") == (200, b"ok")
+                assert httpGet(port, f"/next{i}", 60) == (200, b"ok")
             assert fast.paths == [f"/next{i}" for i in range(6)]
             slow.gate.set()
             assert held.result() == (200, b"ok")
@@ -332,7 +313,7 @@ def test_websockets_do_not_count_against_the_cap(tmp_path: Path) -> None:
                 ws = stack.enter_context(connect(f"ws://127.0.0.1:{port}/ws{i}", open_timeout=30, proxy=None))
                 ws.send(f"hello {i}")
                 assert f"hello {i}" in str(ws.recv(timeout=30))
-            assert get(port, "/")[0] == 200  # and the one slot is free for HTTP
+            assert httpGet(port, "/", 60)[0] == 200  # and the one slot is free for HTTP
     finally:
         gw.stop()
         backend.stop()

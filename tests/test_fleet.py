@@ -9,28 +9,21 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 from pathlib import Path
 
-from tests.support import TWISTD, Proc, basicIni, freePort, startBackend, startGateway, waitFor, waitForPort
-
-
-def get(port: int, path: str = "/", timeout: float = 10) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
-
-
-def refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return False
-    except OSError:
-        return True
+from tests.support import (
+    TWISTD,
+    Proc,
+    basicIni,
+    freePort,
+    httpGet,
+    refused,
+    sampleValue,
+    startBackend,
+    startGateway,
+    waitFor,
+    waitForPort,
+)
 
 
 def test_ready_turns_503_on_sigterm_while_the_lame_duck_still_serves(tmp_path: Path) -> None:
@@ -39,14 +32,14 @@ def test_ready_turns_503_on_sigterm_while_the_lame_duck_still_serves(tmp_path: P
     gateway = f"admin = tcp:{admin}:interface=127.0.0.1\nlameDuckPeriod = 4s\nshutdownGracePeriod = 5"
     gw = startGateway(tmp_path, basicIni(port, [pb], gateway=gateway), port)
     try:
-        assert get(admin, "/ready") == (200, b'{\n  "ready": true\n}\n')
-        assert get(admin, "/status/")[0] == 302  # the pages below keep their paths
-        assert get(admin, "/health/")[0] == 200
-        assert get(port)[0] == 200
+        assert httpGet(admin, "/ready") == (200, b'{\n  "ready": true\n}\n')
+        assert httpGet(admin, "/status/")[0] == 302  # the pages below keep their paths
+        assert httpGet(admin, "/health/")[0] == 200
+        assert httpGet(port)[0] == 200
         gw.proc.send_signal(signal.SIGTERM)
-        waitFor(lambda: get(admin, "/ready")[0] == 503, what="/ready at 503")
+        waitFor(lambda: httpGet(admin, "/ready")[0] == 503, what="/ready at 503")
         # A lame duck: new connections are still accepted and served.
-        served = get(port)
+        served = httpGet(port)
         assert gw.proc.poll() is None, "the gateway stopped before the request was answered"
         assert served == (200, b"Hello from agw demo backend A\n")
         assert gw.proc.wait(20) == 0
@@ -55,13 +48,6 @@ def test_ready_turns_503_on_sigterm_while_the_lame_duck_still_serves(tmp_path: P
     finally:
         gw.stop()
         b.stop()
-
-
-def _metric(body: str, line: str) -> float:
-    for row in body.splitlines():
-        if row.startswith(line + " "):
-            return float(row.rsplit(" ", 1)[1])
-    raise AssertionError(f"{line} not in\n{body}")
 
 
 def test_metrics_health_and_status_with_two_workers_count_every_process(tmp_path: Path) -> None:
@@ -80,11 +66,11 @@ def test_metrics_health_and_status_with_two_workers_count_every_process(tmp_path
         sent = 0
 
         def perProcess() -> list[int]:
-            doc = json.loads(get(admin, "/status.json")[1])
+            doc = json.loads(httpGet(admin, "/status.json")[1])
             return [p["counters"].get("requests", {}).get("2xx", 0) for p in doc["processes"]]
 
         def workerUp() -> bool:
-            doc = json.loads(get(admin, "/status.json")[1])
+            doc = json.loads(httpGet(admin, "/status.json")[1])
             return [p["reachable"] for p in doc["processes"]] == [True, True]
 
         # The admin endpoint may bind after the frontend port startGateway waited for (seen on PyPy).
@@ -99,20 +85,22 @@ def test_metrics_health_and_status_with_two_workers_count_every_process(tmp_path
                 sent += 1
         counts = perProcess()
         assert min(counts) > 0 and sum(counts) == sent, (counts, sent)
-        body = get(admin, "/metrics")[1].decode()
-        assert _metric(body, 'agw_requests_total{listener="l1",pool="pool",rule="r1",status="2xx"}') == sent
-        assert _metric(body, 'agw_request_duration_seconds_count{listener="l1",rule="r1"}') == sent
+        body = httpGet(admin, "/metrics")[1].decode()
+        assert (
+            sampleValue(body, 'agw_requests_total{listener="l1",pool="pool",rule="r1",status="2xx"}') == sent
+        )
+        assert sampleValue(body, 'agw_request_duration_seconds_count{listener="l1",rule="r1"}') == sent
         # Member health is a per-process state: one series per worker.
         member = f'member="127.0.0.1:{pb}",pool="pool",settings="s1"'
         assert f'agw_backend_health{{{member},worker="0"}}' in body
         assert f'agw_backend_health{{{member},worker="1"}}' in body
-        status = json.loads(get(admin, "/status.json")[1])
+        status = json.loads(httpGet(admin, "/status.json")[1])
         assert status["counters"]["requests"]["2xx"] == sent
-        health = json.loads(get(admin, "/health")[1])
+        health = json.loads(httpGet(admin, "/health")[1])
         assert [w["worker"] for w in health["workers"]] == [1]
         assert health["workers"][0]["backendAddressPools"][0]["backendAddressPool"] == {"name": "pool"}
         assert "backendAddressPools" in health  # Azure's shape for the serving process
-        page = get(admin, "/status")[1].decode()
+        page = httpGet(admin, "/status")[1].decode()
         assert "<html" in page.lower()
     finally:
         gw.proc.send_signal(signal.SIGTERM)
@@ -150,18 +138,18 @@ def test_watch_config_follows_the_kubernetes_symlink_swap_and_ignores_invalid_fi
     )
     try:
         waitForPort(port, gw.proc)
-        assert get(port)[1] == b"Hello from agw demo backend A\n"
+        assert httpGet(port)[1] == b"Hello from agw demo backend A\n"
         publish(basicIni(port, [pb], gateway="watchConfig = true"))
-        waitFor(lambda: get(port)[1] == b"Hello from agw demo backend B\n", what="reload on the swap")
+        waitFor(lambda: httpGet(port)[1] == b"Hello from agw demo backend B\n", what="reload on the swap")
         # An invalid file is logged and changes nothing (and is not retried).
         publish(basicIni(port, [pa], gateway="watchConfig = true") + "\n[probe:p1]\ninterval = 0\n")
         waitFor(lambda: "reload rejected" in gw.output(), what="the rejection")
         assert "[probe:p1] interval: expected 1..86400" in gw.output()
-        assert get(port)[1] == b"Hello from agw demo backend B\n"
+        assert httpGet(port)[1] == b"Hello from agw demo backend B\n"
         # An edit in place of the file the symlinks lead to is seen too.
         target = mount / "..data" / "gw.ini"
         target.write_text(basicIni(port, [pa], gateway="watchConfig = true"))
-        waitFor(lambda: get(port)[1] == b"Hello from agw demo backend A\n", what="reload on the edit")
+        waitFor(lambda: httpGet(port)[1] == b"Hello from agw demo backend A\n", what="reload on the edit")
         assert gw.output().count("reload rejected: 1 error(s)") == 1
         assert gw.proc.poll() is None
     finally:

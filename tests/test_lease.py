@@ -23,7 +23,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.rawbackend import RawBackend, handshakeHead, handshakeRequest, readHead
-from tests.support import TWISTD, Proc, freePort, startBackend, waitFor, waitForPort
+from tests.support import TWISTD, Proc, freePort, httpGet, startBackend, waitFor, waitForPort
 
 WS_HANDSHAKE = handshakeRequest(b"x", b"/chat")
 
@@ -201,14 +201,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 
 
 def status(port: int, method: str = "GET", body: bytes | None = None) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-    try:
-        conn.request(method, "/", body=body)
-        r = conn.getresponse()
-        r.read()
-        return r.status
-    finally:
-        conn.close()
+    return httpGet(port, timeout=20, method=method, body=body)[0]
 
 
 def sendAndLeave(port: int, data: bytes, after: float = 0.3) -> None:

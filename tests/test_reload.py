@@ -26,7 +26,6 @@ import random
 import re
 import signal
 import socket
-import ssl
 import threading
 import time
 from pathlib import Path
@@ -38,36 +37,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tests.rawbackend import readHead
-from tests.support import Proc, basicIni, freePort, startBackend, startGateway, waitFor
+from tests.support import Proc, backendOf, basicIni, freePort, startBackend, startGateway, waitFor
 
 RELOADED = "configuration reloaded from"
 REJECTED = "still running the previous configuration"
 
 
 # -- helpers ------------------------------------------------------------------
-
-
-def backendOf(port: int, https: bool = False) -> str:
-    """GET / on a new connection (HTTPS: any certificate): the name of the demo backend that answered."""
-    if https:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            "127.0.0.1", port, timeout=10, context=context
-        )
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/")
-        r = conn.getresponse()
-        body = r.read()
-    finally:
-        conn.close()
-    assert r.status == 200, (r.status, body)
-    m = re.fullmatch(rb"Hello from agw demo backend (\w+)\n", body)
-    assert m is not None, body
-    return m.group(1).decode()
 
 
 # websockets >= 17.1 wants legacy=True for a connection used outside a with

@@ -28,9 +28,18 @@ import pytest
 
 from tests.certs import selfSigned
 from tests.rawbackend import headerValue, readHead
-from tests.test_reload import backendOf
-from tests.support import Proc, TWISTD, freePort, listeningSockets, startBackend, waitFor, waitForPort
-from tests.test_routing import writeDropIn
+from tests.support import (
+    TWISTD,
+    Proc,
+    backendOf,
+    freePort,
+    listeningSockets,
+    refused,
+    startBackend,
+    waitFor,
+    waitForPort,
+    writeDropIn,
+)
 
 PICKY_PLUGIN = """
 from zope.interface import implementer
@@ -156,19 +165,6 @@ class Gw:
         self.proc.stop()
 
 
-def served(port: int, https: bool = False) -> str:
-    """GET / on a new connection: the name of the demo backend that answered."""
-    return backendOf(port, https)
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
 @pytest.fixture
 def backends(tmp_path: Path) -> Iterator[tuple[int, int]]:
     a, pa = startBackend(tmp_path, "A")
@@ -204,14 +200,14 @@ def test_reload_with_a_taken_port_changes_nothing(tmp_path: Path, backends: tupl
     squatter = socket.socket()
     try:
         before = healthy(gw, 1)
-        assert (served(p1), served(p2)) == ("A", "A")
+        assert (backendOf(p1), backendOf(p2)) == ("A", "A")
         squatter.bind(("127.0.0.1", 0))
         squatter.listen(1)
         taken = squatter.getsockname()[1]
         new = ini({"one": p1, "three": p3, "two": taken}, [pb], admin)
         status, body = gw.reload(new)
         assert status == 400
-        assert (served(p1), served(p2)) == ("A", "A")
+        assert (backendOf(p1), backendOf(p2)) == ("A", "A")
         assert refused(p3)
         assert gw.health() == before
         endpoint = f"tcp:{taken}:interface=127.0.0.1"
@@ -223,7 +219,7 @@ def test_reload_with_a_taken_port_changes_nothing(tmp_path: Path, backends: tupl
         squatter.close()
         status, body = gw.reload(new)
         assert (status, body) == (200, {"ok": True, "errors": []})
-        assert (served(p1), served(p3), served(taken)) == ("B", "B", "B")
+        assert (backendOf(p1), backendOf(p3), backendOf(taken)) == ("B", "B", "B")
         assert refused(p2)
     finally:
         squatter.close()
@@ -263,13 +259,13 @@ backendHttpSettings = s1
     )
     try:
         before = healthy(gw, 1)
-        assert served(p1) == "A"
+        assert backendOf(p1) == "A"
         status, body = gw.reload(ini({"one": p1}, [pb], admin, plugin.format(fail="yes")))
         assert status == 400, body
         [error] = body["errors"]
         assert "[requestRoutingRule:pick] plugin: routing plugin 'picky' failed: " in error
         assert "picky cannot configure requestRoutingRule:pick" in error
-        assert served(p1) == "A"
+        assert backendOf(p1) == "A"
         assert gw.health() == before
     finally:
         gw.stop()
@@ -293,13 +289,13 @@ privateKey = {key}
     gw = Gw(tmp_path, old, p1, admin)
     try:
         before = healthy(gw, 1)
-        assert served(p1, https=True) == "A"
+        assert backendOf(p1, https=True) == "A"
         new = old.replace(f"127.0.0.1:{pa}", f"127.0.0.1:{pb}").replace(str(key), str(otherKey))
         status, body = gw.reload(new)
         assert status == 400, body
         [error] = body["errors"]
         assert f"[sslCertificate:main] privateKey: does not match the certificate in {cert}" in error
-        assert served(p1, https=True) == "A"
+        assert backendOf(p1, https=True) == "A"
         assert gw.health() == before
     finally:
         gw.stop()
@@ -317,7 +313,7 @@ def test_proxy_protocol_switch_keeps_the_socket(tmp_path: Path, backends: tuple[
     p1, admin = freePort(), freePort()
     gw = Gw(tmp_path, ini({"one": p1}, [pa], admin), p1, admin)
     try:
-        assert served(p1) == "A"
+        assert backendOf(p1) == "A"
         sockets = listeningSockets(gw.proc.pid, p1)
         assert len(sockets) == 1, sockets
         kept = socket.create_connection(("127.0.0.1", p1), timeout=10)  # accepted by the old stack
@@ -337,7 +333,7 @@ def test_proxy_protocol_switch_keeps_the_socket(tmp_path: Path, backends: tuple[
         status, body = gw.reload(ini({"one": p1}, [pa], admin))
         assert (status, body) == (200, {"ok": True, "errors": []})
         assert listeningSockets(gw.proc.pid, p1) == sockets
-        assert served(p1) == "A"
+        assert backendOf(p1) == "A"
         assert "Couldn't listen" not in gw.proc.output()
     finally:
         gw.stop()

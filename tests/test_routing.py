@@ -60,7 +60,7 @@ from agwtx.routing.plugin import (
 from agwtx.routing.rewrite import compileRewriteSet, rewriteCompiler
 from agwtx.routing.router import BackendTarget, PathMapTarget, RedirectTarget, buildRouters, hostMatcher
 from agwtx.http.site import GatewaySite
-from tests.support import TWISTD, Proc, freePort, startBackend, waitForPort
+from tests.support import TWISTD, Proc, freePort, startBackend, waitForPort, writeDropIn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -766,15 +766,6 @@ class Resources:
 
 resources = Resources()
 """
-
-
-def writeDropIn(base: Path, modules: Mapping[str, str]) -> Path:
-    """A C{BASE/agwtx/plugins/} drop-in directory (no __init__.py) holding C{modules}."""
-    directory = base / "agwtx" / "plugins"
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, source in modules.items():
-        (directory / f"{name}.py").write_text(source)
-    return directory
 
 
 @pytest.fixture
