@@ -821,3 +821,38 @@ def test_answer_before_the_body_is_read_says_it_closes(tmp_path: Path) -> None:
     finally:
         gw.stop()
         backend.close()
+
+
+def test_absolute_form_target_with_a_body_reaches_the_backend_as_a_path(tmp_path: Path) -> None:
+    """
+    C{POST http://authority/path?query} with a body (streamed, its target
+    converted when the head is complete): the backend gets the path and
+    query, Host is the authority, and the body.
+    """
+    seen: list[tuple[bytes, bytes]] = []
+
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        body = rest
+        while len(body) < 5:
+            body += conn.recv(65536)
+        seen.append((head, body))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port]), port)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.sendall(
+                b"POST http://absolute.test/up?x=1 HTTP/1.1\r\nHost: other.test\r\n"
+                b"Content-Length: 5\r\nConnection: close\r\n\r\nhello"
+            )
+            answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+        [(head, body)] = seen
+        assert head.startswith(b"POST /up?x=1 HTTP/1.1\r\n"), head
+        assert headerValue(head, b"host") == b"absolute.test"
+        assert body == b"hello"
+    finally:
+        gw.stop()
+        backend.close()
