@@ -332,7 +332,6 @@ def test_refusals_are_logged_at_most_once_per_interval() -> None:
         ("malformed PROXY header", 0),
         ("no PROXY header", 4),
     ]
-    assert factory.refusedCount == 7
 
 
 def _proxiedGet(port: int, client: str) -> socket.socket | None:

@@ -297,3 +297,30 @@ def test_a_malformed_body_still_closes_at_once() -> None:
     proto.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
     assert transport.value().startswith(b"HTTP/1.1 400 ")
     assert transport.disconnecting
+
+
+def test_dropped_underscore_fields_are_logged_at_most_once_per_interval() -> None:
+    """
+    Requests with header names holding C{_} (dropped): one log line, then
+    none for LOG_INTERVAL seconds however many come, then one that counts
+    those not logged.  A client sending them on every request cannot flood
+    the log.
+    """
+    from twisted.logger import globalLogPublisher
+
+    from agwtx.runtime.ratelog import LOG_INTERVAL
+
+    seen: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        clock, proto, transport = channel()
+        for _ in range(5):
+            proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nX_Bad: 1\r\n\r\n")
+            answerHeld()
+        clock.advance(LOG_INTERVAL)
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nX_Bad: 1\r\nY_Bad: 2\r\n\r\n")
+        answerHeld()
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    lines = [e for e in seen if "Dropped" in str(e.get("log_format", ""))]
+    assert [(e["count"], e["names"], e["held"]) for e in lines] == [(1, "X_Bad", 0), (2, "X_Bad, Y_Bad", 4)]

@@ -16,6 +16,7 @@ from agwtx.compat.twistedprivate import (
     ChunkedTransferDecoder,
     MalformedChunkedDataError,
 )
+from agwtx.config.values import HEADER_TOKEN_RE
 from agwtx.runtime.headers import connectionTokens
 
 from agwtx.http.refusal import (
@@ -33,10 +34,23 @@ from agwtx.http.refusal import (
     _canned,
     sendRefusal,
 )
-from agwtx.http.request import MAX_CONTENT_LENGTH, MAX_DROPPED_NAMES_LOGGED, _CTL, _TCHAR
 
 
 log = Logger(namespace="agw.web")
+
+MAX_CONTENT_LENGTH = 2**63 - 1
+"""The largest request Content-Length taken (a signed 64-bit length)."""
+
+_TCHAR = bytes(c for c in range(128) if HEADER_TOKEN_RE.fullmatch(chr(c)))
+"""The bytes of a field name (RFC 9110 token characters), as a deletion set for C{bytes.translate}."""
+_CTL = bytes(c for c in range(32) if c != 9) + b"\x7f"
+"""Control characters a header field value may not hold (RFC 9110 section 5.5:
+NUL, CR and LF must be refused; the others may be, and a proxy refuses them
+rather than pass a byte a backend may read as white space or a line end)."""
+
+MAX_DROPPED_NAMES_LOGGED = 4
+"""Header names with C{_} named in a log line about dropped fields (each cut
+to 64 bytes): enough to diagnose, too little to flood."""
 
 _HUGE_CHUNK = re.compile(b"0*[1-9A-Fa-f][0-9A-Fa-f]{15}")
 """A chunk size of 16 or more significant hex digits: 2**60 bytes or more,
@@ -176,16 +190,21 @@ class GatewayChannel(http.HTTPChannel):
             self.requests[-1].agwHeadBytes = self._receivedHeaderSize + 2 * (self._receivedHeaderCount + 2)
         dropped, self._dropped = self._dropped, None
         if dropped is not None:
-            # One event per request, with a bounded part of what was dropped.
-            log.info(
-                "Dropped {count} request header field(s) with '_' in the name from {peer}"
-                " ([gateway] allowUnderscoresInHeaders): {names}",
-                count=len(dropped),
-                peer=str(self.getPeer()),
-                names=", ".join(
-                    n[:64].decode("ascii", "replace") for n in dropped[:MAX_DROPPED_NAMES_LOGGED]
-                ),
-            )
+            # At most one line per LOG_INTERVAL for the port, with a bounded
+            # part of what was dropped: a client cannot flood the log.
+            held = self.site.droppedFieldsLog.due()
+            if held is not None:
+                log.info(
+                    "Dropped {count} request header field(s) with '_' in the name from {peer}"
+                    " ([gateway] allowUnderscoresInHeaders): {names}"
+                    " ({held} more such requests since the last such line)",
+                    count=len(dropped),
+                    peer=str(self.getPeer()),
+                    names=", ".join(
+                        n[:64].decode("ascii", "replace") for n in dropped[:MAX_DROPPED_NAMES_LOGGED]
+                    ),
+                    held=held,
+                )
         super().allHeadersReceived()
 
     _tlsInfo: Any = False

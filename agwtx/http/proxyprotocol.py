@@ -46,11 +46,9 @@ from agwtx.compat.twistedprivate import (
     V2Parser,
 )
 from agwtx.config.model import IPNetwork, inNetworks
+from agwtx.runtime.ratelog import LOG_INTERVAL, RateLimitedLog
 
 __all__ = ["LOG_INTERVAL", "ProxyProtocolFactory", "checkedSource"]
-
-LOG_INTERVAL = 10.0
-"""Seconds between two log lines about refused PROXY connections on one port."""
 
 log = Logger(namespace="agw.proxyprotocol")
 
@@ -189,18 +187,12 @@ class ProxyProtocolFactory(HAProxyWrappingFactory):
         self.clock = clock
         self.headerTimeout = headerTimeout
         self.port = port
-        self.refusedCount = 0
-        """Connections refused since the process started (a test and /status figure)."""
-        self._lastLog: dict[str, float] = {}
-        self._unlogged: dict[str, int] = {}
+        self._refusals = RateLimitedLog(clock)
 
     def refused(self, peer: Any, why: str) -> None:
-        """Count and (at most once per L{LOG_INTERVAL} for each reason) log a refusal."""
-        self.refusedCount += 1
-        now = self.clock.seconds()
-        last = self._lastLog.get(why)
-        if last is not None and now - last < LOG_INTERVAL:
-            self._unlogged[why] = self._unlogged.get(why, 0) + 1
+        """Log a refusal, at most once per L{LOG_INTERVAL} for each reason."""
+        unlogged = self._refusals.due(why)
+        if unlogged is None:
             return
         log.warn(
             "frontendPort {port}: connection from {peer} closed: {why}"
@@ -208,6 +200,5 @@ class ProxyProtocolFactory(HAProxyWrappingFactory):
             port=self.port,
             peer=getattr(peer, "host", str(peer)),
             why=why,
-            unlogged=self._unlogged.pop(why, 0),
+            unlogged=unlogged,
         )
-        self._lastLog[why] = now

@@ -58,21 +58,6 @@ class _Discarded(_NoBody):
         self.size += len(data)
 
 
-MAX_CONTENT_LENGTH = 2**63 - 1
-"""The largest request Content-Length taken (a signed 64-bit length)."""
-
-
-_TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_CTL = bytes(c for c in range(32) if c != 9) + b"\x7f"
-"""Control characters a header field value may not hold (RFC 9110 section 5.5:
-NUL, CR and LF must be refused; the others may be, and a proxy refuses them
-rather than pass a byte a backend may read as white space or a line end)."""
-
-MAX_DROPPED_NAMES_LOGGED = 4
-"""Header names with C{_} named in the one log event per request that drops
-them (each cut to 64 bytes): enough to diagnose, too little to flood."""
-
-
 def hostProblem(hosts: list[bytes] | None, clientproto: bytes) -> str | None:
     """
     Why a request with these Host lines is refused (a 400's message), or

@@ -17,6 +17,7 @@ from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
 from agwtx.runtime.answers import errorPage
+from agwtx.runtime.ratelog import RateLimitedLog
 from agwtx.proxy.reverse import startStreaming
 from agwtx.routing.match import isWebSocketUpgrade, requestHost
 from agwtx.routing.resource import GatewayResource, resourceFor
@@ -86,6 +87,8 @@ class GatewaySite(server.Site):
         self.listenerPort = listenerPort or 0
         self.secure = False
         """Set by the gateway service when this port is wrapped in TLS."""
+        self.droppedFieldsLog = RateLimitedLog(ctx.reactor)
+        """Paces the log lines about header fields dropped for an C{_} (L{GatewayChannel})."""
 
     def acceptableProtocols(self) -> list[bytes]:
         # None to hand to Twisted's TLS wrapper: ALPN is answered by the

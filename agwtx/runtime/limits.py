@@ -23,10 +23,9 @@ from typing import Any
 
 from twisted.logger import Logger
 
-__all__ = ["LOG_INTERVAL", "ConnectionLimits", "ConnectionSlot"]
+from agwtx.runtime.ratelog import LOG_INTERVAL, RateLimitedLog
 
-LOG_INTERVAL = 10.0
-"""Seconds between two log lines about refused connections."""
+__all__ = ["LOG_INTERVAL", "ConnectionLimits", "ConnectionSlot"]
 
 
 class ConnectionSlot:
@@ -53,8 +52,7 @@ class ConnectionLimits:
         self.ctx = ctx
         self.total = 0
         self.perClient: dict[str, int] = {}
-        self._refusedSinceLog = 0
-        self._lastLog: float | None = None
+        self._refusals = RateLimitedLog(ctx.reactor)
 
     def acquire(self, client: str | None) -> ConnectionSlot | None:
         """
@@ -88,9 +86,8 @@ class ConnectionLimits:
 
     def _refused(self, reason: str, client: str | None, limit: int) -> None:
         self.ctx.metrics.connectionsRefused.labels(reason).inc()
-        self._refusedSinceLog += 1
-        now = self.ctx.reactor.seconds()
-        if self._lastLog is not None and now - self._lastLog < LOG_INTERVAL:
+        held = self._refusals.due()
+        if held is None:
             return
         self.log.warn(
             "connection from {client} refused: [gateway] {reason} = {limit} reached "
@@ -98,8 +95,6 @@ class ConnectionLimits:
             client=client or "-",
             reason=reason,
             limit=limit,
-            count=self._refusedSinceLog,
+            count=held + 1,
             interval=LOG_INTERVAL,
         )
-        self._refusedSinceLog = 0
-        self._lastLog = now
