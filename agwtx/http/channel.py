@@ -192,7 +192,7 @@ class GatewayChannel(http.HTTPChannel):
         if dropped is not None:
             # At most one line per LOG_INTERVAL for the port, with a bounded
             # part of what was dropped: a client cannot flood the log.
-            held = self.site.droppedFieldsLog.due()
+            held = self.site.droppedFieldsLog.due(self.site.ctx.reactor.seconds())
             if held is not None:
                 log.info(
                     "Dropped {count} request header field(s) with '_' in the name from {peer}"

@@ -187,11 +187,11 @@ class ProxyProtocolFactory(HAProxyWrappingFactory):
         self.clock = clock
         self.headerTimeout = headerTimeout
         self.port = port
-        self._refusals = RateLimitedLog(clock)
+        self._refusals = RateLimitedLog()
 
     def refused(self, peer: Any, why: str) -> None:
         """Log a refusal, at most once per L{LOG_INTERVAL} for each reason."""
-        unlogged = self._refusals.due(why)
+        unlogged = self._refusals.due(self.clock.seconds(), why)
         if unlogged is None:
             return
         log.warn(

@@ -87,7 +87,7 @@ class GatewaySite(server.Site):
         self.listenerPort = listenerPort or 0
         self.secure = False
         """Set by the gateway service when this port is wrapped in TLS."""
-        self.droppedFieldsLog = RateLimitedLog(ctx.reactor)
+        self.droppedFieldsLog = RateLimitedLog()
         """Paces the log lines about header fields dropped for an C{_} (L{GatewayChannel})."""
 
     def acceptableProtocols(self) -> list[bytes]:

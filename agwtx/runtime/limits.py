@@ -52,7 +52,7 @@ class ConnectionLimits:
         self.ctx = ctx
         self.total = 0
         self.perClient: dict[str, int] = {}
-        self._refusals = RateLimitedLog(ctx.reactor)
+        self._refusals = RateLimitedLog()
 
     def acquire(self, client: str | None) -> ConnectionSlot | None:
         """
@@ -86,7 +86,7 @@ class ConnectionLimits:
 
     def _refused(self, reason: str, client: str | None, limit: int) -> None:
         self.ctx.metrics.connectionsRefused.labels(reason).inc()
-        held = self._refusals.due()
+        held = self._refusals.due(self.ctx.reactor.seconds())
         if held is None:
             return
         self.log.warn(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
-
 __all__ = ["LOG_INTERVAL", "RateLimitedLog"]
 
 LOG_INTERVAL = 10.0
@@ -20,20 +18,18 @@ LOG_INTERVAL = 10.0
 class RateLimitedLog:
     """When a line of each kind may be logged, and how many were held back since the last."""
 
-    def __init__(self, clock: IReactorTime, interval: float = LOG_INTERVAL) -> None:
-        self.clock = clock
+    def __init__(self, interval: float = LOG_INTERVAL) -> None:
         self.interval = interval
         self._last: dict[Any, float] = {}
         self._held: dict[Any, int] = {}
 
-    def due(self, kind: Any = None) -> int | None:
+    def due(self, now: float, kind: Any = None) -> int | None:
         """
-        For one more event of C{kind}: None when a line of that kind was
+        For one more event of C{kind} at C{now} (the reactor's seconds): None when a line of that kind was
         logged less than L{interval} seconds ago (the event is counted),
         else the number of events held back since that line (this one is to
         be logged now).
         """
-        now = self.clock.seconds()
         last = self._last.get(kind)
         if last is not None and now - last < self.interval:
             self._held[kind] = self._held.get(kind, 0) + 1
