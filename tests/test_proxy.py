@@ -761,7 +761,7 @@ def test_refused_connects_leave_no_request_counted_in_flight(
     request: Any = DummyRequest([b""])
     request.method, request.uri, request.content = method, b"/", None
     request.clientIP = request.peerIP = "192.0.2.1"
-    request.peerTrusted = False
+    request.peerTrusted = request.agwDiscarded = False
     request.listenerPort, request.isSecure = 80, lambda: False
     request.agwStream = request.agwOnLost = None
     request._disconnected, request.startedWriting = False, False

@@ -49,13 +49,14 @@ class _Discarded(_NoBody):
     The body of a request no backend will receive (a redirect, an unknown
     host, no healthy member, any answer of the gateway's own): read from the
     client and dropped as it arrives, never spooled to memory or a file.
+    Shared by all such requests.
     """
 
-    def __init__(self) -> None:
-        self.size = 0
-
     def write(self, data: bytes) -> None:
-        self.size += len(data)
+        pass
+
+
+_DISCARDED = _Discarded()
 
 
 def hostProblem(hosts: list[bytes] | None, clientproto: bytes) -> str | None:
@@ -226,7 +227,7 @@ class GatewayRequest(server.Request):
         except Exception:
             log.failure("error routing {method} {uri}", method=self.method, uri=self.uri)
         self.agwDiscarded = True
-        self.content = _Discarded()
+        self.content = _DISCARDED
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._bodyTimed:
@@ -280,7 +281,7 @@ class GatewayRequest(server.Request):
         channel.dataReceived = channel._discard  # type: ignore[method-assign]
         message = f"Request Timeout: the request body stalled for more than {timeout:g} s"
         stream = self.agwStream
-        exchange = getattr(stream, "exchange", None)
+        exchange = stream.exchange if stream is not None else None
         if exchange is not None:
             exchange.bodyTimedOut()
         if not self.finished:

@@ -24,23 +24,13 @@ from agwtx.routing.resource import GatewayResource, resourceFor
 from agwtx.routing.router import BackendTarget, PortRouter
 
 from agwtx.http.channel import GatewayChannel
-from agwtx.http.forwarded import clientAddress, forwardedAddress, rightmostUntrusted
-from agwtx.http.refusal import PLAIN_HTTP_ON_HTTPS, sendRefusal
 from agwtx.http.request import GatewayRequest, hostProblem
 
 if TYPE_CHECKING:
     from agwtx.context import GatewayContext
 
 
-__all__ = [
-    "PLAIN_HTTP_ON_HTTPS",
-    "GatewayRequest",
-    "GatewaySite",
-    "clientAddress",
-    "forwardedAddress",
-    "rightmostUntrusted",
-    "sendRefusal",
-]
+__all__ = ["GatewaySite"]
 
 log = Logger(namespace="agw.web")
 

@@ -677,7 +677,7 @@ def proxy(ctx: Any, request: "GatewayRequest", target: Any) -> Any:
         return NOT_DONE_YET
     lease = Lease(ctx.reactor, state=target.state)
     member, pinned = chooseMember(ctx, request, target, lease)
-    if member is None or getattr(request, "agwDiscarded", False):
+    if member is None or request.agwDiscarded:
         # Discarded: no member when the body began, so it was not kept to send.
         return errorPage(request, 502, "Bad Gateway: no healthy backend is available")
     content = request.content

@@ -56,10 +56,15 @@ def errorPage(request: Any, code: int, message: str, extra: Iterable[tuple[bytes
         if transport is not None:
             transport.abortConnection()
         return NOT_DONE_YET
-    requestId = getattr(request, "agwRequestId", None)  # None: not a prepared GatewayRequest
-    pages = request.site.ctx.errorPages if requestId is not None else _NO_PAGES
+    # The admin site's requests are plain twisted.web ones: no request ID,
+    # listener or custom pages.
+    requestId = getattr(request, "agwRequestId", None)
+    if requestId is None:
+        pages, listener = _NO_PAGES, None
+    else:
+        pages, listener = request.site.ctx.errorPages, request.agwListener
     contentType, body = pages.body(
-        getattr(request, "agwListener", None),
+        listener,
         code,
         message,
         requestId,

@@ -73,18 +73,15 @@ def parseTraceparent(values: list[bytes] | None) -> tuple[bytes, bytes] | None:
 class TraceContext:
     """The trace context a request is forwarded with."""
 
-    __slots__ = ("traceId", "spanId", "flags", "state", "continued")
+    __slots__ = ("traceId", "spanId", "flags", "state")
 
-    def __init__(
-        self, traceId: bytes, spanId: bytes, flags: bytes, state: bytes | None, continued: bool
-    ) -> None:
+    def __init__(self, traceId: bytes, spanId: bytes, flags: bytes, state: bytes | None) -> None:
         self.traceId = traceId
         self.spanId = spanId
         """The gateway's span: the parent id the backend sees."""
         self.flags = flags
         self.state = state
         """The incoming tracestate, passed on with a continued trace."""
-        self.continued = continued
 
     def traceparent(self) -> bytes:
         return b"00-" + self.traceId + b"-" + self.spanId + b"-" + self.flags
@@ -99,7 +96,6 @@ class RequestTagger:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self.header = settings.requestIdHeader.encode("ascii")
-        self.headerName = settings.requestIdHeader
         self.lower = self.header.lower()
         self.trustClients = settings.trustClientRequestId
         self.replaced = frozenset({self.lower, b"traceparent", b"tracestate"})
@@ -130,8 +126,8 @@ class RequestTagger:
         found = parseTraceparent(headers.getRawHeaders(b"traceparent"))
         if found is not None:
             state = headers.getRawHeaders(b"tracestate")
-            return TraceContext(found[0], span, found[1], b",".join(state) if state else None, True)
-        return TraceContext(b"%032x" % getrandbits(128), span, NEW_TRACE_FLAGS, None, False)
+            return TraceContext(found[0], span, found[1], b",".join(state) if state else None)
+        return TraceContext(b"%032x" % getrandbits(128), span, NEW_TRACE_FLAGS, None)
 
     def tag(self, request: Any, trusted: bool | None = None) -> None:
         """
