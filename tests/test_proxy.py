@@ -795,6 +795,8 @@ def test_answer_before_the_body_is_read_says_it_closes(tmp_path: Path) -> None:
     not read as a next request), then the close.
     """
 
+    from tests.test_security import _readResponse
+
     def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
         conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!")
         time.sleep(1)
@@ -805,15 +807,7 @@ def test_answer_before_the_body_is_read_says_it_closes(tmp_path: Path) -> None:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
             s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 10)
-            answer = b""
-            while True:
-                try:
-                    chunk = s.recv(65536)
-                except ConnectionError:
-                    break
-                if not chunk:
-                    break
-                answer += chunk
+            answer = _readResponse(s)
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 413 "), answer
         assert b"\r\nConnection: close" in head, answer

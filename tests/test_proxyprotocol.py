@@ -334,27 +334,6 @@ def test_refusals_are_logged_at_most_once_per_interval() -> None:
     ]
 
 
-def _proxiedGet(port: int, client: str) -> socket.socket | None:
-    """
-    A connection from the balancer (127.0.0.1) naming C{client} in a PROXY
-    v1 header, then a GET: the open socket when it was answered 200 (kept
-    alive), None when the gateway closed it unanswered.
-    """
-    s = socket.socket()
-    s.settimeout(10)
-    s.connect(("127.0.0.1", port))
-    try:
-        s.sendall(v1Header(client, 4000) + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = s.recv(65536)
-    except ConnectionError:
-        data = b""
-    if not data:
-        s.close()
-        return None
-    assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data
-    return s
-
-
 def test_connection_limits_count_the_client_the_proxy_header_names(tmp_path: Path) -> None:
     """
     On a port with the PROXY protocol, maxConnectionsPerClient = 2 counts
@@ -363,7 +342,11 @@ def test_connection_limits_count_the_client_the_proxy_header_names(tmp_path: Pat
     and a fourth in all are closed unanswered (counted by reason), the
     others are served, and the gateway stays up.
     """
-    from tests.test_security import _metric
+    from tests.test_security import _exchange, _metric
+
+    def proxiedGet(client: str) -> socket.socket | None:
+        # From the balancer (127.0.0.1), naming the client in a PROXY v1 header.
+        return _exchange("127.0.0.1", port, v1Header(client, 4000))
 
     b, pb = startBackend(tmp_path, "A")
     port, admin = freePort(), freePort()
@@ -376,9 +359,9 @@ def test_connection_limits_count_the_client_the_proxy_header_names(tmp_path: Pat
     gw = startGateway(tmp_path, ini, port)
     held: list[socket.socket] = []
     try:
-        first = [_proxiedGet(port, "203.0.113.1") for _ in range(3)]
+        first = [proxiedGet("203.0.113.1") for _ in range(3)]
         assert [s is not None for s in first] == [True, True, False]
-        second = [_proxiedGet(port, "203.0.113.2") for _ in range(2)]
+        second = [proxiedGet("203.0.113.2") for _ in range(2)]
         assert [s is not None for s in second] == [True, False]  # 3 in all
         held = [s for s in first + second if s is not None]
         refused = 'agw_connections_refused_total{reason="%s"}'
@@ -389,7 +372,7 @@ def test_connection_limits_count_the_client_the_proxy_header_names(tmp_path: Pat
             assert s.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")  # still served
             s.close()
         held = []
-        again = waitFor(lambda: _proxiedGet(port, "203.0.113.1"), what="served after the holders left")
+        again = waitFor(lambda: proxiedGet("203.0.113.1"), what="served after the holders left")
         held.append(again)
         assert gw.proc.poll() is None
         assert "Traceback" not in gw.output()

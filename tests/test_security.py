@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import time
 from pathlib import Path
 
@@ -102,17 +103,18 @@ def test_admin_refuses_rebinding_hosts_cross_site_posts_and_missing_tokens(tmp_p
         b.stop()
 
 
-def _exchange(source: str, port: int) -> socket.socket | None:
+def _exchange(source: str, port: int, prefix: bytes = b"") -> socket.socket | None:
     """
-    Connect from C{source} and send a GET: the open socket when it was
-    answered 200 (kept alive), None when the gateway closed it unanswered.
+    Connect from C{source} and send C{prefix} (a PROXY header) and a GET:
+    the open socket when it was answered 200 (kept alive), None when the
+    gateway closed it unanswered.
     """
     s = socket.socket()
     s.settimeout(10)
     s.bind((source, 0))
     s.connect(("127.0.0.1", port))
     try:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(prefix + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         data = s.recv(65536)
     except ConnectionError:
         data = b""
@@ -189,11 +191,12 @@ def test_connection_limits_hold_under_a_loopback_flood(tmp_path: Path) -> None:
 
 
 def _readResponse(s: socket.socket) -> bytes:
+    """All that comes back on C{s} until the gateway closes it."""
     data = b""
     while True:
         try:
             chunk = s.recv(65536)
-        except ConnectionError:
+        except (ConnectionError, ssl.SSLError):
             break
         if not chunk:
             break
@@ -514,8 +517,6 @@ def test_refused_head_with_a_body_gets_one_answer_with_its_request_id(tmp_path: 
     request's ID (the client's, trustClientRequestId), the one in the
     access log.
     """
-    import ssl
-
     from tests.certs import selfSigned
 
     b, pb = startBackend(tmp_path, "A")
@@ -538,15 +539,7 @@ def test_refused_head_with_a_body_gets_one_answer_with_its_request_id(tmp_path: 
                     b"POST /up HTTP/1.1\r\nHost: bad host!\r\nContent-Length: 100\r\n"
                     b"X-Request-ID: refused-request-7\r\n\r\n"
                 )
-                answer = b""
-                while True:  # until the gateway closes (the end of its lingering)
-                    try:
-                        chunk = s.recv(65536)
-                    except (ConnectionError, ssl.SSLError):
-                        break
-                    if not chunk:
-                        break
-                    answer += chunk
+                answer = _readResponse(s)  # until the gateway closes (the end of its lingering)
         assert answer.count(b"HTTP/1.1 ") == 1, answer
         assert answer.startswith(b"HTTP/1.1 400 "), answer
         assert b"\r\nX-Request-ID: refused-request-7\r\n" in answer, answer
