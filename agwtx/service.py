@@ -239,7 +239,7 @@ class GatewayService(MultiService):
 
     def _affinityCodec(self, config: GatewayConfig) -> AffinityCodec:
         """The affinity keys of C{config} (the first signs, all verify), else the fallback key."""
-        secrets = config.gateway.affinityKeys()
+        secrets = config.gateway.affinitySecrets
         if secrets:
             return AffinityCodec(secrets=secrets)
         return AffinityCodec(self.fallbackSecret)
@@ -472,7 +472,7 @@ class GatewayService(MultiService):
         # The loader checked the certificate files; they are read again here
         # to be used, and may have changed in between.
         try:
-            tls = GatewayTls(new, self.reactor)
+            tls = GatewayTls(new, self.reactor, previous=self.tls)
             routers, pools, replaced = self._build(new, tls, self.ctx.pools)
         except TlsError as e:
             raise ReloadError(e.lines(new.path)) from e
@@ -586,7 +586,7 @@ class GatewayService(MultiService):
                 self.accessWriter.close()
             self.accessWriter = writer
         affinity = self.ctx.affinity
-        if new.gateway.affinityKeys() != self.config.gateway.affinityKeys():
+        if new.gateway.affinitySecrets != self.config.gateway.affinitySecrets:
             affinity = self._affinityCodec(new)
             self.log.info("affinity keys changed: {n} key(s), the first signs", n=len(affinity.secrets))
         self.ctx.switch(new, plan.pools, plan.tagger, plan.errorPages, affinity, publisher)

@@ -1080,7 +1080,7 @@ def pluginConfig(
 
     return GatewayConfig(
         path="plugin.ini",
-        gateway=GatewaySettings(affinitySecret=secret),
+        gateway=GatewaySettings(affinitySecrets=(secret,) if secret else ()),
         frontendPorts={"fp": FrontendPort("fp", "tcp:80", 80)},
         httpListeners={"l1": HttpListener("l1", "fp")},
         backendAddressPools={p: pool(p) for p in ("main", "canary", "a", "b")},

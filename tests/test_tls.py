@@ -42,6 +42,7 @@ from agwtx.config.model import (
     GatewayConfig,
     HttpListener,
     SslCertificate,
+    SslProfile,
     TrustedRootCertificate,
 )
 from agwtx.config.certificates import TlsError, certificateProblems, loadCertificate
@@ -900,6 +901,22 @@ def test_connector_for_settings() -> None:
     _, k1again = tls.connectorFor(BackendHttpSettings("s1", protocol="Https"))
     assert c1 is not None and c2 is not None
     assert k1 and k2 and k1 != k2 and k1 == k1again
+
+
+def test_a_reload_keeps_the_ocsp_checker() -> None:
+    """
+    The OCSP checker (its cache of answers, its connections to responders)
+    lives as long as a configuration needs one: a reload's new TLS objects
+    take the running one's, and a configuration without OCSP has none.
+    """
+    reactor = MemoryReactorClock()
+    ocsp = GatewayConfig(path="gw.ini", sslProfiles={"p": SslProfile("p", verifyClientRevocation="OCSP")})
+    first = GatewayTls(ocsp, reactor)
+    assert first.revocation is not None
+    assert GatewayTls(ocsp, reactor, previous=first).revocation is first.revocation
+    without = GatewayTls(GatewayConfig(path="gw.ini"), reactor, previous=first)
+    assert without.revocation is None
+    assert GatewayTls(ocsp, reactor, previous=without).revocation not in (None, first.revocation)
 
 
 class _Recorder(ClientFactory):

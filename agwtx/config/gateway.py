@@ -68,7 +68,6 @@ class _GatewaySection(_Builder):
                 adminToken=adminToken,
                 adminTokenForReads=sec.get("adminTokenForReads", parseBool),
                 accessLog=sec.get("accessLog", _parseAccessLog),
-                affinitySecret=secrets[0] if secrets else None,
                 affinitySecrets=secrets,
                 workers=sec.get("workers", _parseWorkers),
                 shutdownGracePeriod=sec.get("shutdownGracePeriod", lambda t: parseDuration(t, 0, 3600)),

@@ -98,9 +98,6 @@ class GatewaySettings:
     """The bearer token the admin endpoint requires (read from C{adminToken}'s file), or None."""
     adminTokenForReads: bool = False
     """Whether reads (GET, HEAD) need the token too, not only C{POST /reload}."""
-    affinitySecret: bytes | None = field(default=None, repr=False)
-    """HMAC key that signs affinity cookies (the first of L{affinitySecrets});
-    None means generated per process."""
     affinitySecrets: tuple[bytes, ...] = field(default=(), repr=False)
     """Every key that verifies affinity cookies, the signing one first."""
     workers: int = 1
@@ -128,11 +125,11 @@ class GatewaySettings:
     customErrorPages: tuple[CustomErrorPage, ...] = ()
     """Gateway-wide pages for the answers the gateway makes itself."""
 
-    def affinityKeys(self) -> tuple[bytes, ...]:
-        """The affinity keys, the signing one first (empty: none configured)."""
-        if self.affinitySecrets:
-            return self.affinitySecrets
-        return (self.affinitySecret,) if self.affinitySecret else ()
+    @property
+    def affinitySecret(self) -> bytes | None:
+        """The key that signs affinity cookies (the first of L{affinitySecrets});
+        None means generated per process."""
+        return self.affinitySecrets[0] if self.affinitySecrets else None
 
     lameDuckPeriod: float = 0.0
     """Seconds a stopping instance goes on serving (and accepting) with

@@ -196,11 +196,6 @@ class Lease:
             return None
         return self.state.pick(exclude=self.tried)
 
-    @property
-    def held(self) -> bool:
-        """Whether this lease holds its member (counted in flight), not merely waits for it."""
-        return self.counted
-
     def take(self, member: Member, granted: Callable[[], None], refused: Callable[[str], Any]) -> None:
         """
         Release what is held, then hold C{member}: C{granted()} at once when

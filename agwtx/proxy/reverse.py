@@ -310,7 +310,7 @@ class _Exchange:
         self.member = member
         self.request.agwMember = member.key
         self.attempts += 1
-        if self.lease.held and self.lease.member is member:
+        if self.lease.counted and self.lease.member is member:
             self._dial()  # a retry on the same member keeps its slot
         else:
             self.lease.take(member, self._dial, self._refused)

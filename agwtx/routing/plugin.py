@@ -599,7 +599,7 @@ def pluginTarget(
     if problems or plugin is None or setup is None:
         locator = _Locator(config.path)
         raise ConfigError([locator.format(rule.name, key, message) for key, message in problems])
-    secrets = config.gateway.affinityKeys()
+    secrets = config.gateway.affinitySecrets
     codec = AffinityCodec(secrets=secrets) if secrets else None
     backends: dict[tuple[str, str], Any] = {}
     for ref in setup.backends:

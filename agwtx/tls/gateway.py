@@ -30,14 +30,24 @@ class GatewayTls:
     loaded) at once; a reload builds a new one.
 
     @raise TlsError: from the constructor when a certificate cannot be used.
+    @param previous: the running configuration's, whose OCSP checker is kept.
     """
 
-    def __init__(self, config: GatewayConfig, reactor: Any, now: datetime.datetime | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        reactor: Any,
+        now: datetime.datetime | None = None,
+        previous: GatewayTls | None = None,
+    ) -> None:
         self.config = config
         self.reactor = reactor
         self.revocation: OcspChecker | None = None
         if any(p.verifyClientRevocation == "OCSP" for p in config.sslProfiles.values()):
-            self.revocation = OcspChecker(reactor)
+            # One checker for the process: a reload keeps its cache of answers
+            # and its connections to the responders.
+            kept = previous.revocation if previous is not None else None
+            self.revocation = kept if kept is not None else OcspChecker(reactor)
         self.server = buildServerTls(config, now, self.revocation)
         problems: list[TlsProblem] = []
         self.roots: dict[str, list[x509.Certificate]] = {}

@@ -43,7 +43,7 @@ from typing import Any
 
 from cryptography import x509
 from OpenSSL import SSL
-from OpenSSL.crypto import X509, PKey
+from OpenSSL.crypto import X509
 from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
@@ -190,16 +190,10 @@ def _serverContext(
 
 def _useCertificate(ctx: SSL.Context, loaded: LoadedCertificate) -> None:
     """Install the leaf, its chain and its key (cryptography objects where pyOpenSSL takes them)."""
-    try:
-        ctx.use_certificate(loaded.leaf)
-        ctx.use_privatekey(loaded.key)  # type: ignore[arg-type]
-        for extra in loaded.chain:
-            ctx.add_extra_chain_cert(extra)
-    except TypeError:  # pyOpenSSL before 24.3 takes only its own types
-        ctx.use_certificate(X509.from_cryptography(loaded.leaf))
-        ctx.use_privatekey(PKey.from_cryptography_key(loaded.key))  # type: ignore[arg-type]
-        for extra in loaded.chain:
-            ctx.add_extra_chain_cert(X509.from_cryptography(extra))
+    ctx.use_certificate(loaded.leaf)
+    ctx.use_privatekey(loaded.key)  # type: ignore[arg-type]
+    for extra in loaded.chain:
+        ctx.add_extra_chain_cert(extra)
     ctx.check_privatekey()
 
 
@@ -312,15 +306,6 @@ class ServerTls:
         self.default = _serverContext(
             None, sessionId, base, serverNameCallback=self._serverNameReceived, resumable=resumable
         )
-
-    @property
-    def contexts(self) -> dict[str, SSL.Context]:
-        """The context of each certificate name (the first listener's using it)."""
-        out: dict[str, SSL.Context] = {}
-        for entry in self.byListener.values():
-            if entry.listener.sslCertificate is not None:
-                out.setdefault(entry.listener.sslCertificate, entry.ctx)
-        return out
 
     def _serverNameReceived(self, conn: SSL.Connection) -> None:
         try:
