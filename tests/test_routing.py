@@ -110,6 +110,7 @@ class FakeRequest:
         self.agwListener: str | None = None
         self.agwRule: str | None = None
         self.agwPool: str | None = None
+        self.agwUri: bytes | None = None
 
     def getClientAddress(self) -> IPv4Address:
         return IPv4Address("TCP", self.clientIP, self._port)
