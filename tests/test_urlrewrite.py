@@ -225,9 +225,7 @@ def test_websocket_handshake_path_is_rewritten(gateway: Gateway) -> None:
 def test_access_log_keeps_the_clients_request_line(gateway: Gateway) -> None:
     gateway.sent("/shop/garden/rakes")
     lines = waitFor(
-        lambda: [
-            line for line in gateway.log.read_text().splitlines() if "/shop/garden/rakes" in line
-        ],
+        lambda: [line for line in gateway.log.read_text().splitlines() if "/shop/garden/rakes" in line],
         what="the access log line",
     )
     assert "buy.aspx" not in lines[0]

@@ -9,7 +9,6 @@ L{agwtx.config.loader}.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from agwtx.config.builder import _Builder, _kwargs
@@ -38,6 +37,7 @@ from agwtx.config.values import (
     parseName,
     parsePathRule,
     parseRewriteCondition,
+    parseRewriteUrlPart,
     parseRewriteValue,
 )
 
@@ -301,9 +301,9 @@ class _RewriteRuleParts:
                 self.url["reroute"] = parseBool(value) if value else False
             elif which == "modifiedpath":
                 if value:
-                    self.url["modifiedPath"] = _checkUrlPart(value, "?#", "a path")
+                    self.url["modifiedPath"] = parseRewriteUrlPart(value, path=True)
             else:
-                self.url["modifiedQueryString"] = _checkUrlPart(value, "#", "a query string")
+                self.url["modifiedQueryString"] = parseRewriteUrlPart(value, path=False)
             if which != "reroute" and value:
                 self.values.append((key, value, False))
         else:
@@ -344,15 +344,6 @@ class _RewriteRuleParts:
             responseHeaders=tuple(self.response),
             **self.url,
         )
-
-
-def _checkUrlPart(value: str, forbidden: str, what: str) -> str:
-    """A modified path or query template: no whitespace or control characters, nothing of C{forbidden}."""
-    literal = re.sub(r"\{[^{}]*\}", "", value)
-    for char in literal:
-        if char in forbidden or char.isspace() or ord(char) < 32 or ord(char) == 127:
-            raise InvalidValue(f"expected {what}, got {_got(value)} (it contains {_got(char)})")
-    return value
 
 
 def _checkTarget(

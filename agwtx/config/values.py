@@ -581,6 +581,20 @@ def parseRewriteValue(text: str, response: bool, conditions: Sequence[str] = ())
     return text
 
 
+def parseRewriteUrlPart(text: str, path: bool) -> str:
+    """
+    A C{modifiedPath} (C{path}) or C{modifiedQueryString} template: no
+    whitespace or control characters outside its C{{variable}} references,
+    no C{#}, and no C{?} in a path (the query has a key of its own).
+    """
+    forbidden = "?#" if path else "#"
+    for char in re.sub(r"\{[^{}]*\}", "", text):
+        if char in forbidden or char.isspace() or ord(char) < 32 or ord(char) == 127:
+            what = "a path" if path else "a query string"
+            raise InvalidValue(f"expected {what}, got {_got(text)} (it contains {_got(char)})")
+    return text
+
+
 def _parseHeaderName(text: str, response: bool) -> str:
     if not HEADER_TOKEN_RE.fullmatch(text):
         raise InvalidValue(f"expected a header name, got {_got(text)}")
