@@ -338,21 +338,21 @@ def _part(reference: str, conditions: Sequence[str]) -> Getter:
     return _capture(index, group)
 
 
-def _quoter(keep: bytes) -> Callable[[bytes], bytes]:
-    """Percent-encode what a request line cannot carry, except C{keep}."""
-    unsafe = frozenset(range(0x21)) | frozenset(range(0x7F, 0x100)) | frozenset(b"#?") - frozenset(keep)
-    table = [b"%%%02X" % i if i in unsafe else bytes((i,)) for i in range(256)]
+def _quoter(unsafe: bytes) -> Callable[[bytes], bytes]:
+    """Percent-encode what a request line cannot carry (controls, space, non-ASCII) and C{unsafe}."""
+    pattern = re.compile(b"[\\x00-\\x20\\x7f-\\xff" + re.escape(unsafe) + b"]")
+
+    def encode(m: Any) -> bytes:
+        return b"%%%02X" % m.group()[0]
 
     def quote(value: bytes) -> bytes:
-        if not any(b in unsafe for b in value):
-            return value
-        return b"".join([table[b] for b in value])
+        return pattern.sub(encode, value)
 
     return quote
 
 
-_quotePath = _quoter(b"")
-_quoteQuery = _quoter(b"?")
+_quotePath = _quoter(b"#?")
+_quoteQuery = _quoter(b"#")
 
 
 class _Rule:
