@@ -160,11 +160,7 @@ class _RuleConverters(_ConverterBase):
                 elif not inResponse and responseCondition:
                     problem = "a condition on a response header cannot guard a request header rewrite"
                 else:
-                    for variable in re.findall(r"\{([^{}]*)\}", headerValue):
-                        problem = _variableProblem(variable, inResponse, tested)
-                        if problem:
-                            break
-                    problem = problem or (_iniProblem(headerValue) if headerValue else None)
+                    problem = _valueProblem(headerValue, inResponse, tested)
                 if problem is not None:
                     notes.append(f"NOT CONVERTED: {what}: {problem}")
                     continue
@@ -225,22 +221,12 @@ class _RuleConverters(_ConverterBase):
             if not isinstance(value, str) or _isOpaque(value):
                 problem = _why(value) if _isOpaque(value) else "expected a string"
             else:
-                problem = next(
-                    (
-                        p
-                        for p in (
-                            _variableProblem(v, False, tested) for v in re.findall(r"\{([^{}]*)\}", value)
-                        )
-                        if p
-                    ),
-                    None,
-                )
-                if problem is None:
-                    try:
-                        parseRewriteUrlPart(value, path=isPath)
-                    except InvalidValue as e:
-                        problem = str(e)
-                problem = problem or (_iniProblem(value) if value else None)
+                try:
+                    parseRewriteUrlPart(value, path=isPath)
+                except InvalidValue as e:
+                    problem = str(e)
+                else:
+                    problem = _valueProblem(value, False, tested)
             if problem is not None:
                 notes.append(f"NOT CONVERTED: {label}: {azureKey} = {_brief(value)}: {problem}")
                 return []
@@ -418,3 +404,12 @@ class _RuleConverters(_ConverterBase):
                 item.comment(f"urlPathMap {pathMap.azure} ignored: ruleType is Basic")
         if rewrite is not None:
             item.add("rewriteRuleSet", rewrite)
+
+
+def _valueProblem(value: str, inResponse: bool, tested: list[str]) -> str | None:
+    """Why a rewrite value (header, path, query) cannot be converted, or None."""
+    for variable in re.findall(r"\{([^{}]*)\}", value):
+        problem = _variableProblem(variable, inResponse, tested)
+        if problem:
+            return problem
+    return _iniProblem(value) if value else None
