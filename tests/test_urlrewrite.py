@@ -93,6 +93,13 @@ protocol = Http
 defaultBackendAddressPool = A
 defaultBackendHttpSettings = s
 pathRule.listing1 = /listing1 -> B, s
+pathRule.moved = /moved/* -> redirect:moved
+
+[redirectConfiguration:moved]
+redirectType = Found
+targetUrl = https://new.contoso.test
+includePath = true
+includeQueryString = true
 
 [rewriteRuleSet:rw]
 ; Azure's "rewrite query string parameters based on the URL"
@@ -106,6 +113,10 @@ rule.shoes.reroute = true
 ; the same path without reroute: routed by the original path
 rule.bags.condition = {{var_query_string}} ~ category=bags
 rule.bags.modifiedPath = /listing1
+; rerouted into a redirect path rule: the redirect carries the new path
+rule.legacy.condition = {{var_uri_path}} ~ ^/legacy/(.*)$
+rule.legacy.modifiedPath = /moved/{{var_uri_path_1}}
+rule.legacy.reroute = true
 rule.noquery.condition = {{var_uri_path}} ~ ^/noquery
 rule.noquery.modifiedQueryString =
 rule.agent.condition = {{http_req_User-Agent}} ~ ^(\w+)/([0-9.]+)
@@ -229,3 +240,9 @@ def test_access_log_keeps_the_clients_request_line(gateway: Gateway) -> None:
         what="the access log line",
     )
     assert "buy.aspx" not in lines[0]
+
+
+def test_reroute_into_a_redirect_path_rule_redirects_to_the_new_path(gateway: Gateway) -> None:
+    status, resp, _ = gateway.get("/legacy/a/b?c=1")
+    assert status == 302
+    assert resp.getheader("Location") == "https://new.contoso.test/moved/a/b?c=1"
