@@ -29,6 +29,13 @@ Rows:
                       percent-encoding
 ``plugin-headerRoute``  a Plugin rule with the shipped ``headerRoute``
 ``rewrite``           applying a 3-rule rewrite set to the request headers
+``url-rewrite``       the whole decision (``GatewaySite.decide``) of the
+                      100-rule path map whose rewrite set has a rule with a
+                      condition capturing two groups of the path, a
+                      ``modifiedPath`` and ``modifiedQueryString`` made of
+                      them, and ``reroute``: the path map is looked up again
+                      with the new path; and the same set when its condition
+                      does not hold
 
 For each row it prints microseconds per decision (best of ``--repeat``
 runs, each long enough to take ~0.2 s) and the cost added over ``basic``
@@ -64,7 +71,7 @@ from agwtx.config.model import (
     RewriteRuleSet,
     UrlPathMap,
 )
-from agwtx.routing.rewrite import compileRewriteSet
+from agwtx.routing.rewrite import compileRewriteSet, rewriteCompiler
 from agwtx.routing.router import buildRouters
 from agwtx.http.site import GatewaySite
 
@@ -86,6 +93,8 @@ class FakeRequest:
         self.received_cookies: dict[bytes, bytes] = {}
         self.agwListener: str | None = None
         self.agwRule: str | None = None
+        self.agwDecision: Any = None
+        self.agwUri: bytes | None = None
         self.client = IPv4Address("TCP", self.clientIP, 40000)
 
     def getClientAddress(self) -> IPv4Address:
@@ -113,7 +122,7 @@ def _config(listeners: list[HttpListener], rules: list[RequestRoutingRule], **ex
 
 
 def _site(config: GatewayConfig) -> GatewaySite:
-    router = buildRouters(config, {})["fp"]
+    router = buildRouters(config, {}, rewriteFor=rewriteCompiler(config))["fp"]
     return GatewaySite(SimpleNamespace(), router, 80)  # type: ignore[arg-type]
 
 
@@ -136,7 +145,7 @@ def multiSite(n: int = 400) -> GatewaySite:
     return _site(_config(listeners, rules))
 
 
-def pathMapSite(n: int = 100) -> GatewaySite:
+def pathMapSite(n: int = 100, rewrite: RewriteRuleSet | None = None) -> GatewaySite:
     pm = UrlPathMap(
         "pm",
         defaultBackendAddressPool="p",
@@ -146,11 +155,38 @@ def pathMapSite(n: int = 100) -> GatewaySite:
     return _site(
         _config(
             [HttpListener("l", "fp")],
-            [RequestRoutingRule("r", "l", "PathBasedRouting", 100, urlPathMap="pm")],
+            [
+                RequestRoutingRule(
+                    "r",
+                    "l",
+                    "PathBasedRouting",
+                    100,
+                    urlPathMap="pm",
+                    rewriteRuleSet=rewrite.name if rewrite else None,
+                )
+            ],
             urlPathMaps={"pm": pm},
             pools={"p"} | {f"p{i}" for i in range(10)},
+            rewriteRuleSets={rewrite.name: rewrite} if rewrite else {},
         )
     )
+
+
+def urlRewriteSite() -> GatewaySite:
+    """L{pathMapSite} with a rewrite set: path and query from two captures of the path, and reroute."""
+    rewrite = RewriteRuleSet(
+        "rw",
+        (
+            RewriteRule(
+                "shop",
+                conditions=(("var_uri_path", r"^/shop/([0-9]+)/([^/]+)$", True, False),),
+                modifiedPath="/svc{var_uri_path_1}/buy",
+                modifiedQueryString="product={var_uri_path_2}",
+                reroute=True,
+            ),
+        ),
+    )
+    return pathMapSite(rewrite=rewrite)
 
 
 def pluginSite() -> GatewaySite:
@@ -177,6 +213,17 @@ def decision(site: GatewaySite) -> Callable[[FakeRequest], Any]:
         return target
 
     return decide
+
+
+def wholeDecision(site: GatewaySite) -> Callable[[FakeRequest], Any]:
+    """C{GatewaySite.decide}: the rule, the target's own choice and the rule's URL rewrite."""
+    decide = site.decide
+
+    def once(request: FakeRequest) -> Any:
+        request.agwDecision = request.agwUri = None  # a new request each time
+        return decide(request)[0]  # type: ignore[arg-type]
+
+    return once
 
 
 def timeUs(fn: Callable[[FakeRequest], Any], request: FakeRequest, repeat: int) -> float:
@@ -210,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     multi = decision(multiSite())
     paths = decision(pathMapSite())
     plugin = decision(pluginSite())
+    urlRewrite = wholeDecision(urlRewriteSite())
     rewrite = compileRewriteSet(
         RewriteRuleSet(
             "rw",
@@ -252,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         ("plugin-headerRoute: match", plugin, FakeRequest(b"x", b"/a", ((b"X-Canary", b"1"),))),
         ("plugin-headerRoute: fallback", plugin, FakeRequest(b"x", b"/a")),
         ("rewrite: 3 rules on request headers", applyRewrite, FakeRequest(b"x", b"/a")),
+        ("url-rewrite: 2 captures, path+query, reroute", urlRewrite, FakeRequest(b"x", b"/shop/42/shirts")),
+        ("url-rewrite: condition does not hold", urlRewrite, FakeRequest(b"x", b"/svc7/a")),
     ]
     results: list[dict[str, object]] = []
     added_costs: list[float] = []

@@ -322,27 +322,28 @@ def test_fullPoolsProbesSettings(capsys: pytest.CaptureFixture[str]) -> None:
 def test_fullRewriteRuleSet(capsys: pytest.CaptureFixture[str]) -> None:
     out = imported(capsys, FULL)
     rewrite = sections(out)["[rewriteRuleSet:securityHeaders]"]
-    # Ordered by ruleSequence: 'client ip' (100) before hsts (200).
+    # Ordered by ruleSequence: 'client ip' (100), category (150), hsts (200), fixLocation (300).
     assert keys(out, "[rewriteRuleSet:securityHeaders]") == [
         "rule.client_ip.condition = {var_uri_path} !~* ^/admin",
         "rule.client_ip.requestHeader.X-Client-Ip = {var_client_ip}:{var_client_port}",
+        "rule.client_ip.requestHeader.X-Forwarded-For = {var_add_x_forwarded_for_proxy}",
+        "rule.client_ip.modifiedPath = /new{var_uri_path}",
+        "rule.category.condition = {var_query_string} ~ category=(\\w+)",
+        "rule.category.modifiedPath = /listing/{var_query_string_1}",
+        "rule.category.modifiedQueryString =",
+        "rule.category.reroute = true",
         "rule.hsts.responseHeader.Strict-Transport-Security = max-age=31536000",
         "rule.hsts.responseHeader.Server =",
+        "rule.fixLocation.condition = {http_resp_Location} ~* (https?):\\/\\/.*azurewebsites\\.net(.*)$",
+        "rule.fixLocation.responseHeader.Location = {http_resp_Location_1}://www.contoso.com{http_resp_Location_2}",
     ]
     for expected in (
+        "; NOT CONVERTED: rewrite rule 'unsupported': requestHeader X-Sent: agw has no variable {var_sent_bytes}",
         (
-            "; NOT CONVERTED: rewrite rule 'client ip': requestHeader X-Forwarded-For: "
-            "agw has no variable {var_add_x_forwarded_for_proxy}"
+            "; NOT CONVERTED: rewrite rule 'unsupported': modifiedPath = /x/{var_uri_path_1}: "
+            "{var_uri_path_1} is a capture from a condition on {var_uri_path}, which this rule does not have"
         ),
-        (
-            "; NOT CONVERTED: rewrite rule 'client ip': urlConfiguration = "
-            '{"modifiedPath": "/new{var_uri_path}", "reroute": false}: agw does not rewrite URLs'
-        ),
-        (
-            "; NOT CONVERTED: rewrite rule 'fixLocation': responseHeader Location: "
-            "{http_resp_Location_1} is a regular expression capture, which agw does not have"
-        ),
-        "; NOT CONVERTED: rewrite rule 'fixLocation': none of its header actions could be converted",
+        "; NOT CONVERTED: rewrite rule 'unsupported': none of its actions could be converted",
     ):
         assert expected in rewrite
 
@@ -898,7 +899,13 @@ def test_fullLoads(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     redirect = gateway.redirectConfigurations["httpToHttps"]
     assert (redirect.redirectType, redirect.targetListener) == ("Permanent", "https-listener")
     rewrite = gateway.rewriteRuleSets["securityHeaders"]
-    assert [r.name for r in rewrite.rules] == ["client_ip", "hsts"]
+    assert [r.name for r in rewrite.rules] == ["client_ip", "category", "hsts", "fixLocation"]
+    category = rewrite.rules[1]
+    assert (category.modifiedPath, category.modifiedQueryString, category.reroute) == (
+        "/listing/{var_query_string_1}",
+        "",
+        True,
+    )
     settings = gateway.backendHttpSettings["webSettings"]
     assert (settings.connectionDraining, settings.cookieBasedAffinity, settings.probe) == (
         60.0,

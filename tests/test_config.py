@@ -152,16 +152,18 @@ RULE_KEYS = (
     "redirectConfiguration, rewriteRuleSet, ruleType, urlPathMap"
 )
 REWRITE_KEYS = (
-    "rule.NAME.condition, rule.NAME.condition.N, rule.NAME.requestHeader.HEADER, "
-    "rule.NAME.responseHeader.HEADER"
+    "rule.NAME.condition, rule.NAME.condition.N, rule.NAME.modifiedPath, rule.NAME.modifiedQueryString, "
+    "rule.NAME.requestHeader.HEADER, rule.NAME.reroute, rule.NAME.responseHeader.HEADER"
 )
 ENDPOINT = "expected a Twisted endpoint string starting with tcp:, tcp6:, ssl:, unix: or systemd:"
 VARIABLES = (
-    "var_client_ip, var_client_port, var_host, var_query_string, var_request_uri, "
+    "var_add_x_forwarded_for_proxy, var_ciphers_used, var_client_ip, var_client_port, var_client_user, "
+    "var_host, var_http_method, var_http_status, var_http_version, var_query_string, var_request_query, "
+    "var_request_scheme, var_request_uri, var_server_port, var_ssl_connection_protocol, "
     "var_ssl_enabled, var_uri_path, var_client_certificate, var_client_certificate_end_date, "
     "var_client_certificate_fingerprint, var_client_certificate_issuer, var_client_certificate_serial, "
     "var_client_certificate_start_date, var_client_certificate_subject, "
-    "var_client_certificate_verification, http_req_<Header>, http_resp_<Header>"
+    "var_client_certificate_verification, var_cookie_<name>, http_req_<Header>, http_resp_<Header>"
 )
 HOST_PATTERN = (
     "expected a host name such as www.contoso.com or *.contoso.com (letters, digits, "
@@ -1691,7 +1693,10 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "rewrite set without rules",
         "[rewriteRuleSet:rw]\n",
-        ["@1: [rewriteRuleSet:rw]: expected at least one rule.NAME.requestHeader or responseHeader key"],
+        [
+            "@1: [rewriteRuleSet:rw]: expected at least one rule.NAME.requestHeader, responseHeader, "
+            "modifiedPath or modifiedQueryString key"
+        ],
     ),
     (
         "rewrite unknown key",
@@ -1706,7 +1711,10 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
     (
         "rewrite rule without action",
         "[rewriteRuleSet:rw]\nrule.a.condition = {var_host} ~ x\n",
-        ["@2: [rewriteRuleSet:rw] rule.a: expected at least one requestHeader or responseHeader action"],
+        [
+            "@2: [rewriteRuleSet:rw] rule.a: expected at least one requestHeader, responseHeader, modifiedPath or "
+            "modifiedQueryString action"
+        ],
     ),
     (
         "rewrite condition syntax",
@@ -1738,7 +1746,8 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
                 "@2: [rewriteRuleSet:rw] rule.a.requestHeader.Connection: header 'Connection' is hop-by-hop: "
                 "the gateway manages it and it cannot be rewritten"
             ),
-            "@2: [rewriteRuleSet:rw] rule.a: expected at least one requestHeader or responseHeader action",
+            "@2: [rewriteRuleSet:rw] rule.a: expected at least one requestHeader, responseHeader, modifiedPath or "
+            "modifiedQueryString action",
         ],
     ),
     (
@@ -1793,9 +1802,91 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         "[rewriteRuleSet:rw]\nrule.a.condition = {http_resp_Server} ~ x\nrule.a.requestHeader.X-A = 1\n",
         [
             (
-                "@2: [rewriteRuleSet:rw] rule.a.condition: a condition on a response header cannot guard "
-                "requestHeader actions; put them in a rule of their own"
+                "@2: [rewriteRuleSet:rw] rule.a.condition: a condition on the response cannot guard "
+                "requestHeader, modifiedPath or modifiedQueryString actions; put them in a rule of their own"
             ),
+        ],
+    ),
+    (
+        "rewrite capture without a condition on its variable",
+        "[rewriteRuleSet:rw]\nrule.a.modifiedPath = /x/{var_uri_path_1}\n",
+        [
+            "@2: [rewriteRuleSet:rw] rule.a.modifiedPath: 'var_uri_path_1' refers to group 1 of a condition "
+            "on 'var_uri_path', and this rule has no condition on 'var_uri_path'"
+        ],
+    ),
+    (
+        "rewrite header capture without a condition on that header",
+        "[rewriteRuleSet:rw]\nrule.a.condition = {http_req_Accept} ~ (.*)\n"
+        "rule.a.requestHeader.X-A = {http_req_User-Agent_1}\n",
+        [
+            "@3: [rewriteRuleSet:rw] rule.a.requestHeader.X-A: 'http_req_User-Agent_1' refers to group 1 of a "
+            "condition on 'http_req_User-Agent', and this rule has no condition on 'http_req_User-Agent'"
+        ],
+    ),
+    (
+        "rewrite capture from another rule's condition",
+        "[rewriteRuleSet:rw]\nrule.a.condition = {var_uri_path} ~ ^/(x)\nrule.a.requestHeader.X-A = 1\n"
+        "rule.b.modifiedQueryString = p={var_uri_path_1}\n",
+        [
+            "@4: [rewriteRuleSet:rw] rule.b.modifiedQueryString: 'var_uri_path_1' refers to group 1 of a "
+            "condition on 'var_uri_path', and this rule has no condition on 'var_uri_path'"
+        ],
+    ),
+    (
+        "rewrite modifiedPath from the response",
+        "[rewriteRuleSet:rw]\nrule.a.modifiedPath = /{http_resp_Server}\n",
+        [
+            "@2: [rewriteRuleSet:rw] rule.a.modifiedPath: variable 'http_resp_Server' is only available "
+            "in response headers"
+        ],
+    ),
+    (
+        "rewrite request header from the response status",
+        "[rewriteRuleSet:rw]\nrule.a.requestHeader.X-A = {var_http_status}\n",
+        [
+            "@2: [rewriteRuleSet:rw] rule.a.requestHeader.X-A: variable 'var_http_status' is only available "
+            "in response headers"
+        ],
+    ),
+    (
+        "rewrite response status condition guarding a path",
+        "[rewriteRuleSet:rw]\nrule.a.condition = {var_http_status} ~ ^404$\nrule.a.modifiedPath = /x\n",
+        [
+            "@2: [rewriteRuleSet:rw] rule.a.condition: a condition on the response cannot guard "
+            "requestHeader, modifiedPath or modifiedQueryString actions; put them in a rule of their own"
+        ],
+    ),
+    (
+        "rewrite modifiedPath with a query",
+        "[rewriteRuleSet:rw]\nrule.a.modifiedPath = /buy?x=1\n",
+        ["@2: [rewriteRuleSet:rw] rule.a.modifiedPath: expected a path, got '/buy?x=1' (it contains '?')"],
+    ),
+    (
+        "rewrite modifiedQueryString with a space",
+        "[rewriteRuleSet:rw]\nrule.a.modifiedQueryString = a=1 b=2\n",
+        [
+            "@2: [rewriteRuleSet:rw] rule.a.modifiedQueryString: expected a query string, got 'a=1 b=2' "
+            "(it contains ' ')"
+        ],
+    ),
+    (
+        "rewrite reroute not a boolean",
+        "[rewriteRuleSet:rw]\nrule.a.modifiedPath = /x\nrule.a.reroute = maybe\n",
+        [
+            "@3: [rewriteRuleSet:rw] rule.a.reroute: expected true or false (or yes/no, 1/0, Enabled/Disabled), got 'maybe'"
+        ],
+    ),
+    (
+        "rewrite reroute without modifiedPath",
+        "[rewriteRuleSet:rw]\nrule.a.modifiedQueryString = a=1\nrule.a.reroute = true\n",
+        ["@3: [rewriteRuleSet:rw] rule.a.reroute: reroute = true needs a modifiedPath to route by"],
+    ),
+    (
+        "rewrite unknown cookie variable",
+        "[rewriteRuleSet:rw]\nrule.a.requestHeader.X-A = {var_cookie_}\n",
+        [
+            f"@2: [rewriteRuleSet:rw] rule.a.requestHeader.X-A: unknown variable 'var_cookie_'; expected one of: {VARIABLES}"
         ],
     ),
     # --- [requestRoutingRule]
@@ -1813,6 +1904,14 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         "rule dangling rewrite set",
         "rewriteRuleSet = rw\n",
         ["@1: [requestRoutingRule:r1] rewriteRuleSet: refers to rewriteRuleSet 'rw', which is not defined"],
+    ),
+    (
+        "Basic rule with a rerouting rewrite set",
+        "rewriteRuleSet = rw\n[rewriteRuleSet:rw]\nrule.a.modifiedPath = /x\nrule.a.reroute = true\n",
+        [
+            "@1: [requestRoutingRule:r1] rewriteRuleSet: rewrite rule 'a' of 'rw' has reroute = true, which "
+            "only a PathBasedRouting rule can do (a Basic rule has no path map)"
+        ],
     ),
     (
         "rule without listener",

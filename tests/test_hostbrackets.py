@@ -36,7 +36,7 @@ def test_hostForHeader(host: str, expected: str) -> None:
 )
 def test_a_redirect_to_a_listener_brackets_an_ipv6_host(hostHeader: bytes, location: bytes) -> None:
     target = RedirectTarget("r", RedirectConfiguration("r", targetListener="l"), "", "https", 8443)
-    request = SimpleNamespace(uri=b"/a?b=c", requestHeaders=Headers({b"host": [hostHeader]}))
+    request = SimpleNamespace(uri=b"/a?b=c", agwUri=None, requestHeaders=Headers({b"host": [hostHeader]}))
     assert target.location(request) == location  # type: ignore[arg-type]
 
 

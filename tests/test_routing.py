@@ -110,6 +110,7 @@ class FakeRequest:
         self.agwListener: str | None = None
         self.agwRule: str | None = None
         self.agwPool: str | None = None
+        self.agwUri: bytes | None = None
 
     def getClientAddress(self) -> IPv4Address:
         return IPv4Address("TCP", self.clientIP, self._port)
@@ -568,6 +569,61 @@ REQUEST_TABLE: list[tuple[str, tuple[RewriteRule, ...], dict[str, Any], list[tup
         FWD + [(b"X-Flag", b"1")],
     ),
     (
+        "a negated condition captures nothing",
+        (
+            RewriteRule(
+                "a",
+                conditions=(("var_uri_path", "^/(x)", False, True),),
+                requestHeaders=(("X-C", "[{var_uri_path_1}]"),),
+            ),
+        ),
+        {"uri": b"/y"},
+        FWD + [(b"X-C", b"[]")],
+    ),
+    (
+        "captures come from the first condition on the variable",
+        (
+            RewriteRule(
+                "a",
+                conditions=(
+                    ("http_req_X-In", "^(a)(b)?", False, False),
+                    ("http_req_x-in", "(c)$", False, False),
+                ),
+                requestHeaders=(("X-C", "{http_req_X-In_1}{http_req_X-In_2}{http_req_X-In_0}"),),
+            ),
+        ),
+        {"headers": ((b"X-In", b"axc"),)},
+        FWD + [(b"X-C", b"aa")],  # group 2 took no part; group 0 is the whole match,
+    ),
+    (
+        "cookie, basic user, version, query, scheme",
+        (
+            RewriteRule(
+                "a",
+                requestHeaders=(
+                    ("X-Sid", "{var_cookie_sid}|{var_cookie_none}"),
+                    ("X-User", "{var_client_user}"),
+                    ("X-Line", "{var_http_version} {var_request_query} {var_request_scheme}"),
+                ),
+            ),
+        ),
+        {
+            "uri": b"/p?q=1",
+            "secure": True,
+            "headers": (
+                (b"Cookie", b"a=1; sid=xyz"),
+                (b"Authorization", b"Basic YWxpY2U6cHc="),
+            ),
+        },
+        FWD + [(b"X-Sid", b"xyz|"), (b"X-User", b"alice"), (b"X-Line", b"HTTP/1.1 q=1 https")],
+    ),
+    (
+        "client user of a malformed Authorization",
+        (RewriteRule("a", requestHeaders=(("X-User", "<{var_client_user}>"),)),),
+        {"headers": ((b"Authorization", b"Basic !!!"),)},
+        FWD + [(b"X-User", b"<>")],
+    ),
+    (
         "CR and LF never reach a header",
         (RewriteRule("a", requestHeaders=(("X-Copy", "{http_req_X-In}"),)),),
         {"headers": ((b"X-In", b"a\rb\nc"),)},
@@ -591,6 +647,56 @@ def test_request_rewrite_without_request_rules_returns_fwd_itself() -> None:
     rs = ruleSet(RewriteRule("a", responseHeaders=(("Server", None),)))
     fwd = list(FWD)
     assert rs.applyRequest(FakeRequest(), fwd) is fwd
+
+
+URL_TABLE: list[tuple[str, tuple[RewriteRule, ...], bytes, tuple[bytes | None, bool]]] = [
+    (
+        "no rule acts",
+        (RewriteRule("a", conditions=(("var_uri_path", "^/x", False, False),), modifiedPath="/y"),),
+        b"/a?b",
+        (None, False),
+    ),
+    ("path only keeps the query", (RewriteRule("a", modifiedPath="/y"),), b"/a?b=1", (b"/y?b=1", False)),
+    (
+        "query only keeps the path",
+        (RewriteRule("a", modifiedQueryString="c=2"),),
+        b"/a?b=1",
+        (b"/a?c=2", False),
+    ),
+    ("empty query removes it", (RewriteRule("a", modifiedQueryString=""),), b"/a?b=1", (b"/a", False)),
+    ("a path gets its slash", (RewriteRule("a", modifiedPath="buy.aspx"),), b"/a", (b"/buy.aspx", False)),
+    (
+        "captured bytes a request line cannot carry are encoded, not %",
+        (
+            RewriteRule(
+                "a",
+                conditions=(("http_req_X-In", "(.*)", False, False),),
+                modifiedPath="/p/{http_req_X-In_1}",
+                modifiedQueryString="v={http_req_X-In_1}",
+            ),
+        ),
+        b"/",
+        (b"/p/a%20b%3Fc%23d%C3%A9%?v=a%20b?c%23d%C3%A9%", False),  # % kept: captures are still encoded,
+    ),
+    (
+        "the last acting rule's path and its reroute win",
+        (
+            RewriteRule("a", modifiedPath="/first", reroute=True),
+            RewriteRule("b", modifiedPath="/second"),
+            RewriteRule("c", conditions=(("var_uri_path", "^/nope", False, False),), modifiedPath="/third"),
+        ),
+        b"/a",
+        (b"/second", False),
+    ),
+]
+
+
+@pytest.mark.parametrize("label,rules,uri,expected", URL_TABLE, ids=[r[0] for r in URL_TABLE])
+def test_url_rewrites(
+    label: str, rules: tuple[RewriteRule, ...], uri: bytes, expected: tuple[bytes | None, bool]
+) -> None:
+    request = FakeRequest(uri=uri, headers=((b"X-In", "a b?c#d\u00e9%".encode()),))
+    assert ruleSet(*rules).rewriteUrl(request) == expected
 
 
 RESPONSE = [

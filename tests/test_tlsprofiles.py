@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -53,6 +54,7 @@ CERT_HEADERS = {
     "X-Client-Cert-Start": "{var_client_certificate_start_date}",
     "X-Client-Cert-End": "{var_client_certificate_end_date}",
     "X-Client-Cert-Verification": "{var_client_certificate_verification}",
+    "X-Tls": "{var_ssl_connection_protocol} {var_ciphers_used} {var_request_scheme}",
 }
 
 
@@ -383,6 +385,8 @@ def test_trusted_client_certificate_gets_200_and_the_backend_its_fingerprint(
     from urllib.parse import unquote
 
     assert "\n" not in headers["x-client-cert"] and unquote(headers["x-client-cert"]) == pem
+    # The connection's TLS version and cipher, by Azure's variable names.
+    assert re.fullmatch(r"TLSv1\.[23] [A-Z0-9_-]+ https", headers["x-tls"]), headers["x-tls"]
 
 
 def test_client_cannot_inject_certificate_headers(gw: Gw, pki: ProfilesPki) -> None:

@@ -140,14 +140,18 @@ _PATTERN_KEYS: Mapping[str, tuple[str, ...]] = {
     "rewriteRuleSet": (
         "rule.NAME.condition",
         "rule.NAME.condition.N",
+        "rule.NAME.modifiedPath",
+        "rule.NAME.modifiedQueryString",
         "rule.NAME.requestHeader.HEADER",
         "rule.NAME.responseHeader.HEADER",
+        "rule.NAME.reroute",
     ),
 }
 
 _REWRITE_KEY_RE = re.compile(
     r"rule\.(?P<rule>[^.]*)\.(?:(?P<cond>condition)(?:\.(?P<n>[0-9]+))?"
-    r"|(?P<action>requestHeader|responseHeader)\.(?P<header>.*))",
+    r"|(?P<action>requestHeader|responseHeader)\.(?P<header>.*)"
+    r"|(?P<url>modifiedPath|modifiedQueryString|reroute))",
     re.IGNORECASE,
 )
 

@@ -78,6 +78,9 @@ conditions must hold::
     rule.noAdmin.condition.2 = {http_req_X-Debug} ~ ^1$
     rule.noAdmin.requestHeader.X-Client-Ip = {var_client_ip}:{var_client_port}
     rule.noAdmin.responseHeader.Server =
+    rule.shop.condition = {var_uri_path} ~ ^/shop/(.+)/(.+)$
+    rule.shop.modifiedPath = /buy.aspx
+    rule.shop.modifiedQueryString = category={var_uri_path_1}&product={var_uri_path_2}
 
   - C{rule.RULE.condition} and C{rule.RULE.condition.N} (N any number, used
     only to make the keys distinct) hold C{{VARIABLE} OP PATTERN}.  OP is
@@ -86,10 +89,27 @@ conditions must hold::
   - C{rule.RULE.requestHeader.HEADER} and C{rule.RULE.responseHeader.HEADER}
     set the header to the value, in which C{{VARIABLE}} is substituted; an
     empty value removes the header.
+  - C{rule.RULE.modifiedPath} and C{rule.RULE.modifiedQueryString} replace
+    the path and the query sent to the backend (an empty
+    C{modifiedQueryString} removes the query: the second exception to
+    "empty is left out"); C{rule.RULE.reroute = true} routes by the new path
+    (only in a set of C{PathBasedRouting} rules, and only with a
+    C{modifiedPath}).  A path has no whitespace, C{?} or C{#} outside its
+    C{{VARIABLE}} references, a query no whitespace or C{#}.
   - Variables: C{var_client_ip}, C{var_client_port}, C{var_host},
-    C{var_uri_path}, C{var_query_string}, C{var_request_uri},
-    C{var_ssl_enabled}, C{http_req_HEADER}, C{http_resp_HEADER} (the last only
-    in conditions and response header values).
+    C{var_uri_path}, C{var_query_string}, C{var_request_query},
+    C{var_request_uri}, C{var_http_method}, C{var_http_version},
+    C{var_request_scheme}, C{var_server_port}, C{var_ssl_enabled},
+    C{var_ssl_connection_protocol}, C{var_ciphers_used},
+    C{var_add_x_forwarded_for_proxy}, C{var_client_user},
+    C{var_cookie_NAME}, the C{var_client_certificate*} set,
+    C{http_req_HEADER}; C{http_resp_HEADER} and C{var_http_status} only in
+    conditions and response header values (a condition on them cannot
+    guard request or URL actions).
+  - Captures: C{{VARIABLE_N}} is group N of the rule's condition on
+    VARIABLE (C{{var_uri_path_1}}, C{{http_req_User-Agent_2}}); naming a
+    variable no condition of the rule tests is an error.  A name ending in
+    C{_N} is always a capture when its stem is a variable.
   - Hop-by-hop headers (C{Connection}, C{Upgrade}, C{Keep-Alive}, ...) and
     C{Content-Length} belong to the gateway and cannot be rewritten.
 

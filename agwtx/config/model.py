@@ -347,6 +347,12 @@ class RewriteRule:
     requestHeaders: tuple[tuple[str, str | None], ...] = ()
     """(header, value) to set; value None removes the header."""
     responseHeaders: tuple[tuple[str, str | None], ...] = ()
+    modifiedPath: str | None = None
+    """The path sent to the backend (a value template); None keeps the request's."""
+    modifiedQueryString: str | None = None
+    """The query sent to the backend (a value template; empty removes it); None keeps the request's."""
+    reroute: bool = False
+    """Route by the modified path: the rule's path map is evaluated again with it (Azure's C{reroute})."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ L{agwtx.config.loader}.
 
 from __future__ import annotations
 
+from typing import Any
+
 from agwtx.config.builder import _Builder, _kwargs
 from agwtx.config.errors import InvalidValue
 from agwtx.config.ini import _Section
@@ -29,11 +31,13 @@ from agwtx.config.values import (
     _got,
     _parseHeaderName,
     _parseUrl,
+    isResponseVariable,
     parseBool,
     parseInt,
     parseName,
     parsePathRule,
     parseRewriteCondition,
+    parseRewriteUrlPart,
     parseRewriteValue,
 )
 
@@ -124,12 +128,7 @@ class _RuleSections(_Builder):
     def _rewriteRuleSet(self, sec: _Section) -> RewriteRuleSet:
         assert sec.name is not None
         order: list[str] = []
-        names: dict[str, str] = {}
-        firstKey: dict[str, str] = {}
-        conditions: dict[str, list[tuple[str, str, bool, bool]]] = {}
-        request: dict[str, list[tuple[str, str | None]]] = {}
-        response: dict[str, list[tuple[str, str | None]]] = {}
-        responseConditionKey: dict[str, str] = {}
+        rules: dict[str, _RewriteRuleParts] = {}
         for entry in sec.entries:
             match = _REWRITE_KEY_RE.fullmatch(entry.key)
             if match is None:
@@ -142,51 +141,22 @@ class _RuleSections(_Builder):
                 )
                 continue
             rid = ruleName.lower()
-            if rid not in names:
-                names[rid] = ruleName
-                firstKey[rid] = entry.key
+            parts = rules.get(rid)
+            if parts is None:
+                parts = rules[rid] = _RewriteRuleParts(ruleName, entry.key)
                 order.append(rid)
-                conditions[rid], request[rid], response[rid] = [], [], []
             try:
-                if match.group("cond"):
-                    condition = parseRewriteCondition(entry.value)
-                    if condition[0].startswith("http_resp_"):
-                        responseConditionKey.setdefault(rid, entry.key)
-                    conditions[rid].append(condition)
-                else:
-                    isResponse = match.group("action").lower() == "responseheader"
-                    header = _parseHeaderName(match.group("header"), isResponse)
-                    value = parseRewriteValue(entry.value, isResponse) if entry.value else None
-                    (response if isResponse else request)[rid].append((header, value))
+                parts.add(match, entry.key, entry.value)
             except InvalidValue as e:
                 sec.error(entry.key, str(e))
-        rules: list[RewriteRule] = []
-        for rid in order:
-            where = f"rule.{names[rid]}"
-            if not (request[rid] or response[rid]):
-                sec.errors.add(
-                    sec.lineOf(firstKey[rid]),
-                    f"[{sec.header}] {where}",
-                    "expected at least one requestHeader or responseHeader action",
-                )
-                sec.failed = True
-            elif rid in responseConditionKey and request[rid]:
-                sec.error(
-                    responseConditionKey[rid],
-                    "a condition on a response header cannot guard requestHeader actions; "
-                    "put them in a rule of their own",
-                )
-            rules.append(
-                RewriteRule(
-                    name=names[rid],
-                    conditions=tuple(conditions[rid]),
-                    requestHeaders=tuple(request[rid]),
-                    responseHeaders=tuple(response[rid]),
-                )
-            )
+        built = [rules[rid].build(sec) for rid in order]
         if not order and not sec.failed:
-            sec.error(None, "expected at least one rule.NAME.requestHeader or responseHeader key")
-        return RewriteRuleSet(name=sec.name, rules=tuple(rules))
+            sec.error(
+                None,
+                "expected at least one rule.NAME.requestHeader, responseHeader, modifiedPath or "
+                "modifiedQueryString key",
+            )
+        return RewriteRuleSet(name=sec.name, rules=tuple(built))
 
     def _requestRoutingRule(self, sec: _Section) -> RequestRoutingRule | None:
         assert sec.name is not None
@@ -270,6 +240,15 @@ class _RuleSections(_Builder):
                 other = priorities.setdefault(rule.priority, name)
                 if other != name:
                     sec.error("priority", f"{rule.priority} is already used by rule {_got(other)}")
+            rewrites = self.obj("rewriteRuleSet", self.canon("rewriteRuleSet", rule.rewriteRuleSet))
+            if rule.ruleType != "PathBasedRouting" and rewrites is not None:
+                rerouting = [r.name for r in rewrites.rules if r.reroute]
+                if rerouting:
+                    sec.error(
+                        "rewriteRuleSet",
+                        f"rewrite rule {_got(rerouting[0])} of {_got(rewrites.name)} has reroute = true, "
+                        f"which only a PathBasedRouting rule can do (a {rule.ruleType} rule has no path map)",
+                    )
             other = listeners.setdefault(rule.httpListener, name)
             if other != name:
                 sec.error(
@@ -291,6 +270,80 @@ class _RuleSections(_Builder):
                     None,
                     "no requestRoutingRule uses this listener, so its requests could not be routed",
                 )
+
+
+class _RewriteRuleParts:
+    """The keys of one rewrite rule as they are read; L{build} checks them together."""
+
+    def __init__(self, name: str, firstKey: str) -> None:
+        self.name = name
+        self.firstKey = firstKey
+        self.conditions: list[tuple[str, str, bool, bool]] = []
+        self.responseConditionKey: str | None = None
+        self.request: list[tuple[str, str | None]] = []
+        self.response: list[tuple[str, str | None]] = []
+        self.url: dict[str, Any] = {}
+        self.urlKeys: dict[str, str] = {}
+        self.values: list[tuple[str, str, bool]] = []
+        """(key, value template, is a response value): references checked once all conditions are known."""
+
+    def add(self, match: Any, key: str, value: str) -> None:
+        if match.group("cond"):
+            condition = parseRewriteCondition(value)
+            if isResponseVariable(condition[0]):
+                self.responseConditionKey = self.responseConditionKey or key
+            self.conditions.append(condition)
+        elif match.group("url"):
+            which = match.group("url").lower()
+            if value or which == "modifiedquerystring":  # an empty query removes it; else empty = left out
+                self.urlKeys[which] = key
+            if which == "reroute":
+                self.url["reroute"] = parseBool(value) if value else False
+            elif which == "modifiedpath":
+                if value:
+                    self.url["modifiedPath"] = parseRewriteUrlPart(value, path=True)
+            else:
+                self.url["modifiedQueryString"] = parseRewriteUrlPart(value, path=False)
+            if which != "reroute" and value:
+                self.values.append((key, value, False))
+        else:
+            isResponse = match.group("action").lower() == "responseheader"
+            header = _parseHeaderName(match.group("header"), isResponse)
+            (self.response if isResponse else self.request).append((header, value or None))
+            if value:
+                self.values.append((key, value, isResponse))
+
+    def build(self, sec: _Section) -> RewriteRule:
+        tested = [variable for variable, _, _, _ in self.conditions]
+        for key, value, isResponse in self.values:
+            try:
+                parseRewriteValue(value, isResponse, tested)
+            except InvalidValue as e:
+                sec.error(key, str(e))
+        rewritesUrl = "modifiedpath" in self.urlKeys or "modifiedquerystring" in self.urlKeys
+        if not (self.request or self.response or rewritesUrl):
+            sec.errors.add(
+                sec.lineOf(self.firstKey),
+                f"[{sec.header}] rule.{self.name}",
+                "expected at least one requestHeader, responseHeader, modifiedPath or "
+                "modifiedQueryString action",
+            )
+            sec.failed = True
+        elif self.responseConditionKey is not None and (self.request or rewritesUrl):
+            sec.error(
+                self.responseConditionKey,
+                "a condition on the response cannot guard requestHeader, modifiedPath or "
+                "modifiedQueryString actions; put them in a rule of their own",
+            )
+        if self.url.get("reroute") and "modifiedPath" not in self.url:
+            sec.error(self.urlKeys["reroute"], "reroute = true needs a modifiedPath to route by")
+        return RewriteRule(
+            name=self.name,
+            conditions=tuple(self.conditions),
+            requestHeaders=tuple(self.request),
+            responseHeaders=tuple(self.response),
+            **self.url,
+        )
 
 
 def _checkTarget(

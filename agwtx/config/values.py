@@ -435,11 +435,21 @@ def parseEndpoint(text: str) -> EndpointInfo:
 
 HEADER_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VARIABLES = (
+    "var_add_x_forwarded_for_proxy",
+    "var_ciphers_used",
     "var_client_ip",
     "var_client_port",
+    "var_client_user",
     "var_host",
+    "var_http_method",
+    "var_http_status",
+    "var_http_version",
     "var_query_string",
+    "var_request_query",
+    "var_request_scheme",
     "var_request_uri",
+    "var_server_port",
+    "var_ssl_connection_protocol",
     "var_ssl_enabled",
     "var_uri_path",
     "var_client_certificate",
@@ -451,9 +461,12 @@ _VARIABLES = (
     "var_client_certificate_subject",
     "var_client_certificate_verification",
 )
-_VARIABLES_EXPECTED = ", ".join(_VARIABLES + ("http_req_<Header>", "http_resp_<Header>"))
+_VARIABLES_EXPECTED = ", ".join(_VARIABLES + ("var_cookie_<name>", "http_req_<Header>", "http_resp_<Header>"))
 REWRITE_VARIABLES = frozenset(_VARIABLES)
-"""The C{var_*} variables rewrite rules may use."""
+"""The C{var_*} variables rewrite rules may use (besides C{var_cookie_NAME})."""
+RESPONSE_VARIABLES = frozenset({"var_http_status"})
+"""Server variables that exist only once the backend has answered (like C{http_resp_*})."""
+_CAPTURE_RE = re.compile(r"(?P<base>.+)_(?P<group>[0-9]+)")
 HOP_BY_HOP_FIELDS = frozenset(
     {
         "connection",
@@ -477,10 +490,57 @@ L{agwtx.runtime.headers.HOP_BY_HOP} is this set as bytes."""
 def _checkVariable(name: str) -> None:
     if name in _VARIABLES:
         return
-    for prefix in ("http_req_", "http_resp_"):
+    for prefix in ("http_req_", "http_resp_", "var_cookie_"):
         if name.startswith(prefix) and HEADER_TOKEN_RE.fullmatch(name[len(prefix) :]):
             return
     raise InvalidValue(f"unknown variable {_got(name)}; expected one of: {_VARIABLES_EXPECTED}")
+
+
+def isResponseVariable(name: str) -> bool:
+    """Whether a variable only has a value once the backend answered."""
+    return name.startswith("http_resp_") or name in RESPONSE_VARIABLES
+
+
+def sameVariable(a: str, b: str) -> bool:
+    """Whether two variable names are the same (header names ignore case)."""
+    if a == b:
+        return True
+    for prefix in ("http_req_", "http_resp_"):
+        if a.startswith(prefix) and b.startswith(prefix):
+            return a.lower() == b.lower()
+    return False
+
+
+def rewriteReference(name: str, conditions: Sequence[str]) -> tuple[str, int | None]:
+    """
+    What C{{name}} in a value of a rule whose conditions test the variables
+    C{conditions} refers to: C{(variable, None)} for a variable's value,
+    C{(variable, N)} for group N of the rule's condition on C{variable}
+    (Azure's C{{var_uri_path_1}}, C{{http_req_User-Agent_2}}).  A name that
+    ends in C{_N} is a capture whenever its stem is a variable: a header or
+    cookie whose own name ends in C{_N} can be tested, not copied.
+
+    @raise InvalidValue: an unknown variable, or a capture from a variable
+        no condition of the rule tests.
+    """
+    if name in _VARIABLES:
+        return name, None
+    match = _CAPTURE_RE.fullmatch(name)
+    if match is not None:
+        base = match.group("base")
+        try:
+            _checkVariable(base)
+        except InvalidValue:
+            pass
+        else:
+            if not any(sameVariable(base, c) for c in conditions):
+                raise InvalidValue(
+                    f"{_got(name)} refers to group {match.group('group')} of a condition on "
+                    f"{_got(base)}, and this rule has no condition on {_got(base)}"
+                )
+            return base, int(match.group("group"))
+    _checkVariable(name)
+    return name, None
 
 
 _CONDITION_RE = re.compile(r"\{(?P<var>[^{}]*)\}\s*(?P<op>!?~\*?)\s+(?P<pattern>\S.*)", re.DOTALL)
@@ -506,15 +566,32 @@ def parseRewriteCondition(text: str) -> tuple[str, str, bool, bool]:
     return (variable, pattern, ignoreCase, op.startswith("!"))
 
 
-def parseRewriteValue(text: str, response: bool) -> str:
+def parseRewriteValue(text: str, response: bool, conditions: Sequence[str] = ()) -> str:
     """
-    Check the C{{variable}} references in a header value template.  Request
-    header values cannot use C{http_resp_*}: there is no response yet.
+    Check the C{{variable}} references in a value template (a header value,
+    a modified path or query) of a rule whose conditions test the variables
+    C{conditions} (for capture references, see L{rewriteReference}).
+    Request values cannot use C{http_resp_*} or C{var_http_status}: there is
+    no response yet.
     """
-    for variable in re.findall(r"\{([^{}]*)\}", text):
-        _checkVariable(variable)
-        if not response and variable.startswith("http_resp_"):
+    for reference in re.findall(r"\{([^{}]*)\}", text):
+        variable, _ = rewriteReference(reference, conditions)
+        if not response and isResponseVariable(variable):
             raise InvalidValue(f"variable {_got(variable)} is only available in response headers")
+    return text
+
+
+def parseRewriteUrlPart(text: str, path: bool) -> str:
+    """
+    A C{modifiedPath} (C{path}) or C{modifiedQueryString} template: no
+    whitespace or control characters outside its C{{variable}} references,
+    no C{#}, and no C{?} in a path (the query has a key of its own).
+    """
+    forbidden = "?#" if path else "#"
+    for char in re.sub(r"\{[^{}]*\}", "", text):
+        if char in forbidden or char.isspace() or ord(char) < 32 or ord(char) == 127:
+            what = "a path" if path else "a query string"
+            raise InvalidValue(f"expected {what}, got {_got(text)} (it contains {_got(char)})")
     return text
 
 

@@ -107,6 +107,8 @@ class GatewayRequest(server.Request):
     agwStream: Any = None
     agwDecision: tuple[Any, int, str] | None = None
     """The routing decision (L{GatewaySite.decide}): made once, when the head is complete."""
+    agwUri: bytes | None = None
+    """The path and query a URL rewrite gave the request (sent to the backend instead of L{uri}); None: unchanged."""
     agwDiscarded = False
     """The body was read and dropped (see L{_Discarded}): no backend may get this request."""
     _prepared = False

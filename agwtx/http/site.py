@@ -21,7 +21,7 @@ from agwtx.runtime.ratelog import RateLimitedLog
 from agwtx.proxy.reverse import startStreaming
 from agwtx.routing.match import isWebSocketUpgrade, requestHost
 from agwtx.routing.resource import GatewayResource, resourceFor
-from agwtx.routing.router import BackendTarget, PortRouter
+from agwtx.routing.router import BackendTarget, PortRouter, rewriteUrl
 
 from agwtx.http.channel import GatewayChannel
 from agwtx.http.request import GatewayRequest, hostProblem
@@ -120,13 +120,17 @@ class GatewaySite(server.Site):
         decision = request.agwDecision
         if decision is None:
             decision = self.resolve(request)
-            resolve = getattr(decision[0], "resolve", None)
+            ruleTarget = decision[0]
+            resolve = getattr(ruleTarget, "resolve", None)
             if resolve is not None:
                 # A path map's or plugin rule's concrete target, chosen here
                 # once; None: the rule answers with its own error page.
                 chosen = resolve(request)
                 if chosen is not None:
                     decision = (chosen, 0, "")
+            if getattr(ruleTarget, "urlRewrite", None) is not None and decision[0] is not None:
+                # The rule's URL rewrite (and reroute), part of this one decision.
+                decision = rewriteUrl(ruleTarget, decision[0], request)
             request.agwDecision = decision
         return decision
 

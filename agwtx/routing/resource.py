@@ -29,6 +29,8 @@ class GatewayResource:
 
     isLeaf = True
     agwTarget = True
+    urlRewrite: Any = None
+    """A rule's top-level target: the rule's rewrite set when it rewrites URLs (L{agwtx.routing.router.rewriteUrl})."""
 
     def getChildWithDefault(self, path: bytes, request: Any) -> Any:
         return NoResource()  # never asked: a leaf is not traversed

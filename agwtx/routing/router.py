@@ -76,7 +76,7 @@ class BackendTarget(GatewayResource):
     kind: str = "backend"
 
     def backendPath(self, request: "GatewayRequest") -> bytes:
-        uri: bytes = request.uri
+        uri: bytes = request.agwUri or request.uri
         override = self.settings.path
         if override is None:
             return uri
@@ -114,7 +114,7 @@ class RedirectTarget(GatewayResource):
 
     def location(self, request: "GatewayRequest") -> bytes:
         cfg = self.config
-        path, q, query = request.uri.partition(b"?")
+        path, q, query = (request.agwUri or request.uri).partition(b"?")
         if cfg.targetUrl is not None:
             base = cfg.targetUrl.encode("utf-8")
             if cfg.includePath:
@@ -154,7 +154,11 @@ class PathMapTarget(GatewayResource):
     _index: Any = field(default=None, repr=False, compare=False)
 
     def resolve(self, request: "GatewayRequest") -> Any:
-        path = normalizePath(request.path)
+        return self.lookup(request.path)
+
+    def lookup(self, rawPath: bytes) -> Any:
+        """The target for a path as sent (percent-encoded); None when it cannot be decoded."""
+        path = normalizePath(rawPath)
         if path is None:
             return None
         index = self._index
@@ -297,7 +301,10 @@ def buildRouters(
             assert rule.backendAddressPool and rule.backendHttpSettings
             target = backend(name, rule.backendAddressPool, rule.backendHttpSettings)
         if rewriteFor is not None and rule.rewriteRuleSet:
-            _attachRewrite(target, rewriteFor(rule.rewriteRuleSet))
+            rewrite = rewriteFor(rule.rewriteRuleSet)
+            _attachRewrite(target, rewrite)
+            if getattr(rewrite, "rewritesUrl", False):
+                target.urlRewrite = rewrite
         hostNames = listener.hostNames
         wildcard = any("*" in h or "?" in h for h in hostNames)
         order = (
@@ -324,6 +331,30 @@ def buildRouters(
         names = {route.listener.name for route in router.routes}
         router.soleListener = names.pop() if len(names) == 1 else None
     return routers
+
+
+def rewriteUrl(ruleTarget: Any, chosen: Any, request: "GatewayRequest") -> tuple[Any, int, str]:
+    """
+    The routing decision after the URL rewrite of C{ruleTarget}'s rule
+    (C{modifiedPath}, C{modifiedQueryString}, C{reroute}), for a request the
+    rule sent to C{chosen}.  Rewrites apply to requests for a backend, as in
+    Azure (not to a redirect or a plugin's own answer); the new path and query
+    go to C{request.agwUri}, so that the proxy, the WebSocket bridge and a
+    redirect the new path routes to all use them.  With C{reroute} the
+    rule's path map is evaluated again with the new path, once: the target it
+    finds is final, and the rewrite set is not applied again.
+    """
+    if not isinstance(chosen, BackendTarget):
+        return chosen, 0, ""
+    uri, reroute = ruleTarget.urlRewrite.rewriteUrl(request)
+    if uri is None:
+        return chosen, 0, ""
+    request.agwUri = uri
+    if reroute and isinstance(ruleTarget, PathMapTarget):
+        chosen = ruleTarget.lookup(uri.partition(b"?")[0])
+        if chosen is None:
+            return None, 400, "Bad Request: the rewritten path cannot be decoded"
+    return chosen, 0, ""
 
 
 def _attachRewrite(target: Any, rewrite: Any) -> None:

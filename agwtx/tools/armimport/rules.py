@@ -15,7 +15,9 @@ from agwtx.config.values import (
     NAME_RE,
     RULE_NAME_RE,
     UNREWRITABLE_HEADERS,
+    isResponseVariable,
     parseRewriteCondition,
+    parseRewriteUrlPart,
 )
 from agwtx.tools.armimport.base import _ConverterBase
 from agwtx.tools.armimport.evaluate import _isOpaque, _why
@@ -95,6 +97,7 @@ class _RuleConverters(_ConverterBase):
 
         conditions = ruleView.get("conditions") or []
         responseCondition = False
+        tested: list[str] = []
         for n, condition in enumerate(conditions if isinstance(conditions, list) else [conditions]):
             problem: str | None = None
             variable = str(_get(condition, "variable") or "").strip().strip("{}")
@@ -120,7 +123,8 @@ class _RuleConverters(_ConverterBase):
                 item.notConverted(f"{label} (condition {_brief(condition)})", problem)
                 return False
             lines.append((f"rule.{name}.condition" + (f".{n + 1}" if n else ""), text))
-            responseCondition = responseCondition or variable.startswith("http_resp_")
+            responseCondition = responseCondition or isResponseVariable(variable)
+            tested.append(variable)
 
         actions = ruleView.get("actionSet")
         actionView = _View(actions if isinstance(actions, dict) else {})
@@ -156,11 +160,7 @@ class _RuleConverters(_ConverterBase):
                 elif not inResponse and responseCondition:
                     problem = "a condition on a response header cannot guard a request header rewrite"
                 else:
-                    for variable in re.findall(r"\{([^{}]*)\}", headerValue):
-                        problem = _variableProblem(variable, inResponse)
-                        if problem:
-                            break
-                    problem = problem or (_iniProblem(headerValue) if headerValue else None)
+                    problem = _valueProblem(headerValue, inResponse, tested)
                 if problem is not None:
                     notes.append(f"NOT CONVERTED: {what}: {problem}")
                     continue
@@ -169,9 +169,9 @@ class _RuleConverters(_ConverterBase):
                 count += 1
         url = actionView.get("urlConfiguration")
         if not _isEmpty(url):
-            notes.append(
-                f"NOT CONVERTED: {label}: urlConfiguration = {_brief(url)}: agw does not rewrite URLs"
-            )
+            urlLines = self._urlConfiguration(url, name, label, tested, responseCondition, notes)
+            lines.extend(urlLines)
+            count += bool(urlLines)
         for key, value in actionView.leftovers():
             if not _isEmpty(value):
                 notes.append(f"NOT CONVERTED: {label}: {key} = {_brief(value)}: agw has no equivalent")
@@ -181,7 +181,7 @@ class _RuleConverters(_ConverterBase):
         if not count:
             for note in notes:
                 item.comment(note)
-            item.notConverted(label, "none of its header actions could be converted")
+            item.notConverted(label, "none of its actions could be converted")
             return False
         if name != azure:
             item.comment(f"rewrite rule {azure!r} is named {name!r} here (agw rule names: A-Z a-z 0-9 _ -)")
@@ -190,6 +190,61 @@ class _RuleConverters(_ConverterBase):
         for key, value in lines:
             item.add(key, value)
         return True
+
+    def _urlConfiguration(
+        self,
+        url: Any,
+        name: str,
+        label: str,
+        tested: list[str],
+        responseCondition: bool,
+        notes: list[str],
+    ) -> list[tuple[str, str]]:
+        """A rewrite rule's C{urlConfiguration} as agw keys; what cannot be converted goes to C{notes}."""
+        what = f"{label}: urlConfiguration = {_brief(url)}"
+        problem = None
+        if _isOpaque(url):
+            problem = _why(url)
+        elif not isinstance(url, dict):
+            problem = "expected an object"
+        elif responseCondition:
+            problem = "a condition on the response cannot guard a URL rewrite"
+        if problem is not None:
+            notes.append(f"NOT CONVERTED: {what}: {problem}")
+            return []
+        view = _View(url)
+        out: list[tuple[str, str]] = []
+        for azureKey, isPath in (("modifiedPath", True), ("modifiedQueryString", False)):
+            value = view.get(azureKey)
+            if value is None or (isPath and value == ""):
+                continue
+            if not isinstance(value, str) or _isOpaque(value):
+                problem = _why(value) if _isOpaque(value) else "expected a string"
+            else:
+                try:
+                    parseRewriteUrlPart(value, path=isPath)
+                except InvalidValue as e:
+                    problem = str(e)
+                else:
+                    problem = _valueProblem(value, False, tested)
+            if problem is not None:
+                notes.append(f"NOT CONVERTED: {label}: {azureKey} = {_brief(value)}: {problem}")
+                return []
+            out.append((f"rule.{name}.{azureKey}", value))
+        reroute = view.get("reroute")
+        if reroute is True:
+            if any(key.endswith(".modifiedPath") for key, _ in out):
+                out.append((f"rule.{name}.reroute", "true"))
+            else:
+                notes.append(f"NOT CONVERTED: {label}: reroute = true: there is no modifiedPath to route by")
+        elif reroute not in (None, False):
+            notes.append(f"NOT CONVERTED: {label}: reroute = {_brief(reroute)}: expected true or false")
+        for key, value in view.leftovers():
+            if not _isEmpty(value):
+                notes.append(
+                    f"NOT CONVERTED: {label}: urlConfiguration.{key} = {_brief(value)}: agw has no equivalent"
+                )
+        return out
 
     def _target(
         self,
@@ -349,3 +404,12 @@ class _RuleConverters(_ConverterBase):
                 item.comment(f"urlPathMap {pathMap.azure} ignored: ruleType is Basic")
         if rewrite is not None:
             item.add("rewriteRuleSet", rewrite)
+
+
+def _valueProblem(value: str, inResponse: bool, tested: list[str]) -> str | None:
+    """Why a rewrite value (header, path, query) cannot be converted, or None."""
+    for variable in re.findall(r"\{([^{}]*)\}", value):
+        problem = _variableProblem(variable, inResponse, tested)
+        if problem:
+            return problem
+    return _iniProblem(value) if value else None

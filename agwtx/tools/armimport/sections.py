@@ -8,11 +8,18 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from agwtx.config.values import HEADER_TOKEN_RE, REDIRECT_TYPES, REWRITE_VARIABLES, RULE_TYPES
+from agwtx.config.values import (
+    HEADER_TOKEN_RE,
+    REDIRECT_TYPES,
+    REWRITE_VARIABLES,
+    RULE_TYPES,
+    isResponseVariable,
+    sameVariable,
+)
 
 from agwtx.tools.armimport.evaluate import (
     _deepReadable,
@@ -248,17 +255,30 @@ _REDIRECT_TYPES = {t.lower(): t for t in REDIRECT_TYPES}
 _RULE_TYPES = {t.lower(): t for t in RULE_TYPES if t != "Plugin"}
 
 
-def _variableProblem(name: str, inResponse: bool) -> str | None:
-    """Why agw cannot use the rewrite variable C{name}, or None."""
+def _variableProblem(name: str, inResponse: bool, tested: Sequence[str] = ()) -> str | None:
+    """
+    Why agw cannot use the rewrite variable C{name} in a value (or a
+    condition) of a rule whose conditions test C{tested}, or None; a capture
+    (C{{http_resp_Location_1}}) needs a condition on its variable.
+    """
+    capture = re.fullmatch(r"(.+)_[0-9]+", name)
+    if capture is not None and name not in REWRITE_VARIABLES:
+        stem = capture.group(1)
+        if _variableProblem(stem, inResponse=True) is None:
+            if not any(sameVariable(stem, c) for c in tested):
+                return (
+                    f"{{{name}}} is a capture from a condition on {{{stem}}}, which this rule does not have"
+                )
+            return _variableProblem(stem, inResponse)
     if name in REWRITE_VARIABLES:
+        if not inResponse and isResponseVariable(name):
+            return f"{{{name}}} (a response value) cannot be used for a request"
         return None
-    for prefix in ("http_req_", "http_resp_"):
+    for prefix in ("http_req_", "http_resp_", "var_cookie_"):
         if name.startswith(prefix):
             header = name[len(prefix) :]
-            if re.search(r"_[0-9]+$", header):
-                return f"{{{name}}} is a regular expression capture, which agw does not have"
             if not HEADER_TOKEN_RE.fullmatch(header):
-                return f"{{{name}}} does not name a header"
+                return f"{{{name}}} does not name a {'cookie' if prefix == 'var_cookie_' else 'header'}"
             if prefix == "http_resp_" and not inResponse:
                 return f"{{{name}}} (a response header) cannot be used for a request"
             return None
