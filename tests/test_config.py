@@ -856,6 +856,26 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         ["@2: [gateway] maxConnectionsPerClient: expected 0..1000000, got 'lots'"],
     ),
     (
+        "maxRequestLineSize range",
+        "[gateway]\nmaxRequestLineSize = 100\n",
+        ["@2: [gateway] maxRequestLineSize: expected 1024..1048576 bytes, got 100"],
+    ),
+    (
+        "maxRequestHeaderSize word",
+        "[gateway]\nmaxRequestHeaderSize = 32k\n",
+        ["@2: [gateway] maxRequestHeaderSize: expected 1024..1048576 bytes, got '32k'"],
+    ),
+    (
+        "maxRequestHeaderCount range",
+        "[gateway]\nmaxRequestHeaderCount = 0\n",
+        ["@2: [gateway] maxRequestHeaderCount: expected 1..10000, got 0"],
+    ),
+    (
+        "maxRequestBodySize negative",
+        "[gateway]\nmaxRequestBodySize = -1\n",
+        ["@2: [gateway] maxRequestBodySize: expected 0..4611686018427387904 bytes, got -1"],
+    ),
+    (
         "requestBodyTimeout",
         "[gateway]\nrequestBodyTimeout = 2h\n",
         ["@2: [gateway] requestBodyTimeout: expected 1..3600 seconds, got 2h"],

@@ -147,6 +147,17 @@ class GatewaySettings:
     backends that fold C{_} into C{-} (CGI, WSGI, PHP) would read
     C{Transfer_Encoding} or C{X_Forwarded_For} as the real thing."""
 
+    maxRequestLineSize: int = 32768
+    """Bytes a request line may have (method, target, version); longer: 414."""
+    maxRequestHeaderSize: int = 32768
+    """Bytes the header field lines of a request head may have together
+    (without the request line and line ends); more: 431.  Azure's limit
+    for the request line and headers is 32 KB."""
+    maxRequestHeaderCount: int = 500
+    """Header field lines a request head may have; more: 431."""
+    maxRequestBodySize: int = 0
+    """Bytes a request body may have (0: no limit); more: 413."""
+
     def isTrustedProxy(self, address: str) -> bool:
         """Whether C{address} (an IP address as text) is in L{trustedProxies}."""
         return bool(self.trustedProxies) and inNetworks(address, self.trustedProxies)
