@@ -38,7 +38,9 @@ class HeldRequest(server.Request):
         HeldRequest.held.append(self)
 
 
-def channel(headerTimeout: float | None = None, **limits: int) -> tuple[Clock, GatewayChannel, StringTransport]:
+def channel(
+    headerTimeout: float | None = None, **limits: int
+) -> tuple[Clock, GatewayChannel, StringTransport]:
     clock = Clock()
     REFUSED.clear()
     HeldRequest.held.clear()

@@ -117,6 +117,7 @@ def bodyTooLargeMessage(limit: int) -> str:
     """What a 413 for a body over C{limit} bytes says (after its head was read, through errorPage)."""
     return reasonPhrase(413).decode("ascii") + f": the request body is larger than {limit} bytes"
 
+
 _400_TARGET = _canned(400, b"Bad Request", b"the request line has a byte outside printable ASCII")
 _400_CTL = _canned(400, b"Bad Request", b"a header field value has a control character")
 _501_TE = _canned(501, b"Not Implemented", b"the only transfer coding supported is chunked")

@@ -17,7 +17,7 @@ from agwtx.compat.twistedprivate import clientGone
 from agwtx.runtime.headers import httpDate
 from agwtx.runtime.errorpages import ErrorPages
 
-__all__ = ["errorPage", "reasonPhrase"]
+__all__ = ["bodyAnswer", "errorPage", "reasonPhrase"]
 
 
 def _reasonPhrases() -> dict[int, bytes]:
@@ -81,6 +81,45 @@ def errorPage(request: Any, code: int, message: str, extra: Iterable[tuple[bytes
     )
     for name, value in extra:
         request.responseHeaders.addRawHeader(name, value)
+    if not clientGone(request):
+        request.write(body)
+        request.finish()
+    return NOT_DONE_YET
+
+
+def bodyAnswer(
+    request: Any,
+    code: int,
+    body: bytes,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    message: str | None = None,
+) -> int:
+    """
+    An answer of the gateway's own with a given C{body} (a routing plugin's
+    L{agwtx.interfaces.Answer}): C{headers} (C{Content-Type} among them,
+    else plain text), then the body with its length.  C{message}, if any,
+    is recorded for the access log's error field.  Like L{errorPage}, a
+    response already begun is cut instead.
+    """
+    if message is not None:
+        request.agwError = message
+    if request.startedWriting:
+        transport = request.channel.transport if request.channel else None
+        if transport is not None:
+            transport.abortConnection()
+        return NOT_DONE_YET
+    request.setResponseCode(code, reasonPhrase(code))
+    request.responseHeaders = Headers(
+        {
+            b"date": [httpDate()],
+            b"cache-control": [b"no-store"],
+        }
+    )
+    for name, value in headers:
+        request.responseHeaders.addRawHeader(name, value)
+    if not request.responseHeaders.hasHeader(b"content-type"):
+        request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
     if not clientGone(request):
         request.write(body)
         request.finish()
