@@ -24,6 +24,8 @@ __all__ = [
     "GatewayConfig",
     "GatewaySettings",
     "HttpListener",
+    "LoadDistributionPolicy",
+    "LoadDistributionTarget",
     "PathRule",
     "Probe",
     "RedirectConfiguration",
@@ -42,6 +44,7 @@ __all__ = [
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Protocol = Literal["Http", "Https"]
 RuleType = Literal["Basic", "PathBasedRouting", "Plugin"]
+LoadDistributionAlgorithm = Literal["RoundRobin", "LeastConnections", "IpHash"]
 RedirectType = Literal["Permanent", "Found", "SeeOther", "Temporary"]
 
 REDIRECT_STATUS: Mapping[str, int] = {
@@ -336,12 +339,37 @@ class RedirectConfiguration:
 
 
 @dataclass(frozen=True)
+class LoadDistributionTarget:
+    """A C{target.NAME = POOL[, WEIGHT]} line of a load distribution policy."""
+
+    name: str
+    backendAddressPool: str
+    weightPerServer: int = 1
+    """The weight of each member of the pool (Azure's C{weightPerServer}), 1..100."""
+
+
+@dataclass(frozen=True)
+class LoadDistributionPolicy:
+    """
+    Azure's C{loadDistributionPolicies} entry: how a rule that names it
+    spreads requests over the members of its target pools
+    (L{agwtx.proxy.distribution}).
+    """
+
+    name: str
+    loadDistributionAlgorithm: LoadDistributionAlgorithm = "RoundRobin"
+    targets: tuple[LoadDistributionTarget, ...] = ()
+
+
+@dataclass(frozen=True)
 class PathRule:
     name: str
     paths: tuple[str, ...]
     backendAddressPool: str | None = None
     backendHttpSettings: str | None = None
     redirectConfiguration: str | None = None
+    loadDistributionPolicy: str | None = None
+    """Instead of C{backendAddressPool}: the policy spreading requests over its pools."""
 
 
 @dataclass(frozen=True)
@@ -351,6 +379,7 @@ class UrlPathMap:
     defaultBackendHttpSettings: str | None = None
     defaultRedirectConfiguration: str | None = None
     pathRules: tuple[PathRule, ...] = ()
+    defaultLoadDistributionPolicy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -383,6 +412,8 @@ class RequestRoutingRule:
     plugin: str | None = None
     pluginOptions: tuple[tuple[str, str], ...] = ()
     """Keys a routing plugin reads (C{plugin.KEY = value} lines), validated by the plugin."""
+    loadDistributionPolicy: str | None = None
+    """Instead of C{backendAddressPool}: the policy spreading requests over its pools."""
 
 
 @dataclass(frozen=True)
@@ -404,3 +435,4 @@ class GatewayConfig:
     urlPathMaps: Mapping[str, UrlPathMap] = field(default_factory=dict)
     rewriteRuleSets: Mapping[str, RewriteRuleSet] = field(default_factory=dict)
     requestRoutingRules: Mapping[str, RequestRoutingRule] = field(default_factory=dict)
+    loadDistributionPolicies: Mapping[str, LoadDistributionPolicy] = field(default_factory=dict)

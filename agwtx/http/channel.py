@@ -30,6 +30,7 @@ from agwtx.http.refusal import (
     _501_TE,
     _Refusal,
     _canned,
+    bodyTooLarge,
     headersTooLarge,
     lineTooLong,
     sendRefusal,
@@ -313,9 +314,13 @@ class GatewayChannel(http.HTTPChannel):
         if decoder is not None:
             decoder.dataCallback = decoder.finishCallback = _dropped
 
-    def refuseWith(self, refusal: _Refusal, request: Any) -> None:
-        """Refuse C{request}, whose head was just read, with C{refusal}, and read nothing more."""
-        self._refuse(refusal, request)
+    def refuseBodyTooLarge(self, limit: int, request: Any) -> None:
+        """
+        Refuse C{request}, whose head was just read, with 413: its
+        Content-Length is over C{[gateway] maxRequestBodySize} (C{limit}).
+        Its body is not read, nor anything more from the connection.
+        """
+        self._refuse(bodyTooLarge(limit), request)
 
     def _refuse(self, refusal: _Refusal, request: Any = None) -> None:
         """

@@ -113,11 +113,6 @@ def bodyTooLarge(limit: int) -> _Refusal:
     return _canned(413, reasonPhrase(413), b"the request body is larger than %d bytes" % limit)
 
 
-def bodyTooLargeMessage(limit: int) -> str:
-    """What a 413 for a body over C{limit} bytes says (after its head was read, through errorPage)."""
-    return reasonPhrase(413).decode("ascii") + f": the request body is larger than {limit} bytes"
-
-
 _400_TARGET = _canned(400, b"Bad Request", b"the request line has a byte outside printable ASCII")
 _400_CTL = _canned(400, b"Bad Request", b"a header field value has a control character")
 _501_TE = _canned(501, b"Not Implemented", b"the only transfer coding supported is chunked")

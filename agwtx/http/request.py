@@ -16,11 +16,10 @@ from agwtx.compat.twistedprivate import (
     clientGone,
     requestLine,
 )
-from agwtx.runtime.answers import errorPage
+from agwtx.runtime.answers import errorPage, reasonPhrase
 from agwtx.routing.match import validHost
 
 from agwtx.http.forwarded import clientAddress
-from agwtx.http.refusal import bodyTooLarge, bodyTooLargeMessage
 
 
 log = Logger(namespace="agw.web")
@@ -106,6 +105,8 @@ class GatewayRequest(server.Request):
     """Whether L{peerIP} is in C{[gateway] trustedProxies}: looked up once, when the request is prepared."""
     listenerPort: int = 0
     agwStream: Any = None
+    agwPreferred: Any = None
+    """The member a load distribution policy chose for this request (L{agwtx.routing.router.PolicyTarget})."""
     agwDecision: tuple[Any, int, str] | None = None
     """The routing decision (L{GatewaySite.decide}): made once, when the head is complete."""
     agwDiscarded = False
@@ -227,7 +228,7 @@ class GatewayRequest(server.Request):
                 # sees a byte, and the body is not read.
                 self.agwDiscarded = True
                 self.content = _DISCARDED
-                self.channel.refuseWith(bodyTooLarge(limit), self)
+                self.channel.refuseBodyTooLarge(limit, self)
                 return
             if length is None:
                 self._bodyLimit = limit
@@ -258,7 +259,9 @@ class GatewayRequest(server.Request):
                 limit=limit,
             )
             self.stopBodyTimer()
-            self._cutBody(413, bodyTooLargeMessage(limit))
+            self._cutBody(
+                413, f"{reasonPhrase(413).decode('ascii')}: the request body is larger than {limit} bytes"
+            )
             return
         self.agwBodyBytes += len(data)
         stream = self.agwStream

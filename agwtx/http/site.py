@@ -121,12 +121,15 @@ class GatewaySite(server.Site):
         if decision is None:
             decision = self.resolve(request)
             resolve = getattr(decision[0], "resolve", None)
-            if resolve is not None:
-                # A path map's or plugin rule's concrete target, chosen here
-                # once; None: the rule answers with its own error page.
+            while resolve is not None:
+                # A path map's, plugin rule's or load distribution policy's
+                # concrete target, chosen here once (a path rule may name a
+                # policy); None: the rule answers with its own error page.
                 chosen = resolve(request)
-                if chosen is not None:
-                    decision = (chosen, 0, "")
+                if chosen is None:
+                    break
+                decision = (chosen, 0, "")
+                resolve = getattr(chosen, "resolve", None) if getattr(chosen, "agwTarget", False) else None
             request.agwDecision = decision
         return decision
 
