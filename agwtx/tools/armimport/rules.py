@@ -12,8 +12,10 @@ from typing import Any
 from agwtx.config.errors import InvalidValue
 from agwtx.config.values import (
     HEADER_TOKEN_RE,
+    LOAD_DISTRIBUTION_ALGORITHMS,
     NAME_RE,
     RULE_NAME_RE,
+    WEIGHT_PER_SERVER_RANGE,
     UNREWRITABLE_HEADERS,
     parseRewriteCondition,
 )
@@ -191,6 +193,39 @@ class _RuleConverters(_ConverterBase):
             item.add(key, value)
         return True
 
+    def _loadDistributionPolicy(self, item: _Item, view: _View) -> None:
+        algorithm = self.text(item, view, "loadDistributionAlgorithm")
+        if algorithm is not None:
+            known = {a.lower(): a for a in LOAD_DISTRIBUTION_ALGORITHMS}
+            if algorithm.lower() not in known:
+                item.fail(f"loadDistributionAlgorithm {algorithm} is not one of {', '.join(known.values())}")
+            else:
+                item.add("loadDistributionAlgorithm", known[algorithm.lower()])
+        targets = self.value(item, view, "loadDistributionTargets")
+        if not isinstance(targets, list) or not targets:
+            item.fail("it has no loadDistributionTargets")
+            targets = []
+        taken: set[str] = set()
+        lo, hi = WEIGHT_PER_SERVER_RANGE
+        for index, target in enumerate(targets):
+            if not isinstance(target, dict):
+                item.notConverted(f"loadDistributionTargets #{index + 1}", "expected an object")
+                continue
+            props = _get(target, "properties")
+            targetView = _View(props if isinstance(props, dict) else target)
+            azure = self.nameOf(_get(target, "name"))[0] or f"target{index + 1}"
+            name = _unique(_sanitise(azure, NAME_RE, "A-Za-z0-9_.-"), taken)
+            label = f"target.{name}"
+            pool = self.ref(item, targetView, "backendAddressPool", "backendAddressPool")
+            weight = self.number(item, targetView, "weightPerServer", lo, hi, f"{label} weightPerServer")
+            self.leftovers(item, targetView, f"{label} ")
+            if pool is None:
+                item.notConverted(label, "it has no backendAddressPool")
+                continue
+            if weight is None and not _isEmpty(targetView.get("weightPerServer")):
+                continue  # noted: another weight would change the shares
+            item.add(label, pool, *([", ", str(weight)] if weight is not None else []), group="target")
+
     def _target(
         self,
         item: _Item,
@@ -198,13 +233,19 @@ class _RuleConverters(_ConverterBase):
         poolKey: str,
         settingsKey: str,
         redirectKey: str,
+        policyKey: str,
     ) -> list[Part] | None:
-        """The C{POOL, SETTINGS} or C{redirect:NAME} of a path rule, or None."""
+        """The C{POOL, SETTINGS}, C{loadDistributionPolicy:NAME, SETTINGS} or C{redirect:NAME} of a path rule, or None."""
         pool = self.ref(item, view, poolKey, "backendAddressPool")
         settings = self.ref(item, view, settingsKey, "backendHttpSettings")
         redirect = self.ref(item, view, redirectKey, "redirectConfiguration")
-        if redirect is not None and pool is None and settings is None:
+        policy = self.ref(item, view, policyKey, "loadDistributionPolicy")
+        if redirect is not None and pool is None and settings is None and policy is None:
             return ["redirect:", redirect]
+        if policy is not None and settings is not None and redirect is None:
+            if pool is not None:
+                item.comment(f"{policyKey} {policy.azure} is used instead of {poolKey} {pool.azure}")
+            return ["loadDistributionPolicy:", policy, ", ", settings]
         if pool is not None and settings is not None and redirect is None:
             return [pool, ", ", settings]
         return None
@@ -213,7 +254,16 @@ class _RuleConverters(_ConverterBase):
         pool = self.ref(item, view, "defaultBackendAddressPool", "backendAddressPool")
         settings = self.ref(item, view, "defaultBackendHttpSettings", "backendHttpSettings")
         redirect = self.ref(item, view, "defaultRedirectConfiguration", "redirectConfiguration")
-        if pool is not None and settings is not None and redirect is None:
+        policy = self.ref(item, view, "defaultLoadDistributionPolicy", "loadDistributionPolicy")
+        if policy is not None and settings is not None and redirect is None:
+            if pool is not None:
+                item.comment(
+                    f"defaultLoadDistributionPolicy {policy.azure} is used instead of "
+                    f"defaultBackendAddressPool {pool.azure}"
+                )
+            item.add("defaultLoadDistributionPolicy", policy, required=True)
+            item.add("defaultBackendHttpSettings", settings, required=True)
+        elif pool is not None and settings is not None and redirect is None:
             item.add("defaultBackendAddressPool", pool, required=True)
             item.add("defaultBackendHttpSettings", settings, required=True)
         elif redirect is not None and pool is None and settings is None:
@@ -265,7 +315,12 @@ class _RuleConverters(_ConverterBase):
                 seenPaths.add(path.lower())
                 paths.append(path)
             target = self._target(
-                item, ruleView, "backendAddressPool", "backendHttpSettings", "redirectConfiguration"
+                item,
+                ruleView,
+                "backendAddressPool",
+                "backendHttpSettings",
+                "redirectConfiguration",
+                "loadDistributionPolicy",
             )
             rewrite = ruleView.get("rewriteRuleSet")
             rewriteSets.append(self.nameOf(rewrite)[0] if not _isEmpty(rewrite) else None)
@@ -322,6 +377,7 @@ class _RuleConverters(_ConverterBase):
         redirect = self.ref(item, view, "redirectConfiguration", "redirectConfiguration")
         pathMap = self.ref(item, view, "urlPathMap", "urlPathMap")
         rewrite = self.ref(item, view, "rewriteRuleSet", "rewriteRuleSet")
+        policy = self.ref(item, view, "loadDistributionPolicy", "loadDistributionPolicy")
         if ruleType == "PathBasedRouting":
             if pathMap is None:
                 item.fail("ruleType PathBasedRouting without a urlPathMap")
@@ -332,11 +388,18 @@ class _RuleConverters(_ConverterBase):
                 if lifted and rewrite is None:
                     rewrite = _Ref("rewriteRuleSet", lifted)
                     item.comment(f"rewriteRuleSet {lifted} comes from urlPathMap {pathMap.azure}")
-            for ref in (pool, settings, redirect):
+            for ref in (pool, settings, redirect, policy):
                 if ref is not None:
                     item.comment(f"{ref.kind} {ref.azure} ignored: ruleType is PathBasedRouting")
         else:
-            if pool is not None and settings is not None and redirect is None:
+            if policy is not None and settings is not None and redirect is None:
+                if pool is not None:
+                    item.comment(
+                        f"loadDistributionPolicy {policy.azure} is used instead of backendAddressPool {pool.azure}"
+                    )
+                item.add("loadDistributionPolicy", policy, required=True)
+                item.add("backendHttpSettings", settings, required=True)
+            elif pool is not None and settings is not None and redirect is None:
                 item.add("backendAddressPool", pool, required=True)
                 item.add("backendHttpSettings", settings, required=True)
             elif redirect is not None and pool is None and settings is None:
