@@ -15,20 +15,7 @@ from pathlib import Path
 
 from tests.rawbackend import RawBackend
 from tests.support import basicIni, freePort, startGateway, waitFor
-
-
-def _readResponse(s: socket.socket) -> bytes:
-    """All that comes back on C{s} until the gateway closes it (or resets it)."""
-    data = b""
-    while True:
-        try:
-            chunk = s.recv(65536)
-        except ConnectionError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    return data
+from tests.test_security import _readResponse
 
 
 class _Recorder:

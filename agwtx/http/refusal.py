@@ -81,36 +81,30 @@ _400_LF = _canned(400, b"Bad Request", b"request head lines must end with CRLF")
 _408 = _canned(408, b"Request Timeout", b"the request head was not received in time")
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=16)
+def overLimit(status: int, text: bytes) -> _Refusal:
+    """The refusal of a request over a configured limit: C{status} and C{text} (naming the limit), cached."""
+    return _canned(status, reasonPhrase(status), text)
+
+
 def lineTooLong(limit: int) -> _Refusal:
     """The 414 for a request line over C{[gateway] maxRequestLineSize} (C{limit})."""
-    return _canned(414, b"URI Too Long", b"the request line is longer than %d bytes" % limit)
+    return overLimit(414, b"the request line is longer than %d bytes" % limit)
 
 
-@lru_cache(maxsize=8)
 def headersTooLarge(limit: int) -> _Refusal:
     """The 431 for header fields over C{[gateway] maxRequestHeaderSize} (C{limit})."""
-    return _canned(
-        431,
-        b"Request Header Fields Too Large",
-        b"the request header fields are longer than %d bytes" % limit,
-    )
+    return overLimit(431, b"the request header fields are longer than %d bytes" % limit)
 
 
-@lru_cache(maxsize=8)
 def tooManyHeaders(limit: int) -> _Refusal:
     """The 431 for more header fields than C{[gateway] maxRequestHeaderCount} (C{limit})."""
-    return _canned(
-        431,
-        b"Request Header Fields Too Large",
-        b"the request has more than %d header fields" % limit,
-    )
+    return overLimit(431, b"the request has more than %d header fields" % limit)
 
 
-@lru_cache(maxsize=8)
 def bodyTooLarge(limit: int) -> _Refusal:
     """The 413 for a Content-Length over C{[gateway] maxRequestBodySize} (C{limit})."""
-    return _canned(413, reasonPhrase(413), b"the request body is larger than %d bytes" % limit)
+    return overLimit(413, b"the request body is larger than %d bytes" % limit)
 
 
 _400_TARGET = _canned(400, b"Bad Request", b"the request line has a byte outside printable ASCII")

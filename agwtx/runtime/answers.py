@@ -39,6 +39,20 @@ def reasonPhrase(code: int) -> bytes:
     return _REASONS.get(code, b"")
 
 
+def _tooLate(request: Any) -> bool:
+    """
+    Whether C{request}'s response has begun, too late for a status of the
+    gateway's own: then the connection is cut, so that the client sees a
+    truncated response.
+    """
+    if not request.startedWriting:
+        return False
+    transport = request.channel.transport if request.channel else None
+    if transport is not None:
+        transport.abortConnection()
+    return True
+
+
 def errorPage(request: Any, code: int, message: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> int:
     """
     The gateway's own error answer (plus C{extra} headers, e.g. a 426's
@@ -50,11 +64,7 @@ def errorPage(request: Any, code: int, message: str, extra: Iterable[tuple[bytes
     site's plain twisted.web request (no custom pages apply there).
     """
     request.agwError = message
-    if request.startedWriting:
-        # Too late for a status: cut the connection so the client sees a truncated response.
-        transport = request.channel.transport if request.channel else None
-        if transport is not None:
-            transport.abortConnection()
+    if _tooLate(request):
         return NOT_DONE_YET
     # The admin site's requests are plain twisted.web ones: no request ID,
     # listener or custom pages.
@@ -103,10 +113,7 @@ def bodyAnswer(
     """
     if message is not None:
         request.agwError = message
-    if request.startedWriting:
-        transport = request.channel.transport if request.channel else None
-        if transport is not None:
-            transport.abortConnection()
+    if _tooLate(request):
         return NOT_DONE_YET
     request.setResponseCode(code, reasonPhrase(code))
     request.responseHeaders = Headers(

@@ -7,7 +7,7 @@ rules, including lifting a path map's rewrite set onto its routing rules.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterator
 
 from agwtx.config.errors import InvalidValue
 from agwtx.config.values import (
@@ -207,12 +207,7 @@ class _RuleConverters(_ConverterBase):
             targets = []
         taken: set[str] = set()
         lo, hi = WEIGHT_PER_SERVER_RANGE
-        for index, target in enumerate(targets):
-            if not isinstance(target, dict):
-                item.notConverted(f"loadDistributionTargets #{index + 1}", "expected an object")
-                continue
-            props = _get(target, "properties")
-            targetView = _View(props if isinstance(props, dict) else target)
+        for index, target, targetView in _elements(item, targets, "loadDistributionTargets"):
             azure = self.nameOf(_get(target, "name"))[0] or f"target{index + 1}"
             name = _unique(_sanitise(azure, NAME_RE, "A-Za-z0-9_.-"), taken)
             label = f"target.{name}"
@@ -283,12 +278,7 @@ class _RuleConverters(_ConverterBase):
         taken: set[str] = set()
         seenPaths: set[str] = set()
         pathRuleNotes: list[tuple[str, str | None]] = []
-        for index, rule in enumerate(rules):
-            if not isinstance(rule, dict):
-                item.notConverted(f"path rule #{index + 1}", "expected an object")
-                continue
-            props = _get(rule, "properties")
-            ruleView = _View(props if isinstance(props, dict) else rule)
+        for index, rule, ruleView in _elements(item, rules, "path rule"):
             azure, note = self.nameOf(_get(rule, "name"))
             azure = azure or f"rule{index + 1}"
             name = _unique(_sanitise(azure, NAME_RE, "A-Za-z0-9_.-"), taken)
@@ -412,3 +402,13 @@ class _RuleConverters(_ConverterBase):
                 item.comment(f"urlPathMap {pathMap.azure} ignored: ruleType is Basic")
         if rewrite is not None:
             item.add("rewriteRuleSet", rewrite)
+
+
+def _elements(item: _Item, elements: list[Any], what: str) -> Iterator[tuple[int, Any, _View]]:
+    """(index, element, its properties) for each object of a sub-collection; anything else is noted."""
+    for index, element in enumerate(elements):
+        if not isinstance(element, dict):
+            item.notConverted(f"{what} #{index + 1}", "expected an object")
+            continue
+        props = _get(element, "properties")
+        yield index, element, _View(props if isinstance(props, dict) else element)
