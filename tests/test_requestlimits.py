@@ -122,3 +122,53 @@ def test_body_and_head_limits_through_the_gateway(tmp_path: Path) -> None:
     finally:
         gw.stop()
         backend.close()
+
+
+def test_a_chunked_body_over_the_limit_after_the_response_began_aborts(tmp_path: Path) -> None:
+    """
+    The backend answers (a chunked response, begun) while the body is still
+    coming; when the body grows past maxRequestBodySize the status cannot
+    change any more: the client's connection is aborted (its response left
+    unfinished) and the backend's closed.
+    """
+    ended: list[bytes] = []
+
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        received = rest
+        try:
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        except ConnectionError:
+            pass
+        ended.append(received)
+
+    backend = RawBackend(handler)
+    port = freePort()
+    gw = startGateway(tmp_path, basicIni(port, [backend.port], gateway="maxRequestBodySize = 1000"), port)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.sendall(
+                b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"258\r\n"
+                + b"c" * 600
+                + b"\r\n"
+            )
+            answer = b""
+            while b"hello" not in answer:
+                chunk = s.recv(65536)
+                assert chunk, answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+            s.sendall(b"258\r\n" + b"c" * 600 + b"\r\n0\r\n\r\n")
+            answer += _readResponse(s)
+        assert not answer.endswith(b"0\r\n\r\n"), answer  # cut, not finished
+        waitFor(lambda: ended, what="the backend's connection closed")
+        assert b"c" * 600 in ended[0] and b"0\r\n\r\n" not in ended[0]
+        assert gw.proc.poll() is None
+    finally:
+        gw.stop()
+        backend.close()

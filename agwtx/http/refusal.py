@@ -84,7 +84,14 @@ _408 = _canned(408, b"Request Timeout", b"the request head was not received in t
 @lru_cache(maxsize=16)
 def overLimit(status: int, text: bytes) -> _Refusal:
     """The refusal of a request over a configured limit: C{status} and C{text} (naming the limit), cached."""
-    return _canned(status, reasonPhrase(status), text)
+    return _canned(status, _OVER_LIMIT_PHRASES[status], text)
+
+
+_OVER_LIMIT_PHRASES = {
+    413: reasonPhrase(413),
+    414: b"URI Too Long",  # RFC 9110's phrases (twisted.web's table has older ones for these two)
+    431: b"Request Header Fields Too Large",
+}
 
 
 def lineTooLong(limit: int) -> _Refusal:
