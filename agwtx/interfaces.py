@@ -29,8 +29,9 @@ The life of a plugin rule:
      for any rule) and the rule gets a L{Candidates} holding them.
   3. Per request, L{IRoutingPlugin.route} gets a L{RoutingRequest} and the
      L{Candidates} and returns one of the candidates' targets, a L{Decision}
-     (a target plus response headers such as a sticky cookie), or None for
-     the rule's fallback.
+     (a target plus response headers such as a sticky cookie), an L{Answer}
+     (the gateway answers the request itself: a 403 for a denied address,
+     say), or None for the rule's fallback.
 
 C{route} runs on the reactor thread for every request: it must not block
 and should be cheap (microseconds).  An exception it raises costs that one
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from agwtx.proxy.affinity import AffinityCodec
 
 __all__ = [
+    "Answer",
     "BackendRef",
     "Candidates",
     "Decision",
@@ -129,6 +131,36 @@ class Decision:
     """One of the L{Candidates}' targets, or None for the fallback."""
     responseHeaders: tuple[tuple[bytes, bytes], ...] = ()
     """Added to the response, whichever status the target answers with."""
+
+
+ANSWER_STATUSES = range(200, 600)
+"""The statuses an L{Answer} may have."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """
+    The request is answered by the gateway itself, not routed: no backend
+    sees it, its body (if any) is read and dropped, and a WebSocket
+    handshake gets this answer instead of an upgrade.  It is access-logged
+    and counted like every other answer.
+
+    With C{body} None the answer is the gateway's own page for C{status}
+    (the listener's or the gateway's custom error page when one is set,
+    JSON for clients that prefer it, else a line of text ending with
+    C{message}), as for the gateway's other errors.  With a C{body}, that
+    body is sent as it is, with C{Content-Type} from C{headers} (else
+    C{text/plain; charset=utf-8}).
+    """
+
+    status: int
+    """200..599."""
+    message: str = ""
+    """The reason given in the gateway's own page and in the access log's
+    error field, e.g. C{"the client address is not allowed"}."""
+    headers: tuple[tuple[str | bytes, str | bytes], ...] = ()
+    """Added to the answer (C{Content-Length} and C{Date} are the gateway's)."""
+    body: bytes | None = None
 
 
 class RoutingRequest(NamedTuple):
@@ -256,8 +288,9 @@ class IRoutingPlugin(Interface):
             twisted.web resource (L{twisted.web.resource.IResource}: a
             C{static.File}, a C{Resource} subclass, a Klein app's resource;
             traversed from the request's path and rendered as twisted.web
-            does), a L{Decision} holding either, or None for the rule's
-            fallback (a 404 when the rule has none).  Anything else is
+            does), a L{Decision} holding either, an L{Answer} (the gateway
+            answers itself), or None for the rule's fallback (a 404 when the
+            rule has none).  Anything else is
             treated as a plugin failure.
         """
 

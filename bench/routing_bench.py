@@ -28,6 +28,11 @@ Rows:
                       rule (the default), plus a ``..`` traversal and
                       percent-encoding
 ``plugin-headerRoute``  a Plugin rule with the shipped ``headerRoute``
+``policy-ALGORITHM``  a Basic rule with a ``loadDistributionPolicy`` over two
+                      pools of 5 members each (weights 3 and 1): the rule,
+                      then the policy's member choice (``LeastConnections``:
+                      the least loaded of 10 members; ``IpHash``: 10
+                      rendezvous hashes of the client address)
 ``rewrite``           applying a 3-rule rewrite set to the request headers
 ``url-rewrite``       the whole decision (``GatewaySite.decide``) of the
                       100-rule path map whose rewrite set has a rule with a
@@ -65,6 +70,8 @@ from agwtx.config.model import (
     FrontendPort,
     GatewayConfig,
     HttpListener,
+    LoadDistributionPolicy,
+    LoadDistributionTarget,
     PathRule,
     RequestRoutingRule,
     RewriteRule,
@@ -200,6 +207,25 @@ def pluginSite() -> GatewaySite:
     return _site(_config([HttpListener("l", "fp")], [rule], pools={"canary"}))
 
 
+def policySite(algorithm: str, members: int = 5) -> GatewaySite:
+    policy = LoadDistributionPolicy(
+        "ld",
+        algorithm,  # type: ignore[arg-type]
+        (LoadDistributionTarget("a", "pa", 3), LoadDistributionTarget("b", "pb", 1)),
+    )
+    rule = RequestRoutingRule("r", "l", "Basic", 100, backendHttpSettings="s", loadDistributionPolicy="ld")
+    config = _config([HttpListener("l", "fp")], [rule], loadDistributionPolicies={"ld": policy})
+    pools = {
+        name: BackendAddressPool(name, tuple(BackendAddress(f"10.0.{n}.{i + 1}", 80) for i in range(members)))
+        for n, name in enumerate(("pa", "pb"))
+    }
+    site = _site(GatewayConfig(**{**config.__dict__, "backendAddressPools": pools}))
+    for target in site.router.routes[0].target.backends:  # some load to compare
+        for i, member in enumerate(target.state.members):
+            member.inflight = (i * 7) % 5
+    return site
+
+
 def decision(site: GatewaySite) -> Callable[[FakeRequest], Any]:
     """What routing does per request: the rule, then the rule target's own choice."""
     resolveSite = site.resolve
@@ -258,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = decision(pathMapSite())
     plugin = decision(pluginSite())
     urlRewrite = wholeDecision(urlRewriteSite())
+    leastConnections = decision(policySite("LeastConnections"))
+    ipHash = decision(policySite("IpHash"))
     rewrite = compileRewriteSet(
         RewriteRuleSet(
             "rw",
@@ -299,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("plugin-headerRoute: match", plugin, FakeRequest(b"x", b"/a", ((b"X-Canary", b"1"),))),
         ("plugin-headerRoute: fallback", plugin, FakeRequest(b"x", b"/a")),
+        ("policy-LeastConnections: 2 pools x 5", leastConnections, FakeRequest(b"x", b"/a")),
+        ("policy-IpHash: 2 pools x 5", ipHash, FakeRequest(b"x", b"/a")),
         ("rewrite: 3 rules on request headers", applyRewrite, FakeRequest(b"x", b"/a")),
         ("url-rewrite: 2 captures, path+query, reroute", urlRewrite, FakeRequest(b"x", b"/shop/42/shirts")),
         ("url-rewrite: condition does not hold", urlRewrite, FakeRequest(b"x", b"/svc7/a")),

@@ -88,7 +88,7 @@ def test_gateway_writes_access_lines_to_file(tmp_path: Path) -> None:
             c.close()
         # A request refused while its head is read is logged too, as nginx does.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
             while s.recv(65536):
                 pass
         deadline = time.monotonic() + 10
@@ -100,7 +100,7 @@ def test_gateway_writes_access_lines_to_file(tmp_path: Path) -> None:
         assert f"listener=l1 rule=r1 pool=pool member=127.0.0.1:{pb}" in lines[0]
         assert '"GET /status/404" 404 0 ' in lines[1]
         assert '127.0.0.1 "- -" 414 62 0.0ms listener=None rule=None pool=None member=None' in lines[2]
-        assert lines[2].endswith('error="URI Too Long: the request line is longer than 16384 bytes"')
+        assert lines[2].endswith('error="URI Too Long: the request line is longer than 32768 bytes"')
         assert "[agw.access" not in gw.output()  # not duplicated into the twistd log
     finally:
         gw.stop()

@@ -983,3 +983,132 @@ def test_customErrorConfigurations(capsys: pytest.CaptureFixture[str], tmp_path:
         "; NOT CONVERTED: customErrorConfigurations HttpStatus403: customErrorPageUrl = null: expected the page's URL"
     ) in listener
     assert "agw has no custom error pages" not in out
+
+
+def test_loadDistributionPolicies(tmp_path: Path) -> None:
+    """
+    Azure's loadDistributionPolicies become [loadDistributionPolicy] sections
+    (algorithm, targets with weightPerServer), and rules, path maps and path
+    rules name them; what agw cannot take is noted; the result loads.
+    """
+
+    def ref(kind: str, name: str) -> dict[str, str]:
+        return {"id": f"/subscriptions/x/applicationGateways/gw/{kind}/{name}"}
+
+    def target(name: str, pool: str, weight: Any = None) -> dict[str, Any]:
+        props: dict[str, Any] = {"backendAddressPool": ref("backendAddressPools", pool)}
+        if weight is not None:
+            props["weightPerServer"] = weight
+        return {"name": name, "properties": props}
+
+    gateway = {
+        "name": "gw",
+        "frontendPorts": [{"name": "p", "port": 8080}],
+        "backendAddressPools": [
+            {"name": "blue", "backendAddresses": [{"ipAddress": "10.0.0.1"}]},
+            {"name": "green", "backendAddresses": [{"ipAddress": "10.0.0.2"}]},
+        ],
+        "backendHttpSettingsCollection": [{"name": "s", "port": 80, "protocol": "Http"}],
+        "loadDistributionPolicies": [
+            {
+                "name": "spread",
+                "properties": {
+                    "loadDistributionAlgorithm": "LeastConnections",
+                    "loadDistributionTargets": [target("b", "blue", 3), target("g", "green", 500)],
+                },
+            },
+            {
+                "name": "sticky",
+                "properties": {
+                    "loadDistributionAlgorithm": "iphash",
+                    "loadDistributionTargets": [target("b", "blue")],
+                },
+            },
+            {
+                "name": "odd",
+                "properties": {
+                    "loadDistributionAlgorithm": "Random",
+                    "loadDistributionTargets": [target("b", "blue")],
+                },
+            },
+        ],
+        "httpListeners": [
+            {"name": "l1", "frontendPort": ref("frontendPorts", "p"), "protocol": "Http"},
+            {
+                "name": "l2",
+                "frontendPort": ref("frontendPorts", "p"),
+                "protocol": "Http",
+                "hostNames": ["b.example"],
+            },
+        ],
+        "urlPathMaps": [
+            {
+                "name": "m",
+                "properties": {
+                    "defaultLoadDistributionPolicy": ref("loadDistributionPolicies", "sticky"),
+                    "defaultBackendHttpSettings": ref("backendHttpSettingsCollection", "s"),
+                    "pathRules": [
+                        {
+                            "name": "api",
+                            "properties": {
+                                "paths": ["/api/*"],
+                                "loadDistributionPolicy": ref("loadDistributionPolicies", "spread"),
+                                "backendHttpSettings": ref("backendHttpSettingsCollection", "s"),
+                            },
+                        }
+                    ],
+                },
+            }
+        ],
+        "requestRoutingRules": [
+            {
+                "name": "r1",
+                "properties": {
+                    "ruleType": "Basic",
+                    "priority": 10,
+                    "httpListener": ref("httpListeners", "l1"),
+                    "loadDistributionPolicy": ref("loadDistributionPolicies", "spread"),
+                    "backendHttpSettings": ref("backendHttpSettingsCollection", "s"),
+                },
+            },
+            {
+                "name": "r2",
+                "properties": {
+                    "ruleType": "PathBasedRouting",
+                    "priority": 20,
+                    "httpListener": ref("httpListeners", "l2"),
+                    "urlPathMap": ref("urlPathMaps", "m"),
+                },
+            },
+        ],
+    }
+    out = convert(gateway, "gw.json")
+    found = sections(out)
+    assert found["[loadDistributionPolicy:spread]"] == [
+        "loadDistributionAlgorithm = LeastConnections",
+        "target.b = blue, 3",
+        "; NOT CONVERTED: target.g weightPerServer = 500: expected 1..100",
+    ]
+    assert found["[loadDistributionPolicy:sticky]"] == [
+        "loadDistributionAlgorithm = IpHash",
+        "target.b = blue",
+    ]
+    assert "[loadDistributionPolicy:odd]" not in found
+    assert (
+        "; NOT CONVERTED: [loadDistributionPolicy:odd]: loadDistributionAlgorithm Random is not one of "
+        "RoundRobin, LeastConnections, IpHash"
+    ) in out
+    assert "loadDistributionPolicy = spread" in found["[requestRoutingRule:r1]"]
+    assert "defaultLoadDistributionPolicy = sticky" in found["[urlPathMap:m]"]
+    assert "pathRule.api = /api/* -> loadDistributionPolicy:spread, s" in found["[urlPathMap:m]"]
+    assert "NOT CONVERTED: loadDistribution" not in out
+    ini = tmp_path / "gw.ini"
+    ini.write_text(out)
+    config = loadConfig(ini)
+    spread = config.loadDistributionPolicies["spread"]
+    assert spread.loadDistributionAlgorithm == "LeastConnections"
+    assert [(t.backendAddressPool, t.weightPerServer) for t in spread.targets] == [("blue", 3)]
+    assert config.requestRoutingRules["r1"].loadDistributionPolicy == "spread"
+    pathMap = config.urlPathMaps["m"]
+    assert pathMap.defaultLoadDistributionPolicy == "sticky"
+    assert pathMap.pathRules[0].loadDistributionPolicy == "spread"

@@ -138,9 +138,12 @@ def expand(expected: list[str]) -> list[str]:
     return result
 
 
+_L2 = "[httpListener:l2]\nfrontendPort = http\nhostNames = b.example\n"
+"""A second listener, for a second rule in a snippet."""
+
 KINDS = (
-    "backendAddressPool, backendHttpSettings, frontendPort, gateway, httpListener, probe, "
-    "redirectConfiguration, requestRoutingRule, rewriteRuleSet, sslCertificate, sslProfile, "
+    "backendAddressPool, backendHttpSettings, frontendPort, gateway, httpListener, "
+    "loadDistributionPolicy, probe, redirectConfiguration, requestRoutingRule, rewriteRuleSet, sslCertificate, sslProfile, "
     "trustedClientCertificate, trustedRootCertificate, urlPathMap"
 )
 PROBE_KEYS = (
@@ -148,8 +151,8 @@ PROBE_KEYS = (
     "port, protocol, timeout, unhealthyThreshold"
 )
 RULE_KEYS = (
-    "backendAddressPool, backendHttpSettings, httpListener, plugin, plugin.KEY, priority, "
-    "redirectConfiguration, rewriteRuleSet, ruleType, urlPathMap"
+    "backendAddressPool, backendHttpSettings, httpListener, loadDistributionPolicy, plugin, "
+    "plugin.KEY, priority, redirectConfiguration, rewriteRuleSet, ruleType, urlPathMap"
 )
 REWRITE_KEYS = (
     "rule.NAME.condition, rule.NAME.condition.N, rule.NAME.modifiedPath, rule.NAME.modifiedQueryString, "
@@ -513,13 +516,20 @@ def test_parseUrlPathPatternInvalid(text: str, message: str) -> None:
         ),
         ("/old/* -> redirect:toNew", PathRule("r", ("/old/*",), redirectConfiguration="toNew")),
         ("/a->p,s", PathRule("r", ("/a",), "p", "s")),
+        (
+            "/api/* -> loadDistributionPolicy:spread, s",
+            PathRule("r", ("/api/*",), backendHttpSettings="s", loadDistributionPolicy="spread"),
+        ),
     ],
 )
 def test_parsePathRule(text: str, expected: PathRule) -> None:
     assert parsePathRule("r", text) == expected
 
 
-RULE_HINT = "'/path/*, ... -> POOL, SETTINGS' or '/path/*, ... -> redirect:NAME'"
+RULE_HINT = (
+    "'/path/*, ... -> POOL, SETTINGS', '/path/*, ... -> loadDistributionPolicy:NAME, SETTINGS' "
+    "or '/path/*, ... -> redirect:NAME'"
+)
 
 
 @pytest.mark.parametrize(
@@ -529,6 +539,7 @@ RULE_HINT = "'/path/*, ... -> POOL, SETTINGS' or '/path/*, ... -> redirect:NAME'
         ("/a -> p -> s", f"expected {RULE_HINT}, got '/a -> p -> s'"),
         ("/a -> pool", f"expected {RULE_HINT}, got '/a -> pool'"),
         ("/a -> p, s, t", f"expected {RULE_HINT}, got '/a -> p, s, t'"),
+        ("/a -> loadDistributionPolicy:, s", f"expected {RULE_HINT}, got '/a -> loadDistributionPolicy:, s'"),
         (" -> p, s", "expected at least one path before '->', got ' -> p, s'"),
         ("/a/*/b -> p, s", "expected '*' only at the end of a path, got '/a/*/b'"),
         ("/a, /A -> p, s", "path '/A' is listed twice"),
@@ -856,6 +867,118 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         "maxConnectionsPerClient word",
         "[gateway]\nmaxConnectionsPerClient = lots\n",
         ["@2: [gateway] maxConnectionsPerClient: expected 0..1000000, got 'lots'"],
+    ),
+    (
+        "loadDistributionPolicy weight out of range",
+        "[loadDistributionPolicy:ld]\ntarget.a = pool, 0\n",
+        ["@2: [loadDistributionPolicy:ld] target.a: expected a weight of 1..100 after the pool, got '0'"],
+    ),
+    (
+        "loadDistributionPolicy weight not a number",
+        "[loadDistributionPolicy:ld]\ntarget.a = pool, heavy\n",
+        ["@2: [loadDistributionPolicy:ld] target.a: expected a weight of 1..100 after the pool, got 'heavy'"],
+    ),
+    (
+        "loadDistributionPolicy target syntax",
+        "[loadDistributionPolicy:ld]\ntarget.a = pool, 1, 2\n",
+        ["@2: [loadDistributionPolicy:ld] target.a: expected 'POOL' or 'POOL, WEIGHT', got 'pool, 1, 2'"],
+    ),
+    (
+        "loadDistributionPolicy algorithm",
+        "[loadDistributionPolicy:ld]\nloadDistributionAlgorithm = Random\ntarget.a = pool\n",
+        [
+            "@2: [loadDistributionPolicy:ld] loadDistributionAlgorithm: expected RoundRobin, LeastConnections or IpHash, got 'Random'"
+        ],
+    ),
+    (
+        "loadDistributionPolicy unknown pool",
+        "[loadDistributionPolicy:ld]\ntarget.a = nopool\n",
+        [
+            "@2: [loadDistributionPolicy:ld] target.a: refers to backendAddressPool 'nopool', which is not defined"
+        ],
+    ),
+    (
+        "loadDistributionPolicy without targets",
+        "[loadDistributionPolicy:ld]\nloadDistributionAlgorithm = IpHash\n",
+        ["@1: [loadDistributionPolicy:ld]: expected at least one target.NAME = POOL[, WEIGHT] key"],
+    ),
+    (
+        "loadDistributionPolicy pool twice",
+        "[loadDistributionPolicy:ld]\ntarget.a = pool\ntarget.b = POOL, 2\n",
+        ["@3: [loadDistributionPolicy:ld] target.b: backendAddressPool 'POOL' is already target 'a'"],
+    ),
+    (
+        "rule with pool and loadDistributionPolicy",
+        _L2
+        + "[loadDistributionPolicy:ld]\ntarget.a = pool\n[requestRoutingRule:r2]\nhttpListener = l2\nbackendAddressPool = pool\nloadDistributionPolicy = ld\nbackendHttpSettings = settings\n",
+        [
+            "@9: [requestRoutingRule:r2] loadDistributionPolicy: expected backendAddressPool or loadDistributionPolicy, not both"
+        ],
+    ),
+    (
+        "rule with an unknown loadDistributionPolicy",
+        _L2
+        + "[requestRoutingRule:r2]\nhttpListener = l2\nloadDistributionPolicy = nope\nbackendHttpSettings = settings\n",
+        [
+            "@6: [requestRoutingRule:r2] loadDistributionPolicy: refers to loadDistributionPolicy 'nope', which is not defined"
+        ],
+    ),
+    (
+        "loadDistributionPolicy without settings",
+        _L2
+        + "[loadDistributionPolicy:ld]\ntarget.a = pool\n[requestRoutingRule:r2]\nhttpListener = l2\nloadDistributionPolicy = ld\n",
+        ["@8: [requestRoutingRule:r2] loadDistributionPolicy: needs backendHttpSettings as well"],
+    ),
+    (
+        "loadDistributionPolicy and redirect",
+        _L2
+        + "[loadDistributionPolicy:ld]\ntarget.a = pool\n[redirectConfiguration:away]\ntargetUrl = https://example.com\n[requestRoutingRule:r2]\nhttpListener = l2\nloadDistributionPolicy = ld\nbackendHttpSettings = settings\nredirectConfiguration = away\n",
+        [
+            "@12: [requestRoutingRule:r2] redirectConfiguration: expected either backendAddressPool and backendHttpSettings or redirectConfiguration, not both"
+        ],
+    ),
+    (
+        "loadDistributionPolicy on a path-based rule",
+        _L2
+        + "[loadDistributionPolicy:ld]\ntarget.a = pool\n[urlPathMap:m]\ndefaultLoadDistributionPolicy = ld\ndefaultBackendHttpSettings = settings\npathRule.a = /a/* -> loadDistributionPolicy:ld, settings\n[requestRoutingRule:r2]\nruleType = PathBasedRouting\nhttpListener = l2\nurlPathMap = m\nloadDistributionPolicy = ld\n",
+        ["@14: [requestRoutingRule:r2] loadDistributionPolicy: not allowed with ruleType PathBasedRouting"],
+    ),
+    (
+        "path rule with an unknown loadDistributionPolicy",
+        _L2
+        + "[urlPathMap:m]\ndefaultLoadDistributionPolicy = nope\ndefaultBackendHttpSettings = settings\npathRule.a = /a/* -> loadDistributionPolicy:none, settings\n[requestRoutingRule:r2]\nruleType = PathBasedRouting\nhttpListener = l2\nurlPathMap = m\n",
+        [
+            "@5: [urlPathMap:m] defaultLoadDistributionPolicy: refers to loadDistributionPolicy 'nope', which is not defined",
+            "@7: [urlPathMap:m] pathRule.a: refers to loadDistributionPolicy 'none', which is not defined",
+        ],
+    ),
+    (
+        "path map default pool and loadDistributionPolicy",
+        _L2
+        + "[loadDistributionPolicy:ld]\ntarget.a = pool\n[urlPathMap:m]\ndefaultBackendAddressPool = pool\ndefaultLoadDistributionPolicy = ld\ndefaultBackendHttpSettings = settings\npathRule.a = /a/* -> pool, settings\n[requestRoutingRule:r2]\nruleType = PathBasedRouting\nhttpListener = l2\nurlPathMap = m\n",
+        [
+            "@8: [urlPathMap:m] defaultLoadDistributionPolicy: expected defaultBackendAddressPool or defaultLoadDistributionPolicy, not both"
+        ],
+    ),
+    (
+        "maxRequestLineSize range",
+        "[gateway]\nmaxRequestLineSize = 100\n",
+        ["@2: [gateway] maxRequestLineSize: expected 1024..1048576 bytes, got 100"],
+    ),
+    (
+        "maxRequestHeaderSize word",
+        "[gateway]\nmaxRequestHeaderSize = 32k\n",
+        ["@2: [gateway] maxRequestHeaderSize: expected 1024..1048576 bytes, got '32k'"],
+    ),
+    (
+        "maxRequestHeaderCount range",
+        "[gateway]\nmaxRequestHeaderCount = 0\n",
+        ["@2: [gateway] maxRequestHeaderCount: expected 1..10000, got 0"],
+    ),
+    (
+        "maxRequestBodySize negative",
+        "[gateway]\nmaxRequestBodySize = -1\n",
+        ["@2: [gateway] maxRequestBodySize: expected 0..4611686018427387904 bytes, got -1"],
     ),
     (
         "requestBodyTimeout",

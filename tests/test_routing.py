@@ -896,7 +896,7 @@ def dropIn(tmp_path: Path) -> Iterator[Any]:
 
 def test_shipped_plugins_are_found_sorted_and_verify() -> None:
     plugins = availablePlugins(refresh=True)
-    assert list(plugins)[:2] == ["headerRoute", "weightedSplit"]
+    assert list(plugins)[:3] == ["headerRoute", "ipFilter", "weightedSplit"]
     assert list(plugins) == sorted(plugins, key=str.lower)
     for plugin in plugins.values():
         assert verifyObject(IRoutingPlugin, plugin)
@@ -924,7 +924,7 @@ def test_discovery_happens_once(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_plugin_from_a_drop_in_directory(dropIn: Any) -> None:
     dropIn({"sourcenetwork": docsExample()})
     plugins = availablePlugins(refresh=True)
-    assert list(plugins) == ["headerRoute", "sourceNetwork", "weightedSplit"]
+    assert list(plugins) == ["headerRoute", "ipFilter", "sourceNetwork", "weightedSplit"]
     assert verifyObject(IRoutingPlugin, plugins["sourceNetwork"])
     assert findPlugin("SOURCENETWORK") is plugins["sourceNetwork"]
 
@@ -949,7 +949,7 @@ def test_duplicate_plugin_names_are_an_error(dropIn: Any) -> None:
 def test_unknown_plugin_lists_the_available_ones() -> None:
     with pytest.raises(LookupError) as e:
         findPlugin("nope")
-    assert str(e.value) == "unknown routing plugin 'nope'; available: headerRoute, weightedSplit"
+    assert str(e.value) == "unknown routing plugin 'nope'; available: headerRoute, ipFilter, weightedSplit"
 
 
 def test_routing_request_is_read_only() -> None:
@@ -1047,7 +1047,10 @@ CONFIG_ERRORS = [
     (CANARY, []),
     (
         "plugin = headerRoot",
-        [at(25) + "plugin: unknown routing plugin 'headerRoot'; available: headerRoute, weightedSplit"],
+        [
+            at(25)
+            + "plugin: unknown routing plugin 'headerRoot'; available: headerRoute, ipFilter, weightedSplit"
+        ],
     ),
     (
         CANARY + "plugin.colour = red",
@@ -1111,6 +1114,26 @@ CONFIG_ERRORS = [
         ],
     ),
     ("plugin = weightedSplit\nplugin.targets = main/s1:90, canaryPool/s1:10", []),
+    ("plugin = ipFilter\nplugin.allow = 10.0.0.0/8, 2001:db8::/32\nplugin.deny = 10.6.0.0/16", []),
+    (
+        "plugin = ipFilter\nplugin.allow = 10.0.0.0/33",
+        [
+            at(26) + "plugin.allow: expected an IPv4 or IPv6 address range (CIDR, e.g. 10.0.0.0/8), "
+            "got '10.0.0.0/33'"
+        ],
+    ),
+    (
+        "plugin = ipFilter\nplugin.deny = 2001:db8::1/32",
+        [
+            at(26)
+            + "plugin.deny: expected an address range in CIDR form with no host bits set, got '2001:db8::1/32'"
+        ],
+    ),
+    (
+        "plugin = ipFilter\nplugin.deny = 10.0.0.0/8\nplugin.status = 401",
+        [at(27) + "plugin.status: expected 403 or 404, got '401'"],
+    ),
+    ("plugin = ipFilter", [at(20) + "plugin.allow: expected plugin.allow or plugin.deny (or both)"]),
     (
         "plugin = weightedSplit\nplugin.targets = main/s1:90, canaryPool:10",
         [
@@ -1159,7 +1182,7 @@ def test_plugin_config_errors_stop_the_routing_table_too(tmp_path: Path) -> None
     path.write_text(PLUGIN_INI.format(port=8080, options="plugin = nothing"))
     with pytest.raises(ConfigError) as e:
         buildRouters(loadConfig(path), {})
-    message = "unknown routing plugin 'nothing'; available: headerRoute, weightedSplit"
+    message = "unknown routing plugin 'nothing'; available: headerRoute, ipFilter, weightedSplit"
     assert e.value.errors == [f"{path}:25: [requestRoutingRule:r1] plugin: {message}"]
 
 

@@ -38,13 +38,15 @@ class HeldRequest(server.Request):
         HeldRequest.held.append(self)
 
 
-def channel(headerTimeout: float | None = None) -> tuple[Clock, GatewayChannel, StringTransport]:
+def channel(
+    headerTimeout: float | None = None, **limits: int
+) -> tuple[Clock, GatewayChannel, StringTransport]:
     clock = Clock()
     REFUSED.clear()
     HeldRequest.held.clear()
-    gateway = (
-        GatewaySettings() if headerTimeout is None else GatewaySettings(requestHeaderTimeout=headerTimeout)
-    )
+    if headerTimeout is not None:
+        limits["requestHeaderTimeout"] = headerTimeout  # type: ignore[assignment]
+    gateway = GatewaySettings(**limits)  # type: ignore[arg-type]
     ctx = SimpleNamespace(
         accessLog=lambda request: None,
         refusedLog=lambda *event, **fields: REFUSED.append(event),
@@ -225,31 +227,76 @@ def test_closing_mid_head_cancels_the_head_deadline() -> None:
 
 def test_a_request_line_over_the_line_limit_is_414() -> None:
     clock, proto, transport = channel()
-    proto.dataReceived(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    proto.dataReceived(b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert b"longer than 32768 bytes" in transport.value()
     refusedWith(clock, proto, transport, b"414")
 
 
 def test_a_long_request_line_sent_slowly_is_414_too() -> None:
     clock, proto, transport = channel()
-    for _ in range(20):  # 20 KB and still no line end
+    for _ in range(40):  # 40 KB and still no line end
         proto.dataReceived(b"GET /" + b"a" * 1000)
     refusedWith(clock, proto, transport, b"414")
 
 
 def test_a_header_line_over_the_line_limit_is_431() -> None:
     clock, proto, transport = channel()
-    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nCookie: " + b"c" * 20000 + b"\r\n\r\n")
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nCookie: " + b"c" * 40000 + b"\r\n\r\n")
     refusedWith(clock, proto, transport, b"431")
 
 
 def test_a_head_over_the_size_or_field_limit_is_431() -> None:
-    for extra in (
-        b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(20)),  # 20 KB in short lines
-        b"".join(b"X-%d: 1\r\n" % i for i in range(501)),  # 501 fields in 4.5 KB
+    for extra, says in (
+        (b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(40)), b"longer than 32768 bytes"),
+        (b"".join(b"X-%d: 1\r\n" % i for i in range(501)), b"more than 500 header fields"),
     ):
         clock, proto, transport = channel()
         proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n" + extra + b"\r\n")
+        assert says in transport.value()
         refusedWith(clock, proto, transport, b"431")
+
+
+def test_the_head_limits_are_the_configured_ones() -> None:
+    """[gateway] maxRequestLineSize, maxRequestHeaderSize and maxRequestHeaderCount, named in the answers."""
+    line = b"GET /" + b"a" * 1995 + b" HTTP/1.1\r\n"  # 2009 bytes without the CRLF
+    clock, proto, transport = channel(maxRequestLineSize=2009)
+    proto.dataReceived(line + b"Host: a\r\n\r\n")
+    assert len(HeldRequest.held) == 1  # at the limit: taken
+    clock, proto, transport = channel(maxRequestLineSize=2008)
+    proto.dataReceived(line + b"Host: a\r\n\r\n")
+    assert b"the request line is longer than 2008 bytes" in transport.value()
+    refusedWith(clock, proto, transport, b"414")
+    # The header budget: the field lines without their line ends; the request line is not in it.
+    fields = b"Host: a\r\nX: " + b"v" * 1990 + b"\r\n"  # 7 + 1993 = 2000 bytes
+    clock, proto, transport = channel(maxRequestHeaderSize=2000)
+    proto.dataReceived(line + fields + b"\r\n")
+    assert len(HeldRequest.held) == 1
+    clock, proto, transport = channel(maxRequestHeaderSize=1999)
+    proto.dataReceived(line + fields + b"\r\n")
+    assert b"the request header fields are longer than 1999 bytes" in transport.value()
+    refusedWith(clock, proto, transport, b"431")
+    many = b"Host: a\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(9))  # 10 fields
+    clock, proto, transport = channel(maxRequestHeaderCount=10)
+    proto.dataReceived(b"GET / HTTP/1.1\r\n" + many + b"\r\n")
+    assert len(HeldRequest.held) == 1
+    clock, proto, transport = channel(maxRequestHeaderCount=9)
+    proto.dataReceived(b"GET / HTTP/1.1\r\n" + many + b"\r\n")
+    assert b"the request has more than 9 header fields" in transport.value()
+    refusedWith(clock, proto, transport, b"431")
+    # A request line over its limit is refused before it ends, under a larger header limit.
+    clock, proto, transport = channel(maxRequestLineSize=2000)
+    proto.dataReceived(line[:2005])
+    assert b"the request line is longer than 2000 bytes" in transport.value()
+    refusedWith(clock, proto, transport, b"414")
+
+
+def test_a_reload_changes_the_head_limits_of_an_open_connection() -> None:
+    clock, proto, transport = channel()
+    proto.dataReceived(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    answerHeld()
+    proto.site.ctx.config = SimpleNamespace(gateway=GatewaySettings(maxRequestLineSize=16384))
+    proto.dataReceived(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert b"the request line is longer than 16384 bytes" in transport.value()
 
 
 def test_a_malformed_head_is_400_with_a_body() -> None:
@@ -281,7 +328,7 @@ def test_a_cr_and_lf_split_across_reads_is_still_crlf() -> None:
 
 def test_lingering_ends_early_after_too_much_input() -> None:
     clock, proto, transport = channel()
-    proto.dataReceived(b"GET /" + b"a" * 20000)
+    proto.dataReceived(b"GET /" + b"a" * 40000)
     assert transport.value().startswith(b"HTTP/1.1 414 ")
     for _ in range(LINGER_BYTES // 65536):
         proto.dataReceived(b"x" * 65536)

@@ -28,6 +28,16 @@ from agwtx.config.values import (
 )
 
 
+REQUEST_LINE_RANGE = (1024, 1048576)
+"""C{maxRequestLineSize}: 1 KiB .. 1 MiB."""
+REQUEST_HEADER_RANGE = (1024, 1048576)
+"""C{maxRequestHeaderSize}: 1 KiB .. 1 MiB."""
+REQUEST_HEADER_COUNT_RANGE = (1, 10000)
+"""C{maxRequestHeaderCount}."""
+REQUEST_BODY_RANGE = (0, 2**62)
+"""C{maxRequestBodySize}: 0 (no limit) .. 2**62 bytes."""
+
+
 class _GatewaySection(_Builder):
     """Builds the C{[gateway]} section."""
 
@@ -86,6 +96,18 @@ class _GatewaySection(_Builder):
                 watchConfig=sec.get("watchConfig", parseBool),
                 sslPolicy=_sslPolicy(sec),
                 allowUnderscoresInHeaders=sec.get("allowUnderscoresInHeaders", parseBool),
+                maxRequestLineSize=sec.get(
+                    "maxRequestLineSize", lambda t: parseInt(t, *REQUEST_LINE_RANGE, "bytes")
+                ),
+                maxRequestHeaderSize=sec.get(
+                    "maxRequestHeaderSize", lambda t: parseInt(t, *REQUEST_HEADER_RANGE, "bytes")
+                ),
+                maxRequestHeaderCount=sec.get(
+                    "maxRequestHeaderCount", lambda t: parseInt(t, *REQUEST_HEADER_COUNT_RANGE)
+                ),
+                maxRequestBodySize=sec.get(
+                    "maxRequestBodySize", lambda t: parseInt(t, *REQUEST_BODY_RANGE, "bytes")
+                ),
             )
         )
 

@@ -20,6 +20,7 @@ _KINDS = (
     "frontendPort",
     "gateway",
     "httpListener",
+    "loadDistributionPolicy",
     "probe",
     "redirectConfiguration",
     "requestRoutingRule",
@@ -56,6 +57,10 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "watchConfig",
         *_POLICY_KEYS,
         "allowUnderscoresInHeaders",
+        "maxRequestLineSize",
+        "maxRequestHeaderSize",
+        "maxRequestHeaderCount",
+        "maxRequestBodySize",
     ),
     "frontendPort": ("port", "interface", "endpoint", "proxyProtocol", "proxyProtocolSources"),
     "sslCertificate": ("certificate", "privateKey", "password"),
@@ -116,8 +121,10 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "defaultBackendAddressPool",
         "defaultBackendHttpSettings",
         "defaultRedirectConfiguration",
+        "defaultLoadDistributionPolicy",
     ),
     "rewriteRuleSet": (),
+    "loadDistributionPolicy": ("loadDistributionAlgorithm",),
     "requestRoutingRule": (
         "ruleType",
         "priority",
@@ -128,6 +135,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "urlPathMap",
         "rewriteRuleSet",
         "plugin",
+        "loadDistributionPolicy",
     ),
 }
 
@@ -137,6 +145,7 @@ _PATTERN_KEYS: Mapping[str, tuple[str, ...]] = {
     "httpListener": ("customErrorPage.NNN",),
     "urlPathMap": ("pathRule.NAME",),
     "requestRoutingRule": ("plugin.KEY",),
+    "loadDistributionPolicy": ("target.NAME",),
     "rewriteRuleSet": (
         "rule.NAME.condition",
         "rule.NAME.condition.N",
@@ -162,6 +171,8 @@ def _isPatternKey(kind: str, key: str) -> bool:
         return lowered.startswith("pathrule.") and len(key) > len("pathRule.")
     if kind == "requestRoutingRule":
         return lowered.startswith("plugin.") and len(key) > len("plugin.")
+    if kind == "loadDistributionPolicy":
+        return lowered.startswith("target.") and len(key) > len("target.")
     if kind == "rewriteRuleSet":
         return _REWRITE_KEY_RE.fullmatch(key) is not None
     if kind in ("gateway", "httpListener"):

@@ -139,6 +139,8 @@ from agwtx.config.keys import _KIND_BY_LOWER, _KINDS
 from agwtx.config.listeners import _ListenerSections
 from agwtx.config.model import (
     BackendHttpSettings,
+    LoadDistributionPolicy,
+    LoadDistributionTarget,
     GatewayConfig,
     GatewaySettings,
     HttpListener,
@@ -186,6 +188,8 @@ class _Loader(_GatewaySection, _ListenerSections, _BackendSections, _RuleSection
             )
         if isinstance(obj, UrlPathMap):
             changes["pathRules"] = tuple(self._canonical(rule) for rule in obj.pathRules)
+        if isinstance(obj, LoadDistributionPolicy):
+            changes["targets"] = tuple(self._canonical(target) for target in obj.targets)
         return replace(obj, **changes) if changes else obj
 
 
@@ -201,12 +205,15 @@ _REF_FIELDS: Mapping[type, Mapping[str, str]] = {
         "defaultBackendAddressPool": "backendAddressPool",
         "defaultBackendHttpSettings": "backendHttpSettings",
         "defaultRedirectConfiguration": "redirectConfiguration",
+        "defaultLoadDistributionPolicy": "loadDistributionPolicy",
     },
     PathRule: {
         "backendAddressPool": "backendAddressPool",
         "backendHttpSettings": "backendHttpSettings",
         "redirectConfiguration": "redirectConfiguration",
+        "loadDistributionPolicy": "loadDistributionPolicy",
     },
+    LoadDistributionTarget: {"backendAddressPool": "backendAddressPool"},
     RequestRoutingRule: _RULE_REFS,
 }
 
@@ -296,6 +303,7 @@ def loadConfig(path: str | os.PathLike[str]) -> GatewayConfig:
         urlPathMaps=objects("urlPathMap"),
         rewriteRuleSets=objects("rewriteRuleSet"),
         requestRoutingRules=objects("requestRoutingRule"),
+        loadDistributionPolicies=objects("loadDistributionPolicy"),
     )
 
 
@@ -388,6 +396,14 @@ def summarize(config: GatewayConfig) -> list[str]:
                 target += ", fallback " + backend(rule.backendAddressPool, rule.backendHttpSettings)
         elif rule.backendAddressPool and rule.backendHttpSettings:
             target = backend(rule.backendAddressPool, rule.backendHttpSettings)
+        elif rule.loadDistributionPolicy and rule.backendHttpSettings:
+            spec = config.loadDistributionPolicies.get(rule.loadDistributionPolicy)
+            pools = ", ".join(
+                f"{backend(t.backendAddressPool, rule.backendHttpSettings)} weight {t.weightPerServer}"
+                for t in (spec.targets if spec is not None else ())
+            )
+            algorithm = spec.loadDistributionAlgorithm if spec is not None else "?"
+            target = f"loadDistributionPolicy {rule.loadDistributionPolicy} ({algorithm}: {pools})"
         else:
             target = "nothing"
         if rule.rewriteRuleSet:

@@ -24,6 +24,8 @@ __all__ = [
     "GatewayConfig",
     "GatewaySettings",
     "HttpListener",
+    "LoadDistributionPolicy",
+    "LoadDistributionTarget",
     "PathRule",
     "Probe",
     "RedirectConfiguration",
@@ -42,6 +44,7 @@ __all__ = [
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Protocol = Literal["Http", "Https"]
 RuleType = Literal["Basic", "PathBasedRouting", "Plugin"]
+LoadDistributionAlgorithm = Literal["RoundRobin", "LeastConnections", "IpHash"]
 RedirectType = Literal["Permanent", "Found", "SeeOther", "Temporary"]
 
 REDIRECT_STATUS: Mapping[str, int] = {
@@ -143,6 +146,17 @@ class GatewaySettings:
     Off (as nginx's C{underscores_in_headers off}): they are dropped, because
     backends that fold C{_} into C{-} (CGI, WSGI, PHP) would read
     C{Transfer_Encoding} or C{X_Forwarded_For} as the real thing."""
+
+    maxRequestLineSize: int = 32768
+    """Bytes a request line may have (method, target, version); longer: 414."""
+    maxRequestHeaderSize: int = 32768
+    """Bytes the header field lines of a request head may have together
+    (without the request line and line ends); more: 431.  Azure's limit
+    for the request line and headers is 32 KB."""
+    maxRequestHeaderCount: int = 500
+    """Header field lines a request head may have; more: 431."""
+    maxRequestBodySize: int = 0
+    """Bytes a request body may have (0: no limit); more: 413."""
 
     def isTrustedProxy(self, address: str) -> bool:
         """Whether C{address} (an IP address as text) is in L{trustedProxies}."""
@@ -322,12 +336,37 @@ class RedirectConfiguration:
 
 
 @dataclass(frozen=True)
+class LoadDistributionTarget:
+    """A C{target.NAME = POOL[, WEIGHT]} line of a load distribution policy."""
+
+    name: str
+    backendAddressPool: str
+    weightPerServer: int = 1
+    """The weight of each member of the pool (Azure's C{weightPerServer}), 1..100."""
+
+
+@dataclass(frozen=True)
+class LoadDistributionPolicy:
+    """
+    Azure's C{loadDistributionPolicies} entry: how a rule that names it
+    spreads requests over the members of its target pools
+    (L{agwtx.proxy.distribution}).
+    """
+
+    name: str
+    loadDistributionAlgorithm: LoadDistributionAlgorithm = "RoundRobin"
+    targets: tuple[LoadDistributionTarget, ...] = ()
+
+
+@dataclass(frozen=True)
 class PathRule:
     name: str
     paths: tuple[str, ...]
     backendAddressPool: str | None = None
     backendHttpSettings: str | None = None
     redirectConfiguration: str | None = None
+    loadDistributionPolicy: str | None = None
+    """Instead of C{backendAddressPool}: the policy spreading requests over its pools."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +376,7 @@ class UrlPathMap:
     defaultBackendHttpSettings: str | None = None
     defaultRedirectConfiguration: str | None = None
     pathRules: tuple[PathRule, ...] = ()
+    defaultLoadDistributionPolicy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -375,6 +415,8 @@ class RequestRoutingRule:
     plugin: str | None = None
     pluginOptions: tuple[tuple[str, str], ...] = ()
     """Keys a routing plugin reads (C{plugin.KEY = value} lines), validated by the plugin."""
+    loadDistributionPolicy: str | None = None
+    """Instead of C{backendAddressPool}: the policy spreading requests over its pools."""
 
 
 @dataclass(frozen=True)
@@ -396,3 +438,4 @@ class GatewayConfig:
     urlPathMaps: Mapping[str, UrlPathMap] = field(default_factory=dict)
     rewriteRuleSets: Mapping[str, RewriteRuleSet] = field(default_factory=dict)
     requestRoutingRules: Mapping[str, RequestRoutingRule] = field(default_factory=dict)
+    loadDistributionPolicies: Mapping[str, LoadDistributionPolicy] = field(default_factory=dict)

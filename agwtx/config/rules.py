@@ -1,5 +1,6 @@
 """
 How requests are routed: C{[redirectConfiguration:NAME]},
+C{[loadDistributionPolicy:NAME]},
 C{[urlPathMap:NAME]} (path rules), C{[rewriteRuleSet:NAME]} (header
 rewrites) and C{[requestRoutingRule:NAME]}, and the checks between rules
 (priorities, one rule per listener, every listener used).  The syntax of path
@@ -16,6 +17,8 @@ from agwtx.config.errors import InvalidValue
 from agwtx.config.ini import _Section
 from agwtx.config.keys import _REWRITE_KEY_RE
 from agwtx.config.model import (
+    LoadDistributionPolicy,
+    LoadDistributionTarget,
     PathRule,
     RedirectConfiguration,
     RequestRoutingRule,
@@ -24,6 +27,7 @@ from agwtx.config.model import (
     UrlPathMap,
 )
 from agwtx.config.values import (
+    LOAD_DISTRIBUTION_ALGORITHMS,
     REDIRECT_TYPES,
     RULE_NAME_RE,
     RULE_TYPES,
@@ -34,6 +38,7 @@ from agwtx.config.values import (
     isResponseVariable,
     parseBool,
     parseInt,
+    parseLoadDistributionTarget,
     parseName,
     parsePathRule,
     parseRewriteCondition,
@@ -48,6 +53,7 @@ _RULE_REFS = {
     "redirectConfiguration": "redirectConfiguration",
     "urlPathMap": "urlPathMap",
     "rewriteRuleSet": "rewriteRuleSet",
+    "loadDistributionPolicy": "loadDistributionPolicy",
 }
 
 
@@ -77,6 +83,46 @@ class _RuleSections(_Builder):
             )
         )
 
+    def _loadDistributionPolicy(self, sec: _Section) -> LoadDistributionPolicy:
+        assert sec.name is not None
+        targets: list[LoadDistributionTarget] = []
+        names: dict[str, str] = {}
+        pools: dict[str, str] = {}
+        for entry in sec.entries:
+            if not entry.key.lower().startswith("target."):
+                continue
+            name = entry.key[len("target.") :]
+            try:
+                parseName(name)
+                if name.lower() in names:
+                    raise InvalidValue(f"target {_got(name)} is defined twice")
+                pool, weight = parseLoadDistributionTarget(entry.value)
+                if pool.lower() in pools:
+                    raise InvalidValue(
+                        f"backendAddressPool {_got(pool)} is already target {_got(pools[pool.lower()])}"
+                    )
+            except InvalidValue as e:
+                sec.error(entry.key, str(e))
+                continue
+            names[name.lower()] = name
+            pools[pool.lower()] = name
+            targets.append(
+                LoadDistributionTarget(
+                    name, self.refName(sec, entry.key, "backendAddressPool", pool) or pool, weight
+                )
+            )
+        if not targets and not sec.failed:
+            sec.error(None, "expected at least one target.NAME = POOL[, WEIGHT] key")
+        return LoadDistributionPolicy(
+            **_kwargs(
+                name=sec.name,
+                loadDistributionAlgorithm=sec.get(
+                    "loadDistributionAlgorithm", lambda t: _choice(t, LOAD_DISTRIBUTION_ALGORITHMS)
+                ),
+                targets=tuple(targets),
+            )
+        )
+
     def _urlPathMap(self, sec: _Section) -> UrlPathMap:
         assert sec.name is not None
         _checkTarget(
@@ -85,6 +131,7 @@ class _RuleSections(_Builder):
             "defaultBackendHttpSettings",
             "defaultRedirectConfiguration",
             required=True,
+            policyKey="defaultLoadDistributionPolicy",
         )
         rules: list[PathRule] = []
         seenPaths: dict[str, str] = {}
@@ -102,7 +149,12 @@ class _RuleSections(_Builder):
                 sec.error(entry.key, str(e))
                 continue
             seenRules[name.lower()] = name
-            for attr in ("backendAddressPool", "backendHttpSettings", "redirectConfiguration"):
+            for attr in (
+                "backendAddressPool",
+                "backendHttpSettings",
+                "redirectConfiguration",
+                "loadDistributionPolicy",
+            ):
                 self.refName(sec, entry.key, attr, getattr(rule, attr))
             for pattern in rule.paths:
                 other = seenPaths.get(pattern.lower())
@@ -121,6 +173,9 @@ class _RuleSections(_Builder):
             defaultBackendHttpSettings=self.ref(sec, "defaultBackendHttpSettings", "backendHttpSettings"),
             defaultRedirectConfiguration=self.ref(
                 sec, "defaultRedirectConfiguration", "redirectConfiguration"
+            ),
+            defaultLoadDistributionPolicy=self.ref(
+                sec, "defaultLoadDistributionPolicy", "loadDistributionPolicy"
             ),
             pathRules=tuple(rules),
         )
@@ -183,6 +238,7 @@ class _RuleSections(_Builder):
                 "backendHttpSettings",
                 "redirectConfiguration",
                 required=True,
+                policyKey="loadDistributionPolicy",
             )
             for key in ("urlPathMap", "plugin"):
                 if sec.given(key):
@@ -195,6 +251,7 @@ class _RuleSections(_Builder):
                 "backendHttpSettings",
                 "redirectConfiguration",
                 "plugin",
+                "loadDistributionPolicy",
             ):
                 if sec.given(key):
                     sec.error(key, notAllowed)
@@ -202,7 +259,7 @@ class _RuleSections(_Builder):
             if not sec.given("plugin"):
                 sec.error("plugin", "required for ruleType Plugin")
             _checkTarget(sec, "backendAddressPool", "backendHttpSettings", None, required=False)
-            for key in ("redirectConfiguration", "urlPathMap"):
+            for key in ("redirectConfiguration", "urlPathMap", "loadDistributionPolicy"):
                 if sec.given(key):
                     sec.error(key, notAllowed)
         if ruleType != "Plugin":
@@ -347,20 +404,37 @@ class _RewriteRuleParts:
 
 
 def _checkTarget(
-    sec: _Section, poolKey: str, settingsKey: str, redirectKey: str | None, required: bool
+    sec: _Section,
+    poolKey: str,
+    settingsKey: str,
+    redirectKey: str | None,
+    required: bool,
+    policyKey: str | None = None,
 ) -> None:
-    """Pool and settings come together; they and the redirect exclude each other."""
+    """
+    Pool (or load distribution policy, which stands for pools) and settings
+    come together; pool and policy exclude each other, and they and the
+    redirect do.
+    """
     hasPool, hasSettings = sec.given(poolKey), sec.given(settingsKey)
+    hasPolicy = policyKey is not None and sec.given(policyKey)
     hasRedirect = redirectKey is not None and sec.given(redirectKey)
-    if hasPool != hasSettings:
-        given, missing = (poolKey, settingsKey) if hasPool else (settingsKey, poolKey)
+    if hasPool and hasPolicy:
+        assert policyKey is not None
+        sec.error(sec.later(poolKey, policyKey), f"expected {poolKey} or {policyKey}, not both")
+    pools = hasPool or hasPolicy
+    if pools != hasSettings:
+        if pools:
+            given, missing = (poolKey if hasPool else policyKey or poolKey), settingsKey
+        else:
+            given, missing = settingsKey, poolKey + (f" or {policyKey}" if policyKey else "")
         sec.error(given, f"needs {missing} as well")
-    if redirectKey is not None and hasRedirect and (hasPool or hasSettings):
+    if redirectKey is not None and hasRedirect and (pools or hasSettings):
         sec.error(
             redirectKey,
             f"expected either {poolKey} and {settingsKey} or {redirectKey}, not both",
         )
-    if required and not (hasPool or hasSettings or hasRedirect):
+    if required and not (pools or hasSettings or hasRedirect):
         alternatives = f"{poolKey} and {settingsKey}"
         if redirectKey is not None:
             alternatives += f", or {redirectKey}"

@@ -149,6 +149,27 @@ CONNECTIONS_MAX = 1_000_000
 UNHEALTHY_THRESHOLD_MAX = 20
 REDIRECT_TYPES = ("Permanent", "Found", "SeeOther", "Temporary")
 RULE_TYPES = ("Basic", "PathBasedRouting", "Plugin")
+LOAD_DISTRIBUTION_ALGORITHMS = ("RoundRobin", "LeastConnections", "IpHash")
+WEIGHT_PER_SERVER_RANGE = (1, 100)
+"""Azure's range for a load distribution target's C{weightPerServer}."""
+
+
+def parseLoadDistributionTarget(text: str) -> tuple[str, int]:
+    """A C{target.NAME} value: C{POOL} or C{POOL, WEIGHT} (the weight of each of its members, default 1)."""
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) > 2 or not parts[0]:
+        raise InvalidValue(f"expected 'POOL' or 'POOL, WEIGHT', got {_got(text)}")
+    pool = parseName(parts[0])
+    weight = 1
+    if len(parts) == 2:
+        lo, hi = WEIGHT_PER_SERVER_RANGE
+        try:
+            weight = parseInt(parts[1], lo, hi)
+        except InvalidValue:
+            raise InvalidValue(
+                f"expected a weight of {lo}..{hi} after the pool, got {_got(parts[1])}"
+            ) from None
+    return pool, weight
 
 
 def parseName(text: str) -> str:
@@ -328,7 +349,11 @@ def parseUrlPathPattern(text: str) -> str:
     return path
 
 
-_PATH_RULE_HINT = "'/path/*, ... -> POOL, SETTINGS' or '/path/*, ... -> redirect:NAME'"
+_PATH_RULE_HINT = (
+    "'/path/*, ... -> POOL, SETTINGS', '/path/*, ... -> loadDistributionPolicy:NAME, SETTINGS' "
+    "or '/path/*, ... -> redirect:NAME'"
+)
+_POLICY_PREFIX = "loaddistributionpolicy:"
 
 
 def parsePathRule(name: str, text: str) -> PathRule:
@@ -352,6 +377,13 @@ def parsePathRule(name: str, text: str) -> PathRule:
     names = [n.strip() for n in target.split(",")]
     if len(names) != 2 or not all(names):
         raise InvalidValue(f"expected {_PATH_RULE_HINT}, got {_got(text)}")
+    if names[0].lower().startswith(_POLICY_PREFIX):
+        policy = names[0][len(_POLICY_PREFIX) :].strip()
+        if not policy:
+            raise InvalidValue(f"expected {_PATH_RULE_HINT}, got {_got(text)}")
+        return PathRule(
+            name=name, paths=tuple(patterns), loadDistributionPolicy=policy, backendHttpSettings=names[1]
+        )
     return PathRule(
         name=name, paths=tuple(patterns), backendAddressPool=names[0], backendHttpSettings=names[1]
     )

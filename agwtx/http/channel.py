@@ -27,12 +27,14 @@ from agwtx.http.refusal import (
     _400_LF,
     _400_TARGET,
     _408,
-    _414,
-    _431,
     _501_TE,
     _Refusal,
     _canned,
+    bodyTooLarge,
+    headersTooLarge,
+    lineTooLong,
     sendRefusal,
+    tooManyHeaders,
 )
 
 
@@ -87,6 +89,10 @@ class _BoundedChunkedDecoder(ChunkedTransferDecoder):
         return bool(super()._dataReceived_TRAILER())
 
 
+def _dropped(data: bytes) -> None:
+    """What a body cut short still delivers: dropped."""
+
+
 class GatewayChannel(http.HTTPChannel):
     """
     twisted.web's HTTP/1.1 channel, used directly rather than through the
@@ -127,7 +133,24 @@ class GatewayChannel(http.HTTPChannel):
             return
         self.agwSlot = slot
         self._peer = peer
+        self._applyLimits()
         super().connectionMade()
+
+    # The request head limits ([gateway] maxRequestLineSize,
+    # maxRequestHeaderSize, maxRequestHeaderCount) of the configuration in
+    # force, taken when the connection opens and again at each request line
+    # and head end, so a reload applies to the next request.  twisted.web's
+    # line limit (MAX_LENGTH) bounds the request line until it is in, then
+    # each header line; its head budget (totalHeadersSize) counts the request
+    # line too, so it is set per request to the request line's length plus
+    # the header budget.
+
+    def _applyLimits(self) -> Any:
+        settings = self.site.ctx.config.gateway
+        self.MAX_LENGTH = settings.maxRequestLineSize
+        self.maxHeaders = settings.maxRequestHeaderCount
+        self.totalHeadersSize = settings.maxRequestLineSize + settings.maxRequestHeaderSize
+        return settings
 
     def _ignore(self, data: bytes) -> None:
         """What a connection closed over a limit still delivers (the rest of a read): dropped."""
@@ -205,6 +228,7 @@ class GatewayChannel(http.HTTPChannel):
                     ),
                     held=held,
                 )
+        self._applyLimits()
         super().allHeadersReceived()
 
     _tlsInfo: Any = False
@@ -248,21 +272,25 @@ class GatewayChannel(http.HTTPChannel):
     # backend) keeps twisted.web's immediate close.
 
     def lineLengthExceeded(self, line: bytes) -> None:
+        settings = self.site.ctx.config.gateway
         if b"\n" in line.partition(b"\r\n")[0]:  # not one long line: bare LFs
             self._refuse(_400_LF)
         elif self._HTTPChannel__first_line:  # type: ignore[attr-defined]
-            self._refuse(_414)
+            self._refuse(lineTooLong(settings.maxRequestLineSize))
         else:
-            self._refuse(_431)
+            self._refuse(headersTooLarge(settings.maxRequestHeaderSize))
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         if not self.line_mode or self._handlingRequest:
             super()._respondToBadRequestAndDisconnect()
             return
-        tooLarge = (
-            self._receivedHeaderSize > self.totalHeadersSize or self._receivedHeaderCount > self.maxHeaders
-        )
-        self._refuse(_431 if tooLarge else _400)
+        settings = self.site.ctx.config.gateway
+        if self._receivedHeaderCount > self.maxHeaders:
+            self._refuse(tooManyHeaders(settings.maxRequestHeaderCount))
+        elif self._receivedHeaderSize > self.totalHeadersSize:
+            self._refuse(headersTooLarge(settings.maxRequestHeaderSize))
+        else:
+            self._refuse(_400)
 
     def refuseRequest(self, message: str) -> None:
         """
@@ -274,6 +302,25 @@ class GatewayChannel(http.HTTPChannel):
         """
         phrase, _, text = message.partition(": ")
         self._refuse(_canned(400, phrase.encode("ascii"), text.encode("ascii")), self.requests[-1])
+
+    def dropBody(self) -> None:
+        """
+        Read nothing more from this connection, the rest of the read being
+        parsed included: the request's body was cut short (408, 413) and
+        its answer ends the connection.
+        """
+        self.dataReceived = self.rawDataReceived = self._discard  # type: ignore[method-assign]
+        decoder = self._transferDecoder
+        if decoder is not None:
+            decoder.dataCallback = decoder.finishCallback = _dropped
+
+    def refuseBodyTooLarge(self, limit: int, request: Any) -> None:
+        """
+        Refuse C{request}, whose head was just read, with 413: its
+        Content-Length is over C{[gateway] maxRequestBodySize} (C{limit}).
+        Its body is not read, nor anything more from the connection.
+        """
+        self._refuse(bodyTooLarge(limit), request)
 
     def _refuse(self, refusal: _Refusal, request: Any = None) -> None:
         """
@@ -339,9 +386,17 @@ class GatewayChannel(http.HTTPChannel):
     def lineReceived(self, line: bytes) -> None:
         # twisted.web checks request-target bytes against 176 where it means
         # 126: DEL and bytes 0x80-0xb0 would pass to the backend.
-        if self._HTTPChannel__first_line and (not line.isascii() or b"\x7f" in line):  # type: ignore[attr-defined]
-            self._refuse(_400_TARGET)
-            return
+        if self._HTTPChannel__first_line:  # type: ignore[attr-defined]
+            if not line.isascii() or b"\x7f" in line:
+                self._refuse(_400_TARGET)
+                return
+            settings = self._applyLimits()
+            if len(line) > settings.maxRequestLineSize:
+                self._refuse(lineTooLong(settings.maxRequestLineSize))
+                return
+            if line:  # not the empty line a client may send after a body
+                self.totalHeadersSize = len(line) + settings.maxRequestHeaderSize
+                self.MAX_LENGTH = settings.maxRequestHeaderSize
         super().lineReceived(line)
 
     def headerReceived(self, line: bytes) -> bool:

@@ -6,10 +6,12 @@ connection closed the way nginx's C{lingering_close} does it.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.logger import Logger
 
+from agwtx.runtime.answers import reasonPhrase
 from agwtx.runtime.headers import httpDate
 from agwtx.runtime.requestid import newRequestId
 
@@ -77,12 +79,41 @@ def _cannedBody(status: int, phrase: bytes, contentType: bytes, body: bytes, mes
 _400 = _canned(400, b"Bad Request", b"the request could not be parsed")
 _400_LF = _canned(400, b"Bad Request", b"request head lines must end with CRLF")
 _408 = _canned(408, b"Request Timeout", b"the request head was not received in time")
-_414 = _canned(414, b"URI Too Long", b"the request line is longer than 16384 bytes")
-_431 = _canned(
-    431,
-    b"Request Header Fields Too Large",
-    b"the request head is over 16384 bytes or 500 header fields",
-)
+
+
+@lru_cache(maxsize=16)
+def overLimit(status: int, text: bytes) -> _Refusal:
+    """The refusal of a request over a configured limit: C{status} and C{text} (naming the limit), cached."""
+    return _canned(status, _OVER_LIMIT_PHRASES[status], text)
+
+
+_OVER_LIMIT_PHRASES = {
+    413: reasonPhrase(413),
+    414: b"URI Too Long",  # RFC 9110's phrases (twisted.web's table has older ones for these two)
+    431: b"Request Header Fields Too Large",
+}
+
+
+def lineTooLong(limit: int) -> _Refusal:
+    """The 414 for a request line over C{[gateway] maxRequestLineSize} (C{limit})."""
+    return overLimit(414, b"the request line is longer than %d bytes" % limit)
+
+
+def headersTooLarge(limit: int) -> _Refusal:
+    """The 431 for header fields over C{[gateway] maxRequestHeaderSize} (C{limit})."""
+    return overLimit(431, b"the request header fields are longer than %d bytes" % limit)
+
+
+def tooManyHeaders(limit: int) -> _Refusal:
+    """The 431 for more header fields than C{[gateway] maxRequestHeaderCount} (C{limit})."""
+    return overLimit(431, b"the request has more than %d header fields" % limit)
+
+
+def bodyTooLarge(limit: int) -> _Refusal:
+    """The 413 for a Content-Length over C{[gateway] maxRequestBodySize} (C{limit})."""
+    return overLimit(413, b"the request body is larger than %d bytes" % limit)
+
+
 _400_TARGET = _canned(400, b"Bad Request", b"the request line has a byte outside printable ASCII")
 _400_CTL = _canned(400, b"Bad Request", b"a header field value has a control character")
 _501_TE = _canned(501, b"Not Implemented", b"the only transfer coding supported is chunked")

@@ -16,7 +16,7 @@ from agwtx.compat.twistedprivate import (
     clientGone,
     requestLine,
 )
-from agwtx.runtime.answers import errorPage
+from agwtx.runtime.answers import errorPage, reasonPhrase
 from agwtx.routing.match import validHost
 
 from agwtx.http.forwarded import clientAddress
@@ -105,6 +105,8 @@ class GatewayRequest(server.Request):
     """Whether L{peerIP} is in C{[gateway] trustedProxies}: looked up once, when the request is prepared."""
     listenerPort: int = 0
     agwStream: Any = None
+    agwPreferred: Any = None
+    """The member a load distribution policy chose for this request (L{agwtx.routing.router.PolicyTarget})."""
     agwDecision: tuple[Any, int, str] | None = None
     """The routing decision (L{GatewaySite.decide}): made once, when the head is complete."""
     agwUri: bytes | None = None
@@ -221,6 +223,17 @@ class GatewayRequest(server.Request):
         if self.uri[:1] != b"/":
             self._originForm()
         self._prepare()
+        limit = self.site.ctx.config.gateway.maxRequestBodySize
+        if limit:
+            if length is not None and length > limit:
+                # Refused before anything is routed or forwarded: no backend
+                # sees a byte, and the body is not read.
+                self.agwDiscarded = True
+                self.content = _DISCARDED
+                self.channel.refuseBodyTooLarge(limit, self)
+                return
+            if length is None:
+                self._bodyLimit = limit
         self._startBodyTimer()
         try:
             if self.site.startStreaming(self, length):
@@ -231,9 +244,27 @@ class GatewayRequest(server.Request):
         self.agwDiscarded = True
         self.content = _DISCARDED
 
+    _bodyLimit = 0
+    """C{[gateway] maxRequestBodySize} for a chunked body (0: none), which may
+    grow past it; -1 once it has (the rest of the read is dropped)."""
+
     def handleContentChunk(self, data: bytes) -> None:
         if self._bodyTimed:
             self._bodyLast = self.site.ctx.reactor.seconds()
+        if self._bodyLimit and (self._bodyLimit < 0 or self.agwBodyBytes + len(data) > self._bodyLimit):
+            if self._bodyLimit < 0:
+                return
+            limit, self._bodyLimit = self._bodyLimit, -1
+            log.info(
+                "Request body from {client} grew past {limit} bytes ([gateway] maxRequestBodySize): 413",
+                client=self.clientIP,
+                limit=limit,
+            )
+            self.stopBodyTimer()
+            self._cutBody(
+                413, f"{reasonPhrase(413).decode('ascii')}: the request body is larger than {limit} bytes"
+            )
+            return
         self.agwBodyBytes += len(data)
         stream = self.agwStream
         if stream is not None:
@@ -270,24 +301,35 @@ class GatewayRequest(server.Request):
             ctx.deadlines.add(self, timeout - idle, self._bodyTimerFired)
             return
         self._bodyTimed = False
-        channel = self.channel
-        if channel is None or clientGone(self):
+        if self.channel is None or clientGone(self):
             return
         log.info(
             "Request body from {client} stalled for {seconds} s: 408",
             client=self.clientIP,
             seconds=timeout,
         )
-        # Nothing more is read from this connection: it closes after the answer.
+        self._cutBody(408, f"Request Timeout: the request body stalled for more than {timeout:g} s")
+
+    def _cutBody(self, code: int, message: str) -> None:
+        """
+        Stop reading the body and answer C{code} (408, 413): the backend
+        exchange, if one started, is aborted; a response already begun is cut
+        (the connection aborted) instead.  Nothing more is read from the
+        connection, which closes after the answer.
+        """
+        channel = self.channel
+        if channel is None:
+            return
         channel.closeAfterResponse()
-        channel.dataReceived = channel._discard  # type: ignore[method-assign]
-        message = f"Request Timeout: the request body stalled for more than {timeout:g} s"
+        channel.dropBody()
+        self.content = _DISCARDED
+        self.agwDiscarded = True
         stream = self.agwStream
         exchange = stream.exchange if stream is not None else None
         if exchange is not None:
             exchange.bodyTimedOut()
         if not self.finished:
-            errorPage(self, 408, message)
+            errorPage(self, code, message)
         elif channel.transport is not None:
             channel.transport.loseConnection()
 

@@ -121,16 +121,11 @@ class GatewaySite(server.Site):
         if decision is None:
             decision = self.resolve(request)
             ruleTarget = decision[0]
-            resolve = getattr(ruleTarget, "resolve", None)
-            if resolve is not None:
-                # A path map's or plugin rule's concrete target, chosen here
-                # once; None: the rule answers with its own error page.
-                chosen = resolve(request)
-                if chosen is not None:
-                    decision = (chosen, 0, "")
+            decision = _concrete(decision, request)
             if getattr(ruleTarget, "urlRewrite", None) is not None and decision[0] is not None:
-                # The rule's URL rewrite (and reroute), part of this one decision.
-                decision = rewriteUrl(ruleTarget, decision[0], request)
+                # The rule's URL rewrite (and reroute), part of this one
+                # decision; a rerouted path rule may name a policy in turn.
+                decision = _concrete(rewriteUrl(ruleTarget, decision[0], request), request)
             request.agwDecision = decision
         return decision
 
@@ -184,3 +179,20 @@ class GatewaySite(server.Site):
 
     def log(self, request: Any) -> None:
         self.ctx.accessLog(request)
+
+
+def _concrete(decision: Any, request: Any) -> Any:
+    """
+    The concrete target of a routing decision: a path map's, plugin rule's
+    or load distribution policy's choice, made here once (a path rule may
+    name a policy); a target that resolves to None answers with its own
+    error page.
+    """
+    resolve = getattr(decision[0], "resolve", None)
+    while resolve is not None:
+        chosen = resolve(request)
+        if chosen is None:
+            break
+        decision = (chosen, 0, "")
+        resolve = getattr(chosen, "resolve", None) if getattr(chosen, "agwTarget", False) else None
+    return decision

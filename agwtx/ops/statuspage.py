@@ -176,16 +176,30 @@ def _ruleTarget(config: GatewayConfig, rule: RequestRoutingRule) -> str:
             to = (
                 _redirect(config, pr.redirectConfiguration)
                 if pr.redirectConfiguration is not None
-                else f"{pr.backendAddressPool} / {pr.backendHttpSettings}"
+                else f"{_pools(config, pr.backendAddressPool, pr.loadDistributionPolicy)} / {pr.backendHttpSettings}"
             )
             parts.append(f"{', '.join(pr.paths)} \u2192 {to}")
         if upm.defaultRedirectConfiguration is not None:
             default = _redirect(config, upm.defaultRedirectConfiguration)
         else:
-            default = f"{upm.defaultBackendAddressPool} / {upm.defaultBackendHttpSettings}"
+            pools = _pools(config, upm.defaultBackendAddressPool, upm.defaultLoadDistributionPolicy)
+            default = f"{pools} / {upm.defaultBackendHttpSettings}"
         parts.append(f"otherwise \u2192 {default}")
         return f"path map {upm.name}: " + "; ".join(parts)
-    return f"{rule.backendAddressPool} / {rule.backendHttpSettings}"
+    return (
+        f"{_pools(config, rule.backendAddressPool, rule.loadDistributionPolicy)} / {rule.backendHttpSettings}"
+    )
+
+
+def _pools(config: GatewayConfig, pool: str | None, policy: str | None) -> str:
+    """A pool, or a load distribution policy with its algorithm and weighted pools."""
+    if policy is None:
+        return str(pool)
+    spec = config.loadDistributionPolicies.get(policy)
+    if spec is None:
+        return f"policy {policy}"
+    targets = ", ".join(f"{t.backendAddressPool}×{t.weightPerServer}" for t in spec.targets)
+    return f"policy {policy} ({spec.loadDistributionAlgorithm}: {targets})"
 
 
 def _redirect(config: GatewayConfig, name: str) -> str:

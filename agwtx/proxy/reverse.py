@@ -566,6 +566,7 @@ def chooseMember(
     """
     (member, pinned) for a new request or WebSocket handshake, by
     L{Lease.first}: the affinity cookie's member when genuine and available,
+    else the member a load distribution policy chose (C{request.agwPreferred}),
     else the pool's pick.  C{pinned} is that member when the cookie needs no
     renewal (signed with the current key), else None (a new cookie is set).
     """
@@ -583,7 +584,8 @@ def chooseMember(
                     # (pinned None) given a cookie of the signing key.
                     return member, member if found[1] else None
                 return member, None
-    return lease.first(), None
+    # A load distribution policy's choice (agwtx.routing.router.PolicyTarget), else the pool's.
+    return lease.first(getattr(request, "agwPreferred", None)), None
 
 
 def _picksHost(target: Any, request: "GatewayRequest") -> bool:

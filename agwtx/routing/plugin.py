@@ -42,6 +42,8 @@ from zope.interface import implementer
 import agwtx.plugins
 from agwtx.proxy.affinity import AffinityCodec
 from agwtx.interfaces import (
+    ANSWER_STATUSES,
+    Answer,
     Candidates,
     Decision,
     IRoutingPlugin,
@@ -52,7 +54,7 @@ from agwtx.interfaces import (
 from agwtx.config.model import GatewayConfig, RequestRoutingRule
 from agwtx.config.errors import ConfigError
 from agwtx.config.ini import _scan
-from agwtx.runtime.answers import errorPage
+from agwtx.runtime.answers import bodyAnswer, errorPage, reasonPhrase
 from agwtx.routing.match import normalizePath, requestHost
 from agwtx.routing.resource import GatewayResource, renderResource
 
@@ -439,6 +441,44 @@ class _Refusal:
         self.message = message
 
 
+class _Answered(_Refusal):
+    """A request the plugin answers itself (an L{Answer}), checked and with its headers encoded."""
+
+    __slots__ = ("headers", "body")
+
+    def __init__(
+        self, code: int, message: str, headers: tuple[tuple[bytes, bytes], ...], body: bytes | None
+    ) -> None:
+        super().__init__(code, message)
+        self.headers = headers
+        self.body = body
+
+    def render(self, request: Any) -> Any:
+        if self.body is None:
+            return errorPage(request, self.code, self.message, self.headers)
+        return bodyAnswer(request, self.code, self.body, self.headers, self.message)
+
+
+_BARRED_ANSWER_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"date"})
+
+
+def _answered(answer: Answer) -> _Answered | None:
+    """The plugin's L{Answer} ready to send, or None when it is not one agw can send."""
+    status = answer.status
+    if not isinstance(status, int) or status not in ANSWER_STATUSES:
+        return None
+    body = answer.body
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if body is not None and not isinstance(body, bytes):
+        return None
+    headers = tuple(_header(n, v) for n, v in answer.headers)
+    headers = tuple(h for h in headers if h[0].lower() not in _BARRED_ANSWER_HEADERS)
+    phrase = reasonPhrase(status).decode("ascii")
+    message = f"{phrase}: {answer.message}" if answer.message else phrase
+    return _Answered(status, message, headers, body)
+
+
 _FAILED = _Refusal(502, "Bad Gateway: the routing plugin failed")
 _NO_TARGET = _Refusal(404, "Not Found: the routing plugin chose no target")
 _BAD_PATH = _Refusal(400, "Bad Request: the path cannot be decoded")
@@ -515,6 +555,18 @@ class PluginTarget(GatewayResource):
                 uri=request.uri.decode("latin-1"),
             )
             return _FAILED
+        if isinstance(chosen, Answer):
+            answered = _answered(chosen)
+            if answered is None:
+                log.error(
+                    "routing plugin {plugin} answered {value!r} on rule {rule}: "
+                    "the status must be 200..599 and the body bytes",
+                    plugin=self.plugin.name,
+                    value=chosen,
+                    rule=self.rule,
+                )
+                return _FAILED
+            return answered
         extra: tuple[tuple[bytes, bytes], ...] = ()
         if isinstance(chosen, Decision):
             extra = tuple(_header(n, v) for n, v in chosen.responseHeaders)
@@ -552,6 +604,8 @@ class PluginTarget(GatewayResource):
 
     def render(self, request: "GatewayRequest") -> Any:
         choice = self._ask(request)
+        if isinstance(choice, _Answered):
+            return choice.render(request)
         if isinstance(choice, _Refusal):
             return errorPage(request, choice.code, choice.message)
         return renderResource(choice, request)

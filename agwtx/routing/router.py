@@ -32,6 +32,7 @@ from agwtx.config.model import (
     RedirectConfiguration,
     RequestRoutingRule,
 )
+from agwtx.proxy.distribution import Distributor
 from agwtx.proxy.pool import PoolState, hostForHeader
 from agwtx.runtime.answers import errorPage
 from agwtx.runtime.headers import httpDate
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendTarget",
+    "PolicyTarget",
     "PortRouter",
     "RedirectTarget",
     "buildRouters",
@@ -173,6 +175,53 @@ class PathMapTarget(GatewayResource):
         return target.render(request)
 
 
+@implementer(IResource)
+@dataclass(eq=False)
+class PolicyTarget(GatewayResource):
+    """
+    A rule or path rule with a C{loadDistributionPolicy}: the policy's
+    algorithm picks a member of one of its pools per request
+    (L{agwtx.proxy.distribution}); the request then goes to that pool's
+    backend target, which sends it to the chosen member.  An affinity
+    cookie naming a member of one of the pools still wins.
+    """
+
+    rule: str
+    distributor: Distributor
+    kind: str = "policy"
+
+    @property
+    def backends(self) -> list[BackendTarget]:
+        return [target for target, _ in self.distributor.targets]
+
+    def attachRewrite(self, rewrite: Any) -> None:
+        for target in self.backends:
+            target.rewrite = rewrite
+
+    def resolve(self, request: "GatewayRequest") -> BackendTarget:
+        """The backend target for C{request}, its member chosen (see L{agwtx.proxy.reverse.chooseMember})."""
+        backends = self.backends
+        settings = backends[0].settings
+        if settings.cookieBasedAffinity:
+            raw = request.received_cookies.get(settings.affinityCookieName.encode("ascii"))
+            if raw:
+                affinity = request.site.ctx.affinity
+                for target in backends:
+                    found = affinity.findMember(target.scope, raw, (m.key for m in target.state.members))
+                    if found is not None:
+                        member = target.state.member(found[0])
+                        if member is not None and member.pinnable:
+                            return target  # chooseMember keeps the pinned member
+        chosen = self.distributor.pick(request.clientIP)
+        if chosen is None:
+            return backends[0]  # no member available: its pool answers 502
+        request.agwPreferred = chosen[0]
+        return chosen[1]  # type: ignore[no-any-return]
+
+    def render(self, request: "GatewayRequest") -> Any:
+        return self.resolve(request).render(request)
+
+
 @dataclass(eq=False)
 class ListenerRoute:
     listener: HttpListener
@@ -250,6 +299,16 @@ def buildRouters(
             tlsKey=tlsKey,
         )
 
+    def policy(rule: str, policyName: str, settingsName: str, prefix: str | None = None) -> PolicyTarget:
+        spec = config.loadDistributionPolicies[policyName]
+        targets = [
+            (backend(rule, t.backendAddressPool, settingsName, prefix), t.weightPerServer)
+            for t in spec.targets
+        ]
+        return PolicyTarget(
+            rule=rule, distributor=Distributor(spec.name, spec.loadDistributionAlgorithm, targets)
+        )
+
     def redirect(rule: str, name: str) -> RedirectTarget:
         cfg = config.redirectConfigurations[name]
         if cfg.targetListener is None:
@@ -271,17 +330,23 @@ def buildRouters(
             pm = config.urlPathMaps[rule.urlPathMap]
             entries = []
             for pr in pm.pathRules:
+                prefix = None
+                if len(pr.paths) == 1 and pr.paths[0].endswith("*"):
+                    prefix = pr.paths[0][:-1]
                 if pr.redirectConfiguration is not None:
                     t: Any = redirect(name, pr.redirectConfiguration)
+                elif pr.loadDistributionPolicy is not None:
+                    assert pr.backendHttpSettings
+                    t = policy(name, pr.loadDistributionPolicy, pr.backendHttpSettings, prefix)
                 else:
                     assert pr.backendAddressPool and pr.backendHttpSettings
-                    prefix = None
-                    if len(pr.paths) == 1 and pr.paths[0].endswith("*"):
-                        prefix = pr.paths[0][:-1]
                     t = backend(name, pr.backendAddressPool, pr.backendHttpSettings, prefix)
                 entries.append((pathMatcher(pr.paths), list(pr.paths), t))
             if pm.defaultRedirectConfiguration is not None:
                 default: Any = redirect(name, pm.defaultRedirectConfiguration)
+            elif pm.defaultLoadDistributionPolicy is not None:
+                assert pm.defaultBackendHttpSettings
+                default = policy(name, pm.defaultLoadDistributionPolicy, pm.defaultBackendHttpSettings)
             else:
                 assert pm.defaultBackendAddressPool and pm.defaultBackendHttpSettings
                 default = backend(name, pm.defaultBackendAddressPool, pm.defaultBackendHttpSettings)
@@ -297,6 +362,9 @@ def buildRouters(
             except ConfigError as e:  # every plugin rule's problems at once
                 pluginErrors.extend(e.errors)
                 continue
+        elif rule.loadDistributionPolicy is not None:
+            assert rule.backendHttpSettings
+            target = policy(name, rule.loadDistributionPolicy, rule.backendHttpSettings)
         else:
             assert rule.backendAddressPool and rule.backendHttpSettings
             target = backend(name, rule.backendAddressPool, rule.backendHttpSettings)

@@ -17,7 +17,7 @@ from agwtx.compat.twistedprivate import clientGone
 from agwtx.runtime.headers import httpDate
 from agwtx.runtime.errorpages import ErrorPages
 
-__all__ = ["errorPage", "reasonPhrase"]
+__all__ = ["bodyAnswer", "errorPage", "reasonPhrase"]
 
 
 def _reasonPhrases() -> dict[int, bytes]:
@@ -39,6 +39,20 @@ def reasonPhrase(code: int) -> bytes:
     return _REASONS.get(code, b"")
 
 
+def _tooLate(request: Any) -> bool:
+    """
+    Whether C{request}'s response has begun, too late for a status of the
+    gateway's own: then the connection is cut, so that the client sees a
+    truncated response.
+    """
+    if not request.startedWriting:
+        return False
+    transport = request.channel.transport if request.channel else None
+    if transport is not None:
+        transport.abortConnection()
+    return True
+
+
 def errorPage(request: Any, code: int, message: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> int:
     """
     The gateway's own error answer (plus C{extra} headers, e.g. a 426's
@@ -50,11 +64,7 @@ def errorPage(request: Any, code: int, message: str, extra: Iterable[tuple[bytes
     site's plain twisted.web request (no custom pages apply there).
     """
     request.agwError = message
-    if request.startedWriting:
-        # Too late for a status: cut the connection so the client sees a truncated response.
-        transport = request.channel.transport if request.channel else None
-        if transport is not None:
-            transport.abortConnection()
+    if _tooLate(request):
         return NOT_DONE_YET
     # The admin site's requests are plain twisted.web ones: no request ID,
     # listener or custom pages.
@@ -81,6 +91,42 @@ def errorPage(request: Any, code: int, message: str, extra: Iterable[tuple[bytes
     )
     for name, value in extra:
         request.responseHeaders.addRawHeader(name, value)
+    if not clientGone(request):
+        request.write(body)
+        request.finish()
+    return NOT_DONE_YET
+
+
+def bodyAnswer(
+    request: Any,
+    code: int,
+    body: bytes,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    message: str | None = None,
+) -> int:
+    """
+    An answer of the gateway's own with a given C{body} (a routing plugin's
+    L{agwtx.interfaces.Answer}): C{headers} (C{Content-Type} among them,
+    else plain text), then the body with its length.  C{message}, if any,
+    is recorded for the access log's error field.  Like L{errorPage}, a
+    response already begun is cut instead.
+    """
+    if message is not None:
+        request.agwError = message
+    if _tooLate(request):
+        return NOT_DONE_YET
+    request.setResponseCode(code, reasonPhrase(code))
+    request.responseHeaders = Headers(
+        {
+            b"date": [httpDate()],
+            b"cache-control": [b"no-store"],
+        }
+    )
+    for name, value in headers:
+        request.responseHeaders.addRawHeader(name, value)
+    if not request.responseHeaders.hasHeader(b"content-type"):
+        request.responseHeaders.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % len(body)])
     if not clientGone(request):
         request.write(body)
         request.finish()

@@ -44,6 +44,7 @@ SECTION_ORDER = (
     "backendAddressPool",
     "probe",
     "backendHttpSettings",
+    "loadDistributionPolicy",
     "redirectConfiguration",
     "rewriteRuleSet",
     "urlPathMap",

@@ -8,7 +8,7 @@ L{agwtx.tools.armimport.base}; frontend ports, certificates, SSL profiles and
 listeners (and the SSL policy and error pages) in
 L{agwtx.tools.armimport.listeners}; pools, probes and settings in
 L{agwtx.tools.armimport.backends}; redirects, rewrite rule sets, path maps and
-routing rules in L{agwtx.tools.armimport.rules}.
+routing rules (and load distribution policies) in L{agwtx.tools.armimport.rules}.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ _COLLECTIONS: Mapping[str, str] = {
     "backendAddressPools": "backendAddressPool",
     "probes": "probe",
     "backendHttpSettingsCollection": "backendHttpSettings",
+    "loadDistributionPolicies": "loadDistributionPolicy",
     "redirectConfigurations": "redirectConfiguration",
     "rewriteRuleSets": "rewriteRuleSet",
     "urlPathMaps": "urlPathMap",

@@ -7,13 +7,15 @@ rules, including lifting a path map's rewrite set onto its routing rules.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterator
 
 from agwtx.config.errors import InvalidValue
 from agwtx.config.values import (
     HEADER_TOKEN_RE,
+    LOAD_DISTRIBUTION_ALGORITHMS,
     NAME_RE,
     RULE_NAME_RE,
+    WEIGHT_PER_SERVER_RANGE,
     UNREWRITABLE_HEADERS,
     isResponseVariable,
     parseRewriteCondition,
@@ -246,6 +248,34 @@ class _RuleConverters(_ConverterBase):
                 )
         return out
 
+    def _loadDistributionPolicy(self, item: _Item, view: _View) -> None:
+        algorithm = self.text(item, view, "loadDistributionAlgorithm")
+        if algorithm is not None:
+            known = {a.lower(): a for a in LOAD_DISTRIBUTION_ALGORITHMS}
+            if algorithm.lower() not in known:
+                item.fail(f"loadDistributionAlgorithm {algorithm} is not one of {', '.join(known.values())}")
+            else:
+                item.add("loadDistributionAlgorithm", known[algorithm.lower()])
+        targets = self.value(item, view, "loadDistributionTargets")
+        if not isinstance(targets, list) or not targets:
+            item.fail("it has no loadDistributionTargets")
+            targets = []
+        taken: set[str] = set()
+        lo, hi = WEIGHT_PER_SERVER_RANGE
+        for index, target, targetView in _elements(item, targets, "loadDistributionTargets"):
+            azure = self.nameOf(_get(target, "name"))[0] or f"target{index + 1}"
+            name = _unique(_sanitise(azure, NAME_RE, "A-Za-z0-9_.-"), taken)
+            label = f"target.{name}"
+            pool = self.ref(item, targetView, "backendAddressPool", "backendAddressPool")
+            weight = self.number(item, targetView, "weightPerServer", lo, hi, f"{label} weightPerServer")
+            self.leftovers(item, targetView, f"{label} ")
+            if pool is None:
+                item.notConverted(label, "it has no backendAddressPool")
+                continue
+            if weight is None and not _isEmpty(targetView.get("weightPerServer")):
+                continue  # noted: another weight would change the shares
+            item.add(label, pool, *([", ", str(weight)] if weight is not None else []), group="target")
+
     def _target(
         self,
         item: _Item,
@@ -253,13 +283,19 @@ class _RuleConverters(_ConverterBase):
         poolKey: str,
         settingsKey: str,
         redirectKey: str,
+        policyKey: str,
     ) -> list[Part] | None:
-        """The C{POOL, SETTINGS} or C{redirect:NAME} of a path rule, or None."""
+        """The C{POOL, SETTINGS}, C{loadDistributionPolicy:NAME, SETTINGS} or C{redirect:NAME} of a path rule, or None."""
         pool = self.ref(item, view, poolKey, "backendAddressPool")
         settings = self.ref(item, view, settingsKey, "backendHttpSettings")
         redirect = self.ref(item, view, redirectKey, "redirectConfiguration")
-        if redirect is not None and pool is None and settings is None:
+        policy = self.ref(item, view, policyKey, "loadDistributionPolicy")
+        if redirect is not None and pool is None and settings is None and policy is None:
             return ["redirect:", redirect]
+        if policy is not None and settings is not None and redirect is None:
+            if pool is not None:
+                item.comment(f"{policyKey} {policy.azure} is used instead of {poolKey} {pool.azure}")
+            return ["loadDistributionPolicy:", policy, ", ", settings]
         if pool is not None and settings is not None and redirect is None:
             return [pool, ", ", settings]
         return None
@@ -268,7 +304,16 @@ class _RuleConverters(_ConverterBase):
         pool = self.ref(item, view, "defaultBackendAddressPool", "backendAddressPool")
         settings = self.ref(item, view, "defaultBackendHttpSettings", "backendHttpSettings")
         redirect = self.ref(item, view, "defaultRedirectConfiguration", "redirectConfiguration")
-        if pool is not None and settings is not None and redirect is None:
+        policy = self.ref(item, view, "defaultLoadDistributionPolicy", "loadDistributionPolicy")
+        if policy is not None and settings is not None and redirect is None:
+            if pool is not None:
+                item.comment(
+                    f"defaultLoadDistributionPolicy {policy.azure} is used instead of "
+                    f"defaultBackendAddressPool {pool.azure}"
+                )
+            item.add("defaultLoadDistributionPolicy", policy, required=True)
+            item.add("defaultBackendHttpSettings", settings, required=True)
+        elif pool is not None and settings is not None and redirect is None:
             item.add("defaultBackendAddressPool", pool, required=True)
             item.add("defaultBackendHttpSettings", settings, required=True)
         elif redirect is not None and pool is None and settings is None:
@@ -288,12 +333,7 @@ class _RuleConverters(_ConverterBase):
         taken: set[str] = set()
         seenPaths: set[str] = set()
         pathRuleNotes: list[tuple[str, str | None]] = []
-        for index, rule in enumerate(rules):
-            if not isinstance(rule, dict):
-                item.notConverted(f"path rule #{index + 1}", "expected an object")
-                continue
-            props = _get(rule, "properties")
-            ruleView = _View(props if isinstance(props, dict) else rule)
+        for index, rule, ruleView in _elements(item, rules, "path rule"):
             azure, note = self.nameOf(_get(rule, "name"))
             azure = azure or f"rule{index + 1}"
             name = _unique(_sanitise(azure, NAME_RE, "A-Za-z0-9_.-"), taken)
@@ -320,7 +360,12 @@ class _RuleConverters(_ConverterBase):
                 seenPaths.add(path.lower())
                 paths.append(path)
             target = self._target(
-                item, ruleView, "backendAddressPool", "backendHttpSettings", "redirectConfiguration"
+                item,
+                ruleView,
+                "backendAddressPool",
+                "backendHttpSettings",
+                "redirectConfiguration",
+                "loadDistributionPolicy",
             )
             rewrite = ruleView.get("rewriteRuleSet")
             rewriteSets.append(self.nameOf(rewrite)[0] if not _isEmpty(rewrite) else None)
@@ -377,6 +422,7 @@ class _RuleConverters(_ConverterBase):
         redirect = self.ref(item, view, "redirectConfiguration", "redirectConfiguration")
         pathMap = self.ref(item, view, "urlPathMap", "urlPathMap")
         rewrite = self.ref(item, view, "rewriteRuleSet", "rewriteRuleSet")
+        policy = self.ref(item, view, "loadDistributionPolicy", "loadDistributionPolicy")
         if ruleType == "PathBasedRouting":
             if pathMap is None:
                 item.fail("ruleType PathBasedRouting without a urlPathMap")
@@ -387,11 +433,18 @@ class _RuleConverters(_ConverterBase):
                 if lifted and rewrite is None:
                     rewrite = _Ref("rewriteRuleSet", lifted)
                     item.comment(f"rewriteRuleSet {lifted} comes from urlPathMap {pathMap.azure}")
-            for ref in (pool, settings, redirect):
+            for ref in (pool, settings, redirect, policy):
                 if ref is not None:
                     item.comment(f"{ref.kind} {ref.azure} ignored: ruleType is PathBasedRouting")
         else:
-            if pool is not None and settings is not None and redirect is None:
+            if policy is not None and settings is not None and redirect is None:
+                if pool is not None:
+                    item.comment(
+                        f"loadDistributionPolicy {policy.azure} is used instead of backendAddressPool {pool.azure}"
+                    )
+                item.add("loadDistributionPolicy", policy, required=True)
+                item.add("backendHttpSettings", settings, required=True)
+            elif pool is not None and settings is not None and redirect is None:
                 item.add("backendAddressPool", pool, required=True)
                 item.add("backendHttpSettings", settings, required=True)
             elif redirect is not None and pool is None and settings is None:
@@ -413,3 +466,13 @@ def _valueProblem(value: str, inResponse: bool, tested: list[str]) -> str | None
         if problem:
             return problem
     return _iniProblem(value) if value else None
+
+
+def _elements(item: _Item, elements: list[Any], what: str) -> Iterator[tuple[int, Any, _View]]:
+    """(index, element, its properties) for each object of a sub-collection; anything else is noted."""
+    for index, element in enumerate(elements):
+        if not isinstance(element, dict):
+            item.notConverted(f"{what} #{index + 1}", "expected an object")
+            continue
+        props = _get(element, "properties")
+        yield index, element, _View(props if isinstance(props, dict) else element)

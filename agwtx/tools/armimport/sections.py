@@ -182,6 +182,7 @@ _BACKREFS: Mapping[str, frozenset[str]] = {
     "backendAddressPool": frozenset(),
     "probe": frozenset({"backendhttpsettings", "backendsettings"}),
     "backendHttpSettings": frozenset(),
+    "loadDistributionPolicy": frozenset({"requestroutingrules", "urlpathmaps", "pathrules"}),
     "redirectConfiguration": frozenset({"requestroutingrules", "urlpathmaps", "pathrules"}),
     "rewriteRuleSet": frozenset(),
     "urlPathMap": frozenset(),
@@ -190,8 +191,6 @@ _BACKREFS: Mapping[str, frozenset[str]] = {
 
 _ELEMENT_NOT_CONVERTED: Mapping[str, str] = {
     "firewallpolicy": "agw has no web application firewall",
-    "loaddistributionpolicy": "agw balances round robin over healthy members",
-    "defaultloaddistributionpolicy": "agw balances round robin over healthy members",
     "authenticationcertificates": "v1 authentication certificates; use trustedRootCertificates",
     "backendipconfigurations": (
         "members that are NICs or VM scale set instances; add their addresses to backendAddresses by hand"
