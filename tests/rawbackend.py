@@ -84,13 +84,16 @@ def headerValue(head: bytes, name: bytes) -> bytes | None:
 
 
 class RawBackend:
-    """A threaded TCP server on 127.0.0.1 running C{handler} per connection."""
+    """
+    A threaded TCP server on 127.0.0.1 running C{handler} per connection,
+    on C{port} (0: a free one).
+    """
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, port: int = 0) -> None:
         self.handler = handler
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(128)
         self.port: int = self.sock.getsockname()[1]
         self.connections = 0

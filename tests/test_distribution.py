@@ -283,7 +283,11 @@ backendHttpSettings = {settings}
 
 
 class _WebSocketBackend:
-    """A backend accepting WebSocket handshakes and holding them; L{restart} drops them all."""
+    """
+    A backend accepting WebSocket handshakes and holding them; L{stop} and
+    L{start} stop and start it as a restarted process does (its listening
+    socket closed and opened again on the same port, its connections gone).
+    """
 
     def __init__(self) -> None:
         self.open: list[socket.socket] = []
@@ -311,8 +315,9 @@ class _WebSocketBackend:
         with self.lock:
             return len(self.open)
 
-    def restart(self) -> None:
-        """Drop every WebSocket, as a member that restarts does."""
+    def stop(self) -> None:
+        """Stop listening and drop every WebSocket."""
+        self.backend.close()
         with self.lock:
             dropped, self.open = self.open, []
         for conn in dropped:
@@ -320,6 +325,10 @@ class _WebSocketBackend:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def start(self) -> None:
+        """Listen again on the same port."""
+        self.backend = RawBackend(self._handler, self.backend.port)
 
 
 def _openWebSocket(port: int) -> socket.socket:
@@ -332,10 +341,11 @@ def _openWebSocket(port: int) -> socket.socket:
 
 def test_least_connections_sends_new_websockets_to_a_restarted_member(tmp_path: Path) -> None:
     """
-    Six WebSockets spread 3/3 over A and B; B restarts (its three are
-    dropped); the next three new WebSockets all go to B, until the counts
-    are even again, then one each (round robin would have sent two of the
-    three to A).
+    Six WebSockets spread 3/3 over A and B; B's process restarts (its
+    listening socket and its three WebSockets gone, then listening again on
+    the same port); the next three new WebSockets all go to B, until the
+    counts are even again, then one each (round robin would have sent two of
+    the three to A).
     """
     a, b = _WebSocketBackend(), _WebSocketBackend()
     port, admin = freePort(), freePort()
@@ -367,7 +377,7 @@ backendHttpSettings = s
             clients.append(_openWebSocket(port))
         waitFor(lambda: (a.count(), b.count()) == (3, 3), what="3 WebSockets on each member")
         assert metric(admin, inflightB) == 3
-        b.restart()
+        b.stop()
         # The gateway closes the clients of B's WebSockets (a close frame with
         # 1011), which close in turn: B then holds nothing at the gateway.
         deadline = time.monotonic() + 10
@@ -379,6 +389,7 @@ backendHttpSettings = s
                 clients.remove(s)
         assert len(clients) == 3
         waitFor(lambda: metric(admin, inflightB) == 0, what="B's WebSockets ended at the gateway")
+        b.start()
         for expected in ((3, 1), (3, 2), (3, 3)):
             clients.append(_openWebSocket(port))
             waitFor(lambda e=expected: (a.count(), b.count()) == e, what=f"WebSockets at {expected}")
