@@ -305,24 +305,15 @@ class _RuleConverters(_ConverterBase):
         settings = self.ref(item, view, "defaultBackendHttpSettings", "backendHttpSettings")
         redirect = self.ref(item, view, "defaultRedirectConfiguration", "redirectConfiguration")
         policy = self.ref(item, view, "defaultLoadDistributionPolicy", "loadDistributionPolicy")
-        if policy is not None and settings is not None and redirect is None:
-            if pool is not None:
-                item.comment(
-                    f"defaultLoadDistributionPolicy {policy.azure} is used instead of "
-                    f"defaultBackendAddressPool {pool.azure}"
-                )
-            item.add("defaultLoadDistributionPolicy", policy, required=True)
-            item.add("defaultBackendHttpSettings", settings, required=True)
-        elif pool is not None and settings is not None and redirect is None:
-            item.add("defaultBackendAddressPool", pool, required=True)
-            item.add("defaultBackendHttpSettings", settings, required=True)
-        elif redirect is not None and pool is None and settings is None:
-            item.add("defaultRedirectConfiguration", redirect, required=True)
-        else:
-            item.fail(
-                "it needs defaultBackendAddressPool and defaultBackendHttpSettings, "
-                "or defaultRedirectConfiguration"
-            )
+        _addDestination(
+            item,
+            "default",
+            pool,
+            settings,
+            redirect,
+            policy,
+            "it needs defaultBackendAddressPool and defaultBackendHttpSettings, or defaultRedirectConfiguration",
+        )
         rewriteSets: list[str | None] = []
         default = view.get("defaultRewriteRuleSet")
         rewriteSets.append(self.nameOf(default)[0] if not _isEmpty(default) else None)
@@ -437,26 +428,55 @@ class _RuleConverters(_ConverterBase):
                 if ref is not None:
                     item.comment(f"{ref.kind} {ref.azure} ignored: ruleType is PathBasedRouting")
         else:
-            if policy is not None and settings is not None and redirect is None:
-                if pool is not None:
-                    item.comment(
-                        f"loadDistributionPolicy {policy.azure} is used instead of backendAddressPool {pool.azure}"
-                    )
-                item.add("loadDistributionPolicy", policy, required=True)
-                item.add("backendHttpSettings", settings, required=True)
-            elif pool is not None and settings is not None and redirect is None:
-                item.add("backendAddressPool", pool, required=True)
-                item.add("backendHttpSettings", settings, required=True)
-            elif redirect is not None and pool is None and settings is None:
-                item.add("redirectConfiguration", redirect, required=True)
-            else:
-                item.fail(
-                    "a Basic rule needs backendAddressPool and backendHttpSettings, or redirectConfiguration"
-                )
+            _addDestination(
+                item,
+                "",
+                pool,
+                settings,
+                redirect,
+                policy,
+                "a Basic rule needs backendAddressPool and backendHttpSettings, or redirectConfiguration",
+            )
             if pathMap is not None:
                 item.comment(f"urlPathMap {pathMap.azure} ignored: ruleType is Basic")
         if rewrite is not None:
             item.add("rewriteRuleSet", rewrite)
+
+
+def _addDestination(
+    item: _Item,
+    prefix: str,
+    pool: _Ref | None,
+    settings: _Ref | None,
+    redirect: _Ref | None,
+    policy: _Ref | None,
+    needs: str,
+) -> None:
+    """
+    Where a rule (C{prefix} "") or a path map's default (C{prefix}
+    "default") sends requests: a load distribution policy or a pool, each
+    with its settings, or a redirect; anything else fails the item with
+    C{needs}.
+    """
+
+    def key(name: str) -> str:
+        return prefix + name[0].upper() + name[1:] if prefix else name
+
+    if policy is not None and settings is not None and redirect is None:
+        if pool is not None:
+            item.comment(
+                f"{key('loadDistributionPolicy')} {policy.azure} is used instead of "
+                f"{key('backendAddressPool')} {pool.azure}"
+            )
+        item.add(key("loadDistributionPolicy"), policy, required=True)
+        item.add(key("backendHttpSettings"), settings, required=True)
+    elif pool is not None and settings is not None and redirect is None:
+        item.add(key("backendAddressPool"), pool, required=True)
+        item.add(key("backendHttpSettings"), settings, required=True)
+    elif redirect is not None and pool is None and settings is None:
+        item.add(key("redirectConfiguration"), redirect, required=True)
+    else:
+        item.fail(needs)
 
 
 def _valueProblem(value: str, inResponse: bool, tested: list[str]) -> str | None:
