@@ -87,6 +87,7 @@ class _GatewaySection(_Builder):
                 watchConfig=sec.get("watchConfig", parseBool),
                 sslPolicy=_sslPolicy(sec),
                 allowUnderscoresInHeaders=sec.get("allowUnderscoresInHeaders", parseBool),
+                enableHttp2=sec.get("enableHttp2", parseBool),
             )
         )
 

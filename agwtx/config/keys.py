@@ -56,6 +56,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "watchConfig",
         *_POLICY_KEYS,
         "allowUnderscoresInHeaders",
+        "enableHttp2",
     ),
     "frontendPort": ("port", "interface", "endpoint", "proxyProtocol", "proxyProtocolSources"),
     "sslCertificate": ("certificate", "privateKey", "password"),

@@ -1,0 +1,347 @@
+"""
+HTTP/2 on HTTPS listeners (C{[gateway] enableHttp2}): Twisted's HTTP/2
+server (C{twisted.web._http2}, on the C{h2} library) with agw's request
+semantics per stream.
+
+  - L{NegotiatingChannel}: the listener's connection.  When TLS negotiated
+    C{h2} by ALPN (L{agwtx.tls.server}), it hands the connection to a
+    L{GatewayH2Connection} on the first bytes; otherwise it is the HTTP/1.1
+    L{agwtx.http.channel.GatewayChannel} it extends, unchanged.
+  - L{GatewayH2Connection}: Twisted's connection, plus: streams built as
+    L{GatewayH2Stream}; events for a stream Twisted already forgot (a client
+    still sending after the answer, or resetting it) are acknowledged and
+    dropped instead of raising; a Rapid Reset budget (CVE-2023-44487) that
+    ends the connection with GOAWAY ENHANCE_YOUR_CALM, on every Twisted
+    release (Twisted 26 has one too, 25.5 none).
+  - L{GatewayH2Stream}: one request.  Its header block is translated as RFC
+    9113 section 8 says (C{:authority} to Host, cookie crumbs joined with
+    C{"; "}, C{_} names dropped as on HTTP/1.1) and handed over whole before
+    the request learns its length (Twisted calls C{gotLength} in the middle
+    of the block, before the rest of the fields, so routing would see half
+    of them); control characters in a value make it malformed (RST_STREAM
+    PROTOCOL_ERROR).  It is its request's "transport": pausing it stops
+    reading that stream only (the client's window stays shut), so a slow
+    backend holds back one upload, not the connection.  Hop-by-hop fields
+    never go on an h2 response.
+
+What the C{h2} library already enforces (its defaults, kept): at most 100
+concurrent streams (SETTINGS_MAX_CONCURRENT_STREAMS), a 64 KiB header list
+(an HPACK bomb is a GOAWAY ENHANCE_YOUR_CALM), at most 64 CONTINUATION
+frames per header block, connection-specific request fields and C{TE} other
+than C{trailers} (GOAWAY PROTOCOL_ERROR: the library makes these connection
+errors).  Twisted bounds the control frames (SETTINGS and PING answers) a
+client that does not read can make it buffer (17 KiB, then it drops the
+connection).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import priority
+from h2.errors import ErrorCodes
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+
+from agwtx.compat.twistedprivate import H2Connection, H2Stream, streamRequest
+from agwtx.runtime.headers import HOP_BY_HOP
+
+from agwtx.http.channel import _CTL, GatewayChannel
+
+
+__all__ = ["GatewayH2Connection", "GatewayH2Stream", "NegotiatingChannel"]
+
+log = Logger(namespace="agw.web")
+
+HTTP2_VERSION = b"HTTP/2.0"
+"""The request's C{clientproto}: what the access log shows."""
+
+RESET_BURST = 200
+"""Streams a client may reset at once before the rate applies (Rapid Reset)."""
+RESET_RATE = 50.0
+"""Stream resets per second a client may go on making (the budget's refill)."""
+
+_H2_RESPONSE_DROPPED = HOP_BY_HOP | {b"proxy-connection"}
+"""Response fields that never go on an HTTP/2 response (RFC 9113 section 8.2.2)."""
+
+
+class GatewayH2Stream(H2Stream):  # type: ignore[misc]
+    """One HTTP/2 stream: a L{agwtx.http.request.GatewayRequest} with agw's semantics."""
+
+    agwProtocol: bytes | None = None
+    """The extended CONNECT's C{:protocol} (RFC 8441), if any."""
+    agwMalformed = False
+    """The header block is malformed: the connection resets the stream (PROTOCOL_ERROR)."""
+    _discarding = False
+    _version = HTTP2_VERSION
+    """With C{_command} and C{_path}: the request line as an HTTPChannel holds it (read by
+    L{agwtx.compat.twistedprivate.requestLine} when the request learns its length)."""
+
+    @property
+    def _command(self) -> bytes:
+        return self.command  # type: ignore[no-any-return]
+
+    @property
+    def _path(self) -> bytes:
+        return self.path  # type: ignore[no-any-return]
+
+    def __init__(self, *args: Any, ended: bool = False, agwChannel: Any = None) -> None:
+        self._ended = ended
+        self.agwChannel = agwChannel
+        super().__init__(*args)
+
+    @property
+    def transport(self) -> Any:
+        """The stream itself: a request pausing its "transport" pauses this stream only."""
+        return self
+
+    def _convertHeaders(self, headers: list[tuple[bytes, bytes]]) -> None:
+        request = streamRequest(self)
+        fields = request.requestHeaders
+        cookies: list[bytes] = []
+        authority = protocol = None
+        length: bytes | None = None
+        allowUnderscores = self.site.allowUnderscores
+        for name, value in headers:
+            if len(value.translate(None, _CTL)) != len(value):
+                # RFC 9113 section 8.2.1: malformed (NUL, CR, LF; the other
+                # controls too, as on HTTP/1.1).
+                self.agwMalformed = True
+                return
+            if name[:1] == b":":
+                if name == b":method":
+                    self.command = value
+                elif name == b":path":
+                    self.path = value
+                elif name == b":authority":
+                    authority = value
+                elif name == b":protocol":
+                    protocol = value
+                continue
+            if name == b"cookie":
+                cookies.append(value)
+                continue
+            if b"_" in name and not allowUnderscores:
+                continue  # dropped, as on HTTP/1.1 (GatewayChannel.headerReceived)
+            if name == b"content-length":
+                length = value
+            fields.addRawHeader(name, value)
+        if cookies:
+            fields.setRawHeaders(b"cookie", [b"; ".join(cookies)])
+        if authority is not None:
+            # h2 has checked that a Host field, if any, says the same.
+            fields.setRawHeaders(b"host", [authority])
+        if self.path is None:
+            # A plain CONNECT (no :path): its authority as the target, which
+            # routing refuses (400) as it refuses it on HTTP/1.1.
+            self.path = authority or b""
+        self.agwProtocol = protocol
+        if length is not None:
+            if not length.isdigit():
+                self.agwMalformed = True
+                return
+            request.gotLength(int(length))
+        elif self._ended:
+            request.gotLength(0)
+        else:
+            request.gotLength(None)
+        request.parseCookies()
+        expect = fields.getRawHeaders(b"expect")
+        if expect and expect[0].lower() == b"100-continue" and not self._discarding:
+            self._send100Continue()
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Headers) -> None:
+        fields = [
+            (k, v)
+            for (k, values) in headers.getAllRawHeaders()
+            if k.lower() not in _H2_RESPONSE_DROPPED
+            for v in values
+        ]
+        self._conn.writeHeaders(version, code, reason, fields, self.streamID)
+
+    def receiveDataChunk(self, data: bytes, flowControlledLength: int) -> None:
+        if self._discarding:
+            self._conn.openStreamWindow(self.streamID, flowControlledLength)
+            return
+        super().receiveDataChunk(data, flowControlledLength)
+
+    def requestComplete(self) -> None:
+        if self._discarding:
+            return
+        if self.producing:
+            streamRequest(self).requestReceived(self.command, self.path, HTTP2_VERSION)
+        else:
+            super().requestComplete()
+
+    # What agw's request and proxy ask of their channel (GatewayChannel's API).
+
+    def closeAfterResponse(self) -> None:
+        """The rest of the request body is read and dropped (the stream ends with the answer)."""
+        self._discarding = True
+        self.producing = True
+
+    def _discard(self, data: bytes) -> None:
+        """As L{GatewayChannel._discard}: nothing more is taken from this stream."""
+
+    def refuseRequest(self, message: str) -> None:
+        """Answer the request whose head was just read with 400, reading nothing more of it."""
+        from agwtx.runtime.answers import errorPage
+
+        self.closeAfterResponse()
+        request = streamRequest(self)
+        request.stopBodyTimer()
+        request.method, request.uri, request.clientproto = self.command, self.path, HTTP2_VERSION
+        errorPage(request, 400, message)
+
+    def tlsInfo(self) -> Any:
+        """The connection's (cipher, protocol)."""
+        return self.agwChannel.tlsInfo() if self.agwChannel is not None else None
+
+    def clientAuthRefusal(self, listener: str) -> Any:
+        """The TLS connection's client-certificate verdict for C{listener} (mutual TLS)."""
+        check = getattr(self._conn.transport, "clientAuthRefusal", None)
+        return check(listener) if check is not None else None
+
+    def clientCertificate(self) -> Any:
+        """The TLS connection's client certificate."""
+        return self._conn.transport.clientCertificate()
+
+
+class GatewayH2Connection(H2Connection):  # type: ignore[misc]
+    """Twisted's HTTP/2 connection with agw's streams and defences."""
+
+    agwChannel: Any = None
+    """The L{NegotiatingChannel} this connection took over (connection slot, TLS info)."""
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__(reactor)
+        self._resetBudget = float(RESET_BURST)
+        self._resetStamp = reactor.seconds()
+        self.agwResets = 0
+
+    def _requestReceived(self, event: Any) -> None:
+        stream = GatewayH2Stream(
+            event.stream_id,
+            self,
+            event.headers,
+            self.requestFactory,
+            self.site,
+            self.factory,
+            ended=event.stream_ended is not None,
+            agwChannel=self.agwChannel,
+        )
+        if stream.agwMalformed:
+            self.conn.reset_stream(event.stream_id, error_code=ErrorCodes.PROTOCOL_ERROR)
+            self._tryToWriteControlData()
+            return
+        self._adopt(event.stream_id, stream)
+
+    def _requestDataReceived(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            super()._requestDataReceived(event)
+            return
+        # A stream answered, refused or reset already: its data keeps the
+        # connection's window open, and the client is told to stop sending.
+        self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        self._forget(event.stream_id)
+
+    def _requestEnded(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            super()._requestEnded(event)
+
+    def _requestAborted(self, event: Any) -> None:
+        if event.stream_id in self.streams:
+            super()._requestAborted(event)
+        if not self._stillProducing:
+            return
+        self.agwResets += 1
+        now = self._reactor.seconds()
+        self._resetBudget = min(
+            float(RESET_BURST), self._resetBudget + max(0.0, now - self._resetStamp) * RESET_RATE
+        )
+        self._resetStamp = now
+        self._resetBudget -= 1
+        if self._resetBudget < 0:
+            log.info(
+                "HTTP/2 client {peer} reset streams faster than {rate}/s (Rapid Reset): GOAWAY",
+                peer=str(self.getPeer()),
+                rate=RESET_RATE,
+            )
+            self.goAway(ErrorCodes.ENHANCE_YOUR_CALM, "Too many stream resets")
+
+    def goAway(self, code: int, why: str) -> None:
+        """End the connection with a GOAWAY of C{code}, its streams with it."""
+        self.conn.close_connection(error_code=code)
+        if self._tryToWriteControlData() and self.transport is not None:
+            self.transport.loseConnection()
+            self.connectionLost(Failure(ConnectionLost(why)), _cancelTimeouts=False)
+
+    def _forget(self, streamID: int) -> None:
+        try:
+            self.conn.reset_stream(streamID, error_code=ErrorCodes.NO_ERROR)
+        except Exception:
+            pass  # already closed both ways: nothing to say
+        self._tryToWriteControlData()
+
+    def _adopt(self, streamID: int, stream: GatewayH2Stream) -> None:
+        # What Twisted's _requestReceived does once the stream is built.
+        self.streams[streamID] = stream
+        self._streamCleanupCallbacks[streamID] = Deferred()
+        self._outboundStreamQueues[streamID] = deque()
+        try:
+            self.priority.insert_stream(streamID)
+        except priority.DuplicateStreamError:
+            pass  # a PRIORITY frame came first: Twisted's _handlePriorityUpdate inserted it
+        else:
+            self.priority.block(streamID)
+
+
+class NegotiatingChannel(GatewayChannel):
+    """
+    The connection of a listener: HTTP/1.1 (L{GatewayChannel}), or HTTP/2
+    when TLS negotiated C{h2}, decided once, on the first bytes.
+    """
+
+    agwH2: GatewayH2Connection | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if self.agwSlot is not None and self.site.secure:
+            self.dataReceived = self._negotiate  # type: ignore[method-assign]
+
+    def _negotiate(self, data: bytes) -> None:
+        del self.dataReceived
+        if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+            self._startH2()
+        self.dataReceived(data)
+
+    def _startH2(self) -> None:
+        timeout = self.timeOut
+        self.setTimeout(None)
+        call, self._idleCall = self._idleCall, None
+        if call is not None and call.active():
+            call.cancel()
+        transport = self.transport
+        assert transport is not None
+        transport.unregisterProducer()
+        conn = self.agwH2 = GatewayH2Connection(self.site.ctx.reactor)
+        conn.agwChannel = self
+        conn.requestFactory = self.requestFactory
+        conn.site = self.site
+        conn.factory = self.factory
+        conn.timeOut = timeout
+        conn.callLater = self.callLater
+        conn.makeConnection(transport)
+        transport.registerProducer(conn, True)
+        # GatewayChannel.dataReceived (the revocation hold) hands its bytes on here.
+        self._received = conn.dataReceived  # type: ignore[method-assign]
+
+    def connectionLost(self, reason: Any) -> None:
+        conn, self.agwH2 = self.agwH2, None
+        super().connectionLost(reason)
+        if conn is not None:
+            conn.connectionLost(reason)
