@@ -106,7 +106,9 @@ class GatewayH2Stream(H2Stream):  # type: ignore[misc]
         authority = protocol = None
         length: bytes | None = None
         allowUnderscores = self.site.allowUnderscores
+        size = 0
         for name, value in headers:
+            size += len(name) + len(value) + 32  # as SETTINGS_MAX_HEADER_LIST_SIZE counts
             if len(value.translate(None, _CTL)) != len(value):
                 # RFC 9113 section 8.2.1: malformed (NUL, CR, LF; the other
                 # controls too, as on HTTP/1.1).
@@ -140,6 +142,7 @@ class GatewayH2Stream(H2Stream):  # type: ignore[misc]
             # routing refuses (400) as it refuses it on HTTP/1.1.
             self.path = authority or b""
         self.agwProtocol = protocol
+        request.agwHeadBytes = size
         if length is not None:
             if not length.isdigit():
                 self.agwMalformed = True
@@ -279,6 +282,27 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
         if self._tryToWriteControlData() and self.transport is not None:
             self.transport.loseConnection()
             self.connectionLost(Failure(ConnectionLost(why)), _cancelTimeouts=False)
+
+    # Twisted ends a connection (a protocol error, a GOAWAY, Rapid Reset, the
+    # idle timeout) with transport.loseConnection() while it is still the TLS
+    # transport's registered producer, and TLS waits for the producer to go
+    # before it shuts down: the connection would stay open until the client
+    # closes it.  Unregistering when the transport is closing lets it close.
+
+    def connectionLost(self, reason: Any, _cancelTimeouts: bool = True) -> None:
+        first = self._stillProducing
+        super().connectionLost(reason, _cancelTimeouts)
+        if first:
+            self._letTransportClose()
+
+    def timeoutConnection(self) -> None:
+        super().timeoutConnection()
+        self._letTransportClose()
+
+    def _letTransportClose(self) -> None:
+        transport = self.transport
+        if transport is not None and transport.disconnecting:
+            transport.unregisterProducer()
 
     def _forget(self, streamID: int) -> None:
         try:
