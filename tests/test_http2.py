@@ -29,6 +29,7 @@ from h2.errors import ErrorCodes
 from tests.certs import CA
 from tests.rawbackend import readHead
 from tests.support import Proc, freePort, startBackend, startGateway, waitFor
+from tests.ws_helpers import closesOf, startScriptedBackend
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Gw:
     log: Path
     ca: Path
     raw: int
+    ws: int
 
 
 def _rawBackend() -> tuple[socket.socket, int]:
@@ -92,6 +94,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
     b1, p1 = startBackend(tmp, "b1")
     b2, p2 = startBackend(tmp, "b2")
     server, rawPort = _rawBackend()
+    wsProc, wsPort = startScriptedBackend(tmp)
     port, plain = freePort(), freePort()
     log = tmp / "access.log"
     ini = f"""
@@ -136,15 +139,24 @@ backendAddresses = 127.0.0.1:{p2}
 [backendAddressPool:raw]
 backendAddresses = 127.0.0.1:{rawPort}
 
+[backendAddressPool:ws]
+backendAddresses = 127.0.0.1:{wsPort}
+
 [backendHttpSettings:s]
 port = 80
 requestTimeout = 60
+
+[backendHttpSettings:wsSettings]
+port = 80
+webSocketIdleTimeout = 2
+webSocketMaxMessageSize = 100000
 
 [urlPathMap:map]
 defaultBackendAddressPool = one
 defaultBackendHttpSettings = s
 pathRule.two = /two/* -> two, s
 pathRule.raw = /raw/* -> raw, s
+pathRule.ws = /ws/*, /refuse/* -> ws, wsSettings
 
 [requestRoutingRule:byHost]
 ruleType = Basic
@@ -168,9 +180,10 @@ backendHttpSettings = s
 """
     proc = startGateway(tmp, ini, port)
     try:
-        yield Gw(port, plain, proc, log, caFile, rawPort)
+        yield Gw(port, plain, proc, log, caFile, rawPort, wsPort)
     finally:
         proc.stop()
+        wsProc.stop()
         b1.stop()
         b2.stop()
         server.close()
@@ -468,6 +481,154 @@ def test_a_stalled_stream_does_not_hold_back_the_others(gw: Gw) -> None:
         )
         assert got <= 65535
         assert gw.proc.rssKiB() - before < 32 * 1024
+    finally:
+        client.close()
+
+
+# -- WebSocket over HTTP/2 (RFC 8441) ----------------------------------------------------------
+
+
+def wsFrame(opcode: int, payload: bytes) -> bytes:
+    """A masked client frame (the mask is fixed: tests only)."""
+    key = b"\x01\x02\x03\x04"
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def closeFrame(code: int, reason: bytes = b"") -> bytes:
+    return wsFrame(0x8, code.to_bytes(2, "big") + reason)
+
+
+def wsFrames(data: bytes) -> list[tuple[int, bytes]]:
+    """The complete unmasked (server) frames in C{data}: (opcode, payload)."""
+    out = []
+    pos = 0
+    while pos + 2 <= len(data):
+        opcode, n = data[pos] & 0x0F, data[pos + 1] & 0x7F
+        pos += 2
+        if n == 126:
+            n, pos = int.from_bytes(data[pos : pos + 2], "big"), pos + 2
+        elif n == 127:
+            n, pos = int.from_bytes(data[pos : pos + 8], "big"), pos + 8
+        if pos + n > len(data):
+            break
+        out.append((opcode, data[pos : pos + n]))
+        pos += n
+    return out
+
+
+class WsOverH2:
+    """A WebSocket on an HTTP/2 stream: extended CONNECT, then frames in DATA."""
+
+    def __init__(self, client: Client, path: str, extra: Any = ()) -> None:
+        self.client = client
+        client.until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+        assert client.conn.remote_settings.enable_connect_protocol == 1
+        self.sid = sid = client.conn.get_next_available_stream_id()
+        headers = [
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "https"),
+            (":authority", "a.test"),
+            (":path", path),
+            ("sec-websocket-version", "13"),
+            *extra,
+        ]
+        client.conn.send_headers(sid, headers)
+        client.flush()
+        answer = client.until(
+            lambda e: (
+                isinstance(e, (h2.events.ResponseReceived, h2.events.StreamReset)) and e.stream_id == sid
+            )
+        )
+        assert isinstance(answer, h2.events.ResponseReceived), client.events
+        self.headers = dict(answer.headers)
+
+    def send(self, frame: bytes) -> None:
+        conn = self.client.conn
+        while frame:
+            self.client.until(lambda e: conn.local_flow_control_window(self.sid) > 0)
+            n = min(len(frame), conn.max_outbound_frame_size, conn.local_flow_control_window(self.sid))
+            conn.send_data(self.sid, frame[:n])
+            self.client.flush()
+            frame = frame[n:]
+
+    def data(self) -> bytes:
+        return b"".join(
+            e.data
+            for e in self.client.events
+            if isinstance(e, h2.events.DataReceived) and e.stream_id == self.sid
+        )
+
+    def frames(self, count: int) -> list[tuple[int, bytes]]:
+        self.client.until(lambda e: len(wsFrames(self.data())) >= count)
+        return wsFrames(self.data())
+
+    def ended(self) -> Any:
+        return self.client.until(
+            lambda e: (
+                isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == self.sid
+            )
+        )
+
+
+def test_websocket_over_h2_echoes_and_passes_close_codes_both_ways(gw: Gw) -> None:
+    client = Client.open(gw)
+    try:
+        ws = WsOverH2(client, "/ws/echo?id=h2a", [("sec-websocket-protocol", "chat, other")])
+        assert ws.headers[b":status"] == b"200"
+        assert ws.headers[b"sec-websocket-protocol"] == b"chat"
+        assert not {b"upgrade", b"connection", b"sec-websocket-accept"} & set(ws.headers)
+        ws.send(wsFrame(0x1, b"hello over h2"))
+        ws.send(wsFrame(0x2, bytes(range(256)) * 100))
+        assert ws.frames(2)[:2] == [(0x1, b"hello over h2"), (0x2, bytes(range(256)) * 100)]
+        # The backend closes with 4001: the client gets 4001, answers it, the stream ends.
+        ws.send(wsFrame(0x1, b"!close 4001 bye"))
+        assert ws.frames(3)[2] == (0x8, (4001).to_bytes(2, "big") + b"bye")
+        ws.send(closeFrame(4001, b"bye"))
+        assert isinstance(ws.ended(), h2.events.StreamEnded)
+        # A second WebSocket on the same connection: the client closes with 4002.
+        other = WsOverH2(client, "/ws/echo?id=h2b")
+        other.send(closeFrame(4002, b"client"))
+        assert other.frames(1)[0] == (0x8, (4002).to_bytes(2, "big") + b"client")
+        waitFor(lambda: "h2b" in closesOf(gw.ws), what="the backend's close")
+        assert closesOf(gw.ws)["h2b"][:2] == [4002, "client"]
+        # And plain requests still flow on the connection.
+        headers, _ = client.response(client.request("/headers"))
+        assert headers[b":status"] == b"200"
+    finally:
+        client.close()
+    waitFor(
+        lambda: '"httpStatus":200' in gw.log.read_text() and "/ws/echo" in gw.log.read_text(), what="logged"
+    )
+
+
+def test_websocket_over_h2_refusal_is_the_backends_status(gw: Gw) -> None:
+    client = Client.open(gw)
+    try:
+        ws = WsOverH2(client, "/refuse/403")
+        assert ws.headers[b":status"] == b"403"
+        assert isinstance(ws.ended(), h2.events.StreamEnded)
+    finally:
+        client.close()
+
+
+def test_websocket_over_h2_size_limit_and_idle_timeout(gw: Gw) -> None:
+    client = Client.open(gw)
+    try:
+        big = WsOverH2(client, "/ws/echo?id=h2big")
+        big.send(wsFrame(0x2, bytes(200000)))  # over webSocketMaxMessageSize = 100000
+        assert big.frames(1)[0][0] == 0x8
+        assert big.frames(1)[0][1][:2] == (1009).to_bytes(2, "big")
+        idle = WsOverH2(client, "/ws/echo?id=h2idle")  # webSocketIdleTimeout = 2
+        assert idle.frames(1)[0] == (0x8, (1001).to_bytes(2, "big") + idle.frames(1)[0][1][2:])
     finally:
         client.close()
 

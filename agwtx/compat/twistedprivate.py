@@ -377,6 +377,14 @@ ITEMS: tuple[Private, ...] = (
         "agwtx.http.h2",
         "sends what h2 queued (a RST_STREAM, a GOAWAY) within Twisted's control-frame bound",
     ),
+    Private(
+        _H2C,
+        "_requestDone",
+        "method",
+        "agwtx.http.h2 (resetStream)",
+        "forgets a stream, as Twisted's abortRequest does after a reset (which has no error code)",
+        ("streamID",),
+    ),
     Private(_H2C, "_stillProducing", "attribute", "agwtx.http.h2", "whether the connection was ended"),
     Private(_H2C, "_reactor", "attribute", "agwtx.http.h2", "the connection's clock, for the reset budget"),
     Private(
@@ -400,6 +408,14 @@ ITEMS: tuple[Private, ...] = (
     ),
     Private(_H2S, "_conn", "attribute", "agwtx.http.h2", "the stream's connection, which writes its frames"),
     Private(_H2S, "_request", "attribute", "agwtx.http.h2 (streamRequest)", "the stream's request"),
+    Private(
+        _H2S,
+        "_inboundDataBuffer",
+        "attribute",
+        "agwtx.http.h2",
+        "what a paused stream received: its overrides of receiveDataChunk and resumeProducing "
+        "hand it to a WebSocket tunnel (RFC 8441) instead of the request",
+    ),
     Private(
         _H2S, "_send100Continue", "method", "agwtx.http.h2", "Twisted's 100 Continue, kept by the override"
     ),

@@ -36,13 +36,16 @@ connection).
 
 from __future__ import annotations
 
+import base64
+import os
 from collections import deque
 from typing import Any
 
 import priority
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes, Settings
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -51,6 +54,7 @@ from agwtx.compat.twistedprivate import H2Connection, H2Stream, streamRequest
 from agwtx.runtime.headers import HOP_BY_HOP
 
 from agwtx.http.channel import _CTL, GatewayChannel
+from agwtx.http.h2tunnel import H2Tunnel
 
 
 __all__ = ["GatewayH2Connection", "GatewayH2Stream", "NegotiatingChannel"]
@@ -64,6 +68,11 @@ RESET_BURST = 200
 """Streams a client may reset at once before the rate applies (Rapid Reset)."""
 RESET_RATE = 50.0
 """Stream resets per second a client may go on making (the budget's refill)."""
+
+MAX_CONCURRENT_STREAMS = 100
+"""SETTINGS_MAX_CONCURRENT_STREAMS (h2's default, said here)."""
+MAX_HEADER_LIST_SIZE = 65536
+"""SETTINGS_MAX_HEADER_LIST_SIZE (h2's default, said here): a bigger block is a GOAWAY."""
 
 _H2_RESPONSE_DROPPED = HOP_BY_HOP | {b"proxy-connection"}
 """Response fields that never go on an HTTP/2 response (RFC 9113 section 8.2.2)."""
@@ -137,18 +146,28 @@ class GatewayH2Stream(H2Stream):  # type: ignore[misc]
         if authority is not None:
             # h2 has checked that a Host field, if any, says the same.
             fields.setRawHeaders(b"host", [authority])
-        if self.path is None:
-            # A plain CONNECT (no :path): its authority as the target, which
-            # routing refuses (400) as it refuses it on HTTP/1.1.
-            self.path = authority or b""
-        self.agwProtocol = protocol
+        if self.command == b"CONNECT":
+            if protocol == b"websocket" and self.path:
+                # RFC 8441: routed as the HTTP/1.1 handshake it stands for (a
+                # GET to the same path), bridged by agwtx.websocket when the
+                # backend has answered 101 (see agwtx.http.h2tunnel).
+                self.agwProtocol = protocol
+                self.command = b"GET"
+                fields.setRawHeaders(b"upgrade", [b"websocket"])
+                fields.setRawHeaders(b"connection", [b"Upgrade"])
+                fields.setRawHeaders(b"sec-websocket-key", [base64.b64encode(os.urandom(16))])
+                length = None
+            else:
+                # A plain CONNECT, or another protocol: its authority as the
+                # target, which routing refuses (400) as on HTTP/1.1.
+                self.path = authority or b""
         request.agwHeadBytes = size
         if length is not None:
             if not length.isdigit():
                 self.agwMalformed = True
                 return
             request.gotLength(int(length))
-        elif self._ended:
+        elif self._ended or self.agwProtocol is not None:
             request.gotLength(0)
         else:
             request.gotLength(None)
@@ -166,19 +185,91 @@ class GatewayH2Stream(H2Stream):  # type: ignore[misc]
         ]
         self._conn.writeHeaders(version, code, reason, fields, self.streamID)
 
+    # Twisted's receiveDataChunk and resumeProducing, with the data going to
+    # the WebSocket tunnel when there is one, or nowhere once discarded.
+
     def receiveDataChunk(self, data: bytes, flowControlledLength: int) -> None:
         if self._discarding:
             self._conn.openStreamWindow(self.streamID, flowControlledLength)
-            return
-        super().receiveDataChunk(data, flowControlledLength)
+        elif not self.producing:
+            self._inboundDataBuffer.append((data, flowControlledLength))
+        else:
+            self._deliver(data)
+            self._conn.openStreamWindow(self.streamID, flowControlledLength)
+
+    def resumeProducing(self) -> None:
+        self.producing = True
+        consumed = 0
+        buffered = self._inboundDataBuffer
+        while self.producing and buffered:
+            chunk, flowControlledLength = buffered.popleft()
+            if flowControlledLength is None:  # the end of the stream
+                self.requestComplete()
+            else:
+                consumed += flowControlledLength
+                self._deliver(chunk)
+        if consumed and self.alive():
+            self._conn.openStreamWindow(self.streamID, consumed)
+
+    def _deliver(self, data: bytes) -> None:
+        tunnel = self.agwTunnel
+        if tunnel is not None:
+            tunnel.received(data)
+        elif not self._discarding:
+            streamRequest(self).handleContentChunk(data)
 
     def requestComplete(self) -> None:
         if self._discarding:
             return
-        if self.producing:
-            streamRequest(self).requestReceived(self.command, self.path, HTTP2_VERSION)
+        if not self.producing:
+            self._inboundDataBuffer.append((None, None))
+        elif self.agwProtocol is not None:
+            # The client ended its side of a WebSocket: the gateway ends its own.
+            tunnel = self.agwTunnel
+            if tunnel is not None:
+                tunnel.loseConnection()
         else:
-            super().requestComplete()
+            streamRequest(self).requestReceived(self.command, self.path, HTTP2_VERSION)
+
+    def connectionLost(self, reason: Any) -> None:
+        tunnel = self.agwTunnel
+        if tunnel is not None:
+            tunnel.lost(reason)
+        super().connectionLost(reason)
+
+    # WebSocket over HTTP/2 (agwtx.http.h2tunnel)
+
+    agwTunnel: H2Tunnel | None = None
+
+    def reset(self, code: int) -> None:
+        """Reset this stream with C{code} (Twisted's abortConnection says NO_ERROR)."""
+        self._conn.resetStream(self.streamID, code)
+
+    def alive(self) -> bool:
+        """Whether the connection still has this stream (Twisted forgets it once ended or reset)."""
+        return self.streamID in self._conn.streams
+
+    def startTunnelRequest(self) -> None:
+        """An extended CONNECT's request is complete with its headers: process it now."""
+        self.producing = False  # DATA waits for the WebSocket to open
+        streamRequest(self).requestReceived(self.command, self.path, HTTP2_VERSION)
+
+    def openTunnel(self) -> H2Tunnel:
+        """This stream as the byte stream of a WebSocket's client leg (the bridge calls it)."""
+        tunnel = self.agwTunnel = H2Tunnel(self)
+        self._conn.tunnelOpened()
+        return tunnel
+
+    def tunnelEnded(self, tunnel: H2Tunnel) -> None:
+        if self.agwTunnel is tunnel:
+            self.agwTunnel = None
+            self._conn.tunnelClosed()
+
+    def streamDone(self, result: object = None) -> None:
+        """Twisted forgot the stream (ended both ways, reset, or its connection lost)."""
+        tunnel = self.agwTunnel
+        if tunnel is not None:
+            tunnel.lost(Failure(ConnectionDone()))
 
     # What agw's request and proxy ask of their channel (GatewayChannel's API).
 
@@ -225,6 +316,32 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
         self._resetBudget = float(RESET_BURST)
         self._resetStamp = reactor.seconds()
         self.agwResets = 0
+        self.agwTunnels = 0
+        self.agwIdleTimeout: float | None = None
+
+    def connectionMade(self) -> None:
+        # The first SETTINGS frame: RFC 8441's extended CONNECT, and the limits said.
+        self.conn.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+                SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
+            },
+        )
+        self.agwIdleTimeout = self.timeOut
+        super().connectionMade()
+
+    def tunnelOpened(self) -> None:
+        """A WebSocket opened on a stream: its own idle timeout applies, not the connection's."""
+        self.agwTunnels += 1
+        if self.agwTunnels == 1:
+            self.setTimeout(None)
+
+    def tunnelClosed(self) -> None:
+        self.agwTunnels -= 1
+        if self.agwTunnels == 0 and self._stillProducing:
+            self.setTimeout(self.agwIdleTimeout)
 
     def _requestReceived(self, event: Any) -> None:
         stream = GatewayH2Stream(
@@ -276,6 +393,12 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
             )
             self.goAway(ErrorCodes.ENHANCE_YOUR_CALM, "Too many stream resets")
 
+    def resetStream(self, streamID: int, code: int) -> None:
+        """Twisted's abortRequest with an error code."""
+        self.conn.reset_stream(streamID, error_code=code)
+        if self._tryToWriteControlData():
+            self._requestDone(streamID)
+
     def goAway(self, code: int, why: str) -> None:
         """End the connection with a GOAWAY of C{code}, its streams with it."""
         self.conn.close_connection(error_code=code)
@@ -314,7 +437,9 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
     def _adopt(self, streamID: int, stream: GatewayH2Stream) -> None:
         # What Twisted's _requestReceived does once the stream is built.
         self.streams[streamID] = stream
-        self._streamCleanupCallbacks[streamID] = Deferred()
+        done: Deferred[int] = Deferred()
+        done.addCallback(stream.streamDone)
+        self._streamCleanupCallbacks[streamID] = done
         self._outboundStreamQueues[streamID] = deque()
         try:
             self.priority.insert_stream(streamID)
@@ -322,6 +447,8 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
             pass  # a PRIORITY frame came first: Twisted's _handlePriorityUpdate inserted it
         else:
             self.priority.block(streamID)
+        if stream.agwProtocol is not None:
+            stream.startTunnelRequest()
 
 
 class NegotiatingChannel(GatewayChannel):
