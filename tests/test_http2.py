@@ -43,6 +43,17 @@ class Gw:
     ws: int
 
 
+PAGE = b"""<!doctype html><title>h2</title><script>
+window.__r = {proto: performance.getEntriesByType("navigation")[0].nextHopProtocol};
+var ws = new WebSocket("wss://" + location.host + "/ws/echo?id=chrome");
+ws.onopen = function () { ws.send("hi from chromium"); };
+ws.onmessage = function (e) { window.__r.echo = e.data; ws.close(4003, "done"); };
+ws.onclose = function (e) { window.__r.closed = e.code; };
+ws.onerror = function () { window.__r.error = true; };
+</script>"""
+"""The page Chromium loads over h2: its protocol, and a WebSocket through the gateway."""
+
+
 def _rawBackend() -> tuple[socket.socket, int]:
     """
     A backend answering C{/big/N} with N MiB (zeros, Content-Length) and
@@ -57,7 +68,12 @@ def _rawBackend() -> tuple[socket.socket, int]:
             while True:
                 head, _ = readHead(conn)
                 target = head.split(b" ")[1]
-                if target.startswith(b"/big/"):
+                if target == b"/raw/page":
+                    conn.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s"
+                        % (len(PAGE), PAGE)
+                    )
+                elif target.startswith(b"/big/"):
                     size = int(target[5:]) << 20
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
                     block = bytes(1 << 16)
@@ -642,6 +658,36 @@ def test_websocket_over_h2_size_limit_and_idle_timeout(gw: Gw) -> None:
         assert idle.frames(1)[0] == (0x8, (1001).to_bytes(2, "big") + idle.frames(1)[0][1][2:])
     finally:
         client.close()
+
+
+def test_chromium_loads_a_page_over_h2_and_opens_a_websocket(gw: Gw, tmp_path: Path) -> None:
+    from tests.test_statuspage import CHROMIUM, Chromium
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium chromium-driver)")
+    browser = Chromium(tmp_path)
+    try:
+        browser.call("Security.setIgnoreCertificateErrors", ignore=True)
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=f"https://localhost:{gw.port}/raw/page")
+        result = waitFor(
+            lambda: (
+                (browser.evaluate("JSON.stringify(window.__r || null)") or "null") != "null"
+                and json.loads(browser.evaluate("JSON.stringify(window.__r)")).get("closed")
+            ),
+            what="the page's WebSocket to close",
+        )
+        assert result
+        seen = json.loads(browser.evaluate("JSON.stringify(window.__r)"))
+        assert seen == {"proto": "h2", "echo": "hi from chromium", "closed": 4003}, seen
+    finally:
+        browser.close()
+    waitFor(lambda: "chrome" in closesOf(gw.ws), what="the backend's close")
+    assert closesOf(gw.ws)["chrome"][:2] == [4003, "done"]
+    lines = [json.loads(line) for line in gw.log.read_text().splitlines()]
+    wsLines = [e for e in lines if e["requestUri"] == "/ws/echo"]
+    # Chromium opens its WebSocket on the page's h2 connection (RFC 8441) when offered.
+    assert wsLines and wsLines[-1]["httpVersion"] == "HTTP/2.0", wsLines
 
 
 # -- defences ---------------------------------------------------------------------------------------

@@ -224,10 +224,10 @@ class GatewayH2Stream(H2Stream):  # type: ignore[misc]
         if not self.producing:
             self._inboundDataBuffer.append((None, None))
         elif self.agwProtocol is not None:
-            # The client ended its side of a WebSocket: the gateway ends its own.
-            tunnel = self.agwTunnel
-            if tunnel is not None:
-                tunnel.loseConnection()
+            # The client ended its side of a WebSocket (a half-close: Chromium
+            # does it with its close frame); the gateway's side stays open for
+            # the closing handshake's answer, then ends (or the idle timeout).
+            pass
         else:
             streamRequest(self).requestReceived(self.command, self.path, HTTP2_VERSION)
 
