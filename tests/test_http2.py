@@ -56,7 +56,7 @@ ws.onerror = function () { window.__r.error = true; };
 
 def _rawBackend() -> tuple[socket.socket, int]:
     """
-    A backend answering C{/big/N} with N MiB (zeros, Content-Length) and
+    A backend answering C{/raw/big/N} with N MiB (zeros, Content-Length) and
     anything else with a response carrying hop-by-hop fields.
     """
     server = socket.socket()
@@ -73,8 +73,8 @@ def _rawBackend() -> tuple[socket.socket, int]:
                         b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s"
                         % (len(PAGE), PAGE)
                     )
-                elif target.startswith(b"/big/"):
-                    size = int(target[5:]) << 20
+                elif target.startswith(b"/raw/big/"):
+                    size = int(target[9:]) << 20
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
                     block = bytes(1 << 16)
                     for _ in range(size >> 16):
@@ -309,6 +309,8 @@ class Client:
     conn: h2.connection.H2Connection
     events: list[Any] = field(default_factory=list)
     closed: bool = False
+    stalled: set[int] = field(default_factory=set)
+    """Streams whose window the client never opens (their data still opens the connection's)."""
 
     @classmethod
     def open(cls, gw: Gw, **settings: int) -> "Client":
@@ -365,7 +367,11 @@ class Client:
             for e in self.conn.receive_data(data):
                 self.events.append(e)
                 if isinstance(e, h2.events.DataReceived):
-                    self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                    if e.stream_id in self.stalled:
+                        if e.flow_controlled_length:
+                            self.conn.increment_flow_control_window(e.flow_controlled_length)
+                    else:
+                        self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
             self.flush()
             for e in self.events:
                 if predicate(e):
@@ -494,9 +500,10 @@ def test_a_stalled_stream_does_not_hold_back_the_others(gw: Gw) -> None:
     client = Client.open(gw)
     try:
         before = gw.proc.rssKiB()
-        # The client acknowledges connection-level data only for the second stream:
-        # stream 1's window (65535) stays shut after its first bytes.
-        stalled = client.request("/raw/big/64")
+        # The client never opens stream 1's window (65535) again after its first bytes.
+        stalled = client.conn.get_next_available_stream_id()
+        client.stalled.add(stalled)
+        assert client.request("/raw/big/64") == stalled
         client.until(lambda e: isinstance(e, h2.events.DataReceived) and e.stream_id == stalled)
         time.sleep(1)
         headers, body = client.response(client.request("/headers"))
@@ -763,6 +770,26 @@ def test_a_continuation_flood_ends_in_goaway(gw: Gw) -> None:
         assert ended is not None and ended.error_code == ErrorCodes.PROTOCOL_ERROR
         client.until(lambda e: False, timeout=10)
         assert client.closed
+    finally:
+        client.close()
+    _stillServes(gw)
+
+
+def test_a_huge_window_does_not_make_the_gateway_buffer_a_slow_readers_download(gw: Gw) -> None:
+    """
+    A client granting a 2 GiB window that then reads nothing: the stream's
+    queue is bounded (STREAM_QUEUE_LIMIT), so its backend socket is paused
+    instead of the gateway holding the 256 MiB download.
+    """
+    client = Client.open(gw)
+    try:
+        client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        client.conn.increment_flow_control_window(2**31 - 1 - 65535)
+        client.flush()
+        before = gw.proc.rssKiB()
+        client.request("/raw/big/256")
+        time.sleep(3)  # time for the backend to push whatever the gateway will take
+        assert gw.proc.rssKiB() - before < 48 * 1024
     finally:
         client.close()
     _stillServes(gw)

@@ -385,6 +385,14 @@ ITEMS: tuple[Private, ...] = (
         "forgets a stream, as Twisted's abortRequest does after a reset (which has no error code)",
         ("streamID",),
     ),
+    Private(
+        _H2C,
+        "_sendPrioritisedData",
+        "method",
+        "agwtx.http.h2 (override)",
+        "the sending loop: after it, a stream paused for a full queue (STREAM_QUEUE_LIMIT) is "
+        "resumed once drained; Twisted bounds a stream only by the client's window",
+    ),
     Private(_H2C, "_stillProducing", "attribute", "agwtx.http.h2", "whether the connection was ended"),
     Private(_H2C, "_reactor", "attribute", "agwtx.http.h2", "the connection's clock, for the reset budget"),
     Private(

@@ -71,6 +71,10 @@ RESET_RATE = 50.0
 
 MAX_CONCURRENT_STREAMS = 100
 """SETTINGS_MAX_CONCURRENT_STREAMS (h2's default, said here)."""
+STREAM_QUEUE_LIMIT = 256 * 1024
+"""Response bytes queued on one stream before its producer (the backend socket) is paused,
+whatever window the client grants: a client advertising a 2 GiB window and reading slowly
+would otherwise have the gateway hold up to that much per stream."""
 MAX_HEADER_LIST_SIZE = 65536
 """SETTINGS_MAX_HEADER_LIST_SIZE (h2's default, said here): a bigger block is a GOAWAY."""
 
@@ -318,6 +322,7 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
         self.agwResets = 0
         self.agwTunnels = 0
         self.agwIdleTimeout: float | None = None
+        self._queueFull: set[int] = set()
 
     def connectionMade(self) -> None:
         # The first SETTINGS frame: RFC 8441's extended CONNECT, and the limits said.
@@ -392,6 +397,31 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
                 rate=RESET_RATE,
             )
             self.goAway(ErrorCodes.ENHANCE_YOUR_CALM, "Too many stream resets")
+
+    # Twisted pauses a stream's producer only when the client's window is
+    # spent; agw also pauses it when the stream's queue passes
+    # STREAM_QUEUE_LIMIT, and resumes it when the sending loop has taken it
+    # below half of that.
+
+    def writeDataToStream(self, streamID: int, data: bytes) -> None:
+        super().writeDataToStream(streamID, data)
+        if streamID in self.streams and self._queued(streamID) > STREAM_QUEUE_LIMIT:
+            self._queueFull.add(streamID)
+            self.streams[streamID].flowControlBlocked()
+
+    def _sendPrioritisedData(self, *args: Any) -> None:
+        super()._sendPrioritisedData(*args)
+        if self._queueFull:
+            for streamID in list(self._queueFull):
+                stream = self.streams.get(streamID)
+                if stream is None:
+                    self._queueFull.discard(streamID)
+                elif self._queued(streamID) <= STREAM_QUEUE_LIMIT // 2:
+                    self._queueFull.discard(streamID)
+                    stream.windowUpdated()
+
+    def _queued(self, streamID: int) -> int:
+        return sum(len(chunk) for chunk in self._outboundStreamQueues[streamID] if isinstance(chunk, bytes))
 
     def resetStream(self, streamID: int, code: int) -> None:
         """Twisted's abortRequest with an error code."""
