@@ -46,6 +46,7 @@ from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -71,6 +72,8 @@ RESET_RATE = 50.0
 
 MAX_CONCURRENT_STREAMS = 100
 """SETTINGS_MAX_CONCURRENT_STREAMS (h2's default, said here)."""
+SEND_BATCH = 64
+"""DATA frames (or stream ends) sent per reactor turn and per transport write."""
 STREAM_QUEUE_LIMIT = 256 * 1024
 """Response bytes queued on one stream before its producer (the backend socket) is paused,
 whatever window the client grants: a client advertising a 2 GiB window and reading slowly
@@ -409,8 +412,58 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
             self._queueFull.add(streamID)
             self.streams[streamID].flowControlBlocked()
 
+    # Twisted's sending loop, batched: it sends one DATA frame (or one end of
+    # a stream) per reactor iteration, each its own transport write and TLS
+    # record, which made a loaded connection of small responses take a
+    # reactor turn per frame (agw over h2 answered a fifth of its HTTP/1.1
+    # rate).  Here up to SEND_BATCH frames, in the same priority order, go
+    # out in one write per turn.
+
     def _sendPrioritisedData(self, *args: Any) -> None:
-        super()._sendPrioritisedData(*args)
+        if not self._stillProducing:
+            return
+        conn = self.conn
+        queues = self._outboundStreamQueues
+        sent = 0
+        while sent < SEND_BATCH:
+            try:
+                streamID = next(self.priority)
+            except priority.DeadlockError:
+                # Everything sendable is sent: wait for more (Twisted's wake-up Deferred).
+                self._flushFrames()
+                if self._sendingDeferred is None:
+                    self._sendingDeferred = Deferred()
+                    self._sendingDeferred.addCallback(self._sendPrioritisedData)
+                return
+            if self._consumerBlocked is not None:
+                self._flushFrames()
+                self._consumerBlocked.addCallback(self._sendPrioritisedData)
+                return
+            sent += 1
+            frame = queues[streamID].popleft()
+            if not isinstance(frame, bytes):  # the end of the stream
+                conn.end_stream(streamID)
+                self._flushFrames()
+                self._requestDone(streamID)
+                continue
+            size = min(conn.max_outbound_frame_size, conn.local_flow_control_window(streamID))
+            if len(frame) > size:
+                queues[streamID].appendleft(frame[size:])
+                frame = frame[:size]
+            if frame:
+                conn.send_data(streamID, frame)
+            if not queues[streamID]:
+                self.priority.block(streamID)
+            if self.remainingOutboundWindow(streamID) <= 0:
+                self.streams[streamID].flowControlBlocked()
+        self.resetTimeout()
+        self._flushFrames()
+        self._reactor.callLater(0, self._sendPrioritisedData)
+
+    def _flushFrames(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None:
+            self.transport.write(data)
         if self._queueFull:
             for streamID in list(self._queueFull):
                 stream = self.streams.get(streamID)
@@ -509,6 +562,14 @@ class NegotiatingChannel(GatewayChannel):
         transport = self.transport
         assert transport is not None
         transport.unregisterProducer()
+        # TCP_NODELAY on the socket under TLS (Twisted's H2Connection sets it
+        # only on a bare TCP transport): a response's HEADERS and DATA are
+        # separate writes, which Nagle's algorithm would hold for the ACK.
+        tcp = transport
+        while tcp is not None and not ITCPTransport.providedBy(tcp):
+            tcp = getattr(tcp, "transport", None)
+        if tcp is not None:
+            tcp.setTcpNoDelay(True)
         conn = self.agwH2 = GatewayH2Connection(self.site.ctx.reactor)
         conn.agwChannel = self
         conn.requestFactory = self.requestFactory

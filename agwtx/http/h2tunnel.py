@@ -132,7 +132,7 @@ class H2Tunnel:
         return self.stream.getHost()
 
     def setTcpNoDelay(self, enabled: bool) -> None:
-        """The connection's own setting (Twisted's HTTP/2 sets TCP_NODELAY)."""
+        """The connection's own setting (L{agwtx.http.h2.NegotiatingChannel} sets TCP_NODELAY)."""
 
     # -- producer and consumer: the stream's flow control
 
