@@ -457,6 +457,24 @@ def test_control_characters_in_a_value_reset_the_stream_only(gw: Gw) -> None:
         client.close()
 
 
+def test_a_refused_request_with_a_body_is_answered_and_the_connection_goes_on(gw: Gw) -> None:
+    """An invalid host with a body still coming: 400 at once (GatewaySite.startStreaming's refusal)."""
+    client = Client.open(gw)
+    try:
+        _unchecked(client)
+        sid = client.request(
+            "/echo", method="POST", authority="bad host", end=False, extra=[("content-length", "10")]
+        )
+        answer = client.until(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid)
+        assert answer is not None and dict(answer.headers)[b":status"] == b"400"
+        client.conn.send_data(sid, b"0123456789", end_stream=True)  # the rest of the body: dropped
+        client.flush()
+        headers, _ = client.response(client.request("/headers"))
+        assert headers[b":status"] == b"200"
+    finally:
+        client.close()
+
+
 def test_plain_connect_is_refused_like_http11(gw: Gw) -> None:
     """400 as on HTTP/1.1 (h2 4.1, the floor, takes a CONNECT without :path as malformed: GOAWAY)."""
     client = Client.open(gw)

@@ -52,6 +52,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 from agwtx.compat.twistedprivate import H2Connection, H2Stream, streamRequest
+from agwtx.runtime.answers import errorPage
 from agwtx.runtime.headers import HOP_BY_HOP
 
 from agwtx.http.channel import _CTL, GatewayChannel
@@ -288,11 +289,22 @@ class GatewayH2Stream(H2Stream):  # type: ignore[misc]
     def _discard(self, data: bytes) -> None:
         """As L{GatewayChannel._discard}: nothing more is taken from this stream."""
 
+    _refusal: str | None = None
+
     def refuseRequest(self, message: str) -> None:
         """Answer the request whose head was just read with 400, reading nothing more of it."""
-        from agwtx.runtime.answers import errorPage
-
         self.closeAfterResponse()
+        self._refusal = message
+        if self.alive():
+            self.answerRefusal()
+        # else: the head is still being read (the stream is not the
+        # connection's yet); GatewayH2Connection._adopt answers it next.
+
+    def answerRefusal(self) -> None:
+        """The 400 of L{refuseRequest}."""
+        message, self._refusal = self._refusal, None
+        if message is None:
+            return
         request = streamRequest(self)
         request.stopBodyTimer()
         request.method, request.uri, request.clientproto = self.command, self.path, HTTP2_VERSION
@@ -532,6 +544,7 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
             self.priority.block(streamID)
         if stream.agwProtocol is not None:
             stream.startTunnelRequest()
+        stream.answerRefusal()
 
 
 class NegotiatingChannel(GatewayChannel):
