@@ -68,6 +68,9 @@ def _rawBackend() -> tuple[socket.socket, int]:
             while True:
                 head, _ = readHead(conn)
                 target = head.split(b" ")[1]
+                if target == b"/raw/stall":
+                    conn.recv(1)  # reads nothing more of the body until the client leaves
+                    return
                 if target == b"/raw/page":
                     conn.sendall(
                         b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s"
@@ -713,6 +716,37 @@ def test_chromium_loads_a_page_over_h2_and_opens_a_websocket(gw: Gw, tmp_path: P
     wsLines = [e for e in lines if e["requestUri"] == "/ws/echo"]
     # Chromium opens its WebSocket on the page's h2 connection (RFC 8441) when offered.
     assert wsLines and wsLines[-1]["httpVersion"] == "HTTP/2.0", wsLines
+
+
+def test_an_upload_to_a_stalled_backend_pauses_its_stream_only(gw: Gw) -> None:
+    """
+    The backend reads nothing of the body: the gateway stops opening that
+    stream's window (the client cannot send more than a bounded amount), and
+    another stream on the same connection is answered meanwhile.
+    """
+    client = Client.open(gw)
+    try:
+        before = gw.proc.rssKiB()
+        sid = client.request("/raw/stall", method="POST", end=False)
+        conn = client.conn
+        sent = 0
+        block = bytes(16384)
+        while sent < 256 << 20:
+            if conn.local_flow_control_window(sid) <= 0:
+                # Wait for the gateway to open the window again; it will not, once paused.
+                grown = client.until(lambda e: conn.local_flow_control_window(sid) > 0, timeout=3)
+                if grown is None:
+                    break
+            n = min(len(block), conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            conn.send_data(sid, block[:n])
+            client.flush()
+            sent += n
+        assert sent < 64 << 20, sent  # paused long before the 256 MiB
+        headers, body = client.response(client.request("/headers"))
+        assert headers[b":status"] == b"200" and b'"backend": "b1"' in body
+        assert gw.proc.rssKiB() - before < 48 * 1024
+    finally:
+        client.close()
 
 
 # -- defences ---------------------------------------------------------------------------------------
