@@ -301,6 +301,74 @@ def test_nghttp(gw: Gw) -> None:
     assert "SETTINGS_MAX_CONCURRENT_STREAMS(0x03):100" in done.stdout
 
 
+def test_enable_http2_follows_a_reload(tmp_path: Path) -> None:
+    """Off by default (HTTP/1.1 by ALPN); a reload that turns it on offers h2 to new connections."""
+    import os
+    import signal
+
+    ca = CA()
+    cert, key = ca.issue(["localhost"]).write(tmp_path, "leaf")
+    caFile = ca.writeRoot(tmp_path / "ca.pem")
+    backend, backendPort = startBackend(tmp_path, "r1")
+    port = freePort()
+    body = f"""
+[frontendPort:main]
+port = {port}
+interface = 127.0.0.1
+[sslCertificate:main]
+certificate = {cert}
+privateKey = {key}
+[httpListener:l]
+frontendPort = main
+protocol = Https
+sslCertificate = main
+[backendAddressPool:p]
+backendAddresses = 127.0.0.1:{backendPort}
+[backendHttpSettings:s]
+port = 80
+[requestRoutingRule:r]
+ruleType = Basic
+priority = 1
+httpListener = l
+backendAddressPool = p
+backendHttpSettings = s
+"""
+    proc = startGateway(tmp_path, body, port)
+    try:
+
+        def version() -> str:
+            done = subprocess.run(
+                [
+                    "curl",
+                    "-sS",
+                    "-m",
+                    "20",
+                    "--http2",
+                    "--cacert",
+                    str(caFile),
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_version}",
+                    f"https://localhost:{port}/",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        assert version() == "1.1"
+        (tmp_path / f"gw-{port}.ini").write_text("[gateway]\nenableHttp2 = true\n" + body)
+        os.kill(proc.pid, signal.SIGHUP)
+        waitFor(lambda: "configuration reloaded" in proc.output(), what="the reload")
+        assert version() == "2"
+    finally:
+        proc.stop()
+        backend.stop()
+
+
 # -- the h2 library as the client -----------------------------------------------------------------
 
 
