@@ -428,7 +428,7 @@ class Client:
             self.sock.settimeout(max(0.1, deadline - time.monotonic()))
             try:
                 data = self.sock.recv(65536)
-            except TimeoutError:
+            except socket.timeout:  # TimeoutError from Python 3.10, not on PyPy 3.9
                 continue
             except (ConnectionError, ssl.SSLError):
                 data = b""
