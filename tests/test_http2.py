@@ -69,7 +69,7 @@ def _rawBackend() -> tuple[socket.socket, int]:
                 head, _ = readHead(conn)
                 target = head.split(b" ")[1]
                 if target == b"/raw/stall":
-                    conn.recv(1)  # reads nothing more of the body until the client leaves
+                    time.sleep(20)  # reads nothing of the body (bounded: then it closes)
                     return
                 if target == b"/raw/page":
                     conn.sendall(
