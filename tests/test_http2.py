@@ -939,3 +939,30 @@ def test_a_ping_flood_from_a_client_that_does_not_read_is_cut_off(gw: Gw) -> Non
     assert cut
     assert gw.proc.rssKiB() - before < 32 * 1024
     _stillServes(gw)
+
+
+def test_round_robin_scheduler_has_the_priority_tree_interface_twisted_uses() -> None:
+    import priority
+
+    from agwtx.http.h2 import _RoundRobin
+
+    rr = _RoundRobin()
+    for sid in (1, 3, 5):
+        rr.insert_stream(sid)
+        rr.block(sid)
+    with pytest.raises(priority.DuplicateStreamError):
+        rr.insert_stream(3)
+    with pytest.raises(priority.MissingStreamError):
+        rr.reprioritize(7, weight=200)
+    rr.reprioritize(3, weight=200)  # taken, ignored
+    with pytest.raises(priority.DeadlockError):
+        next(rr)
+    rr.unblock(1)
+    rr.unblock(5)
+    rr.unblock(9)  # unknown: not scheduled
+    assert [next(rr) for _ in range(4)] == [1, 5, 1, 5]
+    rr.block(1)
+    assert [next(rr) for _ in range(2)] == [5, 5]
+    rr.remove_stream(5)
+    with pytest.raises(priority.DeadlockError):
+        next(rr)
