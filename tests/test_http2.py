@@ -966,3 +966,53 @@ def test_round_robin_scheduler_has_the_priority_tree_interface_twisted_uses() ->
     rr.remove_stream(5)
     with pytest.raises(priority.DeadlockError):
         next(rr)
+
+
+def test_idle_timeout_runs_only_while_no_stream_is_open_and_pings_do_not_restart_it() -> None:
+    """
+    On a controlled clock: an idle connection is timed out however many
+    PINGs it sends; a stream that stays open (a slow backend, a WebSocket)
+    suspends the timer, which starts again when the last stream is done.
+    """
+    import types
+
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from twisted.web.http import Request
+
+    from agwtx.http.h2 import GatewayH2Connection
+
+    def connect() -> tuple[Clock, StringTransport, GatewayH2Connection, h2.connection.H2Connection]:
+        clock = Clock()
+        conn = GatewayH2Connection(clock)
+        conn.timeOut = 60
+        conn.callLater = clock.callLater
+        conn.site = types.SimpleNamespace(allowUnderscores=False)
+        conn.factory = None
+        conn.requestFactory = Request
+        transport = StringTransport()
+        conn.makeConnection(transport)
+        transport.registerProducer(conn, True)  # as NegotiatingChannel does
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        conn.dataReceived(client.data_to_send())
+        return clock, transport, conn, client
+
+    clock, transport, conn, client = connect()
+    for _ in range(7):
+        clock.advance(10)
+        client.ping(b"12345678")
+        conn.dataReceived(client.data_to_send())
+    assert transport.disconnecting  # 70 s of PINGs: idle all the same
+
+    clock, transport, conn, client = connect()
+    client.send_headers(1, [(":method", "POST"), (":scheme", "https"), (":authority", "a"), (":path", "/")])
+    conn.dataReceived(client.data_to_send())
+    clock.advance(600)
+    assert not transport.disconnecting  # a stream is open
+    client.reset_stream(1)
+    conn.dataReceived(client.data_to_send())
+    clock.advance(59)
+    assert not transport.disconnecting
+    clock.advance(2)
+    assert transport.disconnecting

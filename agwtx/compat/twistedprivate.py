@@ -381,8 +381,9 @@ ITEMS: tuple[Private, ...] = (
         _H2C,
         "_requestDone",
         "method",
-        "agwtx.http.h2 (resetStream)",
-        "forgets a stream, as Twisted's abortRequest does after a reset (which has no error code)",
+        "agwtx.http.h2 (resetStream, override)",
+        "forgets a stream, as Twisted's abortRequest does after a reset (which has no error code); "
+        "overridden to start the idle timer when the last stream is done",
         ("streamID",),
     ),
     Private(

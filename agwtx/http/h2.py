@@ -265,13 +265,11 @@ class GatewayH2Stream(H2Stream):  # type: ignore[misc]
     def openTunnel(self) -> H2Tunnel:
         """This stream as the byte stream of a WebSocket's client leg (the bridge calls it)."""
         tunnel = self.agwTunnel = H2Tunnel(self)
-        self._conn.tunnelOpened()
         return tunnel
 
     def tunnelEnded(self, tunnel: H2Tunnel) -> None:
         if self.agwTunnel is tunnel:
             self.agwTunnel = None
-            self._conn.tunnelClosed()
 
     def streamDone(self, result: object = None) -> None:
         """Twisted forgot the stream (ended both ways, reset, or its connection lost)."""
@@ -385,7 +383,6 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
         self._resetBudget = float(RESET_BURST)
         self._resetStamp = reactor.seconds()
         self.agwResets = 0
-        self.agwTunnels = 0
         self.agwIdleTimeout: float | None = None
         self._queueFull: set[int] = set()
 
@@ -402,15 +399,19 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
         self.agwIdleTimeout = self.timeOut
         super().connectionMade()
 
-    def tunnelOpened(self) -> None:
-        """A WebSocket opened on a stream: its own idle timeout applies, not the connection's."""
-        self.agwTunnels += 1
-        if self.agwTunnels == 1:
-            self.setTimeout(None)
+    # The idle timeout, as on HTTP/1.1: it runs only while no stream is open
+    # (a request waiting for a slow backend, or a WebSocket, is not idle; the
+    # request's and the WebSocket's own timeouts apply), from the end of the
+    # last one.  Twisted's runs whatever is open and restarts on every frame
+    # received, so a client sending PINGs held an idle connection forever,
+    # and a request slower than the idle timeout was cut with a GOAWAY.
 
-    def tunnelClosed(self) -> None:
-        self.agwTunnels -= 1
-        if self.agwTunnels == 0 and self._stillProducing:
+    def resetTimeout(self) -> None:
+        """Frames do not restart the idle timer: only a stream ending does."""
+
+    def _requestDone(self, streamID: int) -> None:
+        super()._requestDone(streamID)
+        if not self.streams and self._stillProducing:
             self.setTimeout(self.agwIdleTimeout)
 
     def _requestReceived(self, event: Any) -> None:
@@ -567,9 +568,12 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
         super().timeoutConnection()
         self._letTransportClose()
 
+    _letGo = False
+
     def _letTransportClose(self) -> None:
         transport = self.transport
-        if transport is not None and transport.disconnecting:
+        if transport is not None and transport.disconnecting and not self._letGo:
+            self._letGo = True
             transport.unregisterProducer()
 
     def _forget(self, streamID: int) -> None:
@@ -581,6 +585,8 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
 
     def _adopt(self, streamID: int, stream: GatewayH2Stream) -> None:
         # What Twisted's _requestReceived does once the stream is built.
+        if not self.streams:
+            self.setTimeout(None)  # a stream is open: not idle
         self.streams[streamID] = stream
         done: Deferred[int] = Deferred()
         done.addCallback(stream.streamDone)
