@@ -29,6 +29,7 @@ from h2.errors import ErrorCodes
 from tests.certs import CA
 from tests.rawbackend import readHead
 from tests.support import Proc, freePort, startBackend, startGateway, waitFor
+from tests.test_tls import httpsIni
 from tests.ws_helpers import closesOf, startScriptedBackend
 
 
@@ -311,28 +312,7 @@ def test_enable_http2_follows_a_reload(tmp_path: Path) -> None:
     caFile = ca.writeRoot(tmp_path / "ca.pem")
     backend, backendPort = startBackend(tmp_path, "r1")
     port = freePort()
-    body = f"""
-[frontendPort:main]
-port = {port}
-interface = 127.0.0.1
-[sslCertificate:main]
-certificate = {cert}
-privateKey = {key}
-[httpListener:l]
-frontendPort = main
-protocol = Https
-sslCertificate = main
-[backendAddressPool:p]
-backendAddresses = 127.0.0.1:{backendPort}
-[backendHttpSettings:s]
-port = 80
-[requestRoutingRule:r]
-ruleType = Basic
-priority = 1
-httpListener = l
-backendAddressPool = p
-backendHttpSettings = s
-"""
+    body = httpsIni(port, cert, key, backendPort)
     proc = startGateway(tmp_path, body, port)
     try:
 
