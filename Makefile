@@ -107,11 +107,12 @@ conformance-full: setup
 # The benches compare with Debian's nginx under wrk; the WebSocket one's
 # client is node (bench/package.json).  Installed when missing, as above.
 bench-tools:
-	@need=""; for t in nginx:nginx wrk:wrk npm:npm; do \
+	@need=""; for t in nginx:nginx wrk:wrk npm:npm h2load:nghttp2-client; do \
 	    command -v $${t%%:*} >/dev/null 2>&1 || need="$$need $${t#*:}"; done; \
 	if [ -n "$$need" ]; then set -x; apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$need; fi
 
 bench: setup setup-pypy bench-tools
 	$(PY) bench/http_bench.py
+	$(PY) bench/h2_bench.py
 	npm ci --prefix bench --silent && $(PY) bench/ws_bench.py --idle 9000

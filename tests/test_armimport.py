@@ -183,7 +183,6 @@ def test_fullNotConvertedAtTheTop(capsys: pytest.CaptureFixture[str]) -> None:
         "; NOT CONVERTED: autoscaleConfiguration = ",
         "; NOT CONVERTED: zones = ",
         "; NOT CONVERTED: identity = ",
-        "; NOT CONVERTED: enableHttp2 = true",
         "; NOT CONVERTED: gatewayIPConfigurations = appGatewayIpConfig",
         "; NOT CONVERTED: frontendIPConfigurations = appGwPublicFrontendIp",
     ):
@@ -192,7 +191,11 @@ def test_fullNotConvertedAtTheTop(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_fullSslPolicyBecomesGatewayKeys(capsys: pytest.CaptureFixture[str]) -> None:
     out = imported(capsys, FULL)
-    assert keys(out, "[gateway]") == ["sslPolicyType = Predefined", "sslPolicyName = AppGwSslPolicy20220101"]
+    assert keys(out, "[gateway]") == [
+        "enableHttp2 = true",
+        "sslPolicyType = Predefined",
+        "sslPolicyName = AppGwSslPolicy20220101",
+    ]
     assert "sslPolicy" not in "\n".join(topComments(out))
 
 

@@ -994,6 +994,11 @@ MISTAKES: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "enableHttp2",
+        "[gateway]\nenableHttp2 = maybe\n",
+        ["@2: [gateway] enableHttp2: expected true or false (or yes/no, 1/0, Enabled/Disabled), got 'maybe'"],
+    ),
+    (
         "trustedProxies not a range",
         "[gateway]\ntrustedProxies = 10.0.0.0/8, proxy.example\n",
         [

@@ -26,7 +26,7 @@ from OpenSSL import SSL
 
 from agwtx.config.model import GatewayConfig, GatewaySettings, HttpListener, SslCertificate, SslPolicy
 from agwtx.tls.server import buildServerTls
-from tests.certs import CA, Pki, httpsGet, keyPem, sClient
+from tests.certs import CA, Pki, httpsGet, keyPem, sClient, tlsConnect
 from tests.rawbackend import PROBE_ANSWER, RawBackend, acceptFor, handshakeHead, headerValue
 from tests.support import Proc, freePort, startBackend, startGateway, waitFor, waitForPort
 
@@ -143,6 +143,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory, pki: ProfilesPki) -> Iterator[G
     ports = {name: freePort() for name in names}
     cert, key = pki.files["server"]
     ini = [
+        # HTTP/2 offered: the HTTP/1.1 clients below are unaffected; the h2 tests use it.
+        "[gateway]\nenableHttp2 = true\n",
         f"[sslCertificate:server]\ncertificate = {cert}\nprivateKey = {key}\n",
         f"[trustedClientCertificate:clients]\ndata = {pki.dir / 'client-ca.pem'}\n",
         f"[trustedClientCertificate:chain]\ndata = {pki.dir / 'chain.pem'}\n",
@@ -429,6 +431,47 @@ def test_strict_listener_refuses_with_400_and_logs(
         f"issuer {issuer if stem else '-'!r}: {reason}"
     )
     waitFor(lambda: line in gw.proc.output(), what=line)
+
+
+def h2Get(port: int, ctx: ssl.SSLContext, path: str = "/headers") -> tuple[int, bytes]:
+    """Status and body of one GET over HTTP/2 (the h2 library on a TLS socket)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    ctx.set_alpn_protocols(["h2"])
+    with tlsConnect(port, "localhost", ctx) as sock:
+        assert sock.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        conn.initiate_connection()
+        conn.send_headers(
+            1,
+            [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", path)],
+            end_stream=True,
+        )
+        sock.sendall(conn.data_to_send())
+        status, body = 0, b""
+        while True:
+            data = sock.recv(65536)
+            assert data, "closed before the response ended"
+            for e in conn.receive_data(data):
+                if isinstance(e, h2.events.ResponseReceived):
+                    status = int(dict(e.headers)[b":status"])
+                elif isinstance(e, h2.events.DataReceived):
+                    body += e.data
+                    conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                elif isinstance(e, h2.events.StreamEnded):
+                    return status, body
+            sock.sendall(conn.data_to_send())
+
+
+def test_client_certificates_apply_to_http2_streams(gw: Gw, pki: ProfilesPki) -> None:
+    status, body = h2Get(gw.ports["strict"], pki.clientContext("good"))
+    assert status == 200
+    assert backendHeaders(body)["x-client-cert-fingerprint"] == pki.fingerprint("good")
+    status, body = h2Get(gw.ports["strict"], pki.clientContext())
+    assert status == 400 and b"No required SSL certificate was sent" in body
+    assert h2Get(gw.ports["dn"], pki.clientContext("byRoot"))[0] == 400
 
 
 @pytest.mark.parametrize(

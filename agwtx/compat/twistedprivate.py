@@ -20,6 +20,7 @@ from twisted.protocols.haproxy._info import ProxyInfo
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
+from twisted.web._http2 import H2Connection, H2Stream
 from twisted.web.client import _HTTP11ClientFactory as HTTP11ClientFactory
 from twisted.web.http import _ChunkedTransferDecoder as ChunkedTransferDecoder
 from twisted.web.http import _MalformedChunkedDataError as MalformedChunkedDataError
@@ -29,6 +30,8 @@ from agwtx.compat import Private
 __all__ = [
     "ITEMS",
     "ChunkedTransferDecoder",
+    "H2Connection",
+    "H2Stream",
     "HAProxyProtocolWrapper",
     "HAProxyWrappingFactory",
     "HTTP11ClientFactory",
@@ -42,6 +45,7 @@ __all__ = [
     "epollInternals",
     "requestLine",
     "setPoolFactory",
+    "streamRequest",
     "tcpEndpointParts",
 ]
 
@@ -103,9 +107,20 @@ def setPoolFactory(pool: Any, factory: type) -> None:
     pool._factory = factory
 
 
+def streamRequest(stream: Any) -> Any:
+    """The request of an HTTP/2 stream (C{H2Stream._request})."""
+    return stream._request
+
+
 # -- the inventory -----------------------------------------------------------------
 
 _CHANNEL = "twisted.web.http:HTTPChannel"
+_H2C = "twisted.web._http2:H2Connection"
+_H2S = "twisted.web._http2:H2Stream"
+_H2_WHY = (
+    "agwtx.http.h2 builds HTTP/2 on Twisted's server (issue 15: framing, HPACK and flow control "
+    "are the libraries' job); it has no public API to subclass"
+)
 _WEB_HEAD = (
     "agwtx.http.site reads it while parsing a request head (deadline, refusals); the "
     "head parser's state has no public view"
@@ -319,6 +334,99 @@ ITEMS: tuple[Private, ...] = (
         "agwtx.ops.reactorpoll",
         "as _poller",
         ("selectable", "why", "isRead"),
+    ),
+    Private(
+        "twisted.web",
+        "_http2",
+        "module",
+        "agwtx.http.h2 (H2Connection, H2Stream)",
+        "Twisted's HTTP/2 server; " + _H2_WHY,
+    ),
+    Private(
+        _H2C,
+        "_requestReceived",
+        "method",
+        "agwtx.http.h2 (override)",
+        "builds agw's stream (whole header block translated before the request learns its "
+        "length, malformed blocks reset); " + _H2_WHY,
+        ("event",),
+    ),
+    Private(
+        _H2C,
+        "_requestDataReceived",
+        "method",
+        "agwtx.http.h2 (override)",
+        "data for a stream Twisted already forgot raises KeyError there; agw acknowledges and drops it",
+        ("event",),
+    ),
+    Private(
+        _H2C, "_requestEnded", "method", "agwtx.http.h2 (override)", "as _requestDataReceived", ("event",)
+    ),
+    Private(
+        _H2C,
+        "_requestAborted",
+        "method",
+        "agwtx.http.h2 (override)",
+        "as _requestDataReceived, and the Rapid Reset budget (Twisted 25.5 has none)",
+        ("event",),
+    ),
+    Private(
+        _H2C,
+        "_tryToWriteControlData",
+        "method",
+        "agwtx.http.h2",
+        "sends what h2 queued (a RST_STREAM, a GOAWAY) within Twisted's control-frame bound",
+    ),
+    Private(
+        _H2C,
+        "_requestDone",
+        "method",
+        "agwtx.http.h2 (resetStream, override)",
+        "forgets a stream, as Twisted's abortRequest does after a reset (which has no error code); "
+        "overridden to start the idle timer when the last stream is done",
+        ("streamID",),
+    ),
+    Private(
+        _H2C,
+        "_sendPrioritisedData",
+        "method",
+        "agwtx.http.h2 (override)",
+        "the sending loop: after it, a stream paused for a full queue (STREAM_QUEUE_LIMIT) is "
+        "resumed once drained; Twisted bounds a stream only by the client's window",
+    ),
+    Private(_H2C, "_stillProducing", "attribute", "agwtx.http.h2", "whether the connection was ended"),
+    Private(_H2C, "_reactor", "attribute", "agwtx.http.h2", "the connection's clock, for the reset budget"),
+    Private(
+        _H2C,
+        "_streamCleanupCallbacks",
+        "attribute",
+        "agwtx.http.h2 (_adopt)",
+        "set up per stream as Twisted's _requestReceived does",
+    ),
+    Private(
+        _H2C, "_outboundStreamQueues", "attribute", "agwtx.http.h2 (_adopt)", "as _streamCleanupCallbacks"
+    ),
+    Private(
+        _H2S,
+        "_convertHeaders",
+        "method",
+        "agwtx.http.h2 (override)",
+        "RFC 9113 section 8 translation (cookie crumbs, :authority, malformed values) and the "
+        "request's length once the whole block is in; " + _H2_WHY,
+        ("headers",),
+    ),
+    Private(_H2S, "_conn", "attribute", "agwtx.http.h2", "the stream's connection, which writes its frames"),
+    Private(_H2S, "_request", "attribute", "agwtx.http.h2 (streamRequest)", "the stream's request"),
+    Private(
+        _H2S,
+        "_inboundDataBuffer",
+        "attribute",
+        "agwtx.http.h2",
+        "what a paused stream received: its overrides of receiveDataChunk and resumeProducing "
+        "hand it to a WebSocket tunnel (RFC 8441) instead of the request",
+    ),
+    Private(
+        _H2S, "_send100Continue", "method", "agwtx.http.h2", "Twisted's 100 Continue, kept by the override"
     ),
     Private(
         "twisted.internet.base:ReactorBase",

@@ -108,6 +108,7 @@ class _GatewaySection(_Builder):
                 maxRequestBodySize=sec.get(
                     "maxRequestBodySize", lambda t: parseInt(t, *REQUEST_BODY_RANGE, "bytes")
                 ),
+                enableHttp2=sec.get("enableHttp2", parseBool),
             )
         )
 

@@ -61,6 +61,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = {
         "maxRequestHeaderSize",
         "maxRequestHeaderCount",
         "maxRequestBodySize",
+        "enableHttp2",
     ),
     "frontendPort": ("port", "interface", "endpoint", "proxyProtocol", "proxyProtocolSources"),
     "sslCertificate": ("certificate", "privateKey", "password"),

@@ -146,6 +146,11 @@ class GatewaySettings:
     Off (as nginx's C{underscores_in_headers off}): they are dropped, because
     backends that fold C{_} into C{-} (CGI, WSGI, PHP) would read
     C{Transfer_Encoding} or C{X_Forwarded_For} as the real thing."""
+    enableHttp2: bool = False
+    """Whether HTTPS listeners offer HTTP/2 (ALPN C{h2}) besides HTTP/1.1
+    (L{agwtx.http.h2}).  Off by default, as Azure's API and ARM templates
+    (the portal ticks it for new gateways): a configuration without the key
+    keeps its HTTP/1.1-only behaviour."""
 
     maxRequestLineSize: int = 32768
     """Bytes a request line may have (method, target, version); longer: 414."""

@@ -23,7 +23,7 @@ from agwtx.routing.match import isWebSocketUpgrade, requestHost
 from agwtx.routing.resource import GatewayResource, resourceFor
 from agwtx.routing.router import BackendTarget, PortRouter, rewriteUrl
 
-from agwtx.http.channel import GatewayChannel
+from agwtx.http.h2 import NegotiatingChannel
 from agwtx.http.request import GatewayRequest, hostProblem
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class GatewaySite(server.Site):
     """One frontend port: its listeners' routing table and the shared context."""
 
     requestFactory = GatewayRequest
-    protocol = GatewayChannel
+    protocol = NegotiatingChannel
     displayTracebacks = False
     noisy = False
 
@@ -78,7 +78,7 @@ class GatewaySite(server.Site):
         self.secure = False
         """Set by the gateway service when this port is wrapped in TLS."""
         self.droppedFieldsLog = RateLimitedLog()
-        """Paces the log lines about header fields dropped for an C{_} (L{GatewayChannel})."""
+        """Paces the log lines about header fields dropped for an C{_} (L{agwtx.http.channel.GatewayChannel})."""
 
     def acceptableProtocols(self) -> list[bytes]:
         # None to hand to Twisted's TLS wrapper: ALPN is answered by the

@@ -24,7 +24,8 @@ Frontend (server) policy
     decides on resumption before SNI picks the listener, and a resumed
     session is not verified again).  No renegotiation.
   - ALPN: C{http/1.1} only (a client offering only C{h2} gets no ALPN answer
-    rather than an alert).
+    rather than an alert); with C{[gateway] enableHttp2}, C{h2} first, then
+    C{http/1.1} (L{agwtx.http.h2}).
   - The certificate is chosen by SNI among the port's listeners, as routing
     chooses the listener: an exact host name first, then wildcard patterns
     (L{agwtx.routing.router.hostMatcher}), then the basic listener (no host names).
@@ -80,6 +81,7 @@ from agwtx.config.certificates import (
 log = Logger(namespace="agw.tls")
 
 HTTP11 = b"http/1.1"
+H2 = b"h2"
 
 
 # -- HTTPS listeners -------------------------------------------------------------
@@ -138,6 +140,11 @@ def _selectHttp11(conn: SSL.Connection, offered: list[bytes]) -> bytes:
     return HTTP11 if HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[return-value]
 
 
+def _selectH2(conn: SSL.Connection, offered: list[bytes]) -> bytes:
+    # The server's preference (RFC 7301 section 3.2): h2 whenever offered.
+    return H2 if H2 in offered else _selectHttp11(conn, offered)
+
+
 def _serverContext(
     loaded: LoadedCertificate | None,
     sessionId: bytes,
@@ -145,6 +152,7 @@ def _serverContext(
     clientCAs: Sequence[x509.Certificate] = (),
     serverNameCallback: Callable[[SSL.Connection], None] | None = None,
     resumable: bool = True,
+    http2: bool = False,
 ) -> SSL.Context:
     """One OpenSSL context: a listener's certificate, policy and trusted client CAs."""
     # Made here rather than by Twisted's CertificateOptions: its TLS 1.2 floor
@@ -179,7 +187,8 @@ def _serverContext(
     # One session id context for every certificate of a port, so that a
     # session resumes whichever context SNI switched to.
     ctx.set_session_id(sessionId)
-    ctx.set_alpn_select_callback(_selectHttp11)
+    # Every context of a port the same: the SNI callback may switch contexts before ALPN.
+    ctx.set_alpn_select_callback(_selectH2 if http2 else _selectHttp11)
     if serverNameCallback is not None:
         ctx.set_tlsext_servername_callback(serverNameCallback)
     # Last: pyOpenSSL's set_cipher_list makes a Connection from the context,
@@ -236,6 +245,7 @@ class ServerTls:
         profiles: Mapping[str, SslProfile] | None = None,
         clientCAs: Mapping[str, Sequence[x509.Certificate]] | None = None,
         revocation: Any = None,
+        http2: bool = False,
     ) -> None:
         self.port = port
         self.revocation = revocation
@@ -266,7 +276,7 @@ class ServerTls:
                         if profile.verifyClientCertIssuerDN:
                             issuers = tuple(subjects)
                 loaded = certificates[listener.sslCertificate] if listener.sslCertificate else None
-                ctx = _serverContext(loaded, sessionId, policy, cas)
+                ctx = _serverContext(loaded, sessionId, policy, cas, http2=http2)
                 auth = ListenerClientAuth(
                     listener.name,
                     listener.sslProfile,
@@ -304,7 +314,12 @@ class ServerTls:
         # must not stand in for a verification on another connection).
         resumable = all(e.auth.mode == "Off" for e in entries)
         self.default = _serverContext(
-            None, sessionId, base, serverNameCallback=self._serverNameReceived, resumable=resumable
+            None,
+            sessionId,
+            base,
+            serverNameCallback=self._serverNameReceived,
+            resumable=resumable,
+            http2=http2,
         )
 
     def _serverNameReceived(self, conn: SSL.Connection) -> None:
@@ -387,7 +402,16 @@ def buildServerTls(
     if problems:
         raise TlsError(problems)
     return {
-        port: ServerTls(port, listeners, loaded, policies, config.sslProfiles, clientCAs, revocation)
+        port: ServerTls(
+            port,
+            listeners,
+            loaded,
+            policies,
+            config.sslProfiles,
+            clientCAs,
+            revocation,
+            http2=config.gateway.enableHttp2,
+        )
         for port, listeners in byPort.items()
     }
 

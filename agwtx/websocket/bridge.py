@@ -212,7 +212,11 @@ class WebSocketBridge:
 
     def __call__(self, request: GatewayRequest, target: BackendTarget) -> Any:
         try:
-            handshake = checkHandshake(request.method, request.clientproto, request.requestHeaders)
+            # An HTTP/2 extended CONNECT (RFC 8441) arrives as the HTTP/1.1
+            # handshake it stands for (agwtx.http.h2), with its own version.
+            tunnel = getattr(getattr(request, "channel", None), "agwProtocol", None)
+            version = b"HTTP/1.1" if tunnel else request.clientproto
+            handshake = checkHandshake(request.method, version, request.requestHeaders)
         except HandshakeError as e:
             return errorPage(request, e.code, e.message, e.headers)
         lease = Lease(self.ctx.reactor, slotted=False, state=target.state)

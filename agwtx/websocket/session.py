@@ -308,7 +308,13 @@ class WebSocketSession:
         proto._now = self.clock.seconds
         self.configureLeg(proto)
         self.clientLeg = proto
-        channel.transport = None
+        # An HTTP/2 stream (RFC 8441 extended CONNECT) is the client leg's
+        # byte stream itself (agwtx.http.h2tunnel); a connection is taken over.
+        tunnel = getattr(channel, "openTunnel", None)
+        if tunnel is not None:
+            transport = tunnel()
+        else:
+            channel.transport = None
         request.agwOnLost = None  # the client leg sees the client leave from now on
         proto.agwSlot, channel.agwSlot = getattr(channel, "agwSlot", None), None
         # HTTPChannel registered itself as the transport's producer; the
@@ -323,8 +329,8 @@ class WebSocketSession:
             transport.protocol.wrappedProtocol = proto
         else:
             transport.protocol = proto
-        request.setResponseCode(101)
-        request.agwStatus = 101
+        request.setResponseCode(101 if tunnel is None else 200)
+        request.agwStatus = request.code
         proto.makeConnection(transport)
         transport.resumeProducing()
         hs = self.handshake
@@ -339,8 +345,9 @@ class WebSocketSession:
                 b"Sec-WebSocket-Extensions: " + ", ".join(hs.deflateOffers).encode("latin-1") + b"\r\n"
             )
         lines.append(b"\r\n")
-        # Bytes the client sent after its handshake, buffered by HTTPChannel.
-        proto.dataReceived(b"".join(lines) + bufferedInput(channel))
+        # Bytes the client sent after its handshake, buffered by HTTPChannel
+        # (an HTTP/2 stream holds its own until the tunnel opens).
+        proto.dataReceived(b"".join(lines) + (bufferedInput(channel) if tunnel is None else b""))
         return True
 
     def clientOpened(self, leg: _ClientLeg) -> None:

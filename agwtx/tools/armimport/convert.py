@@ -100,6 +100,8 @@ class _Converter(_ListenerConverters, _BackendConverters, _RuleConverters):
             self.leftovers(item, view)
 
         self.top.extend(self.customErrors(propsView.get("customErrorConfigurations"), None))
+        if propsView.get("enableHttp2") is True:
+            self.gatewayItem.add("enableHttp2", "true")
         policy = propsView.get("sslPolicy")
         if not _isEmpty(policy):
             self.sslPolicy(self.gatewayItem, policy, "sslPolicy.")

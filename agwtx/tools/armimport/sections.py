@@ -211,7 +211,6 @@ _GATEWAY_NOT_CONVERTED: Mapping[str, str] = {
     "webapplicationfirewallconfiguration": "agw has no web application firewall",
     "firewallpolicy": "agw has no web application firewall",
     "forcefirewallpolicyassociation": "agw has no web application firewall",
-    "enablehttp2": "agw's frontend speaks HTTP/1.1",
     "enablefips": "agw has no FIPS mode",
     "privatelinkconfigurations": "agw has no private link",
     "privateendpointconnections": "agw has no private link",
