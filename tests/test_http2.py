@@ -996,3 +996,53 @@ def test_idle_timeout_runs_only_while_no_stream_is_open_and_pings_do_not_restart
     assert not transport.disconnecting
     clock.advance(2)
     assert transport.disconnecting
+
+
+def test_request_body_limit_applies_to_h2_streams(tmp_path: Path) -> None:
+    """
+    [gateway] maxRequestBodySize over HTTP/2: a content-length over it is
+    answered 413 and the backend sees nothing; a body without one that
+    grows past it is cut with 413; the connection goes on serving.
+    """
+    from types import SimpleNamespace
+
+    from tests.rawbackend import RawBackend
+
+    def handler(conn: socket.socket, head: bytes, rest: bytes) -> None:
+        while b"0\r\n\r\n" not in rest and b"content-length: 0" not in head.lower():
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            rest += chunk
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    backend = RawBackend(handler)
+    ca = CA()
+    cert, key = ca.issue(["localhost"]).write(tmp_path, "leaf")
+    caFile = ca.writeRoot(tmp_path / "ca.pem")
+    port = freePort()
+    body = httpsIni(port, cert, key, backend.port)
+    proc = startGateway(tmp_path, "[gateway]\nenableHttp2 = true\nmaxRequestBodySize = 1000\n" + body, port)
+    client = Client.open(SimpleNamespace(port=port, ca=caFile))  # type: ignore[arg-type]
+    try:
+        sid = client.request("/up", method="POST", end=False, extra=[("content-length", "5000")])
+        headers, text = client.response(sid)
+        assert headers[b":status"] == b"413", (headers, text)
+        assert b"1000 bytes" in text
+        assert backend.requests == 0
+
+        sid = client.request("/up", method="POST", end=False)
+        client.conn.send_data(sid, b"a" * 600)
+        client.conn.send_data(sid, b"b" * 600)
+        client.flush()
+        answer = client.until(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid)
+        assert answer is not None and dict(answer.headers)[b":status"] == b"413"
+
+        headers, text = client.response(client.request("/ok", method="POST", extra=[("content-length", "0")]))
+        assert headers[b":status"] == b"200", (headers, text)
+        assert proc.proc.poll() is None
+        assert "Traceback" not in proc.output(), proc.output()
+    finally:
+        client.close()
+        proc.stop()
+        backend.close()

@@ -52,7 +52,7 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 from agwtx.compat.twistedprivate import H2Connection, H2Stream, streamRequest
-from agwtx.runtime.answers import errorPage
+from agwtx.runtime.answers import errorPage, reasonPhrase
 from agwtx.runtime.headers import HOP_BY_HOP
 
 from agwtx.http.channel import _CTL, GatewayChannel
@@ -287,26 +287,42 @@ class GatewayH2Stream(H2Stream):  # type: ignore[misc]
     def _discard(self, data: bytes) -> None:
         """As L{GatewayChannel._discard}: nothing more is taken from this stream."""
 
-    _refusal: str | None = None
+    def dropBody(self) -> None:
+        """The request's body was cut short (408, 413): the rest of this stream's DATA is dropped."""
+        self.closeAfterResponse()
+
+    _refusal: tuple[int, str] | None = None
 
     def refuseRequest(self, message: str) -> None:
         """Answer the request whose head was just read with 400, reading nothing more of it."""
+        self._refuse(400, message)
+
+    def refuseBodyTooLarge(self, limit: int, request: Any) -> None:
+        """
+        Answer 413: the request's Content-Length is over C{[gateway]
+        maxRequestBodySize} (C{limit}); its body is not read.
+        """
+        self._refuse(
+            413, f"{reasonPhrase(413).decode('ascii')}: the request body is larger than {limit} bytes"
+        )
+
+    def _refuse(self, code: int, message: str) -> None:
         self.closeAfterResponse()
-        self._refusal = message
+        self._refusal = (code, message)
         if self.alive():
             self.answerRefusal()
         # else: the head is still being read (the stream is not the
         # connection's yet); GatewayH2Connection._adopt answers it next.
 
     def answerRefusal(self) -> None:
-        """The 400 of L{refuseRequest}."""
-        message, self._refusal = self._refusal, None
-        if message is None:
+        """The answer of L{refuseRequest} or L{refuseBodyTooLarge}."""
+        refusal, self._refusal = self._refusal, None
+        if refusal is None:
             return
         request = streamRequest(self)
         request.stopBodyTimer()
         request.method, request.uri, request.clientproto = self.command, self.path, HTTP2_VERSION
-        errorPage(request, 400, message)
+        errorPage(request, *refusal)
 
     def tlsInfo(self) -> Any:
         """The connection's (cipher, protocol)."""
