@@ -960,6 +960,7 @@ def test_idle_timeout_runs_only_while_no_stream_is_open_and_pings_do_not_restart
     from twisted.internet.testing import StringTransport
     from twisted.web.http import Request
 
+    from agwtx.config.model import GatewaySettings
     from agwtx.http.h2 import GatewayH2Connection
 
     def connect() -> tuple[Clock, StringTransport, GatewayH2Connection, h2.connection.H2Connection]:
@@ -967,7 +968,8 @@ def test_idle_timeout_runs_only_while_no_stream_is_open_and_pings_do_not_restart
         conn = GatewayH2Connection(clock)
         conn.timeOut = 60
         conn.callLater = clock.callLater
-        conn.site = types.SimpleNamespace(allowUnderscores=False)
+        config = types.SimpleNamespace(gateway=GatewaySettings())
+        conn.site = types.SimpleNamespace(allowUnderscores=False, ctx=types.SimpleNamespace(config=config))
         conn.factory = None
         conn.requestFactory = Request
         transport = StringTransport()
@@ -998,11 +1000,13 @@ def test_idle_timeout_runs_only_while_no_stream_is_open_and_pings_do_not_restart
     assert transport.disconnecting
 
 
-def test_request_body_limit_applies_to_h2_streams(tmp_path: Path) -> None:
+def test_request_limits_apply_to_h2_streams(tmp_path: Path) -> None:
     """
-    [gateway] maxRequestBodySize over HTTP/2: a content-length over it is
-    answered 413 and the backend sees nothing; a body without one that
-    grows past it is cut with 413; the connection goes on serving.
+    The [gateway] request limits over HTTP/2: a content-length over
+    maxRequestBodySize is answered 413 and the backend sees nothing; a body
+    without one that grows past it is cut with 413; header fields over
+    maxRequestHeaderSize or maxRequestHeaderCount get 431; the connection
+    goes on serving.
     """
     from types import SimpleNamespace
 
@@ -1037,6 +1041,18 @@ def test_request_body_limit_applies_to_h2_streams(tmp_path: Path) -> None:
         client.flush()
         answer = client.until(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid)
         assert answer is not None and dict(answer.headers)[b":status"] == b"413"
+
+        # The head limits ([gateway] maxRequestHeaderSize 32768, maxRequestHeaderCount 500 by
+        # default) as on HTTP/1.1: 431 for the stream, under h2's 64 KiB header list.
+        seen = backend.requests  # the cut body's request may have reached the backend
+        headers, text = client.response(client.request("/big", extra=[("x-big", "a" * 40000)]))
+        assert headers[b":status"] == b"431", (headers, text)
+        assert b"32768 bytes" in text
+        many = [(f"x-f{i}", "1") for i in range(501)]
+        headers, text = client.response(client.request("/many", extra=many))
+        assert headers[b":status"] == b"431", (headers, text)
+        assert b"500 header fields" in text
+        assert backend.requests == seen
 
         headers, text = client.response(client.request("/ok", method="POST", extra=[("content-length", "0")]))
         assert headers[b":status"] == b"200", (headers, text)

@@ -86,6 +86,9 @@ _H2_RESPONSE_DROPPED = HOP_BY_HOP | {b"proxy-connection"}
 """Response fields that never go on an HTTP/2 response (RFC 9113 section 8.2.2)."""
 
 
+_431 = reasonPhrase(431).decode("ascii")
+
+
 class GatewayH2Stream(H2Stream):  # type: ignore[misc]
     """One HTTP/2 stream: a L{agwtx.http.request.GatewayRequest} with agw's semantics."""
 
@@ -124,8 +127,12 @@ class GatewayH2Stream(H2Stream):  # type: ignore[misc]
         length: bytes | None = None
         allowUnderscores = self.site.allowUnderscores
         size = 0
+        count = fieldBytes = 0  # as [gateway] maxRequestHeaderCount and maxRequestHeaderSize count
         for name, value in headers:
             size += len(name) + len(value) + 32  # as SETTINGS_MAX_HEADER_LIST_SIZE counts
+            if name[:1] != b":":
+                count += 1
+                fieldBytes += len(name) + 2 + len(value)  # "name: value", as on HTTP/1.1
             if len(value.translate(None, _CTL)) != len(value):
                 # RFC 9113 section 8.2.1: malformed (NUL, CR, LF; the other
                 # controls too, as on HTTP/1.1).
@@ -149,6 +156,17 @@ class GatewayH2Stream(H2Stream):  # type: ignore[misc]
             if name == b"content-length":
                 length = value
             fields.addRawHeader(name, value)
+        gateway = self.site.ctx.config.gateway
+        if count > gateway.maxRequestHeaderCount:
+            self._refuse(
+                431, f"{_431}: the request has more than {gateway.maxRequestHeaderCount} header fields"
+            )
+            return
+        if fieldBytes > gateway.maxRequestHeaderSize:
+            self._refuse(
+                431, f"{_431}: the request header fields are longer than {gateway.maxRequestHeaderSize} bytes"
+            )
+            return
         if cookies:
             fields.setRawHeaders(b"cookie", [b"; ".join(cookies)])
         if authority is not None:
