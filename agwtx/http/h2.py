@@ -43,6 +43,8 @@ from typing import Any
 
 import priority
 from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError
+from h2.utilities import HeaderValidationFlags, validate_headers
 from h2.settings import SettingCodes, Settings
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
@@ -89,6 +91,12 @@ _H2_RESPONSE_DROPPED = HOP_BY_HOP | {b"proxy-connection"}
 _431 = reasonPhrase(431).decode("ascii")
 
 
+_REQUEST_BLOCK = HeaderValidationFlags(
+    is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
+)
+"""h2's header validation of a request's header block, as h2 runs it on receipt."""
+
+
 class GatewayH2Stream(H2Stream):  # type: ignore[misc]
     """One HTTP/2 stream: a L{agwtx.http.request.GatewayRequest} with agw's semantics."""
 
@@ -120,6 +128,13 @@ class GatewayH2Stream(H2Stream):  # type: ignore[misc]
         return self
 
     def _convertHeaders(self, headers: list[tuple[bytes, bytes]]) -> None:
+        try:
+            # h2's checks (pseudo-fields, connection-specific fields, TE,
+            # upper case, ...): a malformed request resets its stream only.
+            headers = list(validate_headers(headers, _REQUEST_BLOCK))
+        except ProtocolError:
+            self.agwMalformed = True
+            return
         request = streamRequest(self)
         fields = request.requestHeaders
         cookies: list[bytes] = []
@@ -413,6 +428,10 @@ class GatewayH2Connection(H2Connection):  # type: ignore[misc]
 
     def __init__(self, reactor: Any) -> None:
         super().__init__(reactor)
+        # A malformed request (RFC 9113 section 8.1.1) is a stream error:
+        # h2's own check of a received header block runs per stream, in
+        # GatewayH2Stream._convertHeaders, instead of failing the connection.
+        self.conn.config.validate_inbound_headers = False
         self.priority = _RoundRobin()
         self._resetBudget = float(RESET_BURST)
         self._resetStamp = reactor.seconds()
