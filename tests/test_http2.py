@@ -606,11 +606,11 @@ def test_a_stalled_stream_does_not_hold_back_the_others(gw: Gw) -> None:
 # -- WebSocket over HTTP/2 (RFC 8441) ----------------------------------------------------------
 
 
-def wsFrame(opcode: int, payload: bytes) -> bytes:
-    """A masked client frame (the mask is fixed: tests only)."""
+def wsFrame(opcode: int, payload: bytes, rsv1: bool = False) -> bytes:
+    """A masked client frame (the mask is fixed: tests only); C{rsv1}: compressed (permessage-deflate)."""
     key = b"\x01\x02\x03\x04"
     n = len(payload)
-    head = bytes([0x80 | opcode])
+    head = bytes([0x80 | (0x40 if rsv1 else 0) | opcode])
     if n < 126:
         head += bytes([0x80 | n])
     elif n < 65536:
@@ -726,6 +726,67 @@ def test_websocket_over_h2_echoes_and_passes_close_codes_both_ways(gw: Gw) -> No
     waitFor(
         lambda: '"httpStatus":200' in gw.log.read_text() and "/ws/echo" in gw.log.read_text(), what="logged"
     )
+
+
+def test_websocket_over_h2_pings_and_permessage_deflate(gw: Gw) -> None:
+    """
+    As on HTTP/1.1: a ping is answered with its payload, and
+    permessage-deflate is negotiated on the client leg (an HTTP/2 stream):
+    a compressed message reaches the backend and comes back compressed.
+    """
+    import zlib
+
+    client = Client.open(gw)
+    try:
+        ws = WsOverH2(client, "/ws/echo?id=h2d", [("sec-websocket-extensions", "permessage-deflate")])
+        assert ws.headers[b":status"] == b"200"
+        assert ws.headers.get(b"sec-websocket-extensions", b"").startswith(b"permessage-deflate")
+        ws.send(wsFrame(0x9, b"are you there"))
+        assert ws.frames(1)[0] == (0xA, b"are you there")
+        text = b"squeeze me, " * 200
+        packer = zlib.compressobj(wbits=-15)
+        packed = packer.compress(text) + packer.flush(zlib.Z_SYNC_FLUSH)
+        assert packed.endswith(b"\x00\x00\xff\xff")
+        ws.send(wsFrame(0x1, packed[:-4], rsv1=True))
+
+        def inflated() -> bytes:
+            # The echo's frames after the pong (autobahn may send it as a
+            # text frame and continuations), inflated.
+            frames = wsFrames(ws.data())[1:]
+            assert all(opcode in (0x0, 0x1) for opcode, _ in frames), frames
+            packed = b"".join(payload for _, payload in frames)
+            return zlib.decompressobj(wbits=-15).decompress(packed + b"\x00\x00\xff\xff")
+
+        client.until(lambda e: inflated() == text)
+        assert inflated() == text
+        assert sum(len(p) for _, p in wsFrames(ws.data())[1:]) < len(text)  # compressed on the way back
+        ws.send(closeFrame(1000))
+        assert isinstance(ws.ended(), h2.events.StreamEnded)
+    finally:
+        client.close()
+
+
+def test_websocket_over_h2_survives_a_reload(gw: Gw) -> None:
+    """As on HTTP/1.1: a reload (SIGHUP) leaves an open WebSocket over HTTP/2 and its connection working."""
+    import os
+    import signal
+
+    client = Client.open(gw)
+    try:
+        ws = WsOverH2(client, "/ws/echo?id=h2r")
+        ws.send(wsFrame(0x1, b"before"))
+        assert ws.frames(1)[0] == (0x1, b"before")
+        reloads = gw.proc.output().count("configuration reloaded")
+        os.kill(gw.proc.pid, signal.SIGHUP)
+        waitFor(lambda: gw.proc.output().count("configuration reloaded") > reloads, what="the reload")
+        ws.send(wsFrame(0x1, b"after"))
+        assert ws.frames(2)[1] == (0x1, b"after")
+        headers, _ = client.response(client.request("/headers"))
+        assert headers[b":status"] == b"200"
+        ws.send(closeFrame(1000))
+        assert isinstance(ws.ended(), h2.events.StreamEnded)
+    finally:
+        client.close()
 
 
 def test_websocket_over_h2_refusal_is_the_backends_status(gw: Gw) -> None:
