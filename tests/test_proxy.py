@@ -763,7 +763,7 @@ def test_refused_connects_leave_no_request_counted_in_flight(
     request.clientIP = request.peerIP = "192.0.2.1"
     request.peerTrusted = request.agwDiscarded = False
     request.listenerPort, request.isSecure = 80, lambda: False
-    request.agwStream = request.agwOnLost = None
+    request.agwStream = request.agwOnLost = request.agwPreferred = None
     request._disconnected, request.startedWriting = False, False
     request.site, request.agwListener = SimpleNamespace(ctx=ctx), None
     ctx.tagger.tag(request)

@@ -834,6 +834,7 @@ def newBridge(
         requestHeaders=_headers(),
         received_cookies={},
         agwOnLost=None,
+        agwPreferred=None,
         code=101,
         sentLength=0,
         agwStart=0.0,

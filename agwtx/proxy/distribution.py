@@ -65,8 +65,8 @@ class Distributor:
         self.name = name
         self.algorithm = algorithm
         self.targets = tuple(targets)
-        self._current: dict[int, int] = {}
-        """Smooth weighted round robin: each member's current weight, by id()."""
+        self._current: dict[Member, int] = {}
+        """Smooth weighted round robin: each member's current weight."""
         self._pick = {
             "RoundRobin": self.pickRoundRobin,
             "LeastConnections": self.pickLeastConnections,
@@ -97,15 +97,15 @@ class Distributor:
         for entry in candidates:
             member, _, weight = entry
             total += weight
-            value = current.get(id(member), 0) + weight
-            current[id(member)] = value
+            value = current.get(member, 0) + weight
+            current[member] = value
             if best is None or value > bestWeight:
                 best, bestWeight = entry, value
         assert best is not None
-        current[id(best[0])] = bestWeight - total
+        current[best[0]] = bestWeight - total
         if len(current) > 4 * len(candidates) + 64:
             # members dropped by reloads: forget them
-            keep = {id(m) for m, _, _ in self._available()}
+            keep = {m for m, _, _ in self._available()}
             for key in [k for k in current if k not in keep]:
                 del current[key]
         return best[0], best[1]

@@ -585,7 +585,7 @@ def chooseMember(
                     return member, member if found[1] else None
                 return member, None
     # A load distribution policy's choice (agwtx.routing.router.PolicyTarget), else the pool's.
-    return lease.first(getattr(request, "agwPreferred", None)), None
+    return lease.first(request.agwPreferred), None
 
 
 def _picksHost(target: Any, request: "GatewayRequest") -> bool:
