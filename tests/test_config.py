@@ -2883,3 +2883,22 @@ def test_adminTokenFile(inTmp: Path, content: bytes, mode: int, expected: str | 
     with pytest.raises(ConfigError) as info:
         loadConfig(str(ini))
     assert info.value.errors == [f"{ini}:{BASE_LINES + 3}: " + expected.format(path=token)]
+
+
+def test_an_ipv4_mapped_range_is_the_ipv4_range() -> None:
+    """
+    Addresses are compared IPv4-mapped as IPv4 (model.inNetworks); ranges
+    written IPv4-mapped are read the same way, so a trusted proxy or an
+    ipFilter range given as C{::ffff:10.0.0.0/104} holds 10.1.2.3.
+    """
+    import ipaddress
+
+    from agwtx.config.model import GatewaySettings
+    from agwtx.config.values import parseNetwork, parseNetworks
+
+    assert parseNetwork("::ffff:10.0.0.0/104") == ipaddress.ip_network("10.0.0.0/8")
+    assert parseNetwork("::ffff:0:0/96") == ipaddress.ip_network("0.0.0.0/0")
+    assert parseNetwork("2001:db8::/32").version == 6
+    settings = GatewaySettings(trustedProxies=parseNetworks("::ffff:127.0.0.0/104"))
+    assert settings.isTrustedProxy("127.0.0.1") and settings.isTrustedProxy("::ffff:127.0.0.2")
+    assert not settings.isTrustedProxy("10.0.0.1")

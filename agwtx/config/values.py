@@ -288,9 +288,14 @@ def parseBackendAddress(text: str) -> BackendAddress:
 
 
 def parseNetwork(text: str) -> IPNetwork:
-    """An IPv4 or IPv6 address range in CIDR form (C{10.0.0.0/8}, C{::1/128}); a bare address is one host."""
+    """
+    An IPv4 or IPv6 address range in CIDR form (C{10.0.0.0/8}, C{::1/128}); a
+    bare address is one host.  An IPv4-mapped IPv6 range
+    (C{::ffff:10.0.0.0/104}) is the IPv4 range, as addresses are taken
+    (L{agwtx.config.model.inNetworks}).
+    """
     try:
-        return ipaddress.ip_network(text.strip(), strict=True)
+        network = ipaddress.ip_network(text.strip(), strict=True)
     except ValueError as e:
         if "has host bits set" in str(e):
             raise InvalidValue(
@@ -299,6 +304,12 @@ def parseNetwork(text: str) -> IPNetwork:
         raise InvalidValue(
             f"expected an IPv4 or IPv6 address range (CIDR, e.g. 10.0.0.0/8), got {_got(text)}"
         ) from None
+    if network.version == 6 and network.prefixlen >= 96 and network.subnet_of(_MAPPED):  # type: ignore[arg-type]
+        return ipaddress.ip_network((int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96))
+    return network
+
+
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 
 
 def parseNetworks(text: str) -> tuple[IPNetwork, ...]:

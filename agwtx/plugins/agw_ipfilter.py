@@ -31,14 +31,14 @@ own backend (404 when the rule has none).
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from agwtx.config.values import InvalidValue, parseNetworks
+from agwtx.config.model import inNetworks
+from agwtx.config.values import IPNetwork, InvalidValue, parseNetworks
 from agwtx.interfaces import (
     Answer,
     Candidates,
@@ -55,39 +55,14 @@ STATUSES = (403, 404)
 
 @dataclass(frozen=True)
 class IpFilterOptions:
-    allow4: tuple[tuple[int, int], ...]
-    """(network, mask) as integers, IPv4."""
-    allow6: tuple[tuple[int, int], ...]
-    deny4: tuple[tuple[int, int], ...]
-    deny6: tuple[tuple[int, int], ...]
-    allowAll: bool
-    """No C{allow} ranges: every address passes unless denied."""
+    allow: tuple[IPNetwork, ...]
+    deny: tuple[IPNetwork, ...]
     refusal: Answer
 
-
-_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
-
-
-def _ranges(networks: Any, version: int) -> tuple[tuple[int, int], ...]:
-    """
-    C{networks} of IP C{version} as (network, mask) integers; an
-    IPv4-mapped IPv6 range (C{::ffff:10.0.0.0/104}) counts as the IPv4
-    range, as addresses do.
-    """
-    out = []
-    for net in networks:
-        if net.version == 6 and net.subnet_of(_MAPPED):
-            net = ipaddress.ip_network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
-        if net.version == version:
-            out.append((int(net.network_address), int(net.netmask)))
-    return tuple(out)
-
-
-def _inRanges(value: int, ranges: tuple[tuple[int, int], ...]) -> bool:
-    for network, mask in ranges:
-        if value & mask == network:
-            return True
-    return False
+    @property
+    def allowAll(self) -> bool:
+        """No C{allow} ranges: every address passes unless denied."""
+        return not self.allow
 
 
 @implementer(IPlugin, IRoutingPlugin)
@@ -108,14 +83,10 @@ class IpFilter:
         statusText = (options.get("status") or "").strip() or "403"
         if statusText not in {str(s) for s in STATUSES}:
             raise PluginConfigError("status", f"expected 403 or 404, got {statusText!r}")
-        allow, deny = parsed["allow"], parsed["deny"]
         return PluginRuleConfig(
             options=IpFilterOptions(
-                allow4=_ranges(allow, 4),
-                allow6=_ranges(allow, 6),
-                deny4=_ranges(deny, 4),
-                deny6=_ranges(deny, 6),
-                allowAll=not allow,
+                allow=parsed["allow"],
+                deny=parsed["deny"],
                 refusal=Answer(int(statusText), "the client address is not allowed"),
             )
         )
@@ -127,22 +98,9 @@ class IpFilter:
 
 def allowed(opts: IpFilterOptions, address: str) -> bool:
     """Whether C{address} (an IP address as text, or anything else) passes C{opts}."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return opts.allowAll
-    if ip.version == 6:
-        mapped = ip.ipv4_mapped  # type: ignore[union-attr]
-        if mapped is not None:
-            ip = mapped
-    value = int(ip)
-    if ip.version == 4:
-        deny, allow = opts.deny4, opts.allow4
-    else:
-        deny, allow = opts.deny6, opts.allow6
-    if deny and _inRanges(value, deny):
+    if opts.deny and inNetworks(address, opts.deny):
         return False
-    return opts.allowAll or _inRanges(value, allow)
+    return opts.allowAll or inNetworks(address, opts.allow)
 
 
 ipFilter = IpFilter()
